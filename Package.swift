@@ -1,0 +1,52 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSwift: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "PresenceLog",
+    products: [
+        .executable(name: "presence", targets: ["PresenceCLI"]),
+        .library(name: "SegmentLog", targets: ["SegmentLog"]),
+        .library(name: "Presence", targets: ["Presence"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Debian's liblz4, found through pkg-config.
+        .systemLibrary(
+            name: "CLZ4",
+            pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]
+        ),
+        // CRC-32C with the SSE 4.2 instruction where the CPU has it, a table otherwise.
+        .target(name: "CCRC32C"),
+        // The storage engine: Kafka-format segments, indexes, recovery, group commit. Knows nothing of presence.
+        .target(name: "SegmentLog", dependencies: ["CLZ4", "CCRC32C"], swiftSettings: strictSwift),
+        // Presence events: schema, NDJSON parsing, the binary value codec.
+        .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
+        // The `presence` command-line tool.
+        .executableTarget(
+            name: "PresenceCLI",
+            dependencies: [
+                "SegmentLog", "Presence",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Deterministic generator of realistic event streams.
+        .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
+        // Read-path benchmark.
+        .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence"], path: "tools/bench", swiftSettings: strictSwift),
+        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
+        .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen"],
+            swiftSettings: strictSwift
+        ),
+    ]
+)

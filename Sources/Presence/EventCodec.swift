@@ -1,0 +1,178 @@
+import SegmentLog
+
+/// The binary form of a presence event inside a log record. The record's key is the user id (UTF-8)
+/// and its timestamp the event time; the value holds the rest:
+///
+///     byte 0      flags: bits 0-3 kind (1 connect, 2 disconnect)
+///                        bit 4    conn is stored without its "<user>-" prefix
+///                        bit 5    an id follows
+///                        bit 6    conn ends in packed hex digits
+///     varint n    gateway length, then n bytes of gateway
+///     varint n    conn length, then n bytes of conn (or of its suffix, with bit 4)
+///     varint n    (bit 6 only) m bytes of packed hex follow: 2m lowercase hex digits, high nibble first,
+///                 that complete the conn
+///     varint n    id length, then n bytes of id (with bit 5)
+///
+/// Varints are unsigned LEB128. Conn ids are usually minted from the user id and random hex
+/// (`bob-phone-7f3a`, UUIDs): dropping the prefix saves a user id's worth of bytes per event, and
+/// packing the trailing hex halves the part that no compressor can shrink. The encoding is
+/// canonical: equal events have equal bytes.
+public enum EventCodec {
+    static let relativeConn: UInt8 = 0x10
+    static let hasID: UInt8 = 0x20
+    static let packedHex: UInt8 = 0x40
+    /// Trailing hex runs shorter than this stay as text.
+    static let minimumPackedDigits = 4
+
+    /// Appends the value bytes for an event to `out`.
+    @inline(__always)
+    public static func appendValue(kind: EventKind, user: UnsafeRawBufferPointer, conn: UnsafeRawBufferPointer,
+                                   gateway: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
+        var flags = kind.rawValue
+        var connBytes = conn
+        if conn.count > user.count + 1, let connBase = conn.baseAddress, let userBase = user.baseAddress,
+           conn[user.count] == 45, memcmp(connBase, userBase, user.count) == 0 {
+            flags |= relativeConn
+            connBytes = UnsafeRawBufferPointer(rebasing: conn[(user.count + 1)...])
+        }
+        if id != nil { flags |= hasID }
+        // The longest even run of lowercase hex digits at the end of the conn.
+        var run = 0
+        while run < connBytes.count {
+            let c = connBytes[connBytes.count - 1 - run]
+            guard (c >= 48 && c <= 57) || (c >= 97 && c <= 102) else { break }
+            run += 1
+        }
+        run &= ~1
+        if run >= minimumPackedDigits { flags |= packedHex } else { run = 0 }
+        out.append(flags)
+        appendField(gateway, to: &out)
+        appendField(UnsafeRawBufferPointer(rebasing: connBytes[..<(connBytes.count - run)]), to: &out)
+        if run > 0 {
+            appendLength(run / 2, to: &out)
+            var i = connBytes.count - run
+            while i < connBytes.count {
+                out.append(nibble(connBytes[i]) << 4 | nibble(connBytes[i + 1]))
+                i += 2
+            }
+        }
+        if let id { appendField(id, to: &out) }
+    }
+
+    @inline(__always)
+    private static func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
+
+    @inline(__always)
+    static func appendLength(_ count: Int, to out: inout [UInt8]) {
+        var length = UInt64(count)
+        while length >= 0x80 {
+            out.append(UInt8(truncatingIfNeeded: length) | 0x80)
+            length >>= 7
+        }
+        out.append(UInt8(length))
+    }
+
+    @inline(__always)
+    static func appendField(_ field: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        appendLength(field.count, to: &out)
+        out.append(contentsOf: field)
+    }
+
+    /// The fields of an encoded value, pointing into the value's bytes.
+    public struct View {
+        public let kind: EventKind
+        public let gateway: UnsafeRawBufferPointer
+        /// The conn's text part as stored: without the `<user>-` prefix when `connIsRelative`, and without
+        /// the packed hex digits `connHex` holds.
+        public let storedConn: UnsafeRawBufferPointer
+        public let connIsRelative: Bool
+        /// Packed trailing hex digits of the conn (two a byte), if any.
+        public let connHex: UnsafeRawBufferPointer?
+        public let id: UnsafeRawBufferPointer?
+
+        /// Appends the conn's full text, given the record's user id.
+        public func appendConn(user: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+            if connIsRelative {
+                out.append(contentsOf: user)
+                out.append(45)
+            }
+            out.append(contentsOf: storedConn)
+            if let connHex {
+                let digits = Array("0123456789abcdef".utf8)
+                for byte in connHex {
+                    out.append(digits[Int(byte >> 4)])
+                    out.append(digits[Int(byte & 15)])
+                }
+            }
+        }
+    }
+
+    /// Why a value could not be decoded.
+    public struct DecodeError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// Decodes a value without copying; throws when it is malformed.
+    @inline(__always)
+    public static func view(_ value: UnsafeRawBufferPointer) throws(DecodeError) -> View {
+        guard let base = value.baseAddress, value.count >= 3 else { throw DecodeError(description: "event value is too short") }
+        let flags = value[0]
+        guard let kind = EventKind(rawValue: flags & 0x0F), flags & 0x80 == 0 else {
+            throw DecodeError(description: "event value has unknown kind or flags 0x\(String(flags, radix: 16))")
+        }
+        var position = 1
+        @inline(__always) func field() throws(DecodeError) -> UnsafeRawBufferPointer {
+            guard let (length, size) = Varint.readUnsigned(base + position, available: value.count - position),
+                  length <= UInt64(value.count - position - size)
+            else { throw DecodeError(description: "event value has a field running past its end") }
+            position += size
+            let bytes = UnsafeRawBufferPointer(start: base + position, count: Int(length))
+            position += Int(length)
+            return bytes
+        }
+        let gateway = try field()
+        let conn = try field()
+        let hex = flags & packedHex != 0 ? try field() : nil
+        let id = flags & hasID != 0 ? try field() : nil
+        guard position == value.count else { throw DecodeError(description: "event value has \(value.count - position) stray bytes") }
+        return View(kind: kind, gateway: gateway, storedConn: conn, connIsRelative: flags & relativeConn != 0,
+                    connHex: hex, id: id)
+    }
+
+    /// Decodes a record into an event.
+    public static func decode(key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?, timestamp: Int64) throws(DecodeError) -> PresenceEvent {
+        guard let key, let value else { throw DecodeError(description: "presence record has no key or no value") }
+        let view = try view(value)
+        let user = String(decoding: key, as: UTF8.self)
+        var conn: [UInt8] = []
+        view.appendConn(user: key, to: &conn)
+        return PresenceEvent(kind: view.kind, user: user, conn: String(decoding: conn, as: UTF8.self),
+                             gateway: String(decoding: view.gateway, as: UTF8.self), timestamp: timestamp,
+                             id: view.id.map { String(decoding: $0, as: UTF8.self) })
+    }
+
+    /// Appends `event` as a record to `buffer`.
+    public static func append(_ event: PresenceEvent, to buffer: inout RecordBuffer) {
+        let user = Array(event.user.utf8), conn = Array(event.conn.utf8), gateway = Array(event.gateway.utf8)
+        let id = event.id.map { Array($0.utf8) }
+        user.withUnsafeBytes { user in
+            conn.withUnsafeBytes { conn in
+                gateway.withUnsafeBytes { gateway in
+                    buffer.append(timestamp: event.timestamp, writeKey: { $0.append(contentsOf: user); return true }) { out in
+                        guard let id else {
+                            appendValue(kind: event.kind, user: user, conn: conn, gateway: gateway, id: nil, to: &out)
+                            return
+                        }
+                        id.withUnsafeBytes { id in
+                            appendValue(kind: event.kind, user: user, conn: conn, gateway: gateway, id: id, to: &out)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

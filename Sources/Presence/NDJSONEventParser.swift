@@ -1,0 +1,422 @@
+import SegmentLog
+
+/// Why an NDJSON line was refused. `reason` reads as a sentence fragment after "line N: ".
+public struct EventParseError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// Parses NDJSON presence events, one line at a time, and encodes them straight into a `RecordBuffer`.
+///
+/// The schema (README.md has the full table):
+///
+///     {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:41:03.120Z"}
+///
+/// `type` is `connect` or `disconnect`; `user`, `conn` and `gateway` are non-empty strings of at most
+/// 256 bytes; `ts` is an ISO-8601 string with a zone or integer epoch milliseconds; `id` (optional) is
+/// a string of at most 256 bytes. Other fields are ignored. A line is at most 64 KiB of UTF-8.
+///
+/// It is a hand-written scanner over the line's bytes: no `String` or dictionary per line.
+public final class NDJSONEventParser {
+    /// Decoded bytes of strings that held escapes (never longer than the line).
+    private let scratch: UnsafeMutableRawPointer
+
+    public init() {
+        scratch = UnsafeMutableRawPointer.allocate(byteCount: PresenceEvent.Limits.lineBytes + 16, alignment: 8)
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// The fields of one line, pointing into the line or the scratch buffer.
+    private struct Fields {
+        var kind: EventKind?
+        var user: UnsafeRawBufferPointer?
+        var conn: UnsafeRawBufferPointer?
+        var gateway: UnsafeRawBufferPointer?
+        var timestamp: Int64?
+        var id: UnsafeRawBufferPointer?
+    }
+
+    /// Parses `line` (without its newline) into an event.
+    public func parse(_ line: UnsafeRawBufferPointer) throws(EventParseError) -> PresenceEvent {
+        let fields = try parseFields(line)
+        guard let kind = fields.kind, let user = fields.user, let conn = fields.conn, let gateway = fields.gateway,
+              let timestamp = fields.timestamp else { throw EventParseError("internal: fields missing after validation") }
+        return PresenceEvent(kind: kind, user: String(decoding: user, as: UTF8.self), conn: String(decoding: conn, as: UTF8.self),
+                             gateway: String(decoding: gateway, as: UTF8.self), timestamp: timestamp,
+                             id: fields.id.map { String(decoding: $0, as: UTF8.self) })
+    }
+
+    /// Parses a line given as a string.
+    public func parse(_ line: String) throws(EventParseError) -> PresenceEvent {
+        let bytes = Array(line.utf8)
+        let result: Result<PresenceEvent, EventParseError> = bytes.withUnsafeBytes { raw in
+            do throws(EventParseError) { return .success(try parse(raw)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Parses `line` and appends it as a record to `buffer`; on error nothing is appended.
+    public func append(_ line: UnsafeRawBufferPointer, to buffer: inout RecordBuffer) throws(EventParseError) {
+        let fields = try parseFields(line)
+        guard let kind = fields.kind, let user = fields.user, let conn = fields.conn, let gateway = fields.gateway,
+              let timestamp = fields.timestamp else { throw EventParseError("internal: fields missing after validation") }
+        buffer.append(timestamp: timestamp, writeKey: { $0.append(contentsOf: user); return true }) { out in
+            EventCodec.appendValue(kind: kind, user: user, conn: conn, gateway: gateway, id: fields.id, to: &out)
+        }
+    }
+
+    // MARK: Scanning
+
+    private func parseFields(_ line: UnsafeRawBufferPointer) throws(EventParseError) -> Fields {
+        guard line.count <= PresenceEvent.Limits.lineBytes else {
+            throw EventParseError("line is \(line.count) bytes; the limit is \(PresenceEvent.Limits.lineBytes)")
+        }
+        guard let base = line.baseAddress else { throw EventParseError("empty line") }
+        if !isASCII(line) && String(validating: line, as: UTF8.self) == nil {
+            throw EventParseError("line is not valid UTF-8")
+        }
+        var scanner = JSONScanner(base: base, end: line.count, scratch: scratch)
+        var fields = Fields()
+        var seen: UInt8 = 0
+
+        // { "key": value, ... }
+        scanner.skipSpace()
+        try scanner.expect(123, "expected '{' at the start of the event")
+        scanner.skipSpace()
+        if scanner.peek() == 125 {
+            scanner.i += 1
+        } else {
+            while true {
+                scanner.skipSpace()
+                let key = try scanner.string()
+                scanner.skipSpace()
+                try scanner.expect(58, "expected ':' after a field name")
+                scanner.skipSpace()
+                let bit: UInt8
+                if key.count == 2 && equals(key, "ts") { bit = 1 }
+                else if key.count == 2 && equals(key, "id") { bit = 2 }
+                else if key.count == 4 && equals(key, "type") { bit = 4 }
+                else if key.count == 4 && equals(key, "user") { bit = 8 }
+                else if key.count == 4 && equals(key, "conn") { bit = 16 }
+                else if key.count == 7 && equals(key, "gateway") { bit = 32 }
+                else { bit = 0 }
+                if bit != 0 && seen & bit != 0 {
+                    throw EventParseError("field \"\(String(decoding: key, as: UTF8.self))\" appears twice")
+                }
+                seen |= bit
+                switch bit {
+                case 1:
+                    fields.timestamp = try scanner.timestamp()
+                case 2:
+                    if scanner.peek() == 110 {
+                        try scanner.literal("null")
+                    } else {
+                        fields.id = try scanner.requireString("id")
+                    }
+                case 4:
+                    let name = try scanner.requireString("type")
+                    if name.count == 7 && equals(name, "connect") {
+                        fields.kind = .connect
+                    } else if name.count == 10 && equals(name, "disconnect") {
+                        fields.kind = .disconnect
+                    } else {
+                        throw EventParseError("unknown event type \"\(String(decoding: name.prefix(64), as: UTF8.self))\" (expected connect or disconnect)")
+                    }
+                case 8: fields.user = try scanner.requireString("user")
+                case 16: fields.conn = try scanner.requireString("conn")
+                case 32: fields.gateway = try scanner.requireString("gateway")
+                default: try scanner.skipValue(depth: 1)
+                }
+                scanner.skipSpace()
+                if scanner.peek() == 44 { scanner.i += 1; continue }
+                try scanner.expect(125, "expected ',' or '}'")
+                break
+            }
+        }
+        scanner.skipSpace()
+        guard scanner.i == scanner.end else { throw scanner.syntax("unexpected bytes after the event object") }
+
+        if fields.kind == nil { throw EventParseError("missing field \"type\"") }
+        if fields.user == nil { throw EventParseError("missing field \"user\"") }
+        if fields.conn == nil { throw EventParseError("missing field \"conn\"") }
+        if fields.gateway == nil { throw EventParseError("missing field \"gateway\"") }
+        if fields.timestamp == nil { throw EventParseError("missing field \"ts\"") }
+        try checkLength(fields.user, "user id", limit: PresenceEvent.Limits.userBytes)
+        try checkLength(fields.conn, "conn", limit: PresenceEvent.Limits.fieldBytes)
+        try checkLength(fields.gateway, "gateway", limit: PresenceEvent.Limits.fieldBytes)
+        if fields.id != nil { try checkLength(fields.id, "id", limit: PresenceEvent.Limits.fieldBytes) }
+        return fields
+    }
+
+    @inline(__always)
+    private func equals(_ bytes: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
+        guard let base = bytes.baseAddress, bytes.count == word.utf8CodeUnitCount else { return false }
+        return memcmp(base, word.utf8Start, bytes.count) == 0
+    }
+
+    private func checkLength(_ field: UnsafeRawBufferPointer?, _ name: String, limit: Int) throws(EventParseError) {
+        let count = field?.count ?? 0
+        if count == 0 { throw EventParseError("\(name) is empty") }
+        if count > limit { throw EventParseError("\(name) is \(count) bytes; the limit is \(limit)") }
+    }
+
+    @inline(__always)
+    private func isASCII(_ line: UnsafeRawBufferPointer) -> Bool {
+        guard let base = line.baseAddress else { return true }
+        var i = 0
+        var accumulated: UInt64 = 0
+        while line.count - i >= 8 {
+            accumulated |= base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < line.count {
+            accumulated |= UInt64(base.load(fromByteOffset: i, as: UInt8.self))
+            i += 1
+        }
+        return accumulated & 0x8080_8080_8080_8080 == 0
+    }
+}
+
+
+/// A cursor over one line's bytes with the JSON pieces the event schema needs. A value type with
+/// mutating methods, so the hot loop pays no reference counting or dynamic exclusivity checks.
+private struct JSONScanner {
+    let base: UnsafeRawPointer
+    let end: Int
+    /// Where strings with escapes are decoded to (room for a whole line).
+    let scratch: UnsafeMutableRawPointer
+    var scratchUsed = 0
+    var i = 0
+
+    init(base: UnsafeRawPointer, end: Int, scratch: UnsafeMutableRawPointer) {
+        self.base = base
+        self.end = end
+        self.scratch = scratch
+    }
+
+    @inline(__always) func peek() -> UInt8? { i < end ? base.load(fromByteOffset: i, as: UInt8.self) : nil }
+
+    @inline(__always) mutating func skipSpace() {
+        while i < end {
+            let c = base.load(fromByteOffset: i, as: UInt8.self)
+            if c == 32 || c == 9 || c == 10 || c == 13 { i += 1 } else { break }
+        }
+    }
+
+    func syntax(_ what: String) -> EventParseError {
+        EventParseError("malformed JSON at byte \(i + 1): \(what)")
+    }
+
+    @inline(__always) mutating func expect(_ byte: UInt8, _ what: @autoclosure () -> String) throws(EventParseError) {
+        guard peek() == byte else { throw syntax(what()) }
+        i += 1
+    }
+
+    mutating func requireString(_ name: String) throws(EventParseError) -> UnsafeRawBufferPointer {
+        guard peek() == 34 else { throw EventParseError("field \"\(name)\" must be a string") }
+        return try string()
+    }
+
+    /// Reads a string starting at its opening quote. Without escapes it points into the line.
+    mutating func string() throws(EventParseError) -> UnsafeRawBufferPointer {
+        try expect(34, "expected a string")
+        let start = i
+        while i < end {
+            let c = base.load(fromByteOffset: i, as: UInt8.self)
+            if c == 34 {
+                i += 1
+                return UnsafeRawBufferPointer(start: base + start, count: i - 1 - start)
+            }
+            if c == 92 { break }
+            if c < 0x20 { throw syntax("control character in a string") }
+            i += 1
+        }
+        guard i < end else { throw syntax("unterminated string") }
+        return try escapedString(from: start)
+    }
+
+    /// The slow path of `string`: decodes escapes into the scratch buffer.
+    private mutating func escapedString(from start: Int) throws(EventParseError) -> UnsafeRawBufferPointer {
+        let out = scratch + scratchUsed
+        var n = i - start
+        out.copyMemory(from: base + start, byteCount: n)
+        while i < end {
+            let c = base.load(fromByteOffset: i, as: UInt8.self)
+            if c == 34 {
+                i += 1
+                scratchUsed += n
+                return UnsafeRawBufferPointer(start: out, count: n)
+            }
+            if c < 0x20 { throw syntax("control character in a string") }
+            if c != 92 {
+                out.storeBytes(of: c, toByteOffset: n, as: UInt8.self)
+                n += 1
+                i += 1
+                continue
+            }
+            i += 1
+            guard let escape = peek() else { break }
+            i += 1
+            let simple: UInt8?
+            switch escape {
+            case 34: simple = 34
+            case 92: simple = 92
+            case 47: simple = 47
+            case 98: simple = 8
+            case 102: simple = 12
+            case 110: simple = 10
+            case 114: simple = 13
+            case 116: simple = 9
+            case 117: simple = nil
+            default: throw syntax("invalid escape \\\(Character(Unicode.Scalar(escape)))")
+            }
+            if let simple {
+                out.storeBytes(of: simple, toByteOffset: n, as: UInt8.self)
+                n += 1
+                continue
+            }
+            var scalar = try hex4()
+            if scalar >= 0xD800 && scalar < 0xDC00 {
+                guard peek() == 92, i + 1 < end, base.load(fromByteOffset: i + 1, as: UInt8.self) == 117 else {
+                    throw syntax("unpaired surrogate in \\u escape")
+                }
+                i += 2
+                let low = try hex4()
+                guard low >= 0xDC00 && low < 0xE000 else { throw syntax("unpaired surrogate in \\u escape") }
+                scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+            } else if scalar >= 0xDC00 && scalar < 0xE000 {
+                throw syntax("unpaired surrogate in \\u escape")
+            }
+            guard let unicode = Unicode.Scalar(scalar) else { throw syntax("invalid \\u escape") }
+            for unit in UTF8.encode(unicode) ?? UTF8.EncodedScalar() {
+                out.storeBytes(of: unit, toByteOffset: n, as: UInt8.self)
+                n += 1
+            }
+        }
+        throw syntax("unterminated string")
+    }
+
+    private mutating func hex4() throws(EventParseError) -> UInt32 {
+        guard end - i >= 4 else { throw syntax("truncated \\u escape") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let c = base.load(fromByteOffset: i, as: UInt8.self)
+            let digit: UInt32
+            switch c {
+            case 48...57: digit = UInt32(c - 48)
+            case 97...102: digit = UInt32(c - 87)
+            case 65...70: digit = UInt32(c - 55)
+            default: throw syntax("invalid \\u escape")
+            }
+            value = value << 4 | digit
+            i += 1
+        }
+        return value
+    }
+
+    /// Reads `ts`: an ISO-8601 string or integer epoch milliseconds.
+    mutating func timestamp() throws(EventParseError) -> Int64 {
+        if peek() == 34 {
+            let text = try string()
+            guard let ms = Timestamp.parseISO8601(text) else {
+                throw EventParseError("bad timestamp \"\(String(decoding: text.prefix(64), as: UTF8.self))\": expected ISO-8601 with a zone, e.g. 2024-01-15T09:41:03.120Z, between 1970 and 9999")
+            }
+            return ms
+        }
+        guard let c = peek(), c == 45 || (c >= 48 && c <= 57) else {
+            throw EventParseError("field \"ts\" must be an ISO-8601 string or integer epoch milliseconds")
+        }
+        let (integer, text) = try number()
+        guard let ms = integer else {
+            throw EventParseError("bad timestamp \(String(decoding: text.prefix(64), as: UTF8.self)): epoch milliseconds must be a whole number")
+        }
+        guard ms >= 0 && ms <= Timestamp.maxMilliseconds else {
+            throw EventParseError("bad timestamp \(ms): epoch milliseconds must be between 0 (1970) and \(Timestamp.maxMilliseconds) (year 9999)")
+        }
+        return ms
+    }
+
+    /// Scans a JSON number; returns its value when it is an integer that fits in 64 bits, else nil.
+    mutating func number() throws(EventParseError) -> (integer: Int64?, text: UnsafeRawBufferPointer) {
+        let start = i
+        var negative = false
+        if peek() == 45 { negative = true; i += 1 }
+        var value: Int64 = 0
+        var overflow = false
+        var digits = 0
+        while let c = peek(), c >= 48 && c <= 57 {
+            let (m, o1) = value.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(Int64(c - 48))
+            overflow = overflow || o1 || o2
+            value = a
+            digits += 1
+            i += 1
+        }
+        guard digits > 0 else { throw syntax("invalid number") }
+        var integral = true
+        if peek() == 46 {
+            integral = false
+            i += 1
+            var fraction = 0
+            while let c = peek(), c >= 48 && c <= 57 { i += 1; fraction += 1 }
+            guard fraction > 0 else { throw syntax("invalid number") }
+        }
+        if peek() == 101 || peek() == 69 {
+            integral = false
+            i += 1
+            if peek() == 43 || peek() == 45 { i += 1 }
+            var exponent = 0
+            while let c = peek(), c >= 48 && c <= 57 { i += 1; exponent += 1 }
+            guard exponent > 0 else { throw syntax("invalid number") }
+        }
+        let text = UnsafeRawBufferPointer(start: base + start, count: i - start)
+        guard integral && !overflow else { return (nil, text) }
+        return (negative ? -value : value, text)
+    }
+
+    mutating func literal(_ word: StaticString) throws(EventParseError) {
+        let count = word.utf8CodeUnitCount
+        guard end - i >= count, memcmp(base + i, word.utf8Start, count) == 0 else { throw syntax("expected a value") }
+        i += count
+    }
+
+    /// Skips any JSON value (for fields the schema does not know).
+    mutating func skipValue(depth: Int) throws(EventParseError) {
+        guard depth < 64 else { throw syntax("nesting deeper than 64") }
+        skipSpace()
+        guard let c = peek() else { throw syntax("expected a value") }
+        switch c {
+        case 34:
+            _ = try string()
+        case 123, 91:
+            let close: UInt8 = c == 123 ? 125 : 93
+            i += 1
+            skipSpace()
+            if peek() == close { i += 1; return }
+            while true {
+                if c == 123 {
+                    skipSpace()
+                    _ = try string()
+                    skipSpace()
+                    try expect(58, "expected ':' after a field name")
+                }
+                try skipValue(depth: depth + 1)
+                skipSpace()
+                if peek() == 44 { i += 1; continue }
+                try expect(close, c == 123 ? "expected ',' or '}'" : "expected ',' or ']'")
+                return
+            }
+        case 116: try literal("true")
+        case 102: try literal("false")
+        case 110: try literal("null")
+        case 45, 48...57: _ = try number()
+        default: throw syntax("expected a value")
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,421 @@
+/// One named log: a folder of segments, appended to by one owner at a time.
+///
+///     presence/
+///       00000000000000000000.log         batches, see `RecordBatchHeader`
+///       00000000000000000000.index       offset -> byte position, see `SegmentIndex`
+///       00000000000000000000.timeindex   timestamp -> offset
+///       00000000000000081920.log         the next segment, named by its first offset
+///       ...
+///       recovery-point                   segments below this offset were fsynced when sealed
+///       .clean-shutdown                  present only while the log is closed cleanly
+///
+/// Durability and recovery:
+/// - `append` writes batches to the active segment; `sync` makes them durable (fdatasync).
+///   The writer (`LogWriter`) calls `sync` before acknowledging under `Durability.always`.
+/// - A segment is sealed (fdatasync of log and indexes) before the next is created; then the
+///   directory is fsynced and `recovery-point` rewritten atomically.
+/// - `close` syncs everything and writes `.clean-shutdown`; `open` removes it. When it is missing
+///   at open, every segment from the recovery point on is scanned batch by batch (framing, CRC,
+///   every record, offsets continuing from the previous batch) and the log is truncated at the first
+///   invalid batch; later segments are removed. What was cut is reported.
+/// - After a failed write or fsync the log refuses further appends (the state of the page cache is
+///   unknown); reopening recovers.
+///
+/// A `Log` is not thread-safe: one owner calls it (the `LogWriter`'s commit thread, or a tool).
+public final class Log {
+    public let directory: String
+    public let configuration: LogConfiguration
+
+    /// The offset the next record gets (Kafka's log end offset).
+    public private(set) var endOffset: Int64
+    /// Records below this offset are on stable storage.
+    public private(set) var durableEndOffset: Int64
+    /// What recovery found and cut when the log was opened, one line each (empty after a clean open).
+    public private(set) var recoveryReport: [String] = []
+    /// Whether the previous run closed the log cleanly.
+    public let openedCleanly: Bool
+
+    private var sealed: [SealedSegment]
+    private var active: ActiveSegment
+    private var failure: LogError?
+    private var isClosed = false
+    private let encoder: RecordBatchEncoder
+
+    struct SealedSegment {
+        let baseOffset: Int64
+        let size: Int64
+    }
+
+    /// The segment being appended to.
+    final class ActiveSegment {
+        let baseOffset: Int64
+        let log: File
+        let offsetIndex: File
+        let timeIndex: File
+        var size: Int64
+        var indexBuilder: SegmentIndexBuilder
+
+        init(baseOffset: Int64, log: File, offsetIndex: File, timeIndex: File, size: Int64, indexBuilder: SegmentIndexBuilder) {
+            self.baseOffset = baseOffset
+            self.log = log
+            self.offsetIndex = offsetIndex
+            self.timeIndex = timeIndex
+            self.size = size
+            self.indexBuilder = indexBuilder
+        }
+    }
+
+    static let cleanShutdownName = ".clean-shutdown"
+    static let recoveryPointName = "recovery-point"
+
+    /// The file name stem of the segment starting at `baseOffset`: 20 zero-padded digits.
+    public static func segmentName(_ baseOffset: Int64) -> String {
+        let digits = String(baseOffset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+    }
+
+    /// The base offsets of the segments in `directory`, ascending.
+    static func segmentBaseOffsets(in directory: String) throws(LogError) -> [Int64] {
+        try FileSystem.list(directory).compactMap { name -> Int64? in
+            guard name.hasSuffix(".log") else { return nil }
+            let stem = name.dropLast(4)
+            guard stem.count == 20, stem.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            return Int64(stem)
+        }.sorted()
+    }
+
+    private init(directory: String, configuration: LogConfiguration, sealed: [SealedSegment], active: ActiveSegment,
+                 endOffset: Int64, openedCleanly: Bool, report: [String]) {
+        self.directory = directory
+        self.configuration = configuration
+        self.sealed = sealed
+        self.active = active
+        self.endOffset = endOffset
+        self.durableEndOffset = endOffset
+        self.openedCleanly = openedCleanly
+        self.recoveryReport = report
+        self.encoder = RecordBatchEncoder(compressionLevel: configuration.compressionLevel)
+    }
+
+    // MARK: Opening and recovery
+
+    /// Opens the log in `directory` (creating it), recovering it when it was not closed cleanly.
+    /// `report` receives one line for each thing recovery did.
+    ///
+    /// The caller must hold the data directory's lock (`DataDirectory`).
+    public static func open(directory: String, configuration: LogConfiguration = LogConfiguration(),
+                            report: (String) -> Void = { _ in }) throws(LogError) -> Log {
+        try configuration.validate()
+        try FileSystem.createDirectory(directory)
+        var lines: [String] = []
+        func note(_ line: String) {
+            lines.append(line)
+            report(line)
+        }
+        // Leftovers of an interrupted atomic write, and indexes whose log is gone.
+        let names = try FileSystem.list(directory)
+        for name in names where name.hasSuffix(".tmp") {
+            try FileSystem.remove(directory + "/" + name)
+        }
+        var bases = try segmentBaseOffsets(in: directory)
+        let baseSet = Set(bases.map(segmentName))
+        for name in names where name.hasSuffix(".index") || name.hasSuffix(".timeindex") {
+            let stem = String(name.prefix(while: { $0 != "." }))
+            if !baseSet.contains(stem) { try FileSystem.remove(directory + "/" + name) }
+        }
+
+        let markerPath = directory + "/" + cleanShutdownName
+        let clean = FileSystem.exists(markerPath) || bases.isEmpty
+        let recoveryPoint = clean ? Int64.max : readRecoveryPoint(directory)
+        let isNew = bases.isEmpty
+        if isNew {
+            bases = [0]
+            try createSegmentFiles(directory, baseOffset: 0)
+            try FileSystem.syncDirectory(directory)
+        }
+
+        // Scan what may hold unsynced bytes: on an unclean open, every segment from the one holding the
+        // recovery point; on a clean open, the last segment's headers only (to find the end).
+        let firstToVerify = clean ? bases.count : max(0, (bases.lastIndex(where: { $0 <= recoveryPoint }) ?? 0))
+        var sealed: [SealedSegment] = []
+        var active: ActiveSegment?
+        var endOffset: Int64 = bases[0]
+        var index = 0
+        while index < bases.count {
+            let base = bases[index]
+            let isLast = index == bases.count - 1
+            let verify = index >= firstToVerify
+            if !verify && !isLast {
+                let size = FileSystem.size(logPath(directory, base)) ?? 0
+                try ensureIndexes(directory, baseOffset: base, logSize: size, configuration: configuration)
+                sealed.append(SealedSegment(baseOffset: base, size: size))
+                endOffset = bases[index + 1]
+                index += 1
+                continue
+            }
+            let scan = try scanSegment(directory, baseOffset: base, expectedBase: index == 0 ? nil : endOffset,
+                                       verify: verify || !clean, configuration: configuration)
+            if let cut = scan.cut {
+                let path = logPath(directory, base)
+                note("\(path): \(cut.reason) at byte \(scan.validBytes); truncated \(cut.bytes) bytes")
+                let file = try File.openForWriting(path)
+                try file.truncate(to: scan.validBytes)
+                try file.syncData()
+                for later in bases[(index + 1)...] {
+                    let laterSize = FileSystem.size(logPath(directory, later)) ?? 0
+                    note("\(logPath(directory, later)): removed, \(laterSize) bytes after the truncation point")
+                    for suffix in [".log", ".index", ".timeindex"] {
+                        try FileSystem.remove(directory + "/" + segmentName(later) + suffix)
+                    }
+                }
+                bases.removeSubrange((index + 1)...)
+                try FileSystem.syncDirectory(directory)
+            }
+            endOffset = scan.endOffset
+            if index == bases.count - 1 {
+                active = try openActive(directory, baseOffset: base, size: scan.validBytes, builder: scan.builder)
+            } else {
+                try writeIndexFiles(directory, baseOffset: base, builder: scan.builder, sealing: true)
+                sealed.append(SealedSegment(baseOffset: base, size: scan.validBytes))
+            }
+            index += 1
+        }
+        guard let active else { throw LogError(.corrupt, "\(directory): no active segment after recovery") }
+        if !clean && !isNew && lines.isEmpty { note("\(directory): not closed cleanly; scanned from offset \(bases[firstToVerify]) and found no damage") }
+        try FileSystem.remove(markerPath)
+        try FileSystem.syncDirectory(directory)
+        return Log(directory: directory, configuration: configuration, sealed: sealed, active: active,
+                   endOffset: endOffset, openedCleanly: clean, report: lines)
+    }
+
+    private struct ScanResult {
+        var validBytes: Int64
+        var endOffset: Int64
+        var builder: SegmentIndexBuilder
+        var cut: (reason: String, bytes: Int64)?
+    }
+
+    /// Walks a segment, rebuilding its index; with `verify`, checks each batch's CRC and records.
+    /// Stops at the first batch that is not valid and reports it as `cut`.
+    private static func scanSegment(_ directory: String, baseOffset: Int64, expectedBase: Int64?, verify: Bool,
+                                    configuration: LogConfiguration) throws(LogError) -> ScanResult {
+        let file = try File.openForReading(logPath(directory, baseOffset))
+        let scanner = try SegmentScanner(file: file, from: 0, maxBatchSize: configuration.maxBatchSizeOnDisk)
+        let decoder = RecordBatchDecoder()
+        var builder = SegmentIndexBuilder(baseOffset: baseOffset, intervalBytes: configuration.indexIntervalBytes)
+        var next = baseOffset
+        if let expectedBase, expectedBase != baseOffset {
+            return ScanResult(validBytes: 0, endOffset: expectedBase, builder: builder,
+                              cut: ("segment is named \(baseOffset) but the previous one ends at \(expectedBase)", scanner.fileSize))
+        }
+        while true {
+            let position = scanner.position
+            func cut(_ reason: String) -> ScanResult {
+                ScanResult(validBytes: position, endOffset: next, builder: builder, cut: (reason, scanner.fileSize - position))
+            }
+            switch try scanner.next() {
+            case .end:
+                return ScanResult(validBytes: position, endOffset: next, builder: builder, cut: nil)
+            case .incomplete(_, let bytes):
+                return cut("incomplete batch (\(bytes) bytes)")
+            case .invalid(_, let reason):
+                return cut(reason)
+            case .batch(let header, let bytes, _):
+                if header.baseOffset != next { return cut("batch starts at offset \(header.baseOffset), expected \(next)") }
+                if header.recordsCount == 0 { return cut("batch holds no records") }
+                if verify {
+                    if !RecordBatchDecoder.crcMatches(bytes, header: header) { return cut("bad CRC") }
+                    do {
+                        try decoder.forEachRecord(bytes, header: header) { _ in }
+                    } catch let error as BatchFormatError {
+                        return cut(error.reason)
+                    } catch {
+                        return cut("\(error)")
+                    }
+                }
+                _ = builder.add(header, position: position)
+                next = header.nextOffset
+            }
+        }
+    }
+
+    private static func readRecoveryPoint(_ directory: String) -> Int64 {
+        guard let file = try? File.openForReading(directory + "/" + recoveryPointName),
+              let bytes = try? file.readAll() else { return 0 }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        guard lines.count >= 2, lines[0] == "1", let offset = Int64(lines[1]) else { return 0 }
+        return offset
+    }
+
+    private static func writeRecoveryPoint(_ directory: String, _ offset: Int64) throws(LogError) {
+        try FileSystem.writeAtomically(Array("1\n\(offset)\n".utf8), to: directory + "/" + recoveryPointName)
+    }
+
+    static func logPath(_ directory: String, _ base: Int64) -> String { directory + "/" + segmentName(base) + ".log" }
+    static func offsetIndexPath(_ directory: String, _ base: Int64) -> String { directory + "/" + segmentName(base) + ".index" }
+    static func timeIndexPath(_ directory: String, _ base: Int64) -> String { directory + "/" + segmentName(base) + ".timeindex" }
+
+    private static func createSegmentFiles(_ directory: String, baseOffset: Int64) throws(LogError) {
+        for path in [logPath(directory, baseOffset), offsetIndexPath(directory, baseOffset), timeIndexPath(directory, baseOffset)] {
+            let file = try File.openForWriting(path, create: true)
+            try file.truncate(to: 0)
+        }
+    }
+
+    /// Checks a sealed segment's index files and rebuilds them from the log when they are missing or inconsistent.
+    private static func ensureIndexes(_ directory: String, baseOffset: Int64, logSize: Int64,
+                                      configuration: LogConfiguration) throws(LogError) {
+        if let offsets = try? File.openForReading(offsetIndexPath(directory, baseOffset)).readAll(),
+           let times = try? File.openForReading(timeIndexPath(directory, baseOffset)).readAll(),
+           SegmentIndex.parse(offsetBytes: offsets, timeBytes: times, logSize: logSize) != nil,
+           logSize == 0 || !times.isEmpty {
+            return
+        }
+        let scan = try scanSegment(directory, baseOffset: baseOffset, expectedBase: nil, verify: false, configuration: configuration)
+        try writeIndexFiles(directory, baseOffset: baseOffset, builder: scan.builder, sealing: true)
+    }
+
+    /// Writes a segment's index files whole. With `sealing`, adds the final time entry and fsyncs them.
+    private static func writeIndexFiles(_ directory: String, baseOffset: Int64, builder: SegmentIndexBuilder,
+                                        sealing: Bool) throws(LogError) {
+        var builder = builder
+        if sealing { _ = builder.seal() }
+        let index = builder.index
+        let offsetFile = try File.openForWriting(offsetIndexPath(directory, baseOffset), create: true)
+        try offsetFile.truncate(to: 0)
+        try offsetFile.write(index.offsetBytes, at: 0)
+        let timeFile = try File.openForWriting(timeIndexPath(directory, baseOffset), create: true)
+        try timeFile.truncate(to: 0)
+        try timeFile.write(index.timeBytes, at: 0)
+        if sealing {
+            try offsetFile.syncData()
+            try timeFile.syncData()
+        }
+    }
+
+    private static func openActive(_ directory: String, baseOffset: Int64, size: Int64,
+                                   builder: SegmentIndexBuilder) throws(LogError) -> ActiveSegment {
+        try writeIndexFiles(directory, baseOffset: baseOffset, builder: builder, sealing: false)
+        return ActiveSegment(
+            baseOffset: baseOffset,
+            log: try File.openForWriting(logPath(directory, baseOffset)),
+            offsetIndex: try File.openForWriting(offsetIndexPath(directory, baseOffset)),
+            timeIndex: try File.openForWriting(timeIndexPath(directory, baseOffset)),
+            size: size, indexBuilder: builder)
+    }
+
+    // MARK: Appending
+
+    /// Appends every record of `records`, in order, as one or more batches. Returns the offsets of the first
+    /// and last record. The records are written but not yet durable: call `sync`.
+    @discardableResult
+    public func append(_ records: RecordBuffer) throws(LogError) -> ClosedRange<Int64> {
+        guard !records.isEmpty else { throw LogError(.invalidArgument, "nothing to append") }
+        try checkWritable()
+        let first = endOffset
+        var start = 0
+        while start < records.count {
+            var end = start
+            var bytes = 0
+            let firstTimestamp = records.entries[start].timestamp
+            let span = configuration.maxBatchTimestampSpan
+            while end < records.count && end - start < configuration.maxBatchRecords {
+                let entry = records.entries[end]
+                bytes += Int(entry.valueLength) + max(Int(entry.keyLength), 0) + 16
+                if end > start && bytes > configuration.maxBatchBytes { break }
+                let delta = entry.timestamp &- firstTimestamp
+                if end > start && (delta > span || delta < -span) { break }
+                end += 1
+            }
+            let header = encoder.encode(records, range: start..<end, baseOffset: endOffset)
+            try writeBatch(header)
+            start = end
+        }
+        return first...(endOffset - 1)
+    }
+
+    private func checkWritable() throws(LogError) {
+        if isClosed { throw LogError(.closed, "\(directory): the log is closed") }
+        if let failure { throw LogError(.closed, "\(directory): the log refuses writes after an earlier failure (\(failure.message)); restart to recover") }
+    }
+
+    private func writeBatch(_ header: RecordBatchHeader) throws(LogError) {
+        do {
+            if shouldRoll(before: header) { try roll() }
+            let position = active.size
+            try active.log.write(encoder.output.bytes, at: position)
+            active.size += Int64(header.totalSize)
+            let added = active.indexBuilder.add(header, position: position)
+            if let entry = added.offset {
+                var one = SegmentIndex(); one.offsets = [entry]
+                try active.offsetIndex.write(one.offsetBytes, at: Int64(active.indexBuilder.index.offsets.count - 1) * 8)
+            }
+            if let entry = added.time {
+                var one = SegmentIndex(); one.times = [entry]
+                try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
+            }
+            endOffset = header.nextOffset
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    private func shouldRoll(before header: RecordBatchHeader) -> Bool {
+        guard active.size > 0 else { return false }
+        if active.size + Int64(header.totalSize) > Int64(configuration.segmentBytes) { return true }
+        if let first = active.indexBuilder.firstBatchMaxTimestamp,
+           header.maxTimestamp &- first > configuration.segmentMilliseconds { return true }
+        if header.lastOffset - active.baseOffset > Int64(Int32.max) { return true }
+        return false
+    }
+
+    /// Seals the active segment and starts a new one at `endOffset`.
+    private func roll() throws(LogError) {
+        try active.log.syncData()
+        if let entry = active.indexBuilder.seal() {
+            var one = SegmentIndex(); one.times = [entry]
+            try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
+        }
+        try active.offsetIndex.syncData()
+        try active.timeIndex.syncData()
+        sealed.append(SealedSegment(baseOffset: active.baseOffset, size: active.size))
+        durableEndOffset = endOffset
+        try Self.createSegmentFiles(directory, baseOffset: endOffset)
+        try FileSystem.syncDirectory(directory)
+        try Self.writeRecoveryPoint(directory, endOffset)
+        active = try Self.openActive(directory, baseOffset: endOffset, size: 0,
+                                     builder: SegmentIndexBuilder(baseOffset: endOffset, intervalBytes: configuration.indexIntervalBytes))
+    }
+
+    /// Makes every appended record durable.
+    public func sync() throws(LogError) {
+        try checkWritable()
+        guard durableEndOffset < endOffset else { return }
+        do {
+            try active.log.syncData()
+        } catch {
+            failure = error
+            throw error
+        }
+        durableEndOffset = endOffset
+    }
+
+    /// Syncs the log and its indexes and marks it cleanly closed. The log cannot be used afterwards.
+    public func close() throws(LogError) {
+        guard !isClosed else { return }
+        if failure == nil {
+            try sync()
+            try active.offsetIndex.syncData()
+            try active.timeIndex.syncData()
+            try Self.writeRecoveryPoint(directory, active.baseOffset)
+            try FileSystem.writeAtomically([], to: directory + "/" + Self.cleanShutdownName)
+        }
+        isClosed = true
+    }
+
+    /// The segments' base offsets and sizes, oldest first (the last is the active one).
+    public var segments: [(baseOffset: Int64, size: Int64)] {
+        sealed.map { ($0.baseOffset, $0.size) } + [(active.baseOffset, active.size)]
+    }
+}

@@ -1,0 +1,40 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error from the storage engine. The message names the file, the position and what to do.
+public struct LogError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What kind of failure this is; callers map it to exit codes or HTTP statuses.
+    public enum Code: String, Sendable {
+        /// A system call failed (disk full, permission, missing directory).
+        case io
+        /// Bytes on disk are not a valid batch where a valid one must be.
+        case corrupt
+        /// Another process holds the data directory's writer lock.
+        case locked
+        /// A caller passed something the log cannot take.
+        case invalidArgument
+        /// The log was closed, or failed earlier and refuses further writes.
+        case closed
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// An I/O error from `errno`, naming the operation and the path.
+    static func io(_ operation: String, _ path: String, errno code: Int32 = errno) -> LogError {
+        LogError(.io, "\(operation) '\(path)' failed: \(String(cString: strerror(code))) (errno \(code))")
+    }
+
+    /// A corrupt batch in a file, at a byte position.
+    static func corrupt(_ path: String, position: Int64, _ reason: String) -> LogError {
+        LogError(.corrupt, "\(path): \(reason) at byte \(position)")
+    }
+}

@@ -1,0 +1,206 @@
+/// Reads a log's segments from disk, checking every batch it hands out.
+///
+/// It takes no lock: it can read while another process appends. It sees the segments that existed
+/// when it was opened. Every batch read is checked (framing, CRC-32C, offsets continuing from the
+/// previous batch, every record's layout); a bad batch is a `.corrupt` error naming the file and byte
+/// position. The one exception is the very end of the last segment of a log that is open or was not
+/// closed cleanly: bytes there that do not form a whole valid batch are a write in progress or torn by
+/// a crash — never acknowledged — so reading stops before them and `ReadSummary.tornTail` says where
+/// they are. In a cleanly closed log they are corruption like any other.
+public final class LogReader {
+    public let directory: String
+    public let maxBatchSize: Int
+    /// The segments, oldest first.
+    public let segments: [SegmentFile]
+    /// Whether the log was closed cleanly (no writer since): then its tail cannot be torn.
+    public let closedCleanly: Bool
+    private let decoder = RecordBatchDecoder()
+
+    /// A segment file on disk.
+    public struct SegmentFile: Sendable {
+        public let baseOffset: Int64
+        public let path: String
+        public let size: Int64
+    }
+
+    /// Where a read starts.
+    public enum Start: Sendable, Equatable {
+        case offset(Int64)
+        /// The first records with a timestamp at or after this (ms); earlier records are skipped.
+        case timestamp(Int64)
+    }
+
+    /// What a read saw, besides the records.
+    public struct ReadSummary: Sendable, Equatable {
+        /// Batches read and checked.
+        public var batches = 0
+        /// Records handed to the caller.
+        public var records = 0
+        /// The offset after the last batch read.
+        public var endOffset: Int64 = 0
+        /// Bytes at the end of the last segment that are not a whole valid batch: file, position, bytes, reason.
+        public var tornTail: TornTail?
+    }
+
+    public struct TornTail: Sendable, Equatable, CustomStringConvertible {
+        public let path: String
+        public let position: Int64
+        public let bytes: Int64
+        public let reason: String
+        public var description: String {
+            "\(path): ignored \(bytes) bytes at byte \(position) (\(reason)); they were never acknowledged"
+        }
+    }
+
+    /// A batch as `forEachBatch` reports it.
+    public struct BatchInfo: Sendable {
+        public let header: RecordBatchHeader
+        public let segment: SegmentFile
+        public let position: Int64
+    }
+
+    /// Opens the log in `directory` for reading.
+    public init(directory: String, maxBatchSize: Int = LogConfiguration().maxBatchSizeOnDisk) throws(LogError) {
+        guard FileSystem.isDirectory(directory) else {
+            throw LogError(.invalidArgument, "no log at '\(directory)' (the directory does not exist)")
+        }
+        self.directory = directory
+        self.maxBatchSize = maxBatchSize
+        self.closedCleanly = FileSystem.exists(directory + "/" + Log.cleanShutdownName)
+        self.segments = try Log.segmentBaseOffsets(in: directory).map {
+            let path = Log.logPath(directory, $0)
+            return SegmentFile(baseOffset: $0, path: path, size: FileSystem.size(path) ?? 0)
+        }
+    }
+
+    /// Calls `body` for every record from `start` on, in offset order, until it returns false.
+    /// Records with an offset below (or a timestamp before) `start` are not passed to `body`.
+    @discardableResult
+    public func forEachRecord(from start: Start = .offset(0), _ body: (RecordView) throws -> Bool) throws -> ReadSummary {
+        var summary = ReadSummary()
+        var keepGoing = true
+        summary = try walk(from: start, verify: true) { info, bytes in
+            switch start {
+            case .offset(let offset) where info.header.lastOffset < offset: return true
+            case .timestamp(let timestamp) where info.header.maxTimestamp < timestamp: return true
+            default: break
+            }
+            do {
+                try decoder.forEachRecord(bytes, header: info.header) { record in
+                    guard keepGoing else { return }
+                    switch start {
+                    case .offset(let offset) where record.offset < offset: return
+                    case .timestamp(let timestamp) where record.timestamp < timestamp: return
+                    default: break
+                    }
+                    summary.records += 1
+                    keepGoing = try body(record)
+                }
+            } catch let error as BatchFormatError {
+                throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
+            }
+            return keepGoing
+        }.merging(records: summary.records)
+        return summary
+    }
+
+    /// Calls `body` for every batch from `start` on with its header, until it returns false. With
+    /// `verify`, each batch's CRC and records are checked first.
+    @discardableResult
+    public func forEachBatch(from start: Start = .offset(0), verify: Bool, _ body: (BatchInfo) throws -> Bool) throws -> ReadSummary {
+        try walk(from: start, verify: verify) { info, bytes in
+            if verify {
+                do {
+                    try decoder.forEachRecord(bytes, header: info.header) { _ in }
+                } catch let error as BatchFormatError {
+                    throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
+                }
+            }
+            return try body(info)
+        }
+    }
+
+    /// The shared walk: picks the segments and start positions, checks framing, offsets and (with `verify`) CRCs.
+    private func walk(from start: Start, verify: Bool,
+                      _ body: (BatchInfo, UnsafeRawBufferPointer) throws -> Bool) throws -> ReadSummary {
+        var summary = ReadSummary()
+        var first = 0
+        if case .offset(let offset) = start, let index = segments.lastIndex(where: { $0.baseOffset <= offset }) {
+            first = index
+        }
+        for index in first..<segments.count {
+            let segment = segments[index]
+            let isLast = index == segments.count - 1
+            let tailMayBeTorn = isLast && !closedCleanly
+            let file = try File.openForReading(segment.path)
+            var position: Int64 = 0
+            if let segmentIndex = loadIndex(segment) {
+                switch start {
+                case .offset(let offset):
+                    position = segmentIndex.position(forOffset: offset, baseOffset: segment.baseOffset)
+                case .timestamp(let timestamp):
+                    if !isLast, let max = segmentIndex.maxTimestamp, max < timestamp {
+                        summary.endOffset = segments[index + 1].baseOffset
+                        continue
+                    }
+                    position = segmentIndex.position(forTimestamp: timestamp, baseOffset: segment.baseOffset)
+                }
+            }
+            let scanner = try SegmentScanner(file: file, from: position, maxBatchSize: maxBatchSize)
+            var expected: Int64? = position == 0 ? segment.baseOffset : nil
+            scan: while true {
+                let step = try scanner.next()
+                func damaged(_ at: Int64, _ reason: String) throws -> Bool {
+                    let size = scanner.fileSize
+                    if tailMayBeTorn { summary.tornTail = TornTail(path: segment.path, position: at, bytes: size - at, reason: reason); return false }
+                    throw LogError.corrupt(segment.path, position: at, reason)
+                }
+                switch step {
+                case .end:
+                    break scan
+                case .incomplete(let at, let bytes):
+                    if try !damaged(at, "incomplete batch (\(bytes) bytes)") { return summary }
+                case .invalid(let at, let reason):
+                    if try !damaged(at, reason) { return summary }
+                case .batch(let header, let bytes, let at):
+                    if let expected, header.baseOffset != expected {
+                        throw LogError.corrupt(segment.path, position: at, "batch starts at offset \(header.baseOffset), expected \(expected)")
+                    }
+                    if verify && !RecordBatchDecoder.crcMatches(bytes, header: header) {
+                        // A bad CRC on the file's last batch of the last segment is a torn write; anywhere else, damage.
+                        if tailMayBeTorn && at + Int64(header.totalSize) == scanner.fileSize {
+                            summary.tornTail = TornTail(path: segment.path, position: at, bytes: Int64(header.totalSize), reason: "bad CRC")
+                            return summary
+                        }
+                        throw LogError.corrupt(segment.path, position: at, "batch has a bad CRC")
+                    }
+                    expected = header.nextOffset
+                    summary.batches += 1
+                    summary.endOffset = header.nextOffset
+                    if try !body(BatchInfo(header: header, segment: segment, position: at), bytes) { return summary }
+                }
+            }
+            if !isLast, let expected, expected != segments[index + 1].baseOffset {
+                throw LogError.corrupt(segment.path, position: scanner.fileSize,
+                                       "segment ends at offset \(expected) but the next segment starts at \(segments[index + 1].baseOffset)")
+            }
+        }
+        return summary
+    }
+
+    /// The segment's index, or nil when it is missing or inconsistent (the read then scans from byte 0).
+    private func loadIndex(_ segment: SegmentFile) -> SegmentIndex? {
+        guard let offsets = try? File.openForReading(Log.offsetIndexPath(directory, segment.baseOffset)).readAll(),
+              let times = try? File.openForReading(Log.timeIndexPath(directory, segment.baseOffset)).readAll()
+        else { return nil }
+        return SegmentIndex.parse(offsetBytes: offsets, timeBytes: times, logSize: segment.size)
+    }
+}
+
+extension LogReader.ReadSummary {
+    fileprivate func merging(records: Int) -> LogReader.ReadSummary {
+        var copy = self
+        copy.records = records
+        return copy
+    }
+}

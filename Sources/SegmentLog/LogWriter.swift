@@ -1,0 +1,204 @@
+import Foundation
+
+/// The offsets a commit gave to one append request.
+public struct AppendResult: Sendable, Equatable {
+    /// Offsets of the request's first and last record.
+    public let offsets: ClosedRange<Int64>
+    /// Records below this offset were durable when the request was acknowledged. Under
+    /// `Durability.always` it is past `offsets.upperBound`.
+    public let durableEndOffset: Int64
+}
+
+/// Group commit in front of a `Log`: any number of producers append concurrently; one commit thread
+/// gathers what is pending into batches, writes them, fsyncs once (under `Durability.always`) and then
+/// acknowledges every request of the commit, in order.
+///
+/// A commit starts when `commitMaxRecords` records or `commitMaxBytes` bytes are pending, or when the
+/// oldest pending request has waited `commitWindowMicroseconds`. While one commit writes and fsyncs,
+/// the next gathers, so throughput grows with the number of producers.
+///
+/// The `Log` belongs to the commit thread from `init` until `close` returns.
+public final class LogWriter: @unchecked Sendable {
+    // @unchecked: `queue`, the counters and `state` are guarded by `condition`; `log` is touched only by
+    // the commit thread between `init` and the end of `close`.
+    private let condition = NSCondition()
+    private var queue: [Pending] = []
+    private var queuedRecords = 0
+    private var queuedBytes = 0
+    private var oldestPending: UInt64 = 0
+    private var state = State.running
+    private var publishedEnd: Int64
+    private var publishedDurableEnd: Int64
+    private var lastSync: UInt64 = 0
+
+    private let log: Log
+    private let configuration: LogConfiguration
+    private let finished = DispatchSemaphore(value: 0)
+    /// The commit thread's buffer for merging requests.
+    private var combined = RecordBuffer()
+
+    private enum State { case running, closing, closed }
+
+    private struct Pending {
+        let records: RecordBuffer
+        let completion: @Sendable (Result<AppendResult, LogError>) -> Void
+    }
+
+    /// Starts the commit thread for `log`, which the writer owns from now on.
+    public init(log: Log) {
+        self.log = log
+        self.configuration = log.configuration
+        self.publishedEnd = log.endOffset
+        self.publishedDurableEnd = log.durableEndOffset
+        let thread = Thread { [self] in
+            commitLoop()
+            finished.signal()
+        }
+        thread.name = "presencelog-commit"
+        thread.start()
+    }
+
+    /// The offset the next appended record gets.
+    public var endOffset: Int64 {
+        condition.lock(); defer { condition.unlock() }
+        return publishedEnd
+    }
+
+    /// Records below this offset are durable.
+    public var durableEndOffset: Int64 {
+        condition.lock(); defer { condition.unlock() }
+        return publishedDurableEnd
+    }
+
+    /// Queues `records` for the next commit; `completion` runs on the commit thread once they are written
+    /// (and, under `Durability.always`, durable), or failed. Completions run in append order.
+    public func append(_ records: RecordBuffer, completion: @escaping @Sendable (Result<AppendResult, LogError>) -> Void) {
+        guard !records.isEmpty else {
+            completion(.failure(LogError(.invalidArgument, "nothing to append")))
+            return
+        }
+        condition.lock()
+        guard state == .running else {
+            condition.unlock()
+            completion(.failure(LogError(.closed, "\(log.directory): the log writer is closed")))
+            return
+        }
+        if queue.isEmpty { oldestPending = DispatchTime.now().uptimeNanoseconds }
+        queue.append(Pending(records: records, completion: completion))
+        queuedRecords += records.count
+        queuedBytes += records.payloadBytes
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Appends `records` and returns once they are committed.
+    public func append(_ records: RecordBuffer) async throws(LogError) -> AppendResult {
+        let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
+            append(records) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    /// Commits what is pending, stops the commit thread and closes the log cleanly.
+    public func close() throws(LogError) {
+        condition.lock()
+        if state != .running {
+            condition.unlock()
+            return
+        }
+        state = .closing
+        condition.signal()
+        condition.unlock()
+        finished.wait()
+        condition.lock()
+        state = .closed
+        condition.unlock()
+        try log.close()
+    }
+
+    // MARK: The commit thread
+
+    private func commitLoop() {
+        while let batch = nextCommit() {
+            commit(batch)
+        }
+    }
+
+    /// Waits for work and returns the requests of the next commit; nil once closing with nothing left.
+    private func nextCommit() -> [Pending]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.isEmpty {
+            if state != .running { return nil }
+            if case .interval(let ms) = configuration.durability, publishedDurableEnd < publishedEnd {
+                let deadline = lastSync + UInt64(ms) * 1_000_000
+                if DispatchTime.now().uptimeNanoseconds >= deadline {
+                    return []  // an empty commit: time to fsync
+                }
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - DispatchTime.now().uptimeNanoseconds) / 1e9))
+            } else {
+                condition.wait()
+            }
+        }
+        let window = UInt64(configuration.commitWindowMicroseconds) * 1_000
+        while state == .running && queuedRecords < configuration.commitMaxRecords && queuedBytes < configuration.commitMaxBytes {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let deadline = oldestPending + window
+            if now >= deadline { break }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
+        }
+        let taken = queue
+        queue.removeAll(keepingCapacity: true)
+        queuedRecords = 0
+        queuedBytes = 0
+        return taken
+    }
+
+    private func commit(_ requests: [Pending]) {
+        var ranges: [ClosedRange<Int64>] = []
+        ranges.reserveCapacity(requests.count)
+        var failure: LogError?
+        do {
+            // All requests of a commit go into the same batches: one buffer, offsets handed out by count.
+            var first = log.endOffset
+            if requests.count == 1 {
+                try log.append(requests[0].records)
+            } else if !requests.isEmpty {
+                combined.removeAll()
+                for request in requests { combined.append(contentsOf: request.records) }
+                try log.append(combined)
+            }
+            for request in requests {
+                ranges.append(first...(first + Int64(request.records.count) - 1))
+                first += Int64(request.records.count)
+            }
+            let now = DispatchTime.now().uptimeNanoseconds
+            switch configuration.durability {
+            case .always:
+                try log.sync()
+                lastSync = now
+            case .interval(let ms):
+                if now >= lastSync + UInt64(ms) * 1_000_000 {
+                    try log.sync()
+                    lastSync = now
+                }
+            case .never:
+                break
+            }
+        } catch {
+            failure = error
+        }
+        condition.lock()
+        publishedEnd = log.endOffset
+        publishedDurableEnd = log.durableEndOffset
+        let durable = publishedDurableEnd
+        condition.unlock()
+        for (index, request) in requests.enumerated() {
+            if let failure {
+                request.completion(.failure(failure))
+            } else {
+                request.completion(.success(AppendResult(offsets: ranges[index], durableEndOffset: durable)))
+            }
+        }
+    }
+}

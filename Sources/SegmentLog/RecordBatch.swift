@@ -1,0 +1,285 @@
+/// Kafka's RecordBatch, magic 2 (KIP-98), the unit this log writes, checksums and reads.
+///
+///     byte  0  baseOffset            int64   offset of the first record
+///           8  batchLength           int32   bytes after this field
+///          12  partitionLeaderEpoch  int32   -1
+///          16  magic                 int8    2
+///          17  crc                   uint32  CRC-32C of bytes 21 ..< end
+///          21  attributes            int16   bits 0-2 codec (3 = LZ4), bit 3 timestamp type (0 = create time)
+///          23  lastOffsetDelta       int32   records - 1
+///          27  baseTimestamp         int64   first record's timestamp, ms
+///          35  maxTimestamp          int64   largest record timestamp, ms
+///          43  producerId            int64   -1
+///          51  producerEpoch         int16   -1
+///          53  baseSequence          int32   -1
+///          57  recordsCount          int32
+///          61  records               one LZ4 frame holding every record, back to back
+///
+/// All integers big-endian. Each record inside the frame:
+///
+///     length          varint   bytes after this field
+///     attributes      int8     0
+///     timestampDelta  varlong  timestamp - baseTimestamp
+///     offsetDelta     varint   offset - baseOffset
+///     keyLength       varint   -1 for a null key
+///     key             bytes
+///     valueLength     varint
+///     value           bytes
+///     headersCount    varint   0
+///
+/// Varints are zig-zag encoded, 7 bits a byte, low bits first.
+public struct RecordBatchHeader: Sendable, Equatable {
+    public static let size = 61
+    /// The bytes before `batchLength` counts: baseOffset and batchLength itself.
+    public static let logOverhead = 12
+    static let crcStart = 21
+    public static let magic: UInt8 = 2
+    static let lz4Codec: Int16 = 3
+
+    public var baseOffset: Int64
+    public var batchLength: Int32
+    public var partitionLeaderEpoch: Int32
+    public var magic: UInt8
+    public var crc: UInt32
+    public var attributes: Int16
+    public var lastOffsetDelta: Int32
+    public var baseTimestamp: Int64
+    public var maxTimestamp: Int64
+    public var producerId: Int64
+    public var producerEpoch: Int16
+    public var baseSequence: Int32
+    public var recordsCount: Int32
+
+    /// The whole batch's size on disk.
+    public var totalSize: Int { Int(batchLength) + Self.logOverhead }
+    /// The offset of the batch's last record.
+    public var lastOffset: Int64 { baseOffset + Int64(lastOffsetDelta) }
+    /// The offset after the batch.
+    public var nextOffset: Int64 { lastOffset + 1 }
+    /// The compression codec: 0 none, 1 gzip, 2 snappy, 3 LZ4, 4 zstd.
+    public var codec: Int16 { attributes & 0x7 }
+
+    /// Reads a header from 61 bytes at `pointer`.
+    init(_ pointer: UnsafeRawPointer) {
+        baseOffset = pointer.loadBigEndian(at: 0, as: Int64.self)
+        batchLength = pointer.loadBigEndian(at: 8, as: Int32.self)
+        partitionLeaderEpoch = pointer.loadBigEndian(at: 12, as: Int32.self)
+        magic = pointer.load(fromByteOffset: 16, as: UInt8.self)
+        crc = pointer.loadBigEndian(at: 17, as: UInt32.self)
+        attributes = pointer.loadBigEndian(at: 21, as: Int16.self)
+        lastOffsetDelta = pointer.loadBigEndian(at: 23, as: Int32.self)
+        baseTimestamp = pointer.loadBigEndian(at: 27, as: Int64.self)
+        maxTimestamp = pointer.loadBigEndian(at: 35, as: Int64.self)
+        producerId = pointer.loadBigEndian(at: 43, as: Int64.self)
+        producerEpoch = pointer.loadBigEndian(at: 51, as: Int16.self)
+        baseSequence = pointer.loadBigEndian(at: 53, as: Int32.self)
+        recordsCount = pointer.loadBigEndian(at: 57, as: Int32.self)
+    }
+
+    /// Reads the batch header at the start of `bytes`, or nil when fewer than 61 bytes are there.
+    public init?(bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= Self.size, let base = bytes.baseAddress else { return nil }
+        self.init(base)
+    }
+
+    /// What is wrong with the header on its own, before its bytes are read: nil when it is plausible.
+    /// `maxBatchSize` bounds the length a batch may claim.
+    func structuralProblem(maxBatchSize: Int) -> String? {
+        if batchLength < Int32(Self.size - Self.logOverhead) { return "batch claims an impossible length \(batchLength)" }
+        if totalSize > maxBatchSize { return "batch claims \(totalSize) bytes, more than the \(maxBatchSize)-byte limit" }
+        if magic != Self.magic { return "batch has magic \(magic), expected 2" }
+        if recordsCount < 0 || lastOffsetDelta < 0 || recordsCount > 0 && lastOffsetDelta != recordsCount - 1 {
+            return "batch has \(recordsCount) records but lastOffsetDelta \(lastOffsetDelta)"
+        }
+        if baseOffset < 0 { return "batch has a negative base offset \(baseOffset)" }
+        return nil
+    }
+}
+
+/// One record read from a batch. Its key and value point into the reader's buffer and are valid only
+/// inside the closure that receives them.
+public struct RecordView {
+    public let offset: Int64
+    public let timestamp: Int64
+    /// nil for a null key.
+    public let key: UnsafeRawBufferPointer?
+    /// nil for a null value.
+    public let value: UnsafeRawBufferPointer?
+}
+
+/// Builds batches from a `RecordBuffer`, reusing its buffers from batch to batch.
+final class RecordBatchEncoder {
+    private let records = ScratchBuffer(capacity: 1 << 20)
+    private let compressor: LZ4Frame.Compressor
+
+    /// `compressionLevel`: 0 for LZ4 fast, 1...12 for LZ4 HC.
+    init(compressionLevel: Int) {
+        compressor = LZ4Frame.Compressor(level: compressionLevel)
+    }
+
+    /// The encoded batch after `encode`.
+    let output = ScratchBuffer(capacity: 1 << 20)
+
+    /// Encodes `buffer`'s records `range` as one batch starting at `baseOffset` into `output`.
+    /// Returns the batch's header.
+    @discardableResult
+    func encode(_ buffer: RecordBuffer, range: Range<Int>, baseOffset: Int64) -> RecordBatchHeader {
+        precondition(!range.isEmpty, "a batch holds at least one record")
+        let baseTimestamp = buffer.entries[range.lowerBound].timestamp
+        var maxTimestamp = Int64.min
+        records.count = 0
+        buffer.storage.withUnsafeBytes { storage in
+            guard let storageBase = storage.baseAddress else { return }
+            for index in range {
+                let entry = buffer.entries[index]
+                let timestampDelta = entry.timestamp &- baseTimestamp
+                let offsetDelta = Int64(index - range.lowerBound)
+                let keyLength = Int(entry.keyLength)
+                let valueLength = Int(entry.valueLength)
+                let bodyLength = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
+                    + Varint.size(Int64(keyLength)) + max(keyLength, 0)
+                    + Varint.size(Int64(valueLength)) + valueLength + 1
+                records.reserve(bodyLength + 5)
+                var cursor = records.pointer + records.count
+                cursor += Varint.write(Int64(bodyLength), to: cursor)
+                cursor.storeBytes(of: 0, as: UInt8.self)
+                cursor += 1
+                cursor += Varint.write(timestampDelta, to: cursor)
+                cursor += Varint.write(offsetDelta, to: cursor)
+                cursor += Varint.write(Int64(keyLength), to: cursor)
+                let keyStart = storageBase + Int(entry.start)
+                if keyLength > 0 {
+                    cursor.copyMemory(from: keyStart, byteCount: keyLength)
+                    cursor += keyLength
+                }
+                cursor += Varint.write(Int64(valueLength), to: cursor)
+                if valueLength > 0 {
+                    cursor.copyMemory(from: keyStart + max(keyLength, 0), byteCount: valueLength)
+                    cursor += valueLength
+                }
+                cursor.storeBytes(of: 0, as: UInt8.self)
+                cursor += 1
+                records.count = cursor - records.pointer
+                if entry.timestamp > maxTimestamp { maxTimestamp = entry.timestamp }
+            }
+        }
+        output.count = 0
+        output.ensureCapacity(RecordBatchHeader.size + LZ4Frame.bound(records.count))
+        let frameSize = LZ4Frame.compress(records.bytes, to: output.pointer + RecordBatchHeader.size, with: compressor)
+        let total = RecordBatchHeader.size + frameSize
+        output.count = total
+        let header = output.pointer
+        let count = Int32(range.count)
+        header.storeBigEndian(baseOffset, at: 0)
+        header.storeBigEndian(Int32(total - RecordBatchHeader.logOverhead), at: 8)
+        header.storeBigEndian(Int32(-1), at: 12)
+        header.storeBytes(of: RecordBatchHeader.magic, toByteOffset: 16, as: UInt8.self)
+        header.storeBigEndian(RecordBatchHeader.lz4Codec, at: 21)
+        header.storeBigEndian(count - 1, at: 23)
+        header.storeBigEndian(baseTimestamp, at: 27)
+        header.storeBigEndian(maxTimestamp, at: 35)
+        header.storeBigEndian(Int64(-1), at: 43)
+        header.storeBigEndian(Int16(-1), at: 51)
+        header.storeBigEndian(Int32(-1), at: 53)
+        header.storeBigEndian(count, at: 57)
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: header + RecordBatchHeader.crcStart, count: total - RecordBatchHeader.crcStart))
+        header.storeBigEndian(crc, at: 17)
+        return RecordBatchHeader(header)
+    }
+}
+
+/// Checks and unpacks batches: CRC, decompression, and every record's framing.
+final class RecordBatchDecoder {
+    /// Decompressed records of the last batch.
+    private let scratch = ScratchBuffer(capacity: 1 << 20)
+    /// The most bytes a batch may decompress to.
+    let decompressedLimit: Int
+
+    init(decompressedLimit: Int = 256 << 20) {
+        self.decompressedLimit = decompressedLimit
+    }
+
+    /// Whether the CRC stored in the batch at `batch` matches its bytes.
+    static func crcMatches(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) -> Bool {
+        guard let base = batch.baseAddress else { return false }
+        let covered = UnsafeRawBufferPointer(start: base + RecordBatchHeader.crcStart, count: header.totalSize - RecordBatchHeader.crcStart)
+        return CRC32C.checksum(covered) == header.crc
+    }
+
+    /// Calls `body` for each record of the batch whose `header.totalSize` bytes are at `batch`.
+    /// Throws a reason (without file or position: the caller adds them) when the records are malformed.
+    /// The CRC is not checked here; see `crcMatches`.
+    func forEachRecord(
+        _ batch: UnsafeRawBufferPointer, header: RecordBatchHeader,
+        _ body: (RecordView) throws -> Void
+    ) throws {
+        guard let base = batch.baseAddress else { return }
+        let payload = UnsafeRawBufferPointer(start: base + RecordBatchHeader.size, count: header.totalSize - RecordBatchHeader.size)
+        let records: UnsafeRawBufferPointer
+        switch header.codec {
+        case 0:
+            records = payload
+        case RecordBatchHeader.lz4Codec:
+            do {
+                try LZ4Frame.decompress(payload, into: scratch, limit: decompressedLimit)
+            } catch {
+                throw BatchFormatError(reason: error.reason)
+            }
+            records = scratch.bytes
+        default:
+            throw BatchFormatError(reason: "batch uses compression codec \(header.codec); only none and LZ4 are supported")
+        }
+        guard let start = records.baseAddress ?? (records.count == 0 ? UnsafeRawPointer(base) : nil) else { return }
+        let end = records.count
+        var position = 0
+        for index in 0..<Int(header.recordsCount) {
+            guard let (length, lengthSize) = Varint.read(start + position, available: end - position),
+                  length >= 0, Int(length) <= end - position - lengthSize
+            else { throw BatchFormatError(reason: "record \(index) has a bad length") }
+            position += lengthSize
+            let recordEnd = position + Int(length)
+            var cursor = position + 1  // attributes
+            guard cursor <= recordEnd,
+                  let (timestampDelta, s1) = Varint.read(start + cursor, available: recordEnd - cursor)
+            else { throw BatchFormatError(reason: "record \(index) is cut short") }
+            cursor += s1
+            guard let (offsetDelta, s2) = Varint.read(start + cursor, available: recordEnd - cursor), offsetDelta == Int64(index)
+            else { throw BatchFormatError(reason: "record \(index) has an offset delta out of sequence") }
+            cursor += s2
+            guard let (keyLength, s3) = Varint.read(start + cursor, available: recordEnd - cursor),
+                  keyLength >= -1, keyLength <= Int64(recordEnd - cursor - s3)
+            else { throw BatchFormatError(reason: "record \(index) has a bad key length") }
+            cursor += s3
+            let key = keyLength >= 0 ? UnsafeRawBufferPointer(start: start + cursor, count: Int(keyLength)) : nil
+            cursor += max(Int(keyLength), 0)
+            guard let (valueLength, s4) = Varint.read(start + cursor, available: recordEnd - cursor),
+                  valueLength >= -1, valueLength <= Int64(recordEnd - cursor - s4)
+            else { throw BatchFormatError(reason: "record \(index) has a bad value length") }
+            cursor += s4
+            let value = valueLength >= 0 ? UnsafeRawBufferPointer(start: start + cursor, count: Int(valueLength)) : nil
+            cursor += max(Int(valueLength), 0)
+            guard let (headerCount, s5) = Varint.read(start + cursor, available: recordEnd - cursor), headerCount >= 0
+            else { throw BatchFormatError(reason: "record \(index) has a bad header count") }
+            cursor += s5
+            // Headers are skipped: this log never writes them, but other Kafka writers may.
+            for _ in 0..<headerCount {
+                for _ in 0..<2 {
+                    guard let (fieldLength, size) = Varint.read(start + cursor, available: recordEnd - cursor),
+                          fieldLength >= -1, fieldLength <= Int64(recordEnd - cursor - size)
+                    else { throw BatchFormatError(reason: "record \(index) has a malformed header") }
+                    cursor += size + max(Int(fieldLength), 0)
+                }
+            }
+            guard cursor == recordEnd else { throw BatchFormatError(reason: "record \(index) length does not match its fields") }
+            position = recordEnd
+            try body(RecordView(offset: header.baseOffset &+ offsetDelta, timestamp: header.baseTimestamp &+ timestampDelta,
+                                key: key, value: value))
+        }
+        guard position == end else { throw BatchFormatError(reason: "batch has \(end - position) bytes after its last record") }
+    }
+}
+
+/// Why a batch's records could not be read.
+struct BatchFormatError: Error {
+    let reason: String
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+
+/// Runs the real `presence` and `presence-gen` binaries that `swift build` put next to the test bundle.
+enum CLI {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static let productsDirectory: URL = {
+        let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if FileManager.default.isExecutableFile(atPath: besideTests.appendingPathComponent("presence").path) { return besideTests }
+        return repository.appendingPathComponent(".build/debug")
+    }()
+
+    static var presence: String { productsDirectory.appendingPathComponent("presence").path }
+    static var generator: String { productsDirectory.appendingPathComponent("presence-gen").path }
+
+    /// The Python of the virtual environment scripts/test.sh creates, with kafka-python and lz4.
+    static var python: String { repository.appendingPathComponent(".venv/bin/python").path }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// Runs `executable` with `arguments`, feeding `input` on standard input, and waits for it.
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String], input: Data? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        // Drain both outputs while writing the input, so that no pipe fills up.
+        let outBox = DataBox(), errBox = DataBox()
+        let group = DispatchGroup()
+        for (handle, box) in [(stdout.fileHandleForReading, outBox), (stderr.fileHandleForReading, errBox)] {
+            group.enter()
+            DispatchQueue.global().async {
+                box.set(handle.readDataToEndOfFile())
+                group.leave()
+            }
+        }
+        if let input { writeAll(stdin.fileHandleForWriting.fileDescriptor, input) }
+        try stdin.fileHandleForWriting.close()
+        group.wait()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outBox.get(), as: UTF8.self),
+                      stderr: String(decoding: errBox.get(), as: UTF8.self))
+    }
+
+    @discardableResult
+    static func presence(_ arguments: [String], input: Data? = nil) throws -> Result {
+        try run(presence, arguments, input: input)
+    }
+
+    /// Writes all of `data` to `fd`; false when the reader went away.
+    @discardableResult
+    static func writeAll(_ fd: Int32, _ data: Data) -> Bool {
+        data.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return true }
+            var done = 0
+            while done < raw.count {
+                let n = write(fd, base + done, raw.count - done)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                done += n
+            }
+            return true
+        }
+    }
+}
+
+final class DataBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func set(_ new: Data) { lock.withLock { data = new } }
+    func append(_ more: Data) { lock.withLock { data.append(more) } }
+    func get() -> Data { lock.withLock { data } }
+}
+
+/// A fresh directory, removed afterwards.
+final class Scratch {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "presencelog-e2e-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func file(_ name: String) -> String { path + "/" + name }
+}
+
+extension String {
+    var lines: [String] { split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
+}

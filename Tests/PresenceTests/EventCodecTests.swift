@@ -1,0 +1,60 @@
+import SegmentLog
+import Testing
+@testable import Presence
+
+@Suite struct EventCodecTests {
+    func roundTrip(_ event: PresenceEvent) throws -> PresenceEvent {
+        var buffer = RecordBuffer()
+        EventCodec.append(event, to: &buffer)
+        let key = buffer.key(at: 0)!, value = buffer.value(at: 0)
+        #expect(key == Array(event.user.utf8))
+        return try key.withUnsafeBytes { key in
+            try value.withUnsafeBytes { value in
+                try EventCodec.decode(key: key, value: value, timestamp: buffer.timestamp(at: 0))
+            }
+        }
+    }
+
+    @Test(arguments: [
+        "bob-phone-7f3a", "bob-phone-7f3", "bob-7f3a", "bob-", "bob", "alice-phone-7f3a", "7f3a", "bob-phone-7F3A",
+        "550e8400-e29b-41d4-a716-446655440000", "bob-☃-00ff", "bob-phone-abcdef0123456789", "",
+    ])
+    func everyConnShapeRoundTrips(conn: String) throws {
+        let event = PresenceEvent(kind: .disconnect, user: "bob", conn: conn, gateway: "gw-1", timestamp: 42, id: nil)
+        #expect(try roundTrip(event) == event)
+        let withID = PresenceEvent(kind: .connect, user: "bob", conn: conn, gateway: "g", timestamp: 0, id: "e-1")
+        #expect(try roundTrip(withID) == withID)
+    }
+
+    @Test func compactFormDropsTheUserPrefixAndPacksHex() {
+        var buffer = RecordBuffer()
+        EventCodec.append(PresenceEvent(kind: .connect, user: "u648930", conn: "u648930-tablet-1482", gateway: "gw-8", timestamp: 1), to: &buffer)
+        // flags, "gw-8" with its length, "tablet-" with its length, 2 packed hex bytes with their count.
+        #expect(buffer.value(at: 0).count == 1 + 5 + 8 + 3)
+    }
+
+    @Test func malformedValuesAreErrorsNotCrashes() {
+        var random = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            for _ in 0..<200 {
+                let value = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+                _ = try? value.withUnsafeBytes { try EventCodec.view($0) }
+            }
+        }
+        let truncated: [UInt8] = [0x01, 0x05, 0x61]
+        #expect(throws: EventCodec.DecodeError.self) { try truncated.withUnsafeBytes { _ = try EventCodec.view($0) } }
+    }
+
+    @Test func jsonOutputParsesBackToTheSameEvent() throws {
+        let parser = NDJSONEventParser()
+        let events = [
+            PresenceEvent(kind: .connect, user: "bob", conn: "bob-phone-7f3a", gateway: "gw-1", timestamp: 1_705_311_663_120),
+            PresenceEvent(kind: .disconnect, user: "q\"uo\\te\n\u{1}", conn: "c\t", gateway: "g", timestamp: 0, id: "x"),
+        ]
+        for event in events {
+            #expect(try parser.parse(EventJSON.line(event)) == event)
+        }
+        #expect(EventJSON.line(events[0], offset: 7) ==
+            #"{"offset":7,"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:41:03.120Z"}"#)
+    }
+}

@@ -1,0 +1,44 @@
+import Testing
+@testable import Presence
+
+@Suite struct TimestampTests {
+    @Test(arguments: [
+        ("2024-01-15T09:41:03.120Z", Int64(1_705_311_663_120)),
+        ("2024-01-15T09:41:03Z", 1_705_311_663_000),
+        ("2024-01-15T09:41:03.1Z", 1_705_311_663_100),
+        ("2024-01-15T09:41:03.123456789Z", 1_705_311_663_123),
+        ("2024-01-15T10:41:03.120+01:00", 1_705_311_663_120),
+        ("2024-01-15T04:11:03.120-0530", 1_705_311_663_120),
+        ("2024-01-15t09:41:03.120z", 1_705_311_663_120),
+        ("1970-01-01T00:00:00.000Z", 0),
+        ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ("9999-12-31T23:59:59.999Z", 253_402_300_799_999),
+    ])
+    func parsesISO8601(text: String, expected: Int64) {
+        #expect(Timestamp.parse(text) == expected)
+    }
+
+    @Test(arguments: [
+        "2024-01-15T09:41:03.120", "2024-01-15 09:41:03Z", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z",
+        "2024-01-32T00:00:00Z", "2024-01-15T24:00:00Z", "2024-01-15T09:60:00Z", "2024-01-15T09:41:60Z",
+        "2024-01-15T09:41:03.Z", "1969-12-31T23:59:59Z", "2024-01-15T09:41:03Z ", "24-01-15T09:41:03Z", "",
+        "2024-01-15T09:41:03+25:00", "-5",
+    ])
+    func refusesMalformedOrOutOfRangeTimes(text: String) {
+        #expect(Timestamp.parse(text) == nil)
+    }
+
+    @Test func formatsAsUTCWithMilliseconds() {
+        #expect(Timestamp.format(1_705_311_663_120) == "2024-01-15T09:41:03.120Z")
+        #expect(Timestamp.format(0) == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp.format(1_709_164_800_005) == "2024-02-29T00:00:00.005Z")
+    }
+
+    @Test func formatThenParseIsTheIdentityAcrossCenturies() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let ms = Int64.random(in: 0...Timestamp.maxMilliseconds, using: &random)
+            #expect(Timestamp.parse(Timestamp.format(ms)) == ms)
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Testing
+@testable import SegmentLog
+
+@Suite struct VarintTests {
+    @Test func roundTripsExtremesAndSmallValues() {
+        let values: [Int64] = [0, 1, -1, 63, -64, 64, 8191, -8192, 8192, Int64(Int32.max), Int64(Int32.min), .max, .min]
+        var buffer = [UInt8](repeating: 0, count: 10)
+        for value in values {
+            let written = buffer.withUnsafeMutableBytes { Varint.write(value, to: $0.baseAddress!) }
+            #expect(written == Varint.size(value))
+            let read = buffer.withUnsafeBytes { Varint.read($0.baseAddress!, available: written) }
+            #expect(read?.value == value)
+            #expect(read?.length == written)
+        }
+    }
+
+    @Test func truncatedVarintReadsAsNil() {
+        var buffer = [UInt8](repeating: 0, count: 10)
+        let written = buffer.withUnsafeMutableBytes { Varint.write(1 << 40, to: $0.baseAddress!) }
+        let read = buffer.withUnsafeBytes { Varint.read($0.baseAddress!, available: written - 1) }
+        #expect(read == nil)
+        let overlong = [UInt8](repeating: 0xFF, count: 11)
+        #expect(overlong.withUnsafeBytes { Varint.read($0.baseAddress!, available: 11) } == nil)
+    }
+}
+
+@Suite struct CRC32CTests {
+    @Test func matchesTheStandardCheckValue() {
+        // The CRC-32C check value from RFC 3720 / the Castagnoli catalogue.
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+}
+
+@Suite struct LZ4FrameTests {
+    func roundTrip(_ input: [UInt8], level: Int) throws -> [UInt8] {
+        let compressor = LZ4Frame.Compressor(level: level)
+        var frame = [UInt8](repeating: 0, count: LZ4Frame.bound(input.count))
+        let size = input.withUnsafeBytes { source in
+            frame.withUnsafeMutableBytes { LZ4Frame.compress(source, to: $0.baseAddress!, with: compressor) }
+        }
+        frame.removeSubrange(size...)
+        let output = ScratchBuffer()
+        try frame.withUnsafeBytes { try LZ4Frame.decompress($0, into: output, limit: 1 << 26) }
+        return Array(output.bytes)
+    }
+
+    @Test(arguments: [0, 4, 9])
+    func compressesAndRestoresRepetitiveAndRandomData(level: Int) throws {
+        var random = SystemRandomNumberGenerator()
+        let noise = (0..<200_000).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let text = Array(String(repeating: "{\"type\":\"connect\",\"user\":\"bob\"}\n", count: 5000).utf8)
+        for input in [[], [1, 2, 3], noise, text] as [[UInt8]] {
+            #expect(try roundTrip(input, level: level) == input)
+        }
+    }
+
+    @Test func refusesDamagedFramesWithoutCrashing() throws {
+        let compressor = LZ4Frame.Compressor(level: 0)
+        let input = Array(String(repeating: "abcdefgh", count: 10_000).utf8)
+        var frame = [UInt8](repeating: 0, count: LZ4Frame.bound(input.count))
+        let size = input.withUnsafeBytes { source in
+            frame.withUnsafeMutableBytes { LZ4Frame.compress(source, to: $0.baseAddress!, with: compressor) }
+        }
+        frame.removeSubrange(size...)
+        let output = ScratchBuffer()
+        // Every truncation and a flipped byte at every 7th position: an error or the right bytes, never a crash.
+        for cut in stride(from: 0, to: frame.count - 1, by: 3) {
+            let short = Array(frame[..<cut])
+            #expect(throws: LZ4Frame.DecodeError.self) { try short.withUnsafeBytes { try LZ4Frame.decompress($0, into: output, limit: 1 << 26) } }
+        }
+        for position in stride(from: 0, to: frame.count, by: 7) {
+            var damaged = frame
+            damaged[position] ^= 0x5A
+            do {
+                try damaged.withUnsafeBytes { try LZ4Frame.decompress($0, into: output, limit: 1 << 26) }
+            } catch {}
+        }
+        // A limit below the content size is refused.
+        #expect(throws: LZ4Frame.DecodeError.self) { try frame.withUnsafeBytes { try LZ4Frame.decompress($0, into: output, limit: 1000) } }
+    }
+}
+
+@Suite struct RecordBatchTests {
+    @Test func encodesKafkaHeaderFieldsAndDecodesEveryRecord() throws {
+        var buffer = sampleRecords(0..<100)
+        buffer.append(timestamp: 5, key: nil, value: [9, 9])  // an earlier timestamp and a null key
+        let encoder = RecordBatchEncoder(compressionLevel: 4)
+        let header = encoder.encode(buffer, range: 0..<101, baseOffset: 1000)
+        #expect(header.baseOffset == 1000)
+        #expect(header.magic == 2)
+        #expect(header.codec == 3)
+        #expect(header.recordsCount == 101)
+        #expect(header.lastOffsetDelta == 100)
+        #expect(header.baseTimestamp == 1_705_276_800_000)
+        #expect(header.maxTimestamp == 1_705_276_800_000 + 99 * 10)
+        #expect(header.producerId == -1 && header.producerEpoch == -1 && header.baseSequence == -1)
+        #expect(header.totalSize == encoder.output.count)
+        #expect(RecordBatchDecoder.crcMatches(encoder.output.bytes, header: header))
+        var seen: [ReadRecord] = []
+        try RecordBatchDecoder().forEachRecord(encoder.output.bytes, header: header) { record in
+            seen.append(ReadRecord(offset: record.offset, timestamp: record.timestamp, key: record.key.map { Array($0) }, value: record.value.map { Array($0) }))
+        }
+        let expected = expectedRecords(0..<100).map { ReadRecord(offset: $0.offset + 1000, timestamp: $0.timestamp, key: $0.key, value: $0.value) }
+            + [ReadRecord(offset: 1100, timestamp: 5, key: nil, value: [9, 9])]
+        #expect(seen == expected)
+    }
+
+    @Test func anyFlippedByteFailsTheCRC() {
+        let encoder = RecordBatchEncoder(compressionLevel: 0)
+        let header = encoder.encode(sampleRecords(0..<50), range: 0..<50, baseOffset: 0)
+        var bytes = Array(encoder.output.bytes)
+        for position in RecordBatchHeader.crcStart..<bytes.count {
+            bytes[position] ^= 0x01
+            let matches = bytes.withUnsafeBytes { RecordBatchDecoder.crcMatches($0, header: header) }
+            #expect(!matches, "flipping byte \(position) went unnoticed")
+            bytes[position] ^= 0x01
+        }
+    }
+}

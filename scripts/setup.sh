@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what PresenceLog needs on a fresh Debian machine of this kind: liblz4-dev (the compression
+# library, found through pkg-config) and, with --python, a virtual environment in .venv holding the
+# independent checkers' packages (kafka-python, lz4, crc32c). Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+dpkg -s liblz4-dev >/dev/null 2>&1 || need+=(liblz4-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+dpkg -s lz4 >/dev/null 2>&1 || need+=(lz4)
+command -v bc >/dev/null 2>&1 || need+=(bc)
+if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}" >&2
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [[ "${1:-}" == "--python" ]]; then
+    if ! .venv/bin/python -c "import kafka, lz4, crc32c" >/dev/null 2>&1; then
+        echo "setup: creating .venv with kafka-python, lz4, crc32c" >&2
+        python3 -m venv .venv
+        .venv/bin/pip install --quiet --disable-pip-version-check kafka-python lz4 crc32c
+    fi
+fi

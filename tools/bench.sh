@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The log's benchmarks on the 10M-event / 1M-user stream (issue 2), in release builds:
+#   1. lz4 -1 on the same NDJSON: the baseline for size and speed, measured in this run
+#   2. durable ingest through `presence ingest --fsync always` from a file (best of RUNS)
+#   3. sequential read on one core: CRC + LZ4 + decode of every event (presence-bench read)
+# Usage: tools/bench.sh [EVENTS] [USERS]    (defaults 10000000 1000000; RUNS=3)
+# The stream is generated once into bench-data/ (ignored by git) and reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events="${1:-10000000}"
+users="${2:-1000000}"
+runs="${RUNS:-3}"
+bash scripts/setup.sh
+swift build -c release 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
+bin=.build/release
+mkdir -p bench-data
+stream="bench-data/stream-$events-$users.ndjson"
+if [[ ! -s "$stream" ]]; then
+    echo "generating $stream"
+    "$bin/presence-gen" --events "$events" --users "$users" --seed 42 > "$stream.tmp"
+    mv "$stream.tmp" "$stream"
+fi
+ndjson_bytes=$(stat -c %s "$stream")
+cat "$stream" > /dev/null  # warm the page cache so every contender reads from memory
+
+now() { date +%s.%N; }
+start=$(now)
+lz4_bytes=$(lz4 -1 -c "$stream" | wc -c)
+lz4_seconds=$(echo "$(now) - $start" | bc -l)
+
+best_rate=0; best_line=""
+for run in $(seq 1 "$runs"); do
+    rm -rf bench-data/log
+    line=$("$bin/presence" ingest --quiet --data bench-data/log "$stream" 2>&1 | tail -1)
+    rate=$(echo "$line" | sed -n 's/.*in \([0-9.]*\) s.*/\1/p')
+    echo "ingest run $run: $line"
+    r=$(echo "$events / $rate" | bc -l)
+    if (( $(echo "$r > $best_rate" | bc -l) )); then best_rate=$r; best_line=$line; fi
+done
+log_bytes=$(du -cb bench-data/log/presence/*.log | tail -1 | cut -f1)
+read_line=$("$bin/presence-bench" read --data bench-data/log --rounds "$runs" | tail -1)
+
+printf '\n== results: %s events, %s users, %s runs\n' "$events" "$users" "$runs"
+printf 'NDJSON input:                %.1f bytes/event\n' "$(echo "$ndjson_bytes / $events" | bc -l)"
+printf 'lz4 -1 on the NDJSON:        %.2f bytes/event, %.2fM events/s (one core)\n' "$(echo "$lz4_bytes / $events" | bc -l)" "$(echo "$events / $lz4_seconds / 1000000" | bc -l)"
+printf 'presence log on disk:        %.2f bytes/event (.log files), %.2fx smaller than lz4 -1\n' "$(echo "$log_bytes / $events" | bc -l)" "$(echo "$lz4_bytes / $log_bytes" | bc -l)"
+printf 'durable ingest (fsync=always): %.2fM events/s (best of %s)\n' "$(echo "$best_rate / 1000000" | bc -l)" "$runs"
+echo "$read_line"
