@@ -8,10 +8,10 @@ import SegmentLog
 ///                        bit 5    an id follows
 ///                        bit 6    conn ends in packed hex digits
 ///     varint n    gateway length, then n bytes of gateway
-///     varint n    conn length, then n bytes of conn (or of its suffix, with bit 4)
-///     varint n    (bit 6 only) m bytes of packed hex follow: 2m lowercase hex digits, high nibble first,
-///                 that complete the conn
-///     varint n    id length, then n bytes of id (with bit 5)
+///     varint n    conn text length, then n bytes (without the "<user>-" prefix with bit 4, without
+///                 the packed hex digits with bit 6)
+///     varint m    (bit 6) m bytes of packed hex: 2m lowercase hex digits, high nibble first, that end the conn
+///     varint n    (bit 5) id length, then n bytes of id
 ///
 /// Varints are unsigned LEB128. Conn ids are usually minted from the user id and random hex
 /// (`bob-phone-7f3a`, UUIDs): dropping the prefix saves a user id's worth of bytes per event, and
@@ -24,10 +24,24 @@ public enum EventCodec {
     /// Trailing hex runs shorter than this stay as text.
     static let minimumPackedDigits = 4
 
+    /// The most bytes a value can take (fields at their 256-byte limits).
+    public static let maxValueBytes = 1 + 3 * (2 + PresenceEvent.Limits.fieldBytes) + 2 + PresenceEvent.Limits.fieldBytes / 2
+
     /// Appends the value bytes for an event to `out`.
-    @inline(__always)
     public static func appendValue(kind: EventKind, user: UnsafeRawBufferPointer, conn: UnsafeRawBufferPointer,
                                    gateway: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer?, to out: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(byteCount: maxValueBytes, alignment: 1) { scratch in
+            guard let base = scratch.baseAddress else { return }
+            let count = writeValue(kind: kind, user: user, conn: conn, gateway: gateway, id: id, to: base)
+            out.append(contentsOf: UnsafeRawBufferPointer(start: base, count: count))
+        }
+    }
+
+    /// Writes the value bytes for an event at `out`, which has room for `maxValueBytes`; returns their count.
+    /// Fields must keep `PresenceEvent.Limits`.
+    @inline(__always)
+    public static func writeValue(kind: EventKind, user: UnsafeRawBufferPointer, conn: UnsafeRawBufferPointer,
+                                  gateway: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer?, to out: UnsafeMutableRawPointer) -> Int {
         var flags = kind.rawValue
         var connBytes = conn
         if conn.count > user.count + 1, let connBase = conn.baseAddress, let userBase = user.baseAddress,
@@ -45,38 +59,32 @@ public enum EventCodec {
         }
         run &= ~1
         if run >= minimumPackedDigits { flags |= packedHex } else { run = 0 }
-        out.append(flags)
-        appendField(gateway, to: &out)
-        appendField(UnsafeRawBufferPointer(rebasing: connBytes[..<(connBytes.count - run)]), to: &out)
+        out.storeBytes(of: flags, as: UInt8.self)
+        var position = 1
+        position += writeField(gateway, to: out + position)
+        position += writeField(UnsafeRawBufferPointer(rebasing: connBytes[..<(connBytes.count - run)]), to: out + position)
         if run > 0 {
-            appendLength(run / 2, to: &out)
+            position += Varint.writeUnsigned(UInt64(run / 2), to: out + position)
             var i = connBytes.count - run
             while i < connBytes.count {
-                out.append(nibble(connBytes[i]) << 4 | nibble(connBytes[i + 1]))
+                out.storeBytes(of: nibble(connBytes[i]) << 4 | nibble(connBytes[i + 1]), toByteOffset: position, as: UInt8.self)
+                position += 1
                 i += 2
             }
         }
-        if let id { appendField(id, to: &out) }
+        if let id { position += writeField(id, to: out + position) }
+        return position
+    }
+
+    @inline(__always)
+    private static func writeField(_ field: UnsafeRawBufferPointer, to out: UnsafeMutableRawPointer) -> Int {
+        let size = Varint.writeUnsigned(UInt64(field.count), to: out)
+        if let base = field.baseAddress, field.count > 0 { (out + size).copyMemory(from: base, byteCount: field.count) }
+        return size + field.count
     }
 
     @inline(__always)
     private static func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
-
-    @inline(__always)
-    static func appendLength(_ count: Int, to out: inout [UInt8]) {
-        var length = UInt64(count)
-        while length >= 0x80 {
-            out.append(UInt8(truncatingIfNeeded: length) | 0x80)
-            length >>= 7
-        }
-        out.append(UInt8(length))
-    }
-
-    @inline(__always)
-    static func appendField(_ field: UnsafeRawBufferPointer, to out: inout [UInt8]) {
-        appendLength(field.count, to: &out)
-        out.append(contentsOf: field)
-    }
 
     /// The fields of an encoded value, pointing into the value's bytes.
     public struct View {

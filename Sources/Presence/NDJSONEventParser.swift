@@ -22,11 +22,18 @@ public final class NDJSONEventParser {
     /// Decoded bytes of strings that held escapes (never longer than the line).
     private let scratch: UnsafeMutableRawPointer
 
+    /// Where the value of the event being appended is built.
+    private let value: UnsafeMutableRawPointer
+
     public init() {
         scratch = UnsafeMutableRawPointer.allocate(byteCount: PresenceEvent.Limits.lineBytes + 16, alignment: 8)
+        value = UnsafeMutableRawPointer.allocate(byteCount: EventCodec.maxValueBytes, alignment: 8)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        value.deallocate()
+    }
 
     /// The fields of one line, pointing into the line or the scratch buffer.
     private struct Fields {
@@ -62,9 +69,8 @@ public final class NDJSONEventParser {
         let fields = try parseFields(line)
         guard let kind = fields.kind, let user = fields.user, let conn = fields.conn, let gateway = fields.gateway,
               let timestamp = fields.timestamp else { throw EventParseError("internal: fields missing after validation") }
-        buffer.append(timestamp: timestamp, writeKey: { $0.append(contentsOf: user); return true }) { out in
-            EventCodec.appendValue(kind: kind, user: user, conn: conn, gateway: gateway, id: fields.id, to: &out)
-        }
+        let count = EventCodec.writeValue(kind: kind, user: user, conn: conn, gateway: gateway, id: fields.id, to: value)
+        buffer.append(timestamp: timestamp, key: user, value: UnsafeRawBufferPointer(start: value, count: count))
     }
 
     // MARK: Scanning
@@ -94,14 +100,7 @@ public final class NDJSONEventParser {
                 scanner.skipSpace()
                 try scanner.expect(58, "expected ':' after a field name")
                 scanner.skipSpace()
-                let bit: UInt8
-                if key.count == 2 && equals(key, "ts") { bit = 1 }
-                else if key.count == 2 && equals(key, "id") { bit = 2 }
-                else if key.count == 4 && equals(key, "type") { bit = 4 }
-                else if key.count == 4 && equals(key, "user") { bit = 8 }
-                else if key.count == 4 && equals(key, "conn") { bit = 16 }
-                else if key.count == 7 && equals(key, "gateway") { bit = 32 }
-                else { bit = 0 }
+                let bit = Self.fieldBit(key)
                 if bit != 0 && seen & bit != 0 {
                     throw EventParseError("field \"\(String(decoding: key, as: UTF8.self))\" appears twice")
                 }
@@ -117,10 +116,8 @@ public final class NDJSONEventParser {
                     }
                 case 4:
                     let name = try scanner.requireString("type")
-                    if name.count == 7 && equals(name, "connect") {
-                        fields.kind = .connect
-                    } else if name.count == 10 && equals(name, "disconnect") {
-                        fields.kind = .disconnect
+                    if let kind = Self.kind(name) {
+                        fields.kind = kind
                     } else {
                         throw EventParseError("unknown event type \"\(String(decoding: name.prefix(64), as: UTF8.self))\" (expected connect or disconnect)")
                     }
@@ -150,12 +147,47 @@ public final class NDJSONEventParser {
         return fields
     }
 
+    // Field names and kinds compared as little-endian words: "type" is 0x65707974, and so on.
+
+    /// The bit of a known field name, 0 for any other.
     @inline(__always)
-    private func equals(_ bytes: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
-        guard let base = bytes.baseAddress, bytes.count == word.utf8CodeUnitCount else { return false }
-        return memcmp(base, word.utf8Start, bytes.count) == 0
+    private static func fieldBit(_ key: UnsafeRawBufferPointer) -> UInt8 {
+        guard let p = key.baseAddress else { return 0 }
+        switch key.count {
+        case 2:
+            let word = p.loadUnaligned(as: UInt16.self)
+            return word == 0x7374 ? 1 : word == 0x6469 ? 2 : 0  // "ts", "id"
+        case 4:
+            switch p.loadUnaligned(as: UInt32.self) {
+            case 0x6570_7974: return 4  // "type"
+            case 0x7265_7375: return 8  // "user"
+            case 0x6E6E_6F63: return 16  // "conn"
+            default: return 0
+            }
+        case 7:
+            // "gate" and "eway" (bytes 3 to 6).
+            return p.loadUnaligned(as: UInt32.self) == 0x6574_6167 && p.loadUnaligned(fromByteOffset: 3, as: UInt32.self) == 0x7961_7765 ? 32 : 0
+        default:
+            return 0
+        }
     }
 
+    /// The event kind a `type` value names.
+    @inline(__always)
+    private static func kind(_ name: UnsafeRawBufferPointer) -> EventKind? {
+        guard let p = name.baseAddress else { return nil }
+        switch name.count {
+        case 7:  // "conn" + "nect"
+            return p.loadUnaligned(as: UInt32.self) == 0x6E6E_6F63 && p.loadUnaligned(fromByteOffset: 3, as: UInt32.self) == 0x7463_656E ? .connect : nil
+        case 10:  // "disc" + "conn" + "nect"
+            return p.loadUnaligned(as: UInt32.self) == 0x6373_6964 && p.loadUnaligned(fromByteOffset: 3, as: UInt32.self) == 0x6E6E_6F63
+                && p.loadUnaligned(fromByteOffset: 6, as: UInt32.self) == 0x7463_656E ? .disconnect : nil
+        default:
+            return nil
+        }
+    }
+
+    @inline(__always)
     private func checkLength(_ field: UnsafeRawBufferPointer?, _ name: String, limit: Int) throws(EventParseError) {
         let count = field?.count ?? 0
         if count == 0 { throw EventParseError("\(name) is empty") }
@@ -223,6 +255,19 @@ private struct JSONScanner {
     mutating func string() throws(EventParseError) -> UnsafeRawBufferPointer {
         try expect(34, "expected a string")
         let start = i
+        // Eight bytes at a time until one is a quote, a backslash or a control character.
+        while end - i >= 8 {
+            let word = (base + i).loadUnaligned(as: UInt64.self)
+            let quotes = word ^ 0x2222_2222_2222_2222
+            let slashes = word ^ 0x5C5C_5C5C_5C5C_5C5C
+            let found = ((quotes &- 0x0101_0101_0101_0101) & ~quotes | (slashes &- 0x0101_0101_0101_0101) & ~slashes
+                | (word &- 0x2020_2020_2020_2020) & ~word) & 0x8080_8080_8080_8080
+            if found != 0 {
+                i += found.trailingZeroBitCount >> 3
+                break
+            }
+            i += 8
+        }
         while i < end {
             let c = base.load(fromByteOffset: i, as: UInt8.self)
             if c == 34 {

@@ -178,7 +178,7 @@ final class AckTracker: @unchecked Sendable {
     private var inFlight = 0
     private var firstFailure: LogError?
     private let report: Bool
-    private let maxInFlight = 8
+    private let maxInFlight = 32
 
     init(report: Bool) { self.report = report }
 

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// One named log: a folder of segments, appended to by one owner at a time.
 ///
 ///     presence/
@@ -39,7 +41,15 @@ public final class Log {
     private var active: ActiveSegment
     private var failure: LogError?
     private var isClosed = false
-    private let encoder: RecordBatchEncoder
+    /// One encoder per compression thread; batches of a large append are compressed in parallel.
+    private let encoders: [RecordBatchEncoder]
+
+    /// A batch encoded by `encoders[encoder]`, at `start` in its output.
+    private struct EncodedBatch {
+        var header: RecordBatchHeader
+        var encoder: Int
+        var start: Int
+    }
 
     struct SealedSegment {
         let baseOffset: Int64
@@ -94,7 +104,9 @@ public final class Log {
         self.durableEndOffset = endOffset
         self.openedCleanly = openedCleanly
         self.recoveryReport = report
-        self.encoder = RecordBatchEncoder(compressionLevel: configuration.compressionLevel)
+        self.encoders = (0..<max(1, configuration.compressionThreads)).map { _ in
+            RecordBatchEncoder(compressionLevel: configuration.compressionLevel)
+        }
     }
 
     // MARK: Opening and recovery
@@ -313,12 +325,15 @@ public final class Log {
         guard !records.isEmpty else { throw LogError(.invalidArgument, "nothing to append") }
         try checkWritable()
         let first = endOffset
+        // Cut the records into batches (by count, bytes and time span), then compress them, on several
+        // threads when there are several batches, and write them in order.
+        var ranges: [Range<Int>] = []
         var start = 0
+        let span = configuration.maxBatchTimestampSpan
         while start < records.count {
             var end = start
             var bytes = 0
             let firstTimestamp = records.entries[start].timestamp
-            let span = configuration.maxBatchTimestampSpan
             while end < records.count && end - start < configuration.maxBatchRecords {
                 let entry = records.entries[end]
                 bytes += Int(entry.valueLength) + max(Int(entry.keyLength), 0) + 16
@@ -327,11 +342,44 @@ public final class Log {
                 if end > start && (delta > span || delta < -span) { break }
                 end += 1
             }
-            let header = encoder.encode(records, range: start..<end, baseOffset: endOffset)
-            try writeBatch(header)
+            ranges.append(start..<end)
             start = end
         }
+        for encoder in encoders { encoder.output.count = 0 }
+        let workers = min(encoders.count, ranges.count)
+        var encoded = [[EncodedBatch]](repeating: [], count: workers)
+        if workers <= 1 {
+            encoded[0] = Self.encode(records, ranges, firstOffset: first, worker: 0, of: 1, encoder: encoders[0])
+        } else {
+            // Worker w touches only encoders[w] and results[w]; `records` and `ranges` are only read.
+            let shared = UnsafeSendable((encoders: encoders, ranges: ranges))
+            encoded.withUnsafeMutableBufferPointer { results in
+                let results = UnsafeSendable(results)
+                DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                    results.value[worker] = Self.encode(records, shared.value.ranges, firstOffset: first, worker: worker, of: workers,
+                                                        encoder: shared.value.encoders[worker])
+                }
+            }
+        }
+        for index in ranges.indices {
+            let batch = encoded[index % workers][index / workers]
+            try writeBatch(batch.header, bytes: UnsafeRawBufferPointer(start: encoders[batch.encoder].output.pointer + batch.start, count: batch.header.totalSize))
+        }
         return first...(endOffset - 1)
+    }
+
+    /// Encodes batches `worker`, `worker + workers`, ... of `ranges`.
+    private static func encode(_ records: RecordBuffer, _ ranges: [Range<Int>], firstOffset: Int64, worker: Int, of workers: Int,
+                               encoder: RecordBatchEncoder) -> [EncodedBatch] {
+        var result: [EncodedBatch] = []
+        var index = worker
+        while index < ranges.count {
+            let start = encoder.output.count
+            let header = encoder.encode(records, range: ranges[index], baseOffset: firstOffset + Int64(ranges[index].lowerBound))
+            result.append(EncodedBatch(header: header, encoder: worker, start: start))
+            index += workers
+        }
+        return result
     }
 
     private func checkWritable() throws(LogError) {
@@ -339,11 +387,11 @@ public final class Log {
         if let failure { throw LogError(.closed, "\(directory): the log refuses writes after an earlier failure (\(failure.message)); restart to recover") }
     }
 
-    private func writeBatch(_ header: RecordBatchHeader) throws(LogError) {
+    private func writeBatch(_ header: RecordBatchHeader, bytes: UnsafeRawBufferPointer) throws(LogError) {
         do {
             if shouldRoll(before: header) { try roll() }
             let position = active.size
-            try active.log.write(encoder.output.bytes, at: position)
+            try active.log.write(bytes, at: position)
             active.size += Int64(header.totalSize)
             let added = active.indexBuilder.add(header, position: position)
             if let entry = added.offset {
@@ -418,4 +466,10 @@ public final class Log {
     public var segments: [(baseOffset: Int64, size: Int64)] {
         sealed.map { ($0.baseOffset, $0.size) } + [(active.baseOffset, active.size)]
     }
+}
+
+/// Hands a buffer to `concurrentPerform`'s workers, each of which writes only its own element.
+private struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -49,6 +49,8 @@ public struct LogConfiguration: Sendable, Equatable {
     /// 0: LZ4's fast compressor (as `lz4 -1`); 1 to 12: LZ4 HC at that level (smaller, slower to write,
     /// as fast to read). Any level writes plain LZ4 frames.
     public var compressionLevel: Int = 4
+    /// Threads that compress the batches of one large append in parallel.
+    public var compressionThreads: Int = 2
     /// How long the writer waits, once a request is pending, for more to join the same commit.
     public var commitWindowMicroseconds: Int = 2_000
     /// A commit starts at once when this many records are pending.
@@ -67,6 +69,7 @@ public struct LogConfiguration: Sendable, Equatable {
         try require(segmentMilliseconds > 0, "segment age must be positive, got \(segmentMilliseconds) ms")
         try require(indexIntervalBytes > 0, "index interval must be positive")
         try require(maxBatchRecords > 0 && maxBatchBytes > 0, "batch bounds must be positive")
+        try require((1...64).contains(compressionThreads), "compression threads must be between 1 and 64")
         try require((0...12).contains(compressionLevel), "compression level must be 0 (LZ4 fast) to 12 (LZ4 HC), got \(compressionLevel)")
         try require(commitWindowMicroseconds >= 0 && commitWindowMicroseconds <= 1_000_000, "commit window must be between 0 and 1 s")
         if case .interval(let ms) = durability { try require(ms > 0, "fsync interval must be positive") }

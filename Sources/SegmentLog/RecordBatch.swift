@@ -120,8 +120,8 @@ final class RecordBatchEncoder {
     /// The encoded batch after `encode`.
     let output = ScratchBuffer(capacity: 1 << 20)
 
-    /// Encodes `buffer`'s records `range` as one batch starting at `baseOffset` into `output`.
-    /// Returns the batch's header.
+    /// Encodes `buffer`'s records `range` as one batch starting at `baseOffset`, appended to `output`
+    /// (callers empty it, `output.count = 0`, when they are done with what it holds). Returns the header.
     @discardableResult
     func encode(_ buffer: RecordBuffer, range: Range<Int>, baseOffset: Int64) -> RecordBatchHeader {
         precondition(!range.isEmpty, "a batch holds at least one record")
@@ -163,12 +163,12 @@ final class RecordBatchEncoder {
                 if entry.timestamp > maxTimestamp { maxTimestamp = entry.timestamp }
             }
         }
-        output.count = 0
-        output.ensureCapacity(RecordBatchHeader.size + LZ4Frame.bound(records.count))
-        let frameSize = LZ4Frame.compress(records.bytes, to: output.pointer + RecordBatchHeader.size, with: compressor)
+        let start = output.count
+        output.reserve(RecordBatchHeader.size + LZ4Frame.bound(records.count))
+        let header = output.pointer + start
+        let frameSize = LZ4Frame.compress(records.bytes, to: header + RecordBatchHeader.size, with: compressor)
         let total = RecordBatchHeader.size + frameSize
-        output.count = total
-        let header = output.pointer
+        output.count = start + total
         let count = Int32(range.count)
         header.storeBigEndian(baseOffset, at: 0)
         header.storeBigEndian(Int32(total - RecordBatchHeader.logOverhead), at: 8)

@@ -1,6 +1,10 @@
-// presence-bench: measures the log's read path on one core.
+// presence-bench: measures the log's hot paths on one core.
 //
 //   presence-bench read --data DIR [--rounds N]
+//   presence-bench parse FILE [--rounds N]
+//
+// parse: NDJSON lines parsed, validated and encoded into record buffers, as `presence ingest` does
+// before the log writer takes over (the input is read into memory first).
 //
 // Reads every record of DIR/presence the way every consumer does: each batch's CRC-32C checked,
 // its LZ4 frame decompressed, every record's framing parsed, and every value decoded into an
@@ -11,28 +15,70 @@ import Presence
 import SegmentLog
 
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N]\n".utf8))
     exit(1)
 }
 
 var args = CommandLine.arguments.dropFirst()
-guard args.popFirst() == "read" else { usage() }
+let mode = args.popFirst()
+guard mode == "read" || mode == "parse" else { usage() }
 var data: String?
+var file: String?
 var rounds = 3
 while let arg = args.popFirst() {
     switch arg {
     case "--data": data = args.popFirst()
     case "--rounds": rounds = args.popFirst().flatMap(Int.init) ?? { usage() }()
-    default: usage()
+    default: if file == nil && !arg.hasPrefix("-") { file = arg } else { usage() }
     }
 }
-guard let data else { usage() }
 
 func seconds() -> Double {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }
+
+func parseBenchmark(_ path: String, rounds: Int) {
+    guard let input = FileManager.default.contents(atPath: path) else {
+        FileHandle.standardError.write(Data("presence-bench: cannot read \(path)\n".utf8))
+        exit(1)
+    }
+    var best = 0.0
+    for round in 1...rounds {
+        let parser = NDJSONEventParser()
+        var buffer = RecordBuffer()
+        var events = 0, rejected = 0
+        let start = seconds()
+        input.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var position = 0
+            while position < raw.count {
+                let rest = raw.count - position
+                let end = memchr(base + position, 10, rest).map { UnsafeRawPointer($0) - base } ?? raw.count
+                do {
+                    try parser.append(UnsafeRawBufferPointer(start: base + position, count: end - position), to: &buffer)
+                    events += 1
+                } catch {
+                    rejected += 1
+                }
+                if buffer.count >= 16_384 { buffer.removeAll() }
+                position = end + 1
+            }
+        }
+        let elapsed = seconds() - start
+        best = max(best, Double(events) / elapsed)
+        print("round \(round): parsed \(events) events (\(rejected) rejected) in \(String(format: "%.3f", elapsed)) s: \(String(format: "%.2f", Double(events) / elapsed / 1e6))M events/s")
+    }
+    print("NDJSON parse + encode, one core: \(String(format: "%.2f", best / 1e6))M events/s (best of \(rounds))")
+}
+
+if mode == "parse" {
+    guard let file else { usage() }
+    parseBenchmark(file, rounds: rounds)
+    exit(0)
+}
+guard let data else { usage() }
 
 var best = 0.0
 for round in 1...rounds {
