@@ -38,7 +38,8 @@ for run in $(seq 1 "$runs"); do
     if (( $(echo "$r > $best_rate" | bc -l) )); then best_rate=$r; best_line=$line; fi
 done
 log_bytes=$(du -cb bench-data/log/presence/*.log | tail -1 | cut -f1)
-read_line=$("$bin/presence-bench" read --data bench-data/log --rounds "$runs" | tail -1)
+sync; sleep 2  # let writeback of the ingest settle before timing reads
+read_line=$("$bin/presence-bench" read --data bench-data/log --rounds 5 | tail -1)
 
 printf '\n== results: %s events, %s users, %s runs\n' "$events" "$users" "$runs"
 printf 'NDJSON input:                %.1f bytes/event\n' "$(echo "$ndjson_bytes / $events" | bc -l)"

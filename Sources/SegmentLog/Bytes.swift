@@ -77,6 +77,10 @@ public enum Varint {
         if available > 0 {
             let first = pointer.load(as: UInt8.self)
             if first < 0x80 { return (UInt64(first), 1) }
+            if available > 1 {
+                let second = pointer.load(fromByteOffset: 1, as: UInt8.self)
+                if second < 0x80 { return (UInt64(first & 0x7F) | UInt64(second) << 7, 2) }
+            }
         }
         return readUnsignedSlow(pointer, available: available)
     }

@@ -237,6 +237,20 @@ import Testing
         #expect(try readAll(dir.path).records == expectedRecords(0..<10))
     }
 
+    @Test func intervalPolicyMakesAppendsDurableWithinTheInterval() async throws {
+        let dir = TemporaryDirectory()
+        var configuration = LogConfiguration()
+        configuration.durability = .interval(milliseconds: 50)
+        let writer = LogWriter(log: try Log.open(directory: dir.path, configuration: configuration))
+        _ = try await writer.append(sampleRecords(0..<10))
+        _ = try await writer.append(sampleRecords(10..<20))
+        #expect(writer.endOffset == 20)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while writer.durableEndOffset < 20 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(writer.durableEndOffset == 20)
+        try writer.close()
+    }
+
     @Test func appendsAfterCloseFailWithAClearError() async throws {
         let dir = TemporaryDirectory()
         let writer = LogWriter(log: try Log.open(directory: dir.path))
