@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "presence", targets: ["PresenceCLI"]),
         .library(name: "SegmentLog", targets: ["SegmentLog"]),
         .library(name: "Presence", targets: ["Presence"]),
+        .library(name: "Projector", targets: ["Projector"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,11 +29,13 @@ let package = Package(
         .target(name: "SegmentLog", dependencies: ["CLZ4", "CCRC32C"], swiftSettings: strictSwift),
         // Presence events: schema, NDJSON parsing, the binary value codec.
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
+        // The projector: folds presence events into online / last-seen state.
+        .target(name: "Projector", dependencies: ["Presence", "SegmentLog"], swiftSettings: strictSwift),
         // The `presence` command-line tool.
         .executableTarget(
             name: "PresenceCLI",
             dependencies: [
-                "SegmentLog", "Presence",
+                "SegmentLog", "Presence", "Projector",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -40,9 +43,10 @@ let package = Package(
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
         // Read-path benchmark.
-        .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence"], path: "tools/bench", swiftSettings: strictSwift),
+        .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector"], path: "tools/bench", swiftSettings: strictSwift),
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
+        .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog"], swiftSettings: strictSwift),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen"],

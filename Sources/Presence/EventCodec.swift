@@ -3,7 +3,7 @@ import SegmentLog
 /// The binary form of a presence event inside a log record. The record's key is the user id (UTF-8)
 /// and its timestamp the event time; the value holds the rest:
 ///
-///     byte 0      flags: bits 0-3 kind (1 connect, 2 disconnect)
+///     byte 0      flags: bits 0-3 kind (1 connect, 2 disconnect, 3 gateway_down, 4 heartbeat)
 ///                        bit 4    conn is stored without its "<user>-" prefix
 ///                        bit 5    an id follows
 ///                        bit 6    conn ends in packed hex digits
@@ -12,6 +12,8 @@ import SegmentLog
 ///                 the packed hex digits with bit 6)
 ///     varint m    (bit 6) m bytes of packed hex: 2m lowercase hex digits, high nibble first, that end the conn
 ///     varint n    (bit 5) id length, then n bytes of id
+///
+/// Gateway events (3, 4) have a null key and hold only the gateway (and the id, with bit 5).
 ///
 /// Varints are unsigned LEB128. Conn ids are usually minted from the user id and random hex
 /// (`bob-phone-7f3a`, UUIDs): dropping the prefix saves a user id's worth of bytes per event, and
@@ -43,6 +45,13 @@ public enum EventCodec {
     public static func writeValue(kind: EventKind, user: UnsafeRawBufferPointer, conn: UnsafeRawBufferPointer,
                                   gateway: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer?, to out: UnsafeMutableRawPointer) -> Int {
         var flags = kind.rawValue
+        if kind.isGatewayEvent {
+            if id != nil { flags |= hasID }
+            out.storeBytes(of: flags, as: UInt8.self)
+            var position = 1 + writeField(gateway, to: out + 1)
+            if let id { position += writeField(id, to: out + position) }
+            return position
+        }
         var connBytes = conn
         if conn.count > user.count + 1, let connBase = conn.baseAddress, let userBase = user.baseAddress,
            conn[user.count] == 45, memcmp(connBase, userBase, user.count) == 0 {
@@ -97,6 +106,9 @@ public enum EventCodec {
         /// Packed trailing hex digits of the conn (two a byte), if any.
         public let connHex: UnsafeRawBufferPointer?
         public let id: UnsafeRawBufferPointer?
+        /// The conn's encoded bytes (text and packed hex with their lengths). With the user id they identify
+        /// a connection: the encoding is canonical, so the same (user, conn) always gives the same bytes.
+        public let connIdentity: UnsafeRawBufferPointer
 
         /// Appends the conn's full text, given the record's user id.
         public func appendConn(user: UnsafeRawBufferPointer, to out: inout [UInt8]) {
@@ -123,7 +135,7 @@ public enum EventCodec {
     /// Decodes a value without copying; throws when it is malformed.
     @inline(__always)
     public static func view(_ value: UnsafeRawBufferPointer) throws(DecodeError) -> View {
-        guard let base = value.baseAddress, value.count >= 3 else { throw DecodeError(description: "event value is too short") }
+        guard let base = value.baseAddress, value.count >= 2 else { throw DecodeError(description: "event value is too short") }
         let flags = value[0]
         guard let kind = EventKind(rawValue: flags & 0x0F), flags & 0x80 == 0 else {
             throw DecodeError(description: "event value has unknown kind or flags 0x\(String(flags, radix: 16))")
@@ -138,19 +150,35 @@ public enum EventCodec {
             position += Int(length)
             return bytes
         }
+        if kind.isGatewayEvent {
+            guard flags & (relativeConn | packedHex) == 0 else { throw DecodeError(description: "gateway event value has conn flags") }
+            let gateway = try field()
+            let id = flags & hasID != 0 ? try field() : nil
+            guard position == value.count else { throw DecodeError(description: "event value has \(value.count - position) stray bytes") }
+            return View(kind: kind, gateway: gateway, storedConn: UnsafeRawBufferPointer(start: base, count: 0), connIsRelative: false,
+                        connHex: nil, id: id, connIdentity: UnsafeRawBufferPointer(start: base, count: 0))
+        }
         let gateway = try field()
+        let connStart = position
         let conn = try field()
         let hex = flags & packedHex != 0 ? try field() : nil
+        let connEnd = position
         let id = flags & hasID != 0 ? try field() : nil
         guard position == value.count else { throw DecodeError(description: "event value has \(value.count - position) stray bytes") }
         return View(kind: kind, gateway: gateway, storedConn: conn, connIsRelative: flags & relativeConn != 0,
-                    connHex: hex, id: id)
+                    connHex: hex, id: id, connIdentity: UnsafeRawBufferPointer(start: base + connStart, count: connEnd - connStart))
     }
 
     /// Decodes a record into an event.
     public static func decode(key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?, timestamp: Int64) throws(DecodeError) -> PresenceEvent {
-        guard let key, let value else { throw DecodeError(description: "presence record has no key or no value") }
+        guard let value else { throw DecodeError(description: "presence record has no value") }
         let view = try view(value)
+        if view.kind.isGatewayEvent {
+            guard key == nil else { throw DecodeError(description: "gateway event record has a key") }
+            return PresenceEvent.gateway(view.kind, gateway: String(decoding: view.gateway, as: UTF8.self), timestamp: timestamp,
+                                         id: view.id.map { String(decoding: $0, as: UTF8.self) })
+        }
+        guard let key, key.count > 0 else { throw DecodeError(description: "connection event record has no user id key") }
         let user = String(decoding: key, as: UTF8.self)
         var conn: [UInt8] = []
         view.appendConn(user: key, to: &conn)
@@ -166,7 +194,11 @@ public enum EventCodec {
         user.withUnsafeBytes { user in
             conn.withUnsafeBytes { conn in
                 gateway.withUnsafeBytes { gateway in
-                    buffer.append(timestamp: event.timestamp, writeKey: { $0.append(contentsOf: user); return true }) { out in
+                    buffer.append(timestamp: event.timestamp, writeKey: { key in
+                        guard !event.kind.isGatewayEvent else { return false }
+                        key.append(contentsOf: user)
+                        return true
+                    }) { out in
                         guard let id else {
                             appendValue(kind: event.kind, user: user, conn: conn, gateway: gateway, id: nil, to: &out)
                             return

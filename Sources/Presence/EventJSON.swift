@@ -10,10 +10,13 @@ public enum EventJSON {
         }
         out.append(contentsOf: "\"type\":\"".utf8)
         out.append(contentsOf: event.kind.name.utf8)
-        out.append(contentsOf: "\",\"user\":".utf8)
-        appendString(event.user, to: &out)
-        out.append(contentsOf: ",\"conn\":".utf8)
-        appendString(event.conn, to: &out)
+        out.append(34)
+        if !event.kind.isGatewayEvent {
+            out.append(contentsOf: ",\"user\":".utf8)
+            appendString(event.user, to: &out)
+            out.append(contentsOf: ",\"conn\":".utf8)
+            appendString(event.conn, to: &out)
+        }
         out.append(contentsOf: ",\"gateway\":".utf8)
         appendString(event.gateway, to: &out)
         out.append(contentsOf: ",\"ts\":\"".utf8)

@@ -13,9 +13,10 @@ public struct EventParseError: Error, Sendable, Equatable, CustomStringConvertib
 ///
 ///     {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:41:03.120Z"}
 ///
-/// `type` is `connect` or `disconnect`; `user`, `conn` and `gateway` are non-empty strings of at most
-/// 256 bytes; `ts` is an ISO-8601 string with a zone or integer epoch milliseconds; `id` (optional) is
-/// a string of at most 256 bytes. Other fields are ignored. A line is at most 64 KiB of UTF-8.
+/// `type` is `connect`, `disconnect`, `gateway_down` or `heartbeat`; `user` and `conn` (connection
+/// events only) and `gateway` are non-empty strings of at most 256 bytes; `ts` is an ISO-8601 string
+/// with a zone or integer epoch milliseconds; `id` (optional) is a string of at most 256 bytes. Other
+/// fields are ignored. A line is at most 64 KiB of UTF-8.
 ///
 /// It is a hand-written scanner over the line's bytes: no `String` or dictionary per line.
 public final class NDJSONEventParser {
@@ -48,9 +49,10 @@ public final class NDJSONEventParser {
     /// Parses `line` (without its newline) into an event.
     public func parse(_ line: UnsafeRawBufferPointer) throws(EventParseError) -> PresenceEvent {
         let fields = try parseFields(line)
-        guard let kind = fields.kind, let user = fields.user, let conn = fields.conn, let gateway = fields.gateway,
-              let timestamp = fields.timestamp else { throw EventParseError("internal: fields missing after validation") }
-        return PresenceEvent(kind: kind, user: String(decoding: user, as: UTF8.self), conn: String(decoding: conn, as: UTF8.self),
+        guard let kind = fields.kind, let gateway = fields.gateway, let timestamp = fields.timestamp
+        else { throw EventParseError("internal: fields missing after validation") }
+        return PresenceEvent(kind: kind, user: fields.user.map { String(decoding: $0, as: UTF8.self) } ?? "",
+                             conn: fields.conn.map { String(decoding: $0, as: UTF8.self) } ?? "",
                              gateway: String(decoding: gateway, as: UTF8.self), timestamp: timestamp,
                              id: fields.id.map { String(decoding: $0, as: UTF8.self) })
     }
@@ -67,10 +69,12 @@ public final class NDJSONEventParser {
     /// Parses `line` and appends it as a record to `buffer`; on error nothing is appended.
     public func append(_ line: UnsafeRawBufferPointer, to buffer: inout RecordBuffer) throws(EventParseError) {
         let fields = try parseFields(line)
-        guard let kind = fields.kind, let user = fields.user, let conn = fields.conn, let gateway = fields.gateway,
-              let timestamp = fields.timestamp else { throw EventParseError("internal: fields missing after validation") }
-        let count = EventCodec.writeValue(kind: kind, user: user, conn: conn, gateway: gateway, id: fields.id, to: value)
-        buffer.append(timestamp: timestamp, key: user, value: UnsafeRawBufferPointer(start: value, count: count))
+        guard let kind = fields.kind, let gateway = fields.gateway, let timestamp = fields.timestamp
+        else { throw EventParseError("internal: fields missing after validation") }
+        let none = UnsafeRawBufferPointer(start: value, count: 0)
+        let count = EventCodec.writeValue(kind: kind, user: fields.user ?? none, conn: fields.conn ?? none, gateway: gateway,
+                                          id: fields.id, to: value)
+        buffer.append(timestamp: timestamp, key: fields.user, value: UnsafeRawBufferPointer(start: value, count: count))
     }
 
     // MARK: Scanning
@@ -119,7 +123,7 @@ public final class NDJSONEventParser {
                     if let kind = Self.kind(name) {
                         fields.kind = kind
                     } else {
-                        throw EventParseError("unknown event type \"\(String(decoding: name.prefix(64), as: UTF8.self))\" (expected connect or disconnect)")
+                        throw EventParseError("unknown event type \"\(String(decoding: name.prefix(64), as: UTF8.self))\" (expected connect, disconnect, gateway_down or heartbeat)")
                     }
                 case 8: fields.user = try scanner.requireString("user")
                 case 16: fields.conn = try scanner.requireString("conn")
@@ -135,13 +139,20 @@ public final class NDJSONEventParser {
         scanner.skipSpace()
         guard scanner.i == scanner.end else { throw scanner.syntax("unexpected bytes after the event object") }
 
-        if fields.kind == nil { throw EventParseError("missing field \"type\"") }
-        if fields.user == nil { throw EventParseError("missing field \"user\"") }
-        if fields.conn == nil { throw EventParseError("missing field \"conn\"") }
+        guard let kind = fields.kind else { throw EventParseError("missing field \"type\"") }
+        if kind.isGatewayEvent {
+            if fields.user != nil { throw EventParseError("field \"user\" does not belong in a \(kind.name) event") }
+            if fields.conn != nil { throw EventParseError("field \"conn\" does not belong in a \(kind.name) event") }
+        } else {
+            if fields.user == nil { throw EventParseError("missing field \"user\"") }
+            if fields.conn == nil { throw EventParseError("missing field \"conn\"") }
+        }
         if fields.gateway == nil { throw EventParseError("missing field \"gateway\"") }
         if fields.timestamp == nil { throw EventParseError("missing field \"ts\"") }
-        try checkLength(fields.user, "user id", limit: PresenceEvent.Limits.userBytes)
-        try checkLength(fields.conn, "conn", limit: PresenceEvent.Limits.fieldBytes)
+        if !kind.isGatewayEvent {
+            try checkLength(fields.user, "user id", limit: PresenceEvent.Limits.userBytes)
+            try checkLength(fields.conn, "conn", limit: PresenceEvent.Limits.fieldBytes)
+        }
         try checkLength(fields.gateway, "gateway", limit: PresenceEvent.Limits.fieldBytes)
         if fields.id != nil { try checkLength(fields.id, "id", limit: PresenceEvent.Limits.fieldBytes) }
         return fields
@@ -182,6 +193,10 @@ public final class NDJSONEventParser {
         case 10:  // "disc" + "conn" + "nect"
             return p.loadUnaligned(as: UInt32.self) == 0x6373_6964 && p.loadUnaligned(fromByteOffset: 3, as: UInt32.self) == 0x6E6E_6F63
                 && p.loadUnaligned(fromByteOffset: 6, as: UInt32.self) == 0x7463_656E ? .disconnect : nil
+        case 12:
+            return memcmp(p, "gateway_down", 12) == 0 ? .gatewayDown : nil
+        case 9:
+            return memcmp(p, "heartbeat", 9) == 0 ? .heartbeat : nil
         default:
             return nil
         }

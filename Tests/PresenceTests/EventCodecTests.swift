@@ -26,6 +26,17 @@ import Testing
         #expect(try roundTrip(withID) == withID)
     }
 
+    @Test func gatewayEventsRoundTripWithANullKey() throws {
+        for event in [PresenceEvent.gateway(.gatewayDown, gateway: "gw-1", timestamp: 9), .gateway(.heartbeat, gateway: "gw-2", timestamp: 1, id: "h")] {
+            var buffer = RecordBuffer()
+            EventCodec.append(event, to: &buffer)
+            #expect(buffer.key(at: 0) == nil)
+            let decoded = try buffer.value(at: 0).withUnsafeBytes { try EventCodec.decode(key: nil, value: $0, timestamp: event.timestamp) }
+            #expect(decoded == event)
+            #expect(try NDJSONEventParser().parse(EventJSON.line(event)) == event)
+        }
+    }
+
     @Test func compactFormDropsTheUserPrefixAndPacksHex() {
         var buffer = RecordBuffer()
         EventCodec.append(PresenceEvent(kind: .connect, user: "u648930", conn: "u648930-tablet-1482", gateway: "gw-8", timestamp: 1), to: &buffer)

@@ -1,0 +1,224 @@
+import ArgumentParser
+import Presence
+import Projector
+import SegmentLog
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Rebuild the presence state from the log and summarize it.",
+        discussion: """
+            Folds every event of the log (or those up to --until / --until-offset) into the online and \
+            last-seen state, by the rules in docs/ARCHITECTURE.md, and prints how many events, users and \
+            online users there are, how long it took, and the memory the state holds. Reads only: it can \
+            run beside a writer.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
+    var data: String
+
+    @Option(help: ArgumentHelp("Fold only events whose time is at or before this (ISO-8601 or epoch ms).", valueName: "time"))
+    var until: String?
+
+    @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
+    var untilOffset: Int64?
+
+    @Flag(help: "No progress line, even on a terminal.")
+    var quiet = false
+
+    func run() throws {
+        do {
+            try replay()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func replay() throws {
+        if until != nil && untilOffset != nil { throw ValidationError("give --until or --until-offset, not both") }
+        if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
+        let time = try until.map { try parseTime($0, option: "--until") }
+        let projection = PresenceProjection()
+        let started = now()
+        let progress = Progress(enabled: !quiet && isatty(2) == 1, started: started)
+        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, untilOffset: untilOffset, at: time) {
+            progress.update(events: $0, bytesRead: 0)
+        }
+        progress.finish()
+        let elapsed = max(now() - started, 1e-9)
+        let memory = projection.memoryBytes
+        print("replayed \(grouped(summary.events)) events (offsets 0-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
+        if summary.skippedAfterTime > 0 { print("skipped \(grouped(summary.skippedAfterTime)) events after \(until ?? "")") }
+        print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered")
+        if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
+        let perUser = projection.userCount > 0 ? Double(memory.users) / Double(projection.userCount) : 0
+        let perConnection = projection.connectionCount > 0 ? Double(memory.connections) / Double(projection.connectionCount) : 0
+        print("memory: users \(bytesText(Int64(memory.users))) (\(fixed(perUser, 1)) bytes/user), connections \(bytesText(Int64(memory.connections))) (\(fixed(perConnection, 1)) bytes/connection)")
+        if let torn = summary.tornTail { printError("warning: \(torn)") }
+    }
+}
+
+struct StateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "state",
+        abstract: "Who is online and when each user was last seen, now or at a time.",
+        discussion: """
+            Folds the log (events up to --at, when given) and prints each user's state, sorted by user id. \
+            --format json prints one object per line:
+            {"user":"bob","online":false,"last_seen":"2024-01-15T09:42:00.000Z","connections":0}
+            A user the log never mentions is offline with a null last_seen.
+            """
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json }
+
+    @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
+    var data: String
+
+    @Option(help: ArgumentHelp("Only this user (repeat for several).", valueName: "user"))
+    var user: [String] = []
+
+    @Option(help: ArgumentHelp("The state at this time (ISO-8601 or epoch ms): the fold of the events up to it.", valueName: "time"))
+    var at: String?
+
+    @Option(help: "table or json.")
+    var format: Format = .table
+
+    func run() throws {
+        do {
+            try state()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func state() throws {
+        let time = try at.map { try parseTime($0, option: "--at") }
+        let projection = PresenceProjection()
+        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, at: time)
+        var states: [PresenceProjection.UserState]
+        if user.isEmpty {
+            states = projection.allStates()
+        } else {
+            states = Set(user).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }.map {
+                projection.state(of: $0) ?? .init(user: $0, online: false, lastSeen: nil, connections: 0)
+            }
+        }
+        var out: [UInt8] = []
+        switch format {
+        case .json:
+            for state in states {
+                out.append(contentsOf: "{\"user\":".utf8)
+                EventJSON.appendString(state.user, to: &out)
+                out.append(contentsOf: ",\"online\":\(state.online),\"last_seen\":".utf8)
+                if let lastSeen = state.lastSeen {
+                    out.append(34)
+                    Timestamp.append(lastSeen, to: &out)
+                    out.append(34)
+                } else {
+                    out.append(contentsOf: "null".utf8)
+                }
+                out.append(contentsOf: ",\"connections\":\(state.connections)}\n".utf8)
+                if out.count >= 1 << 20 {
+                    try out.withUnsafeBytes { try writeAll(1, $0) }
+                    out.removeAll(keepingCapacity: true)
+                }
+            }
+        case .table:
+            let width = max(4, states.map { $0.user.count }.max() ?? 0)
+            out.append(contentsOf: ("user".padding(toLength: width) + "  online  last seen                 connections\n").utf8)
+            for state in states {
+                let lastSeen = state.lastSeen.map(Timestamp.format) ?? "-"
+                let line = state.user.padding(toLength: width) + "  " + (state.online ? "yes" : "no").padding(toLength: 6) + "  "
+                    + lastSeen.padding(toLength: 24) + "  " + String(state.connections) + "\n"
+                out.append(contentsOf: line.utf8)
+            }
+            let at = time.map { " at \(Timestamp.format($0))" } ?? ""
+            out.append(contentsOf: "\(grouped(states.count)) users shown\(at); \(grouped(projection.onlineUsers)) of \(grouped(projection.userCount)) online; state through offset \(summary.endOffset - 1)\n".utf8)
+        }
+        try out.withUnsafeBytes { try writeAll(1, $0) }
+        if let torn = summary.tornTail { printError("warning: \(torn)") }
+    }
+}
+
+struct HistoryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "A user's sessions: device (conn), gateway, start, end, end reason, duration.",
+        discussion: "Answers \"was Bob online at 09:30?\": every session that overlaps --from ... --to, in order of start."
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json }
+
+    @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
+    var data: String
+
+    @Option(help: ArgumentHelp("The user.", valueName: "user"))
+    var user: String
+
+    @Option(help: ArgumentHelp("Only sessions still open at or after this time.", valueName: "time"))
+    var from: String?
+
+    @Option(help: ArgumentHelp("Only sessions that began at or before this time.", valueName: "time"))
+    var to: String?
+
+    @Option(help: "table or json.")
+    var format: Format = .table
+
+    func run() throws {
+        do {
+            try history()
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func history() throws {
+        let fromTime = try from.map { try parseTime($0, option: "--from") }
+        let toTime = try to.map { try parseTime($0, option: "--to") }
+        let sessions = try History.sessions(logDirectory: presenceLogPath(data), user: user, from: fromTime, to: toTime)
+        switch format {
+        case .json:
+            for session in sessions {
+                var out: [UInt8] = Array("{\"conn\":".utf8)
+                EventJSON.appendString(session.conn, to: &out)
+                out.append(contentsOf: ",\"gateway\":".utf8)
+                EventJSON.appendString(session.gateway, to: &out)
+                let start = session.start.map { "\"\(Timestamp.format($0))\"" } ?? "null"
+                let end = session.end.map { "\"\(Timestamp.format($0))\"" } ?? "null"
+                let reason = session.reason.map { "\"\($0.name)\"" } ?? "null"
+                let duration = session.duration.map { String($0) } ?? "null"
+                out.append(contentsOf: ",\"start\":\(start),\"end\":\(end),\"end_reason\":\(reason),\"duration_ms\":\(duration)}".utf8)
+                print(String(decoding: out, as: UTF8.self))
+            }
+        case .table:
+            let width = max(4, sessions.map { $0.conn.count }.max() ?? 0)
+            let gatewayWidth = max(7, sessions.map { $0.gateway.count }.max() ?? 0)
+            print("conn".padding(toLength: width) + "  " + "gateway".padding(toLength: gatewayWidth)
+                  + "  start                     end                       reason        duration")
+            for session in sessions {
+                print(session.conn.padding(toLength: width) + "  " + session.gateway.padding(toLength: gatewayWidth) + "  "
+                      + (session.start.map(Timestamp.format) ?? "-").padding(toLength: 24) + "  "
+                      + (session.end.map(Timestamp.format) ?? "(open)").padding(toLength: 24) + "  "
+                      + (session.reason?.name ?? "-").padding(toLength: 12) + "  " + (session.duration.map(durationText) ?? "-"))
+            }
+            print("\(sessions.count) session\(sessions.count == 1 ? "" : "s") of \(user)")
+        }
+    }
+}
+
+/// 3723004 ms -> "1h 2m 3.004s".
+func durationText(_ ms: Int64) -> String {
+    var parts: [String] = []
+    let hours = ms / 3_600_000, minutes = ms / 60_000 % 60
+    if hours > 0 { parts.append("\(hours)h") }
+    if minutes > 0 || hours > 0 { parts.append("\(minutes)m") }
+    let seconds = Double(ms % 60_000) / 1000
+    parts.append(fixed(seconds, ms % 1000 == 0 ? 0 : 3) + "s")
+    return parts.joined(separator: " ")
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Presence
+import Testing
+
+@Suite struct ProjectionCLITests {
+    static let events = """
+        {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:00:00.000Z"}
+        {"type":"connect","user":"bob","conn":"bob-laptop-19c2","gateway":"gw-2","ts":"2024-01-15T09:10:00.000Z"}
+        {"type":"connect","user":"alice","conn":"alice-web-0a1b","gateway":"gw-1","ts":"2024-01-15T09:20:00.000Z"}
+        {"type":"disconnect","user":"bob","conn":"bob-laptop-19c2","gateway":"gw-2","ts":"2024-01-15T09:42:00.000Z"}
+        {"type":"heartbeat","gateway":"gw-1","ts":"2024-01-15T09:44:00.000Z"}
+        {"type":"gateway_down","gateway":"gw-1","ts":"2024-01-15T09:45:00.000Z"}
+        {"type":"connect","user":"alice","conn":"alice-web-99ff","gateway":"gw-3","ts":"2024-01-15T09:46:00.000Z"}
+        """
+
+    func ingested() throws -> Scratch {
+        let dir = Scratch()
+        let result = try CLI.presence(["ingest", "--data", dir.file("data")], input: Data(Self.events.utf8))
+        #expect(result.status == 0, "\(result.stderr)")
+        return dir
+    }
+
+    @Test func gatewayEventsRoundTripThroughDump() throws {
+        let dir = try ingested()
+        let dump = try CLI.presence(["dump", "--data", dir.file("data")])
+        #expect(dump.stdout.lines == Self.events.lines)
+    }
+
+    @Test func stateNowAndAtATime() throws {
+        let dir = try ingested()
+        let now = try CLI.presence(["state", "--data", dir.file("data"), "--format", "json"])
+        #expect(now.status == 0, "\(now.stderr)")
+        #expect(now.stdout.lines == [
+            #"{"user":"alice","online":true,"last_seen":"2024-01-15T09:45:00.000Z","connections":1}"#,
+            #"{"user":"bob","online":false,"last_seen":"2024-01-15T09:45:00.000Z","connections":0}"#,
+        ])
+        let before = try CLI.presence(["state", "--data", dir.file("data"), "--format", "json", "--at", "2024-01-15T09:30:00Z",
+                                       "--user", "bob", "--user", "carol"])
+        #expect(before.stdout.lines == [
+            #"{"user":"bob","online":true,"last_seen":null,"connections":2}"#,
+            #"{"user":"carol","online":false,"last_seen":null,"connections":0}"#,
+        ])
+    }
+
+    @Test func historyListsSessionsWithTheirEndReason() throws {
+        let dir = try ingested()
+        let history = try CLI.presence(["history", "--data", dir.file("data"), "--user", "bob", "--format", "json"])
+        #expect(history.stdout.lines == [
+            #"{"conn":"bob-phone-7f3a","gateway":"gw-1","start":"2024-01-15T09:00:00.000Z","end":"2024-01-15T09:45:00.000Z","end_reason":"gateway_down","duration_ms":2700000}"#,
+            #"{"conn":"bob-laptop-19c2","gateway":"gw-2","start":"2024-01-15T09:10:00.000Z","end":"2024-01-15T09:42:00.000Z","end_reason":"disconnect","duration_ms":1920000}"#,
+        ])
+        // "Was Bob online at 09:43?" Only his phone session overlaps.
+        let at = try CLI.presence(["history", "--data", dir.file("data"), "--user", "bob", "--from", "2024-01-15T09:43:00Z",
+                                   "--to", "2024-01-15T09:43:00Z", "--format", "json"])
+        #expect(at.stdout.lines.count == 1)
+        #expect(at.stdout.contains("bob-phone-7f3a"))
+    }
+
+    @Test func replaySummarizesTheFold() throws {
+        let dir = try ingested()
+        let replay = try CLI.presence(["replay", "--data", dir.file("data")])
+        #expect(replay.status == 0)
+        #expect(replay.stdout.contains("replayed 7 events (offsets 0-6)"))
+        #expect(replay.stdout.contains("2 users, 1 online now, 1 connections open"))
+        let partial = try CLI.presence(["replay", "--data", dir.file("data"), "--until-offset", "3"])
+        #expect(partial.stdout.contains("replayed 3 events (offsets 0-2)"))
+        #expect(partial.stdout.contains("2 users, 2 online now, 3 connections open"))
+    }
+
+    @Test func gatewayEventsWithUserFieldsAreRejected() throws {
+        let dir = Scratch()
+        let line = #"{"type":"gateway_down","user":"bob","gateway":"gw-1","ts":1}"#
+        let result = try CLI.presence(["ingest", "--data", dir.file("data")], input: Data(line.utf8))
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("field \"user\" does not belong in a gateway_down event"))
+    }
+}

@@ -1,0 +1,133 @@
+import Presence
+import Testing
+@testable import Projector
+
+func connect(_ user: String, _ conn: String, _ ts: Int64, gateway: String = "gw-1") -> PresenceEvent {
+    PresenceEvent(kind: .connect, user: user, conn: conn, gateway: gateway, timestamp: ts)
+}
+
+func disconnect(_ user: String, _ conn: String, _ ts: Int64, gateway: String = "gw-1") -> PresenceEvent {
+    PresenceEvent(kind: .disconnect, user: user, conn: conn, gateway: gateway, timestamp: ts)
+}
+
+func down(_ gateway: String, _ ts: Int64) -> PresenceEvent {
+    .gateway(.gatewayDown, gateway: gateway, timestamp: ts)
+}
+
+func fold(_ events: [PresenceEvent]) -> PresenceProjection {
+    let projection = PresenceProjection()
+    for event in events { projection.apply(event) }
+    return projection
+}
+
+typealias State = PresenceProjection.UserState
+
+@Suite struct RuleTests {
+    @Test func rule1StartIsTheEarliestConnectAndEndTheLatestDisconnect() {
+        let p = fold([connect("bob", "c", 200), connect("bob", "c", 100), disconnect("bob", "c", 300), disconnect("bob", "c", 250)])
+        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 300, connections: 0))
+    }
+
+    @Test func rule2GatewayDownEndsConnectionsThatStartedBeforeIt() {
+        let p = fold([connect("bob", "c", 100), down("gw-1", 150), connect("amy", "a", 200)])
+        // Bob's connection ended at the crash; Amy's started after it and is open.
+        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 150, connections: 0))
+        #expect(p.state(of: "amy") == State(user: "amy", online: true, lastSeen: nil, connections: 1))
+    }
+
+    @Test func rule2OnlyAnEarlierGatewayDownOverridesTheDisconnect() {
+        let earlier = fold([connect("bob", "c", 100), disconnect("bob", "c", 300), down("gw-1", 200)])
+        #expect(earlier.state(of: "bob")?.lastSeen == 200)
+        let later = fold([connect("bob", "c", 100), disconnect("bob", "c", 300), down("gw-1", 400)])
+        #expect(later.state(of: "bob")?.lastSeen == 300)
+        let otherGateway = fold([connect("bob", "c", 100), down("gw-2", 150)])
+        #expect(otherGateway.state(of: "bob")?.online == true)
+    }
+
+    @Test func rule3DisconnectOnlyConnectionsAreClosed() {
+        let p = fold([disconnect("bob", "c", 500)])
+        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 500, connections: 0))
+    }
+
+    @Test func rule4OnlineWhileAnyConnectionIsOpen() {
+        var events = [connect("bob", "phone", 100), connect("bob", "laptop", 110)]
+        #expect(fold(events).state(of: "bob") == State(user: "bob", online: true, lastSeen: nil, connections: 2))
+        events.append(disconnect("bob", "laptop", 200))  // closing the laptop keeps Bob online on his phone
+        #expect(fold(events).state(of: "bob") == State(user: "bob", online: true, lastSeen: 200, connections: 1))
+        events.append(disconnect("bob", "phone", 300))
+        #expect(fold(events).state(of: "bob") == State(user: "bob", online: false, lastSeen: 300, connections: 0))
+        #expect(fold(events).onlineUsers == 0)
+    }
+
+    @Test func rule5LastSeenIsTheLatestOverClosedConnections() {
+        let p = fold([connect("bob", "a", 100), disconnect("bob", "a", 400), connect("bob", "b", 200), disconnect("bob", "b", 300)])
+        #expect(p.state(of: "bob")?.lastSeen == 400)
+        // A disconnect before its connect (late delivery): max(start, end) is the connect.
+        let late = fold([disconnect("amy", "x", 100), connect("amy", "x", 150)])
+        #expect(late.state(of: "amy") == State(user: "amy", online: false, lastSeen: 150, connections: 0))
+    }
+
+    @Test func lateConnectDoesNotReopenAClosedConnection() {
+        let p = fold([disconnect("bob", "c", 200), connect("bob", "c", 100)])
+        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 200, connections: 0))
+    }
+
+    @Test func lateGatewayDownCorrectsLastSeen() {
+        // Disconnect at 300 first; a gateway_down at 200 arrives later: the connection ended at 200.
+        let p = fold([connect("bob", "c", 100), disconnect("bob", "c", 300), down("gw-1", 200)])
+        #expect(p.state(of: "bob")?.lastSeen == 200)
+        #expect(p.state(of: "bob") == ReferenceFold.states([connect("bob", "c", 100), disconnect("bob", "c", 300), down("gw-1", 200)]).first)
+    }
+
+    @Test func unknownUsersHaveNoState() {
+        #expect(fold([connect("bob", "c", 1)]).state(of: "nobody") == nil)
+    }
+
+    @Test func heartbeatsAreRecordedPerGateway() {
+        let p = fold([.gateway(.heartbeat, gateway: "gw-1", timestamp: 5), .gateway(.heartbeat, gateway: "gw-1", timestamp: 3)])
+        #expect(p.gatewayHeartbeats().map(\.lastHeartbeat) == [5])
+    }
+}
+
+@Suite struct PropertyTests {
+    /// Random events over few users, conns and gateways, so that they collide often.
+    static func randomEvents(_ count: Int, using random: inout some RandomNumberGenerator) -> [PresenceEvent] {
+        (0..<count).map { _ in
+            let ts = Int64.random(in: 0...1000, using: &random)
+            let gateway = "gw-\(Int.random(in: 1...3, using: &random))"
+            switch Int.random(in: 0..<20, using: &random) {
+            case 0: return down(gateway, ts)
+            case 1: return .gateway(.heartbeat, gateway: gateway, timestamp: ts)
+            default:
+                let user = "u\(Int.random(in: 0..<6, using: &random))"
+                let conn = "\(user)-dev-\(String(Int.random(in: 0..<4, using: &random), radix: 16))0a"
+                let g = "gw-\(conn.utf8.reduce(0) { $0 &+ Int($1) } % 3 + 1)"  // one gateway per connection
+                return Int.random(in: 0..<2, using: &random) == 0 ? connect(user, conn, ts, gateway: g) : disconnect(user, conn, ts, gateway: g)
+            }
+        }
+    }
+
+    @Test func anyOrderAndAnyRepeatsGiveTheReferenceState() {
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<400 {
+            let events = Self.randomEvents(Int.random(in: 1...60, using: &random), using: &random)
+            let expected = ReferenceFold.states(events)
+            let inOrder = fold(events).allStates()
+            #expect(inOrder == expected, "round \(round): \(events)")
+            var shuffled = events + events.filter { _ in Bool.random(using: &random) }
+            shuffled.shuffle(using: &random)
+            let projection = fold(shuffled)
+            #expect(projection.allStates() == expected, "round \(round), shuffled with repeats: \(shuffled)")
+            #expect(projection.onlineUsers == expected.filter(\.online).count)
+        }
+    }
+
+    @Test func stateAtATimeIsTheFoldOfTheEventsUpToIt() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<100 {
+            let events = Self.randomEvents(50, using: &random)
+            let t = Int64.random(in: 0...1000, using: &random)
+            #expect(fold(events.filter { $0.timestamp <= t }).allStates() == ReferenceFold.states(events, at: t))
+        }
+    }
+}
