@@ -25,12 +25,14 @@ let package = Package(
         ),
         // CRC-32C with the SSE 4.2 instruction where the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
+        // A cache prefetch hint for the projector's batched lookups.
+        .target(name: "CPrefetch"),
         // The storage engine: Kafka-format segments, indexes, recovery, group commit. Knows nothing of presence.
         .target(name: "SegmentLog", dependencies: ["CLZ4", "CCRC32C"], swiftSettings: strictSwift),
         // Presence events: schema, NDJSON parsing, the binary value codec.
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         // The projector: folds presence events into online / last-seen state.
-        .target(name: "Projector", dependencies: ["Presence", "SegmentLog"], swiftSettings: strictSwift),
+        .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch"], swiftSettings: strictSwift),
         // The `presence` command-line tool.
         .executableTarget(
             name: "PresenceCLI",

@@ -1,12 +1,16 @@
+import CPrefetch
 import Presence
 import SegmentLog
 
 /// The current presence state folded from the log: who is online, with how many connections, and
 /// when each user was last seen. It applies `ConnectionRules`, event by event, in any order.
 ///
-/// Built for speed and size: user ids, connections and gateways are interned to dense integers by
-/// `ByteTable`s; per-user and per-connection fields live in parallel arrays; applying an event
-/// allocates nothing (beyond amortized array growth) and reads no clock.
+/// Built for speed and size. Users and connections are records in flat arrays, found through
+/// open-addressing tables of tagged slots (`slot = hash tag << 32 | index + 1`) and keyed by their
+/// bytes in an arena, so applying an event allocates nothing and reads no clock. A batch of records
+/// is applied in passes so that its table lookups overlap in memory instead of waiting one by one:
+/// hash every event and prefetch its slot, probe the slots and prefetch the records, prefetch the
+/// keys and users, then apply the events in order.
 ///
 /// Not thread-safe: one owner applies events and answers queries.
 public final class PresenceProjection {
@@ -27,84 +31,42 @@ public final class PresenceProjection {
         }
     }
 
-    static let none = Int64.min
-    static let noStart = Int64.max
-
-    private var users = ByteTable(capacity: 1 << 12)
-    private var userOpen: [Int32] = []
-    private var userLastSeen: [Int64] = []
-    private var userFirstConnection: [Int32] = []
-
-    private var connections = ByteTable(capacity: 1 << 12)
-    private var connectionUser: [Int32] = []
-    private var connectionGateway: [Int32] = []
-    /// Smallest connect ts, or `noStart`.
-    private var connectionStart: [Int64] = []
-    /// Largest disconnect ts, or `none`.
-    private var connectionDisconnect: [Int64] = []
-    /// Resolved end, or `none` while open.
-    private var connectionEnd: [Int64] = []
-    private var connectionReason: [UInt8] = []
-    private var connectionNextOfUser: [Int32] = []
-
-    private var gateways = ByteTable(capacity: 64)
-    /// Each gateway's gateway_down times, ascending, without repeats.
-    private var gatewayDowns: [[Int64]] = []
-    private var gatewayHeartbeat: [Int64] = []
-
-    /// Events applied.
-    public private(set) var eventsApplied = 0
-    /// The offset after the last record applied (the log offset this state reflects).
-    public private(set) var nextOffset: Int64 = 0
-    /// The newest event time applied.
-    public private(set) var maxTimestamp = Int64.min
-    /// Users with at least one open connection.
-    public private(set) var onlineUsers = 0
-
-    public init() {}
-
-    /// Users seen.
-    public var userCount: Int { users.count }
-    /// Connections remembered (open and closed).
-    public var connectionCount: Int { connections.count }
-    /// Connections now open.
-    public var openConnectionCount: Int { userOpen.reduce(0) { $0 + Int($1) } }
-
-    /// Bytes held for users (tables and per-user fields), and for connections.
-    public var memoryBytes: (users: Int, connections: Int) {
-        let perUser = userOpen.capacity * 4 + userLastSeen.capacity * 8 + userFirstConnection.capacity * 4
-        let perConnection = connectionUser.capacity * 4 + connectionGateway.capacity * 4 + connectionStart.capacity * 8
-            + connectionDisconnect.capacity * 8 + connectionEnd.capacity * 8 + connectionReason.capacity
-            + connectionNextOfUser.capacity * 4
-        return (users.memoryBytes + perUser, connections.memoryBytes + perConnection)
-    }
-
     /// Why a record could not be applied.
     public struct ApplyError: Error, CustomStringConvertible, Sendable {
         public let description: String
     }
 
-    // MARK: Applying events
+    private var state = ProjectionState()
+
+    public init() {}
+
+    /// Events applied.
+    public var eventsApplied: Int { state.eventsApplied }
+    /// The offset after the last record applied (the log offset this state reflects).
+    public var nextOffset: Int64 { state.nextOffset }
+    /// The newest event time applied.
+    public var maxTimestamp: Int64 { state.maxTimestamp }
+    /// Users with at least one open connection.
+    public var onlineUsers: Int { state.onlineUsers }
+    /// Users seen.
+    public var userCount: Int { state.users.count }
+    /// Connections remembered (open and closed).
+    public var connectionCount: Int { state.connections.count }
+    /// Connections now open.
+    public var openConnectionCount: Int { state.openConnections }
+    /// Bytes held for users (records, slots, ids), and for connections.
+    public var memoryBytes: (users: Int, connections: Int) { state.memoryBytes }
 
     /// Applies one log record.
-    @inline(__always)
     public func apply(_ record: RecordView) throws(ApplyError) {
-        guard let value = record.value else { throw ApplyError(description: "record at offset \(record.offset) has no value") }
-        let view: EventCodec.View
-        do { view = try EventCodec.view(value) } catch { throw ApplyError(description: "record at offset \(record.offset): \(error.description)") }
-        switch view.kind {
-        case .connect, .disconnect:
-            guard let key = record.key, key.count > 0 else { throw ApplyError(description: "record at offset \(record.offset) has no user id") }
-            applyConnectionEvent(view.kind == .connect, user: key, identity: view.connIdentity, gateway: view.gateway, at: record.timestamp)
-        case .gatewayDown:
-            applyGatewayDown(gateway: view.gateway, at: record.timestamp)
-        case .heartbeat:
-            let g = gatewayIndex(view.gateway)
-            gatewayHeartbeat[g] = max(gatewayHeartbeat[g], record.timestamp)
+        try withUnsafePointer(to: record) { pointer throws(ApplyError) in
+            try state.apply(batch: UnsafeBufferPointer(start: pointer, count: 1))
         }
-        eventsApplied += 1
-        nextOffset = record.offset + 1
-        if record.timestamp > maxTimestamp { maxTimestamp = record.timestamp }
+    }
+
+    /// Applies the records of a batch, in order.
+    public func apply(batch: UnsafeBufferPointer<RecordView>) throws(ApplyError) {
+        try state.apply(batch: batch)
     }
 
     /// Applies an event given as a value (tests, and callers that are not reading a log).
@@ -112,138 +74,391 @@ public final class PresenceProjection {
         var buffer = RecordBuffer()
         EventCodec.append(event, to: &buffer)
         let key = buffer.key(at: 0), value = buffer.value(at: 0)
+        let recordOffset = offset ?? max(state.nextOffset - 1, 0)
         value.withUnsafeBytes { value in
-            let view: EventCodec.View
-            do { view = try EventCodec.view(value) } catch { preconditionFailure("an event the codec just wrote does not decode: \(error)") }
-            switch event.kind {
-            case .connect, .disconnect:
-                (key ?? []).withUnsafeBytes { key in
-                    applyConnectionEvent(event.kind == .connect, user: key, identity: view.connIdentity, gateway: view.gateway, at: event.timestamp)
+            func apply(_ key: UnsafeRawBufferPointer?) {
+                do {
+                    try self.apply(RecordView(offset: recordOffset, timestamp: event.timestamp, key: key, value: value))
+                } catch {
+                    preconditionFailure("an event the codec just wrote does not apply: \(error)")
                 }
-            case .gatewayDown:
-                applyGatewayDown(gateway: view.gateway, at: event.timestamp)
-            case .heartbeat:
-                let g = gatewayIndex(view.gateway)
-                gatewayHeartbeat[g] = max(gatewayHeartbeat[g], event.timestamp)
+            }
+            if let key { key.withUnsafeBytes { apply($0) } } else { apply(nil) }
+        }
+    }
+
+    /// The state of `user`, or nil if the log never mentioned them.
+    public func state(of user: String) -> UserState? {
+        let bytes = Array(user.utf8)
+        return bytes.withUnsafeBytes { key in state.findUser(key, hash: ProjectionState.hash(key)).map(state.userState) }
+    }
+
+    /// Every user's state, sorted by user id (byte order).
+    public func allStates() -> [UserState] {
+        var order = Array(0..<state.users.count)
+        order.sort { state.userKey($0).lexicographicallyPrecedes(state.userKey($1)) }
+        return order.map(state.userState)
+    }
+
+    /// The gateways seen, with their last heartbeat time (nil if none).
+    public func gatewayHeartbeats() -> [(gateway: String, lastHeartbeat: Int64?)] {
+        (0..<state.gateways.count).map { g in
+            let beat = state.gatewayHeartbeat[g]
+            return (String(decoding: state.gateways.bytes(g), as: UTF8.self), beat == ProjectionState.none ? nil : beat)
+        }
+    }
+}
+
+/// The projection's data, as one value so that a batch is applied under one exclusive access.
+struct ProjectionState {
+    static let none = Int64.min
+    static let noStart = Int64.max
+
+    struct User {
+        var hash: UInt64
+        var lastSeen: Int64 = ProjectionState.none
+        var keyOffset: UInt32
+        var open: Int32 = 0
+        var firstConnection: Int32 = -1
+        var keyLength: UInt16
+    }
+
+    struct Connection {
+        var hash: UInt64
+        /// Smallest connect ts, or `noStart`.
+        var start: Int64 = ProjectionState.noStart
+        /// Largest disconnect ts, or `none`.
+        var disconnect: Int64 = ProjectionState.none
+        /// Resolved end, or `none` while open (or not yet resolved).
+        var end: Int64 = ProjectionState.none
+        var keyOffset: UInt32
+        var user: Int32
+        var gateway: Int32
+        var nextOfUser: Int32
+        var keyLength: UInt16
+        var reason: UInt8 = 0
+    }
+
+    /// One event of the batch being applied, decoded.
+    struct Pending {
+        var record: RecordView
+        var view: EventCodec.View
+        var hash: UInt64 = 0
+        var candidate: Int = -1
+        var userHash: UInt64 = 0
+        var userCandidate: Int = -1
+    }
+
+    var userSlots = [UInt64](repeating: 0, count: 1 << 12)
+    var users: [User] = []
+    var userArena: [UInt8] = []
+    var connectionSlots = [UInt64](repeating: 0, count: 1 << 12)
+    var connections: [Connection] = []
+    var connectionArena: [UInt8] = []
+    var gateways = ByteTable(capacity: 64)
+    /// Each gateway's gateway_down times, ascending, without repeats.
+    var gatewayDowns: [[Int64]] = []
+    var gatewayHeartbeat: [Int64] = []
+    var pending: [Pending] = []
+
+    var eventsApplied = 0
+    var nextOffset: Int64 = 0
+    var maxTimestamp = Int64.min
+    var onlineUsers = 0
+    var openConnections = 0
+
+    var memoryBytes: (users: Int, connections: Int) {
+        (userSlots.capacity * 8 + users.capacity * MemoryLayout<User>.stride + userArena.capacity,
+         connectionSlots.capacity * 8 + connections.capacity * MemoryLayout<Connection>.stride + connectionArena.capacity)
+    }
+
+    // MARK: Applying a batch
+
+    mutating func apply(batch: UnsafeBufferPointer<RecordView>) throws(PresenceProjection.ApplyError) {
+        pending.removeAll(keepingCapacity: true)
+        // Pass 1: decode, hash, and prefetch each connection event's slot.
+        let connectionMask = connectionSlots.count - 1
+        let userMask = userSlots.count - 1
+        try connectionSlots.withUnsafeBufferPointer { slots throws(PresenceProjection.ApplyError) in
+          try userSlots.withUnsafeBufferPointer { userSlots throws(PresenceProjection.ApplyError) in
+            for record in batch {
+                guard let value = record.value else {
+                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no value")
+                }
+                let view: EventCodec.View
+                do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
+                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
+                }
+                var item = Pending(record: record, view: view)
+                if !view.kind.isGatewayEvent {
+                    guard let key = record.key, key.count > 0 else {
+                        throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
+                    }
+                    item.hash = Self.hash(key, view.connIdentity)
+                    item.userHash = Self.hash(key)
+                    if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
+                    if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
+                }
+                pending.append(item)
+            }
+          }
+        }
+        if pending.count > 1 {
+            // Pass 2: probe the slots (now cached) for candidate records and prefetch them.
+            connectionSlots.withUnsafeBufferPointer { slots in
+                userSlots.withUnsafeBufferPointer { userSlots in
+                    connections.withUnsafeBufferPointer { records in
+                        users.withUnsafeBufferPointer { userRecords in
+                            for i in pending.indices where pending[i].hash != 0 {
+                                pending[i].candidate = Self.probe(slots, pending[i].hash)
+                                if pending[i].candidate >= 0, let base = records.baseAddress {
+                                    presencelog_prefetch(base + pending[i].candidate)
+                                }
+                                pending[i].userCandidate = Self.probe(userSlots, pending[i].userHash)
+                                if pending[i].userCandidate >= 0, let base = userRecords.baseAddress {
+                                    presencelog_prefetch(base + pending[i].userCandidate)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Pass 3: prefetch the candidates' keys.
+            connections.withUnsafeBufferPointer { records in
+                users.withUnsafeBufferPointer { userRecords in
+                    connectionArena.withUnsafeBufferPointer { arena in
+                        userArena.withUnsafeBufferPointer { userArena in
+                            for item in pending where item.hash != 0 {
+                                if item.candidate >= 0, let base = arena.baseAddress {
+                                    presencelog_prefetch(base + Int(records[item.candidate].keyOffset))
+                                } else if item.userCandidate >= 0, let base = userArena.baseAddress {
+                                    presencelog_prefetch(base + Int(userRecords[item.userCandidate].keyOffset))
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
-        eventsApplied += 1
-        if let offset { nextOffset = offset + 1 }
-        maxTimestamp = max(maxTimestamp, event.timestamp)
+        // Pass 4: apply, in order.
+        for i in pending.indices {
+            let item = pending[i]
+            let record = item.record
+            switch item.view.kind {
+            case .connect, .disconnect:
+                // Checked in pass 1.
+                let key = record.key ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                applyConnectionEvent(item.view.kind == .connect, user: key, identity: item.view.connIdentity, item,
+                                     gateway: item.view.gateway, at: record.timestamp)
+            case .gatewayDown:
+                applyGatewayDown(gateway: item.view.gateway, at: record.timestamp)
+            case .heartbeat:
+                let g = gatewayIndex(item.view.gateway)
+                gatewayHeartbeat[g] = max(gatewayHeartbeat[g], record.timestamp)
+            }
+            if record.timestamp > maxTimestamp { maxTimestamp = record.timestamp }
+        }
+        eventsApplied += batch.count
+        if let last = batch.last { nextOffset = last.offset + 1 }
     }
 
     @inline(__always)
-    private func applyConnectionEvent(_ isConnect: Bool, user: UnsafeRawBufferPointer, identity: UnsafeRawBufferPointer,
-                                      gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
-        let hash = ByteTable.hash(user, identity)
-        let (c, inserted) = connections.intern(user, identity, hash: hash)
-        if inserted {
-            let empty = UnsafeRawBufferPointer(start: user.baseAddress, count: 0)
-            let (u, newUser) = users.intern(user, empty, hash: ByteTable.hash(user, empty))
-            if newUser {
-                userOpen.append(0)
-                userLastSeen.append(Self.none)
-                userFirstConnection.append(-1)
+    private mutating func applyConnectionEvent(_ isConnect: Bool, user: UnsafeRawBufferPointer, identity: UnsafeRawBufferPointer,
+                                               _ item: Pending, gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
+        let hash = item.hash
+        var c: Int
+        var inserted = false
+        if item.candidate >= 0 && connectionMatches(item.candidate, hash: hash, user, identity) {
+            c = item.candidate
+        } else if let found = findConnection(user, identity, hash: hash) {
+            c = found
+        } else {
+            let u: Int
+            if item.userCandidate >= 0 && userMatches(item.userCandidate, hash: item.userHash, user) {
+                u = item.userCandidate
+            } else {
+                u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
-            connectionUser.append(Int32(u))
-            connectionGateway.append(Int32(gatewayIndex(gateway)))
-            connectionStart.append(Self.noStart)
-            connectionDisconnect.append(Self.none)
-            connectionEnd.append(Self.none)
-            connectionReason.append(0)
-            connectionNextOfUser.append(userFirstConnection[u])
-            userFirstConnection[u] = Int32(c)
+            c = insertConnection(user, identity, hash: hash, user: u, gateway: gateway)
+            inserted = true
         }
+        let current = connections[c]
         if isConnect {
-            guard timestamp < connectionStart[c] else { return }  // a repeat or a later connect changes nothing
-            if !inserted {
-                // The earliest connect names the connection's gateway (a disconnect may have named it first).
-                connectionGateway[c] = Int32(gatewayIndex(gateway))
-            }
-            let wasOpen = !inserted && isOpen(c)
-            let before = inserted ? Self.none : contribution(c)
-            connectionStart[c] = timestamp
+            guard timestamp < current.start else { return }  // a repeat or a later connect changes nothing
+            let wasOpen = !inserted && isOpen(current)
+            let before = inserted ? Self.none : contribution(current)
+            connections[c].start = timestamp
+            // The earliest connect names the connection's gateway (a disconnect may have named it first).
+            if !inserted { connections[c].gateway = Int32(gatewayIndex(gateway)) }
             resolve(c, wasOpen: wasOpen, before: before)
         } else {
-            guard timestamp > connectionDisconnect[c] else { return }
-            let wasOpen = !inserted && isOpen(c)
-            let before = inserted ? Self.none : contribution(c)
-            connectionDisconnect[c] = timestamp
+            guard timestamp > current.disconnect else { return }
+            let wasOpen = !inserted && isOpen(current)
+            let before = inserted ? Self.none : contribution(current)
+            connections[c].disconnect = timestamp
             resolve(c, wasOpen: wasOpen, before: before)
         }
     }
 
-    private func applyGatewayDown(gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
+    private mutating func applyGatewayDown(gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
         let g = gatewayIndex(gateway)
-        var downs = gatewayDowns[g]
-        var low = 0, high = downs.count
+        var low = 0, high = gatewayDowns[g].count
         while low < high {
             let mid = (low + high) >> 1
-            if downs[mid] < timestamp { low = mid + 1 } else { high = mid }
+            if gatewayDowns[g][mid] < timestamp { low = mid + 1 } else { high = mid }
         }
-        if low < downs.count && downs[low] == timestamp { return }  // seen before
-        downs.insert(timestamp, at: low)
-        gatewayDowns[g] = downs
+        if low < gatewayDowns[g].count && gatewayDowns[g][low] == timestamp { return }  // seen before
+        gatewayDowns[g].insert(timestamp, at: low)
         // Every connection of this gateway that started at or before it and is open or ends later.
         let g32 = Int32(g)
-        for c in 0..<connectionGateway.count where connectionGateway[c] == g32 {
-            let start = connectionStart[c]
-            guard start != Self.noStart, start <= timestamp else { continue }
-            let end = connectionEnd[c]
-            guard end == Self.none || end > timestamp else { continue }
-            resolve(c, wasOpen: end == Self.none, before: contribution(c))
+        for c in connections.indices where connections[c].gateway == g32 {
+            let connection = connections[c]
+            guard connection.start != Self.noStart, connection.start <= timestamp else { continue }
+            guard connection.end == Self.none || connection.end > timestamp else { continue }
+            resolve(c, wasOpen: connection.end == Self.none, before: contribution(connection))
         }
     }
 
     @inline(__always)
-    private func isOpen(_ c: Int) -> Bool {
-        connectionEnd[c] == Self.none && connectionStart[c] != Self.noStart
+    private func isOpen(_ connection: Connection) -> Bool {
+        connection.end == Self.none && connection.start != Self.noStart
     }
 
-    /// Rule 5's contribution of connection `c` as it stands, or `none` when it is open.
+    /// Rule 5's contribution of a connection as it stands, or `none` while it is open.
     @inline(__always)
-    private func contribution(_ c: Int) -> Int64 {
-        let end = connectionEnd[c]
-        guard end != Self.none else { return Self.none }
-        let start = connectionStart[c]
-        return start == Self.noStart ? end : max(start, end)
+    private func contribution(_ connection: Connection) -> Int64 {
+        guard connection.end != Self.none else { return Self.none }
+        return connection.start == Self.noStart ? connection.end : max(connection.start, connection.end)
     }
 
     /// Re-applies the rules to connection `c` and carries the change over to its user.
     @inline(__always)
-    private func resolve(_ c: Int, wasOpen: Bool, before: Int64) {
-        let start = connectionStart[c]
-        let disconnect = connectionDisconnect[c]
-        let resolution = gatewayDowns[Int(connectionGateway[c])].withUnsafeBufferPointer { downs in
-            ConnectionRules.resolve(start: start == Self.noStart ? nil : start,
-                                    disconnect: disconnect == Self.none ? nil : disconnect, gatewayDowns: downs)
+    private mutating func resolve(_ c: Int, wasOpen: Bool, before: Int64) {
+        let connection = connections[c]
+        let g = Int(connection.gateway)
+        let resolution: ConnectionRules.Resolution
+        let start = connection.start == Self.noStart ? nil : connection.start
+        let disconnect = connection.disconnect == Self.none ? nil : connection.disconnect
+        if gatewayDowns[g].isEmpty {
+            resolution = ConnectionRules.resolve(start: start, disconnect: disconnect, gatewayDowns: UnsafeBufferPointer(start: nil, count: 0))
+        } else {
+            resolution = gatewayDowns[g].withUnsafeBufferPointer {
+                ConnectionRules.resolve(start: start, disconnect: disconnect, gatewayDowns: $0)
+            }
         }
-        connectionEnd[c] = resolution.end ?? Self.none
-        connectionReason[c] = resolution.reason?.rawValue ?? 0
-        let u = Int(connectionUser[c])
+        connections[c].end = resolution.end ?? Self.none
+        connections[c].reason = resolution.reason?.rawValue ?? 0
+        let u = Int(connection.user)
         let nowOpen = resolution.isOpen
         if nowOpen != wasOpen {
-            let count = userOpen[u] + (nowOpen ? 1 : -1)
+            let count = users[u].open + (nowOpen ? 1 : -1)
             if count == 1 && nowOpen { onlineUsers += 1 }
             if count == 0 && !nowOpen { onlineUsers -= 1 }
-            userOpen[u] = count
+            users[u].open = count
+            openConnections += nowOpen ? 1 : -1
         }
-        let after = contribution(c)
-        if after > userLastSeen[u] {
-            userLastSeen[u] = after
-        } else if before == userLastSeen[u] && after < before {
+        let after = contribution(connections[c])
+        if after > users[u].lastSeen {
+            users[u].lastSeen = after
+        } else if before == users[u].lastSeen && after < before {
             // The user's latest contribution shrank (a late event corrected it): take the max again.
             var best = Self.none
-            var next = userFirstConnection[u]
+            var next = users[u].firstConnection
             while next >= 0 {
-                best = max(best, contribution(Int(next)))
-                next = connectionNextOfUser[Int(next)]
+                best = max(best, contribution(connections[Int(next)]))
+                next = connections[Int(next)].nextOfUser
             }
-            userLastSeen[u] = best
+            users[u].lastSeen = best
         }
     }
 
-    private func gatewayIndex(_ gateway: UnsafeRawBufferPointer) -> Int {
+    // MARK: Tables
+
+    @inline(__always)
+    private func connectionMatches(_ index: Int, hash: UInt64, _ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer) -> Bool {
+        let record = connections[index]
+        guard record.hash == hash, Int(record.keyLength) == user.count + identity.count else { return false }
+        return connectionArena.withUnsafeBytes { arena in
+            Self.equal(arena, Int(record.keyOffset), user, identity)
+        }
+    }
+
+    private func findConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
+        let mask = connectionSlots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let entry = connectionSlots[slot]
+            if entry == 0 { return nil }
+            if entry >> 32 == hash >> 32 {
+                let index = Int(entry & 0xFFFF_FFFF) - 1
+                if connectionMatches(index, hash: hash, user, identity) { return index }
+            }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    private mutating func insertConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64,
+                                           user u: Int, gateway: UnsafeRawBufferPointer) -> Int {
+        let c = connections.count
+        connections.append(Connection(hash: hash, keyOffset: UInt32(connectionArena.count), user: Int32(u),
+                                      gateway: Int32(gatewayIndex(gateway)), nextOfUser: users[u].firstConnection,
+                                      keyLength: UInt16(user.count + identity.count)))
+        connectionArena.append(contentsOf: user)
+        connectionArena.append(contentsOf: identity)
+        users[u].firstConnection = Int32(c)
+        Self.place(hash, index: c, in: &connectionSlots)
+        if connections.count * 2 > connectionSlots.count {
+            connectionSlots = Self.rehash(connections.lazy.map(\.hash), size: connectionSlots.count * 2)
+        }
+        return c
+    }
+
+    func findUser(_ user: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
+        let mask = userSlots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let entry = userSlots[slot]
+            if entry == 0 { return nil }
+            if entry >> 32 == hash >> 32 {
+                let index = Int(entry & 0xFFFF_FFFF) - 1
+                if userMatches(index, hash: hash, user) { return index }
+            }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    @inline(__always)
+    private func userMatches(_ index: Int, hash: UInt64, _ user: UnsafeRawBufferPointer) -> Bool {
+        let record = users[index]
+        guard record.hash == hash, Int(record.keyLength) == user.count else { return false }
+        return userArena.withUnsafeBytes { Self.equal($0, Int(record.keyOffset), user, UnsafeRawBufferPointer(start: nil, count: 0)) }
+    }
+
+    /// The index in the first slot of `hash`'s probe sequence whose tag matches, or -1: a guess to prefetch.
+    @inline(__always)
+    private static func probe(_ slots: UnsafeBufferPointer<UInt64>, _ hash: UInt64) -> Int {
+        let mask = slots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let entry = slots[slot]
+            if entry == 0 { return -1 }
+            if entry >> 32 == hash >> 32 { return Int(entry & 0xFFFF_FFFF) - 1 }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    private mutating func insertUser(_ user: UnsafeRawBufferPointer, hash: UInt64) -> Int {
+        let u = users.count
+        users.append(User(hash: hash, keyOffset: UInt32(userArena.count), keyLength: UInt16(user.count)))
+        userArena.append(contentsOf: user)
+        Self.place(hash, index: u, in: &userSlots)
+        if users.count * 2 > userSlots.count {
+            userSlots = Self.rehash(users.lazy.map(\.hash), size: userSlots.count * 2)
+        }
+        return u
+    }
+
+    private mutating func gatewayIndex(_ gateway: UnsafeRawBufferPointer) -> Int {
         let empty = UnsafeRawBufferPointer(start: gateway.baseAddress, count: 0)
         let (g, inserted) = gateways.intern(gateway, empty, hash: ByteTable.hash(gateway, empty))
         if inserted {
@@ -253,36 +468,62 @@ public final class PresenceProjection {
         return g
     }
 
+    private static func place(_ hash: UInt64, index: Int, in slots: inout [UInt64]) {
+        let mask = slots.count - 1
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        while slots[slot] != 0 { slot = (slot + 1) & mask }
+        slots[slot] = (hash >> 32) << 32 | UInt64(index + 1)
+    }
+
+    private static func rehash(_ hashes: some Sequence<UInt64>, size: Int) -> [UInt64] {
+        var slots = [UInt64](repeating: 0, count: size)
+        for (index, hash) in hashes.enumerated() { place(hash, index: index, in: &slots) }
+        return slots
+    }
+
+    @inline(__always)
+    private static func equal(_ arena: UnsafeRawBufferPointer, _ offset: Int, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> Bool {
+        guard let base = arena.baseAddress else { return first.isEmpty && second.isEmpty }
+        return bytesEqual(base + offset, first) && bytesEqual(base + offset + first.count, second)
+    }
+
+    /// Compares `bytes` with the same number of bytes at `stored`, eight at a time (ids are short).
+    @inline(__always)
+    private static func bytesEqual(_ stored: UnsafeRawPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let n = bytes.count
+        var i = 0
+        while n - i >= 8 {
+            if stored.loadUnaligned(fromByteOffset: i, as: UInt64.self) != base.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i += 8
+        }
+        while i < n {
+            if stored.load(fromByteOffset: i, as: UInt8.self) != base.load(fromByteOffset: i, as: UInt8.self) { return false }
+            i += 1
+        }
+        return true
+    }
+
+    @inline(__always)
+    static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> UInt64 {
+        // Never 0: pass 1 uses 0 for "not a connection event".
+        ByteTable.hash(first, second) | 1
+    }
+
     // MARK: Queries
 
-    /// The state of `user`, or nil if the log never mentioned them.
-    public func state(of user: String) -> UserState? {
-        var bytes = Array(user.utf8)
-        return bytes.withUnsafeMutableBytes { raw -> UserState? in
-            let key = UnsafeRawBufferPointer(raw)
-            let empty = UnsafeRawBufferPointer(start: key.baseAddress, count: 0)
-            guard let u = users.find(key, empty, hash: ByteTable.hash(key, empty)) else { return nil }
-            return state(at: u)
-        }
+    func userKey(_ u: Int) -> ArraySlice<UInt8> {
+        let record = users[u]
+        return userArena[Int(record.keyOffset)..<Int(record.keyOffset) + Int(record.keyLength)]
     }
 
-    private func state(at u: Int) -> UserState {
-        let lastSeen = userLastSeen[u]
-        return UserState(user: String(decoding: users.bytes(u), as: UTF8.self), online: userOpen[u] > 0,
-                         lastSeen: lastSeen == Self.none ? nil : lastSeen, connections: Int(userOpen[u]))
-    }
-
-    /// Every user's state, sorted by user id (byte order).
-    public func allStates() -> [UserState] {
-        var order = Array(0..<users.count)
-        order.sort { users.bytes($0).lexicographicallyPrecedes(users.bytes($1)) }
-        return order.map(state(at:))
-    }
-
-    /// The gateways seen, with their last heartbeat time (nil if none).
-    public func gatewayHeartbeats() -> [(gateway: String, lastHeartbeat: Int64?)] {
-        (0..<gateways.count).map { g in
-            (String(decoding: gateways.bytes(g), as: UTF8.self), gatewayHeartbeat[g] == Self.none ? nil : gatewayHeartbeat[g])
-        }
+    func userState(_ u: Int) -> PresenceProjection.UserState {
+        let record = users[u]
+        return .init(user: String(decoding: userKey(u), as: UTF8.self), online: record.open > 0,
+                     lastSeen: record.lastSeen == Self.none ? nil : record.lastSeen, connections: Int(record.open))
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -25,21 +25,33 @@ public enum Replay {
         let limit = untilOffset ?? .max
         let cutoff = time ?? .max
         var read = 0
-        let result = try reader.forEachRecord(from: .offset(projection.nextOffset)) { record in
-            guard record.offset < limit else { return false }
-            read += 1
-            if read & 0xFFFFF == 0 { progress(read) }
-            if record.timestamp > cutoff {
-                summary.skippedAfterTime += 1
-                return true
+        var kept: [RecordView] = []
+        let result = try reader.forEachRecordBatch(from: .offset(projection.nextOffset)) { batch in
+            // Most batches are applied whole; the last one before a limit, or any with later events, is filtered.
+            var records = batch
+            var more = true
+            if let last = batch.last, last.offset >= limit {
+                more = false
+                records = UnsafeBufferPointer(rebasing: batch[..<(batch.firstIndex { $0.offset >= limit } ?? batch.count)])
             }
+            let before = read
+            read += records.count
+            if read >> 20 != before >> 20 { progress(read) }
             do throws(PresenceProjection.ApplyError) {
-                try projection.apply(record)
+                if time == nil || records.allSatisfy({ $0.timestamp <= cutoff }) {
+                    try projection.apply(batch: records)
+                    summary.events += records.count
+                } else {
+                    kept.removeAll(keepingCapacity: true)
+                    for record in records where record.timestamp <= cutoff { kept.append(record) }
+                    summary.skippedAfterTime += records.count - kept.count
+                    summary.events += kept.count
+                    try kept.withUnsafeBufferPointer { (kept) throws(PresenceProjection.ApplyError) in try projection.apply(batch: kept) }
+                }
             } catch {
                 throw LogError(.corrupt, "\(logDirectory): \(error.description)")
             }
-            summary.events += 1
-            return true
+            return more
         }
         summary.endOffset = min(result.endOffset, limit)
         summary.tornTail = result.tornTail

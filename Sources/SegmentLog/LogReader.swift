@@ -104,6 +104,39 @@ public final class LogReader {
         return summary
     }
 
+    /// Calls `body` with the records of each batch from `start` on, in offset order, until it returns false:
+    /// the fast path for consumers that work a batch at a time (the projector prefetches across it).
+    /// The records point into the reader's buffers and are valid only during the call.
+    @discardableResult
+    public func forEachRecordBatch(from start: Start = .offset(0), _ body: (UnsafeBufferPointer<RecordView>) throws -> Bool) throws -> ReadSummary {
+        var records = 0
+        var views: [RecordView] = []
+        views.reserveCapacity(8192)
+        var summary = try walk(from: start, verify: true) { info, bytes in
+            switch start {
+            case .offset(let offset) where info.header.lastOffset < offset: return true
+            case .timestamp(let timestamp) where info.header.maxTimestamp < timestamp: return true
+            default: break
+            }
+            views.removeAll(keepingCapacity: true)
+            do {
+                try decoder.forEachRecord(bytes, header: info.header) { record in
+                    switch start {
+                    case .offset(let offset) where record.offset < offset: return
+                    case .timestamp(let timestamp) where record.timestamp < timestamp: return
+                    default: views.append(record)
+                    }
+                }
+            } catch let error as BatchFormatError {
+                throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
+            }
+            records += views.count
+            return try views.withUnsafeBufferPointer { try body($0) }
+        }
+        summary.records = records
+        return summary
+    }
+
     /// Calls `body` for every batch from `start` on with its header, until it returns false. With
     /// `verify`, each batch's CRC and records are checked first.
     @discardableResult

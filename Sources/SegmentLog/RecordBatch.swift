@@ -105,6 +105,13 @@ public struct RecordView {
     public let key: UnsafeRawBufferPointer?
     /// nil for a null value.
     public let value: UnsafeRawBufferPointer?
+
+    public init(offset: Int64, timestamp: Int64, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?) {
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+    }
 }
 
 /// Builds batches from a `RecordBuffer`, reusing its buffers from batch to batch.
