@@ -149,12 +149,12 @@ struct ProjectionState {
         var userCandidate: Int = -1
     }
 
-    var userSlots = [UInt64](repeating: 0, count: 1 << 12)
-    var users: [User] = []
-    var userArena: [UInt8] = []
-    var connectionSlots = [UInt64](repeating: 0, count: 1 << 12)
-    var connections: [Connection] = []
-    var connectionArena: [UInt8] = []
+    var userSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
+    var users = FlatStorage<User>(capacity: 1 << 12)
+    var userArena = FlatStorage<UInt8>(capacity: 1 << 16)
+    var connectionSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
+    var connections = FlatStorage<Connection>(capacity: 1 << 12)
+    var connectionArena = FlatStorage<UInt8>(capacity: 1 << 16)
     var gateways = ByteTable(capacity: 64)
     /// Each gateway's gateway_down times, ascending, without repeats.
     var gatewayDowns: [[Int64]] = []
@@ -167,9 +167,10 @@ struct ProjectionState {
     var onlineUsers = 0
     var openConnections = 0
 
+    /// Bytes in use (untouched capacity costs no memory): slots, records and id bytes.
     var memoryBytes: (users: Int, connections: Int) {
-        (userSlots.capacity * 8 + users.capacity * MemoryLayout<User>.stride + userArena.capacity,
-         connectionSlots.capacity * 8 + connections.capacity * MemoryLayout<Connection>.stride + connectionArena.capacity)
+        (userSlots.bytesInUse + users.bytesInUse + userArena.bytesInUse,
+         connectionSlots.bytesInUse + connections.bytesInUse + connectionArena.bytesInUse)
     }
 
     // MARK: Applying a batch
@@ -179,8 +180,9 @@ struct ProjectionState {
         // Pass 1: decode, hash, and prefetch each connection event's slot.
         let connectionMask = connectionSlots.count - 1
         let userMask = userSlots.count - 1
-        try connectionSlots.withUnsafeBufferPointer { slots throws(PresenceProjection.ApplyError) in
-          try userSlots.withUnsafeBufferPointer { userSlots throws(PresenceProjection.ApplyError) in
+        do {
+            let slots = connectionSlots.buffer
+            let userSlots = self.userSlots.buffer
             for record in batch {
                 guard let value = record.value else {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no value")
@@ -201,41 +203,28 @@ struct ProjectionState {
                 }
                 pending.append(item)
             }
-          }
         }
         if pending.count > 1 {
             // Pass 2: probe the slots (now cached) for candidate records and prefetch them.
-            connectionSlots.withUnsafeBufferPointer { slots in
-                userSlots.withUnsafeBufferPointer { userSlots in
-                    connections.withUnsafeBufferPointer { records in
-                        users.withUnsafeBufferPointer { userRecords in
-                            for i in pending.indices where pending[i].hash != 0 {
-                                pending[i].candidate = Self.probe(slots, pending[i].hash)
-                                if pending[i].candidate >= 0, let base = records.baseAddress {
-                                    presencelog_prefetch(base + pending[i].candidate)
-                                }
-                                pending[i].userCandidate = Self.probe(userSlots, pending[i].userHash)
-                                if pending[i].userCandidate >= 0, let base = userRecords.baseAddress {
-                                    presencelog_prefetch(base + pending[i].userCandidate)
-                                }
-                            }
-                        }
-                    }
+            do {
+                let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
+                let records = connections.pointer, userRecords = users.pointer
+                for i in pending.indices where pending[i].hash != 0 {
+                    pending[i].candidate = Self.probe(slots, pending[i].hash)
+                    if pending[i].candidate >= 0 { presencelog_prefetch(records + pending[i].candidate) }
+                    pending[i].userCandidate = Self.probe(userSlots, pending[i].userHash)
+                    if pending[i].userCandidate >= 0 { presencelog_prefetch(userRecords + pending[i].userCandidate) }
                 }
             }
             // Pass 3: prefetch the candidates' keys.
-            connections.withUnsafeBufferPointer { records in
-                users.withUnsafeBufferPointer { userRecords in
-                    connectionArena.withUnsafeBufferPointer { arena in
-                        userArena.withUnsafeBufferPointer { userArena in
-                            for item in pending where item.hash != 0 {
-                                if item.candidate >= 0, let base = arena.baseAddress {
-                                    presencelog_prefetch(base + Int(records[item.candidate].keyOffset))
-                                } else if item.userCandidate >= 0, let base = userArena.baseAddress {
-                                    presencelog_prefetch(base + Int(userRecords[item.userCandidate].keyOffset))
-                                }
-                            }
-                        }
+            do {
+                let records = connections.pointer, userRecords = users.pointer
+                let arena = connectionArena.pointer, userArena = self.userArena.pointer
+                for item in pending where item.hash != 0 {
+                    if item.candidate >= 0 {
+                        presencelog_prefetch(arena + Int(records[item.candidate].keyOffset))
+                    } else if item.userCandidate >= 0 {
+                        presencelog_prefetch(userArena + Int(userRecords[item.userCandidate].keyOffset))
                     }
                 }
             }
@@ -311,7 +300,7 @@ struct ProjectionState {
         gatewayDowns[g].insert(timestamp, at: low)
         // Every connection of this gateway that started at or before it and is open or ends later.
         let g32 = Int32(g)
-        for c in connections.indices where connections[c].gateway == g32 {
+        for c in 0..<connections.count where connections[c].gateway == g32 {
             let connection = connections[c]
             guard connection.start != Self.noStart, connection.start <= timestamp else { continue }
             guard connection.end == Self.none || connection.end > timestamp else { continue }
@@ -378,9 +367,7 @@ struct ProjectionState {
     private func connectionMatches(_ index: Int, hash: UInt64, _ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer) -> Bool {
         let record = connections[index]
         guard record.hash == hash, Int(record.keyLength) == user.count + identity.count else { return false }
-        return connectionArena.withUnsafeBytes { arena in
-            Self.equal(arena, Int(record.keyOffset), user, identity)
-        }
+        return Self.equal(UnsafeRawBufferPointer(connectionArena.buffer), Int(record.keyOffset), user, identity)
     }
 
     private func findConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
@@ -403,12 +390,13 @@ struct ProjectionState {
         connections.append(Connection(hash: hash, keyOffset: UInt32(connectionArena.count), user: Int32(u),
                                       gateway: Int32(gatewayIndex(gateway)), nextOfUser: users[u].firstConnection,
                                       keyLength: UInt16(user.count + identity.count)))
-        connectionArena.append(contentsOf: user)
-        connectionArena.append(contentsOf: identity)
+        connectionArena.append(bytes: user)
+        connectionArena.append(bytes: identity)
         users[u].firstConnection = Int32(c)
-        Self.place(hash, index: c, in: &connectionSlots)
+        Self.place(hash, index: c, in: connectionSlots)
         if connections.count * 2 > connectionSlots.count {
-            connectionSlots = Self.rehash(connections.lazy.map(\.hash), size: connectionSlots.count * 2)
+            let records = connections.pointer
+            connectionSlots = Self.rehash(count: connections.count, size: connectionSlots.count * 2) { records[$0].hash }
         }
         return c
     }
@@ -431,7 +419,7 @@ struct ProjectionState {
     private func userMatches(_ index: Int, hash: UInt64, _ user: UnsafeRawBufferPointer) -> Bool {
         let record = users[index]
         guard record.hash == hash, Int(record.keyLength) == user.count else { return false }
-        return userArena.withUnsafeBytes { Self.equal($0, Int(record.keyOffset), user, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return Self.equal(UnsafeRawBufferPointer(userArena.buffer), Int(record.keyOffset), user, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
     /// The index in the first slot of `hash`'s probe sequence whose tag matches, or -1: a guess to prefetch.
@@ -450,10 +438,11 @@ struct ProjectionState {
     private mutating func insertUser(_ user: UnsafeRawBufferPointer, hash: UInt64) -> Int {
         let u = users.count
         users.append(User(hash: hash, keyOffset: UInt32(userArena.count), keyLength: UInt16(user.count)))
-        userArena.append(contentsOf: user)
-        Self.place(hash, index: u, in: &userSlots)
+        userArena.append(bytes: user)
+        Self.place(hash, index: u, in: userSlots)
         if users.count * 2 > userSlots.count {
-            userSlots = Self.rehash(users.lazy.map(\.hash), size: userSlots.count * 2)
+            let records = users.pointer
+            userSlots = Self.rehash(count: users.count, size: userSlots.count * 2) { records[$0].hash }
         }
         return u
     }
@@ -468,16 +457,16 @@ struct ProjectionState {
         return g
     }
 
-    private static func place(_ hash: UInt64, index: Int, in slots: inout [UInt64]) {
+    private static func place(_ hash: UInt64, index: Int, in slots: FlatStorage<UInt64>) {
         let mask = slots.count - 1
         var slot = Int(truncatingIfNeeded: hash) & mask
         while slots[slot] != 0 { slot = (slot + 1) & mask }
         slots[slot] = (hash >> 32) << 32 | UInt64(index + 1)
     }
 
-    private static func rehash(_ hashes: some Sequence<UInt64>, size: Int) -> [UInt64] {
-        var slots = [UInt64](repeating: 0, count: size)
-        for (index, hash) in hashes.enumerated() { place(hash, index: index, in: &slots) }
+    private static func rehash(count: Int, size: Int, hash: (Int) -> UInt64) -> FlatStorage<UInt64> {
+        let slots = FlatStorage<UInt64>(capacity: size, count: size)
+        for index in 0..<count { place(hash(index), index: index, in: slots) }
         return slots
     }
 
@@ -512,9 +501,9 @@ struct ProjectionState {
 
     // MARK: Queries
 
-    func userKey(_ u: Int) -> ArraySlice<UInt8> {
+    func userKey(_ u: Int) -> UnsafeBufferPointer<UInt8> {
         let record = users[u]
-        return userArena[Int(record.keyOffset)..<Int(record.keyOffset) + Int(record.keyLength)]
+        return UnsafeBufferPointer(start: userArena.pointer + Int(record.keyOffset), count: Int(record.keyLength))
     }
 
     func userState(_ u: Int) -> PresenceProjection.UserState {
