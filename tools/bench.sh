@@ -3,6 +3,7 @@
 #   1. lz4 -1 on the same NDJSON: the baseline for size and speed, measured in this run
 #   2. durable ingest through `presence ingest --fsync always` from a file (best of RUNS)
 #   3. sequential read on one core: CRC + LZ4 + decode of every event (presence-bench read)
+#   4. full replay into the projection on one core (`presence replay`), with its memory
 # Usage: tools/bench.sh [EVENTS] [USERS]    (defaults 10000000 1000000; RUNS=3)
 # The stream is generated once into bench-data/ (ignored by git) and reused.
 set -euo pipefail
@@ -41,9 +42,15 @@ log_bytes=$(du -cb bench-data/log/presence/*.log | tail -1 | cut -f1)
 sync; sleep 2  # let writeback of the ingest settle before timing reads
 read_line=$("$bin/presence-bench" read --data bench-data/log --rounds 5 | tail -1)
 
+replay_out=$("$bin/presence" replay --quiet --data bench-data/log)
+replay_line=$(echo "$replay_out" | head -1)
+memory_line=$(echo "$replay_out" | grep '^memory')
+
 printf '\n== results: %s events, %s users, %s runs\n' "$events" "$users" "$runs"
 printf 'NDJSON input:                %.1f bytes/event\n' "$(echo "$ndjson_bytes / $events" | bc -l)"
 printf 'lz4 -1 on the NDJSON:        %.2f bytes/event, %.2fM events/s (one core)\n' "$(echo "$lz4_bytes / $events" | bc -l)" "$(echo "$events / $lz4_seconds / 1000000" | bc -l)"
 printf 'presence log on disk:        %.2f bytes/event (.log files), %.2fx smaller than lz4 -1\n' "$(echo "$log_bytes / $events" | bc -l)" "$(echo "$lz4_bytes / $log_bytes" | bc -l)"
 printf 'durable ingest (fsync=always): %.2fM events/s (best of %s)\n' "$(echo "$best_rate / 1000000" | bc -l)" "$runs"
 echo "$read_line"
+echo "full replay (one core): $replay_line"
+echo "projection $memory_line"
