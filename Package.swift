@@ -32,7 +32,7 @@ let package = Package(
         // Presence events: schema, NDJSON parsing, the binary value codec.
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         // The projector: folds presence events into online / last-seen state.
-        .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch"], swiftSettings: strictSwift),
+        .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch", "CCRC32C"], swiftSettings: strictSwift),
         // The `presence` command-line tool.
         .executableTarget(
             name: "PresenceCLI",

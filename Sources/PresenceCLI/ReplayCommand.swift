@@ -28,6 +28,12 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
     var untilOffset: Int64?
 
+    @Flag(help: "Write a checkpoint of the result into DIR/checkpoints (keeps the newest two).")
+    var checkpoint = false
+
+    @Flag(help: "Start from the newest valid checkpoint and replay only the log after it (a restart).")
+    var resume = false
+
     @Flag(help: "No progress line, even on a terminal.")
     var quiet = false
 
@@ -43,8 +49,21 @@ struct ReplayCommand: ParsableCommand {
         if until != nil && untilOffset != nil { throw ValidationError("give --until or --until-offset, not both") }
         if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
         let time = try until.map { try parseTime($0, option: "--until") }
-        let projection = PresenceProjection()
         let started = now()
+        var projection = PresenceProjection()
+        if resume {
+            let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
+            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: min(logEnd, untilOffset ?? .max),
+                                                            notAfter: time ?? .max) {
+                for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
+                if let used = report.used {
+                    projection = loaded
+                    print("resumed from \(used) (offset \(loaded.nextOffset)) in \(fixed(now() - started, 2)) s")
+                }
+            } else {
+                print("no checkpoint; replaying the whole log")
+            }
+        }
         let progress = Progress(enabled: !quiet && isatty(2) == 1, started: started)
         let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, untilOffset: untilOffset, at: time) {
             progress.update(events: $0, bytesRead: 0)
@@ -52,7 +71,12 @@ struct ReplayCommand: ParsableCommand {
         progress.finish()
         let elapsed = max(now() - started, 1e-9)
         let memory = projection.memoryBytes
-        print("replayed \(grouped(summary.events)) events (offsets 0-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
+        let firstOffset = summary.endOffset - Int64(summary.events + summary.skippedAfterTime)
+        if summary.events + summary.skippedAfterTime == 0 {
+            print("replayed no events: the log has none after offset \(projection.nextOffset - 1) (ready in \(fixed(elapsed, 2)) s)")
+        } else {
+            print("replayed \(grouped(summary.events)) events (offsets \(firstOffset)-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
+        }
         if summary.skippedAfterTime > 0 { print("skipped \(grouped(summary.skippedAfterTime)) events after \(until ?? "")") }
         print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered")
         if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
@@ -60,6 +84,10 @@ struct ReplayCommand: ParsableCommand {
         let perConnection = projection.connectionCount > 0 ? Double(memory.connections) / Double(projection.connectionCount) : 0
         print("memory: users \(bytesText(Int64(memory.users))) (\(fixed(perUser, 1)) bytes/user), connections \(bytesText(Int64(memory.connections))) (\(fixed(perConnection, 1)) bytes/connection)")
         if let torn = summary.tornTail { printError("warning: \(torn)") }
+        if checkpoint {
+            let written = try Checkpoint.write(projection, to: Checkpoint.directory(data: data))
+            print("checkpoint \(written.path): \(bytesText(Int64(written.bytes))), through offset \(projection.nextOffset - 1)")
+        }
     }
 }
 
@@ -89,6 +117,9 @@ struct StateCommand: ParsableCommand {
     @Option(help: "table or json.")
     var format: Format = .table
 
+    @Flag(help: "Fold the whole log instead of starting from the newest checkpoint.")
+    var noCheckpoint = false
+
     func run() throws {
         do {
             try state()
@@ -99,7 +130,14 @@ struct StateCommand: ParsableCommand {
 
     private func state() throws {
         let time = try at.map { try parseTime($0, option: "--at") }
-        let projection = PresenceProjection()
+        var projection = PresenceProjection()
+        if !noCheckpoint {
+            let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
+            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: logEnd, notAfter: time ?? .max) {
+                for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
+                if report.used != nil { projection = loaded }
+            }
+        }
         let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, at: time)
         var states: [PresenceProjection.UserState]
         if user.isEmpty {
@@ -139,7 +177,7 @@ struct StateCommand: ParsableCommand {
                 out.append(contentsOf: line.utf8)
             }
             let at = time.map { " at \(Timestamp.format($0))" } ?? ""
-            out.append(contentsOf: "\(grouped(states.count)) users shown\(at); \(grouped(projection.onlineUsers)) of \(grouped(projection.userCount)) online; state through offset \(summary.endOffset - 1)\n".utf8)
+            out.append(contentsOf: "\(grouped(states.count)) users shown\(at); \(grouped(projection.onlineUsers)) of \(grouped(projection.userCount)) online; state through offset \(max(summary.endOffset, projection.nextOffset) - 1)\n".utf8)
         }
         try out.withUnsafeBytes { try writeAll(1, $0) }
         if let torn = summary.tornTail { printError("warning: \(torn)") }

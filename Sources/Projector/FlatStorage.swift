@@ -81,5 +81,14 @@ final class FlatStorage<Element: BitwiseCopyable> {
     /// Bytes of the elements in use.
     var bytesInUse: Int { count * MemoryLayout<Element>.stride }
 
+    /// The elements in use as raw bytes (for checkpoints).
+    var rawBytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: bytesInUse) }
+
+    /// Storage holding `count` elements copied from `bytes` (exactly `count` elements' worth), with room for `capacity`.
+    convenience init(copying bytes: UnsafeRawBufferPointer, count: Int, capacity: Int) {
+        self.init(capacity: max(capacity, count), count: count)
+        if let base = bytes.baseAddress, bytes.count > 0 { UnsafeMutableRawPointer(pointer).copyMemory(from: base, byteCount: bytes.count) }
+    }
+
     var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: pointer, count: count) }
 }

@@ -516,3 +516,124 @@ struct ProjectionState {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+// MARK: Checkpoints
+
+extension PresenceProjection {
+    /// Writes the checkpoint body (everything but the trailing CRC) to `sink`, table by table.
+    func encodeState(to sink: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        try state.encode(to: sink)
+    }
+
+    /// A projection read from a checkpoint (the caller then checks the CRC with `reader.finish()`).
+    static func decodeState(_ reader: CheckpointReader) throws -> PresenceProjection {
+        let projection = PresenceProjection()
+        projection.state = try ProjectionState(reading: reader)
+        return projection
+    }
+
+    func validateCheckpointReferences() throws {
+        try state.validateReferences()
+    }
+}
+
+extension ProjectionState {
+    func encode(to sink: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        func put(_ value: UInt64) throws { try withUnsafeBytes(of: value.littleEndian) { try sink($0) } }
+        func put<T>(_ storage: FlatStorage<T>) throws {
+            try put(UInt64(storage.count))
+            try put(UInt64(storage.capacity))
+            try put(UInt64(storage.bytesInUse))
+            try sink(storage.rawBytes)
+        }
+        try Checkpoint.magic.withUnsafeBytes { try sink($0) }
+        try put(Checkpoint.layout)
+        try put(UInt64(bitPattern: nextOffset))
+        try put(UInt64(bitPattern: maxTimestamp))
+        try put(UInt64(eventsApplied))
+        try put(UInt64(onlineUsers))
+        try put(UInt64(openConnections))
+        try put(userSlots)
+        try put(users)
+        try put(userArena)
+        try put(connectionSlots)
+        try put(connections)
+        try put(connectionArena)
+        try put(UInt64(gateways.count))
+        for g in 0..<gateways.count {
+            let name = Array(gateways.bytes(g))
+            try withUnsafeBytes(of: UInt32(name.count).littleEndian) { try sink($0) }
+            try name.withUnsafeBytes { try sink($0) }
+            try put(UInt64(bitPattern: gatewayHeartbeat[g]))
+            try put(UInt64(gatewayDowns[g].count))
+            for down in gatewayDowns[g] { try put(UInt64(bitPattern: down)) }
+        }
+    }
+
+    init(reading reader: CheckpointReader) throws {
+        self.init()
+        guard try reader.bytes(Checkpoint.magic.count) == Checkpoint.magic else { throw LogError(.corrupt, "not a checkpoint") }
+        guard try reader.u64() == Checkpoint.layout else { throw LogError(.corrupt, "checkpoint from a build with another record layout") }
+        nextOffset = try reader.i64()
+        maxTimestamp = try reader.i64()
+        eventsApplied = Int(try reader.u64())
+        onlineUsers = Int(try reader.u64())
+        openConnections = Int(try reader.u64())
+        func storage<T>(_ type: T.Type) throws -> FlatStorage<T> {
+            let count = Int(try reader.u64()), capacity = Int(try reader.u64()), bytes = Int(try reader.u64())
+            guard count >= 0, capacity >= count, bytes == count * MemoryLayout<T>.stride, bytes <= reader.remaining else {
+                throw LogError(.corrupt, "checkpoint table sizes do not agree")
+            }
+            let table = FlatStorage<T>(capacity: capacity, count: count)
+            try reader.read(into: table.pointer, count: bytes)
+            return table
+        }
+        userSlots = try storage(UInt64.self)
+        users = try storage(User.self)
+        userArena = try storage(UInt8.self)
+        connectionSlots = try storage(UInt64.self)
+        connections = try storage(Connection.self)
+        connectionArena = try storage(UInt8.self)
+        for slots in [userSlots, connectionSlots] where slots.count < 16 || slots.count & (slots.count - 1) != 0 {
+            throw LogError(.corrupt, "checkpoint slot table of \(slots.count) is not a power of two")
+        }
+        guard users.count * 2 <= userSlots.count, connections.count * 2 <= connectionSlots.count else {
+            throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
+        }
+        let gatewayCount = Int(try reader.u64())
+        guard gatewayCount >= 0, gatewayCount <= reader.remaining / 20 else { throw LogError(.corrupt, "checkpoint is cut short") }
+        for _ in 0..<gatewayCount {
+            let name = try reader.bytes(Int(try reader.u32()))
+            name.withUnsafeBytes { name in
+                let empty = UnsafeRawBufferPointer(start: name.baseAddress, count: 0)
+                _ = gateways.intern(name, empty, hash: ByteTable.hash(name, empty))
+            }
+            gatewayHeartbeat.append(try reader.i64())
+            let downs = Int(try reader.u64())
+            guard downs >= 0, downs <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
+            var list = [Int64](repeating: 0, count: downs)
+            try list.withUnsafeMutableBytes { raw in
+                if let base = raw.baseAddress { try reader.read(into: base, count: downs * 8) }
+            }
+            gatewayDowns.append(list.map { Int64(littleEndian: $0) })
+        }
+    }
+
+    /// Checks that every record's references point inside the tables (after the CRC matched: this guards
+    /// against a checkpoint written by a faulty build, not against damage, which the CRC catches).
+    func validateReferences() throws {
+        for u in 0..<users.count {
+            let user = users[u]
+            guard Int(user.keyOffset) + Int(user.keyLength) <= userArena.count, Int(user.firstConnection) < connections.count else {
+                throw LogError(.corrupt, "checkpoint user \(u) points outside the tables")
+            }
+        }
+        for c in 0..<connections.count {
+            let connection = connections[c]
+            guard Int(connection.keyOffset) + Int(connection.keyLength) <= connectionArena.count, Int(connection.user) < users.count,
+                  connection.user >= 0, Int(connection.gateway) < gateways.count, connection.gateway >= 0,
+                  Int(connection.nextOfUser) < connections.count
+            else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
+        }
+    }
+}

@@ -221,6 +221,18 @@ public final class LogReader {
         return summary
     }
 
+    /// The offset after the last whole batch, from batch headers only (no CRC checks): cheap, for
+    /// deciding whether a checkpoint still fits the log.
+    public func endOffsetFromHeaders() throws -> Int64 {
+        guard let last = segments.last else { return 0 }
+        var end = last.baseOffset
+        _ = try walk(from: .offset(last.baseOffset), verify: false) { info, _ in
+            end = info.header.nextOffset
+            return true
+        }
+        return end
+    }
+
     /// The segment's index, or nil when it is missing or inconsistent (the read then scans from byte 0).
     private func loadIndex(_ segment: SegmentFile) -> SegmentIndex? {
         guard let offsets = try? File.openForReading(Log.offsetIndexPath(directory, segment.baseOffset)).readAll(),

@@ -1,0 +1,95 @@
+import Foundation
+import Presence
+import Testing
+@testable import Projector
+
+@Suite struct CheckpointTests {
+    func temporaryDirectory() -> String {
+        let path = NSTemporaryDirectory() + "presencelog-ckpt-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func aLoadedCheckpointIsTheSameStateAndKeepsFolding() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var random = SystemRandomNumberGenerator()
+        // Enough distinct connections that the tables grew several times.
+        var events = PropertyTests.randomEvents(500, using: &random)
+        for i in 0..<5000 { events.append(connect("user-\(i % 700)", "c-\(i)", Int64(i), gateway: "gw-\(i % 5)")) }
+        let original = fold(events)
+        let (path, bytes) = try Checkpoint.write(original, to: dir)
+        #expect(bytes > 0)
+        let loaded = try Checkpoint.load(path)
+        #expect(loaded.allStates() == original.allStates())
+        #expect(loaded.onlineUsers == original.onlineUsers)
+        #expect(loaded.openConnectionCount == original.openConnectionCount)
+        #expect(loaded.connectionCount == original.connectionCount)
+        #expect(loaded.nextOffset == original.nextOffset && loaded.maxTimestamp == original.maxTimestamp)
+        // Both go on identically: new users and connections (table growth), disconnects, a gateway crash.
+        var more = PropertyTests.randomEvents(300, using: &random)
+        for i in 0..<5000 { more.append(disconnect("user-\(i % 700)", "c-\(i)", Int64(6000 + i), gateway: "gw-\(i % 5)")) }
+        for i in 0..<3000 { more.append(connect("new-\(i)", "n-\(i)", Int64(20_000 + i))) }
+        more.append(down("gw-1", 21_000))
+        for event in more {
+            original.apply(event)
+            loaded.apply(event)
+        }
+        #expect(loaded.allStates() == original.allStates())
+        #expect(loaded.allStates() == ReferenceFold.states(events + more))
+    }
+
+    @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let older = fold([connect("bob", "c", 1)])
+        older.apply(connect("amy", "a", 2), offset: 1)
+        try Checkpoint.write(older, to: dir)
+        let newer = fold([connect("bob", "c", 1)])
+        newer.apply(disconnect("bob", "c", 5), offset: 9)
+        let (path, _) = try Checkpoint.write(newer, to: dir)
+        // A flipped byte anywhere fails the CRC.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        for position in [0, 20, bytes.count / 2, bytes.count - 1] {
+            var damaged = bytes
+            damaged[position] ^= 0x10
+            try damaged.write(to: URL(fileURLWithPath: path))
+            #expect(throws: (any Error).self) { try Checkpoint.load(path) }
+            let (fallback, report) = try #require(Checkpoint.loadNewest(from: dir, logEndOffset: 100))
+            #expect(report.used?.hasSuffix("presence-00000000000000000002.ckpt") == true)
+            #expect(report.skipped.count == 1)
+            #expect(fallback.allStates() == older.allStates())
+        }
+        // Cut short.
+        bytes.removeLast(100)
+        try bytes.write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try Checkpoint.load(path) }
+    }
+
+    @Test func checkpointsPastTheLogsEndOrAfterTheAskedTimeAreSkipped() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let projection = fold([connect("bob", "c", 1000)])
+        projection.apply(disconnect("bob", "c", 2000), offset: 41)
+        try Checkpoint.write(projection, to: dir)
+        let (empty, report) = try #require(Checkpoint.loadNewest(from: dir, logEndOffset: 10))
+        #expect(report.used == nil)
+        #expect(report.skipped.first?.contains("past the log's end") == true)
+        #expect(empty.userCount == 0)
+        let (_, timeReport) = try #require(Checkpoint.loadNewest(from: dir, logEndOffset: 100, notAfter: 1500))
+        #expect(timeReport.used == nil)
+        #expect(Checkpoint.loadNewest(from: dir + "/missing", logEndOffset: 100) == nil)
+    }
+
+    @Test func onlyTheNewestTwoAreKept() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let projection = PresenceProjection()
+        for i in 0..<5 {
+            projection.apply(connect("u\(i)", "c", Int64(i)), offset: Int64(i))
+            try Checkpoint.write(projection, to: dir)
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(names == ["presence-00000000000000000004.ckpt", "presence-00000000000000000005.ckpt"])
+    }
+}
