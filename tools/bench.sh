@@ -4,6 +4,7 @@
 #   2. durable ingest through `presence ingest --fsync always` from a file (best of RUNS)
 #   3. sequential read on one core: CRC + LZ4 + decode of every event (presence-bench read)
 #   4. full replay into the projection on one core (`presence replay`), with its memory
+#   5. restart from the checkpoint that replay wrote (`presence replay --resume`, best of 3)
 # Usage: tools/bench.sh [EVENTS] [USERS]    (defaults 10000000 1000000; RUNS=3)
 # The stream is generated once into bench-data/ (ignored by git) and reused.
 set -euo pipefail
@@ -42,7 +43,10 @@ log_bytes=$(du -cb bench-data/log/presence/*.log | tail -1 | cut -f1)
 sync; sleep 2  # let writeback of the ingest settle before timing reads
 read_line=$("$bin/presence-bench" read --data bench-data/log --rounds 5 | tail -1)
 
-replay_out=$("$bin/presence" replay --quiet --data bench-data/log)
+rm -rf bench-data/log/checkpoints
+replay_out=$("$bin/presence" replay --quiet --data bench-data/log --checkpoint)
+restart_lines=$(for run in 1 2 3; do "$bin/presence" replay --quiet --data bench-data/log --resume | head -1; done)
+restart_best=$(echo "$restart_lines" | sed -n 's/.* in \([0-9.]*\) s$/\1/p' | sort -n | head -1)
 replay_line=$(echo "$replay_out" | head -1)
 memory_line=$(echo "$replay_out" | grep '^memory')
 
@@ -54,3 +58,4 @@ printf 'durable ingest (fsync=always): %.2fM events/s (best of %s)\n' "$(echo "$
 echo "$read_line"
 echo "full replay (one core): $replay_line"
 echo "projection $memory_line"
+echo "restart from checkpoint: ready in $restart_best s (best of 3; $(echo "$replay_out" | grep '^checkpoint' | sed 's/.*: //'))"
