@@ -61,5 +61,9 @@ public struct PresenceEvent: Sendable, Equatable, Hashable {
     }
 }
 
+/// How far behind the log's newest event time an event may arrive: older ones are refused at ingest
+/// and never applied by the projector. 24 hours of event time.
+public let defaultLateArrivalHorizon: Int64 = 86_400_000
+
 /// The name of the log presence events go to in a data directory.
 public let presenceLogName = "presence"

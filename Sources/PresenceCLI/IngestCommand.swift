@@ -43,6 +43,9 @@ struct IngestCommand: ParsableCommand {
     @Option(help: ArgumentHelp("0 for LZ4's fast compressor, 1-12 for LZ4 HC at that level (smaller, slower to write, as fast to read).", valueName: "level"))
     var compressionLevel: Int = LogConfiguration().compressionLevel
 
+    @Option(help: ArgumentHelp("Refuse events older than the log's newest event time minus this (e.g. 24h). Replay and state must use the same.", valueName: "duration"))
+    var horizon: String = "24h"
+
     @Option(help: ArgumentHelp("Tuning: the most records in one batch.", valueName: "n"))
     var batchRecords: Int = LogConfiguration().maxBatchRecords
 
@@ -78,6 +81,7 @@ struct IngestCommand: ParsableCommand {
         configuration.maxBatchRecords = batchRecords
         configuration.maxBatchTimestampSpan = batchSpan
         try configuration.validate()
+        let horizonMilliseconds = try parseDuration(horizon, option: "--horizon")
 
         let inputFD: Int32
         if input == "-" {
@@ -96,6 +100,7 @@ struct IngestCommand: ParsableCommand {
         let log = try directory.openLog(presenceLogName, configuration: configuration) { printError("recovery: \($0)") }
         let bytesBefore = logBytesOnDisk(log.directory)
         let firstOffset = log.endOffset
+        var newest = log.maxTimestamp
         let writer = LogWriter(log: log)
         let acks = AckTracker(report: reportAcks)
 
@@ -130,6 +135,13 @@ struct IngestCommand: ParsableCommand {
             if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { return true }  // blank line
             do throws(EventParseError) {
                 try parser.append(line, to: &pending)
+                // The late-arrival horizon: nothing older than the newest event time minus the horizon.
+                let timestamp = pending.timestamp(at: pending.count - 1)
+                if let limit = newest.map({ $0 - horizonMilliseconds }), timestamp < limit {
+                    pending.removeLast()
+                    throw EventParseError("event time \(Timestamp.format(timestamp)) is older than the late-arrival horizon: the newest event is \(Timestamp.format(newest ?? 0)) and the horizon is \(horizon); refused")
+                }
+                newest = max(newest ?? timestamp, timestamp)
                 accepted += 1
             } catch {
                 rejected += 1

@@ -28,6 +28,9 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
     var untilOffset: Int64?
 
+    @Option(help: ArgumentHelp("The late-arrival horizon the log was ingested with (e.g. 24h).", valueName: "duration"))
+    var horizon: String = "24h"
+
     @Flag(help: "Write a checkpoint of the result into DIR/checkpoints (keeps the newest two).")
     var checkpoint = false
 
@@ -50,11 +53,12 @@ struct ReplayCommand: ParsableCommand {
         if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
         let time = try until.map { try parseTime($0, option: "--until") }
         let started = now()
-        var projection = PresenceProjection()
+        let horizonMilliseconds = try parseDuration(horizon, option: "--horizon")
+        var projection = PresenceProjection(horizon: horizonMilliseconds)
         if resume {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
             if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: min(logEnd, untilOffset ?? .max),
-                                                            notAfter: time ?? .max) {
+                                                            notAfter: time ?? .max, horizon: horizonMilliseconds) {
                 for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
                 if let used = report.used {
                     projection = loaded
@@ -78,6 +82,9 @@ struct ReplayCommand: ParsableCommand {
             print("replayed \(grouped(summary.events)) events (offsets \(firstOffset)-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
         }
         if summary.skippedAfterTime > 0 { print("skipped \(grouped(summary.skippedAfterTime)) events after \(until ?? "")") }
+        if projection.refusedEvents > 0 {
+            print("refused \(grouped(projection.refusedEvents)) events older than the late-arrival horizon (\(horizon))")
+        }
         print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered")
         if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
         let perUser = projection.userCount > 0 ? Double(memory.users) / Double(projection.userCount) : 0
@@ -120,6 +127,10 @@ struct StateCommand: ParsableCommand {
     @Flag(help: "Fold the whole log instead of starting from the newest checkpoint.")
     var noCheckpoint = false
 
+    @Option(help: ArgumentHelp("The late-arrival horizon the log was ingested with (e.g. 24h).", valueName: "duration"))
+    var horizon: String = "24h"
+
+
     func run() throws {
         do {
             try state()
@@ -130,10 +141,12 @@ struct StateCommand: ParsableCommand {
 
     private func state() throws {
         let time = try at.map { try parseTime($0, option: "--at") }
-        var projection = PresenceProjection()
+        let horizonMilliseconds = try parseDuration(horizon, option: "--horizon")
+        var projection = PresenceProjection(horizon: horizonMilliseconds)
         if !noCheckpoint {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
-            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: logEnd, notAfter: time ?? .max) {
+            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: logEnd, notAfter: time ?? .max,
+                                                            horizon: horizonMilliseconds) {
                 for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
                 if report.used != nil { projection = loaded }
             }

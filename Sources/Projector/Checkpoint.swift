@@ -1,4 +1,5 @@
 import CCRC32C
+import Presence
 import SegmentLog
 
 #if canImport(Glibc)
@@ -13,7 +14,8 @@ import Glibc
 ///
 ///     "PLCKPT1\\n"                     magic
 ///     u64 layout                        fingerprint of the record layouts and this format's version
-///     u64 nextOffset, i64 maxTimestamp, u64 eventsApplied, u64 onlineUsers, u64 openConnections
+///     u64 nextOffset, i64 maxTimestamp, u64 eventsApplied, u64 refusedEvents, i64 horizon,
+///     u64 onlineUsers, u64 openConnections
 ///     6 × (u64 count, u64 capacity, u64 byteCount, bytes)
 ///                                       user slots, users, user ids, connection slots, connections, keys
 ///     u64 gateways, then each: u32 n, n bytes of name, i64 last heartbeat, u64 downs, downs × i64
@@ -38,7 +40,7 @@ public enum Checkpoint {
     }
 
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 1
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 2
     }
 
     /// The checkpoint folder of a data directory.
@@ -108,7 +110,8 @@ public enum Checkpoint {
 
     /// Loads the newest valid checkpoint in `directory` that covers at most `logEndOffset` records and whose
     /// newest event is at or before `notAfter` (for a state at a time). Returns nil when there is none.
-    public static func loadNewest(from directory: String, logEndOffset: Int64, notAfter: Int64 = .max) -> (PresenceProjection, LoadReport)? {
+    public static func loadNewest(from directory: String, logEndOffset: Int64, notAfter: Int64 = .max,
+                                  horizon: Int64 = defaultLateArrivalHorizon) -> (PresenceProjection, LoadReport)? {
         var report = LoadReport()
         guard let all = try? files(in: directory) else { return nil }
         for file in all.reversed() {
@@ -118,6 +121,10 @@ public enum Checkpoint {
             }
             do {
                 let projection = try load(file.path)
+                if projection.horizon != horizon {
+                    report.skipped.append("\(file.path): written with another late-arrival horizon (\(projection.horizon) ms)")
+                    continue
+                }
                 if projection.maxTimestamp > notAfter && projection.maxTimestamp != Int64.min {
                     report.skipped.append("\(file.path): holds events after the requested time")
                     continue

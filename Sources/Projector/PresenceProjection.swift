@@ -38,7 +38,16 @@ public final class PresenceProjection {
 
     private var state = ProjectionState()
 
-    public init() {}
+    /// A projection that refuses events older than its newest event time minus `horizon` (ms), as
+    /// ingest does; it must be the horizon the log was written with.
+    public init(horizon: Int64 = defaultLateArrivalHorizon) {
+        state.horizon = horizon
+    }
+
+    /// The late-arrival horizon, ms.
+    public var horizon: Int64 { state.horizon }
+    /// Events not applied because they were older than the newest event time minus the horizon.
+    public var refusedEvents: Int { state.refusedEvents }
 
     /// Events applied.
     public var eventsApplied: Int { state.eventsApplied }
@@ -162,6 +171,8 @@ struct ProjectionState {
     var pending: [Pending] = []
 
     var eventsApplied = 0
+    var refusedEvents = 0
+    var horizon: Int64 = defaultLateArrivalHorizon
     var nextOffset: Int64 = 0
     var maxTimestamp = Int64.min
     var onlineUsers = 0
@@ -229,10 +240,16 @@ struct ProjectionState {
                 }
             }
         }
-        // Pass 4: apply, in order.
+        // Pass 4: apply, in order, except what is older than the horizon allows (ingest refuses those;
+        // a log written with a longer horizon may hold some).
+        var refused = 0
         for i in pending.indices {
             let item = pending[i]
             let record = item.record
+            if maxTimestamp != Int64.min && record.timestamp < maxTimestamp &- horizon {
+                refused += 1
+                continue
+            }
             switch item.view.kind {
             case .connect, .disconnect:
                 // Checked in pass 1.
@@ -247,7 +264,8 @@ struct ProjectionState {
             }
             if record.timestamp > maxTimestamp { maxTimestamp = record.timestamp }
         }
-        eventsApplied += batch.count
+        eventsApplied += batch.count - refused
+        refusedEvents += refused
         if let last = batch.last { nextOffset = last.offset + 1 }
     }
 
@@ -551,6 +569,8 @@ extension ProjectionState {
         try put(UInt64(bitPattern: nextOffset))
         try put(UInt64(bitPattern: maxTimestamp))
         try put(UInt64(eventsApplied))
+        try put(UInt64(refusedEvents))
+        try put(UInt64(bitPattern: horizon))
         try put(UInt64(onlineUsers))
         try put(UInt64(openConnections))
         try put(userSlots)
@@ -577,6 +597,8 @@ extension ProjectionState {
         nextOffset = try reader.i64()
         maxTimestamp = try reader.i64()
         eventsApplied = Int(try reader.u64())
+        refusedEvents = Int(try reader.u64())
+        horizon = try reader.i64()
         onlineUsers = Int(try reader.u64())
         openConnections = Int(try reader.u64())
         func storage<T>(_ type: T.Type) throws -> FlatStorage<T> {

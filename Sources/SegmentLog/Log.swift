@@ -36,6 +36,8 @@ public final class Log {
     public private(set) var recoveryReport: [String] = []
     /// Whether the previous run closed the log cleanly.
     public let openedCleanly: Bool
+    /// The largest record timestamp in the log (nil while it is empty).
+    public private(set) var maxTimestamp: Int64?
 
     private var sealed: [SealedSegment]
     private var active: ActiveSegment
@@ -95,7 +97,8 @@ public final class Log {
     }
 
     private init(directory: String, configuration: LogConfiguration, sealed: [SealedSegment], active: ActiveSegment,
-                 endOffset: Int64, openedCleanly: Bool, report: [String]) {
+                 endOffset: Int64, openedCleanly: Bool, report: [String], maxTimestamp: Int64?) {
+        self.maxTimestamp = maxTimestamp
         self.directory = directory
         self.configuration = configuration
         self.sealed = sealed
@@ -152,6 +155,10 @@ public final class Log {
         var sealed: [SealedSegment] = []
         var active: ActiveSegment?
         var endOffset: Int64 = bases[0]
+        var maxTimestamp: Int64?
+        func noteTimestamp(_ timestamp: Int64?) {
+            if let timestamp, timestamp != Int64.min { maxTimestamp = max(maxTimestamp ?? timestamp, timestamp) }
+        }
         var index = 0
         while index < bases.count {
             let base = bases[index]
@@ -159,7 +166,7 @@ public final class Log {
             let verify = index >= firstToVerify
             if !verify && !isLast {
                 let size = FileSystem.size(logPath(directory, base)) ?? 0
-                try ensureIndexes(directory, baseOffset: base, logSize: size, configuration: configuration)
+                noteTimestamp(try ensureIndexes(directory, baseOffset: base, logSize: size, configuration: configuration))
                 sealed.append(SealedSegment(baseOffset: base, size: size))
                 endOffset = bases[index + 1]
                 index += 1
@@ -184,6 +191,7 @@ public final class Log {
                 try FileSystem.syncDirectory(directory)
             }
             endOffset = scan.endOffset
+            noteTimestamp(scan.builder.maxTimestamp)
             if index == bases.count - 1 {
                 active = try openActive(directory, baseOffset: base, size: scan.validBytes, builder: scan.builder)
             } else {
@@ -197,7 +205,7 @@ public final class Log {
         try FileSystem.remove(markerPath)
         try FileSystem.syncDirectory(directory)
         return Log(directory: directory, configuration: configuration, sealed: sealed, active: active,
-                   endOffset: endOffset, openedCleanly: clean, report: lines)
+                   endOffset: endOffset, openedCleanly: clean, report: lines, maxTimestamp: maxTimestamp)
     }
 
     private struct ScanResult {
@@ -275,16 +283,18 @@ public final class Log {
     }
 
     /// Checks a sealed segment's index files and rebuilds them from the log when they are missing or inconsistent.
+    /// Returns the segment's largest timestamp (its time index's last entry).
     private static func ensureIndexes(_ directory: String, baseOffset: Int64, logSize: Int64,
-                                      configuration: LogConfiguration) throws(LogError) {
+                                      configuration: LogConfiguration) throws(LogError) -> Int64? {
         if let offsets = try? File.openForReading(offsetIndexPath(directory, baseOffset)).readAll(),
            let times = try? File.openForReading(timeIndexPath(directory, baseOffset)).readAll(),
-           SegmentIndex.parse(offsetBytes: offsets, timeBytes: times, logSize: logSize) != nil,
+           let index = SegmentIndex.parse(offsetBytes: offsets, timeBytes: times, logSize: logSize),
            logSize == 0 || !times.isEmpty {
-            return
+            return index.maxTimestamp
         }
         let scan = try scanSegment(directory, baseOffset: baseOffset, expectedBase: nil, verify: false, configuration: configuration)
         try writeIndexFiles(directory, baseOffset: baseOffset, builder: scan.builder, sealing: true)
+        return scan.builder.maxTimestamp
     }
 
     /// Writes a segment's index files whole. With `sealing`, adds the final time entry and fsyncs them.
@@ -403,6 +413,7 @@ public final class Log {
                 try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
             }
             endOffset = header.nextOffset
+            maxTimestamp = max(maxTimestamp ?? header.maxTimestamp, header.maxTimestamp)
         } catch {
             failure = error
             throw error

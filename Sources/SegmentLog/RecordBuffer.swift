@@ -65,6 +65,12 @@ public struct RecordBuffer: Sendable {
                              valueLength: UInt32(storage.count - keyEnd)))
     }
 
+    /// Removes the last record.
+    public mutating func removeLast() {
+        guard let last = entries.popLast() else { return }
+        storage.removeSubrange(Int(last.start)...)
+    }
+
     /// Removes every record, keeping the capacity.
     public mutating func removeAll() {
         storage.removeAll(keepingCapacity: true)
