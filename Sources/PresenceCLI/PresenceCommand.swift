@@ -15,7 +15,7 @@ struct PresenceCommand: ParsableCommand {
             Every command takes --data DIR, the data directory (created on first ingest). Events go to \
             the log DIR/presence. Exit codes: 0 success, 1 failure, 2 input lines rejected, 3 the log is corrupt.
             """,
-        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self]
+        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, AuditCommand.self]
     )
 }
 

@@ -148,10 +148,10 @@ public enum Checkpoint {
         return projection
     }
 
-    struct File { let offset: Int64; let path: String }
+    public struct File: Sendable { public let offset: Int64; public let path: String }
 
     /// Checkpoint files of a folder, oldest first.
-    static func files(in directory: String) throws -> [File] {
+    public static func files(in directory: String) throws -> [File] {
         guard let dir = opendir(directory) else { return [] }
         defer { closedir(dir) }
         var found: [File] = []

@@ -169,6 +169,8 @@ struct ProjectionState {
     var gatewayDowns: [[Int64]] = []
     var gatewayHeartbeat: [Int64] = []
     var pending: [Pending] = []
+    /// Anomaly counters, only while auditing.
+    var audit: AuditTally?
 
     var eventsApplied = 0
     var refusedEvents = 0
@@ -246,8 +248,15 @@ struct ProjectionState {
         for i in pending.indices {
             let item = pending[i]
             let record = item.record
+            if let audit, maxTimestamp != Int64.min && record.timestamp < maxTimestamp &- audit.outOfOrderThreshold {
+                audit.outOfOrder += 1
+                if audit.outOfOrderExamples.count < AuditTally.examples {
+                    audit.outOfOrderExamples.append((record.offset, maxTimestamp - record.timestamp))
+                }
+            }
             if maxTimestamp != Int64.min && record.timestamp < maxTimestamp &- horizon {
                 refused += 1
+                if let audit, audit.refusedExamples.count < AuditTally.examples { audit.refusedExamples.append(record.offset) }
                 continue
             }
             switch item.view.kind {
@@ -257,7 +266,7 @@ struct ProjectionState {
                 applyConnectionEvent(item.view.kind == .connect, user: key, identity: item.view.connIdentity, item,
                                      gateway: item.view.gateway, at: record.timestamp)
             case .gatewayDown:
-                applyGatewayDown(gateway: item.view.gateway, at: record.timestamp)
+                if !applyGatewayDown(gateway: item.view.gateway, at: record.timestamp) { audit?.repeated(at: record.offset) }
             case .heartbeat:
                 let g = gatewayIndex(item.view.gateway)
                 gatewayHeartbeat[g] = max(gatewayHeartbeat[g], record.timestamp)
@@ -290,6 +299,12 @@ struct ProjectionState {
             inserted = true
         }
         let current = connections[c]
+        if let audit {
+            if isConnect ? timestamp == current.start : timestamp == current.disconnect { audit.repeated(at: item.record.offset) }
+            if inserted && !isConnect && audit.disconnectFirst.count < AuditTally.candidates {
+                audit.disconnectFirst.append((item.record.offset, c))
+            }
+        }
         if isConnect {
             guard timestamp < current.start else { return }  // a repeat or a later connect changes nothing
             let wasOpen = !inserted && isOpen(current)
@@ -307,14 +322,16 @@ struct ProjectionState {
         }
     }
 
-    private mutating func applyGatewayDown(gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
+    /// Applies a gateway_down; false when the same one was applied before.
+    @discardableResult
+    private mutating func applyGatewayDown(gateway: UnsafeRawBufferPointer, at timestamp: Int64) -> Bool {
         let g = gatewayIndex(gateway)
         var low = 0, high = gatewayDowns[g].count
         while low < high {
             let mid = (low + high) >> 1
             if gatewayDowns[g][mid] < timestamp { low = mid + 1 } else { high = mid }
         }
-        if low < gatewayDowns[g].count && gatewayDowns[g][low] == timestamp { return }  // seen before
+        if low < gatewayDowns[g].count && gatewayDowns[g][low] == timestamp { return false }  // seen before
         gatewayDowns[g].insert(timestamp, at: low)
         // Every connection of this gateway that started at or before it and is open or ends later.
         let g32 = Int32(g)
@@ -324,6 +341,7 @@ struct ProjectionState {
             guard connection.end == Self.none || connection.end > timestamp else { continue }
             resolve(c, wasOpen: connection.end == Self.none, before: contribution(connection))
         }
+        return true
     }
 
     @inline(__always)
@@ -657,5 +675,76 @@ extension ProjectionState {
                   Int(connection.nextOfUser) < connections.count
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
         }
+    }
+}
+
+// MARK: Auditing
+
+/// What `presence audit` counts while it folds: filled only when a projection audits.
+final class AuditTally {
+    static let examples = 5
+    static let candidates = 10_000
+    let outOfOrderThreshold: Int64
+    var repeatedEvents = 0
+    var repeatedExamples: [Int64] = []
+    var outOfOrder = 0
+    var outOfOrderExamples: [(offset: Int64, behind: Int64)] = []
+    var refusedExamples: [Int64] = []
+    /// Disconnects that created their connection (offset, connection), to check at the end.
+    var disconnectFirst: [(offset: Int64, connection: Int)] = []
+
+    init(outOfOrderThreshold: Int64) {
+        self.outOfOrderThreshold = outOfOrderThreshold
+    }
+
+    func repeated(at offset: Int64) {
+        repeatedEvents += 1
+        if repeatedExamples.count < Self.examples { repeatedExamples.append(offset) }
+    }
+}
+
+extension PresenceProjection {
+    /// An anomaly `presence audit` reports: a count and a few examples.
+    public struct Anomaly: Sendable, Equatable {
+        public var name: String
+        public var count: Int
+        public var examples: [String]
+    }
+
+    /// Starts counting anomalies; call before applying anything. `outOfOrder`: how far (ms) behind the
+    /// newest event time an event may arrive before it counts as far out of order.
+    public func startAuditing(outOfOrder: Int64) {
+        state.audit = AuditTally(outOfOrderThreshold: outOfOrder)
+    }
+
+    /// The anomalies counted so far. `openLongerThan` (ms): open connections that started this long before
+    /// the newest event time are reported.
+    public func anomalies(openLongerThan: Int64) -> [Anomaly] {
+        guard let audit = state.audit else { return [] }
+        var result: [Anomaly] = []
+        var withoutConnect = 0
+        var longOpen = 0
+        var longOpenExamples: [String] = []
+        for c in 0..<state.connections.count {
+            let connection = state.connections[c]
+            if connection.start == ProjectionState.noStart { withoutConnect += 1; continue }
+            if connection.end == ProjectionState.none && connection.start < state.maxTimestamp - openLongerThan {
+                longOpen += 1
+                if longOpenExamples.count < AuditTally.examples {
+                    let user = String(decoding: state.userKey(Int(connection.user)), as: UTF8.self)
+                    longOpenExamples.append("user \(user): open since \(Timestamp.format(connection.start))")
+                }
+            }
+        }
+        let disconnectExamples = audit.disconnectFirst.filter { state.connections[$0.connection].start == ProjectionState.noStart }
+            .prefix(AuditTally.examples).map { "offset \($0.offset) (user \(String(decoding: state.userKey(Int(state.connections[$0.connection].user)), as: UTF8.self)))" }
+        result.append(Anomaly(name: "disconnect without connect", count: withoutConnect, examples: Array(disconnectExamples)))
+        result.append(Anomaly(name: "repeated events", count: audit.repeatedEvents, examples: audit.repeatedExamples.map { "offset \($0)" }))
+        result.append(Anomaly(name: "connections open longer than \(openLongerThan / 3_600_000)h", count: longOpen, examples: longOpenExamples))
+        result.append(Anomaly(name: "events more than \(audit.outOfOrderThreshold / 1000)s out of order", count: audit.outOfOrder,
+                              examples: audit.outOfOrderExamples.map { "offset \($0.offset): \($0.behind / 1000)s behind the newest event" }))
+        result.append(Anomaly(name: "events refused (older than the late-arrival horizon)", count: state.refusedEvents,
+                              examples: audit.refusedExamples.map { "offset \($0)" }))
+        return result
     }
 }

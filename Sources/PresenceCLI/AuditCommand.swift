@@ -1,0 +1,105 @@
+import ArgumentParser
+import Presence
+import Projector
+import SegmentLog
+
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Verify the log and the newest checkpoint, and report anomalies.",
+        discussion: """
+            Checks every batch of every segment (framing, CRC, every record, offsets contiguous, record \
+            timestamps within the batch's bounds) and the index files against the log; folds the whole \
+            log and checks that the newest checkpoint equals the fold at its offset; and counts anomalies \
+            with examples: disconnects without a connect, repeated events, connections open for long, \
+            events far out of order, and events refused by the late-arrival horizon. A damaged batch is \
+            located by file, batch number and byte position. Exit 0 when clean, 1 for anomalies only \
+            (including index files to rebuild and a torn tail), 2 for corruption.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
+    var data: String
+
+    @Flag(help: "One JSON object instead of the text report.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Report connections open longer than this (e.g. 24h).", valueName: "duration"))
+    var openLongerThan: String = "24h"
+
+    @Option(help: ArgumentHelp("Report events more than this behind the newest event time (e.g. 5m).", valueName: "duration"))
+    var outOfOrder: String = "5m"
+
+    @Option(help: ArgumentHelp("The late-arrival horizon the log was ingested with.", valueName: "duration"))
+    var horizon: String = "24h"
+
+    func run() throws {
+        let report: Audit.Report
+        do {
+            var options = Audit.Options()
+            options.openLongerThan = try parseDuration(openLongerThan, option: "--open-longer-than")
+            options.outOfOrder = try parseDuration(outOfOrder, option: "--out-of-order")
+            options.horizon = try parseDuration(horizon, option: "--horizon")
+            report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
+        } catch {
+            throw fail(error)
+        }
+        if json { printJSON(report) } else { printText(report) }
+        if report.exitCode != 0 { throw ExitCode(report.exitCode) }
+    }
+
+    private func printText(_ report: Audit.Report) {
+        let storage = report.storage
+        print("audit of \(presenceLogPath(data))")
+        print("storage: \(grouped(storage.segments)) segments, \(grouped(storage.batches)) batches, \(grouped(storage.records)) records, \(bytesText(storage.bytes))"
+              + (storage.corruption.isEmpty ? ": every batch verified" : ""))
+        for finding in storage.corruption { print("  CORRUPT \(finding)") }
+        for finding in storage.indexProblems { print("  index   \(finding) (the next writer rebuilds it)") }
+        if let torn = storage.tornTail { print("  torn tail \(torn) (never acknowledged; the next writer removes it)") }
+        if let check = report.checkpoint {
+            print("checkpoint \(check.path): " + (check.problem.map { "DIFFERS from a fresh fold: \($0)" } ?? "equals a fresh fold at its offset"))
+        } else {
+            print("checkpoint: none")
+        }
+        print("fold: \(grouped(report.eventsFolded)) events, \(grouped(report.users)) users")
+        print("anomalies:")
+        for anomaly in report.anomalies {
+            let examples = anomaly.examples.isEmpty ? "" : " (e.g. \(anomaly.examples.joined(separator: "; ")))"
+            print("  \(anomaly.name): \(grouped(anomaly.count))\(anomaly.count > 0 ? examples : "")")
+        }
+        switch report.exitCode {
+        case 0: print("result: clean")
+        case 1: print("result: anomalies (exit 1)")
+        default: print("result: CORRUPT (exit 2)")
+        }
+    }
+
+    private func printJSON(_ report: Audit.Report) {
+        func string(_ text: String) -> String {
+            var out: [UInt8] = []
+            EventJSON.appendString(text, to: &out)
+            return String(decoding: out, as: UTF8.self)
+        }
+        func findings(_ list: [LogVerifier.Finding]) -> String {
+            "[" + list.map { "{\"file\":\(string($0.path)),\"batch\":\($0.batch.map(String.init) ?? "null"),\"position\":\($0.position),\"reason\":\(string($0.reason))}" }.joined(separator: ",") + "]"
+        }
+        let storage = report.storage
+        var fields = [
+            "\"exit\":\(report.exitCode)",
+            "\"segments\":\(storage.segments)", "\"batches\":\(storage.batches)", "\"records\":\(storage.records)", "\"bytes\":\(storage.bytes)",
+            "\"corruption\":\(findings(storage.corruption))", "\"index_problems\":\(findings(storage.indexProblems))",
+            "\"torn_tail\":\(storage.tornTail.map { findings([$0]) } ?? "null")",
+        ]
+        if let check = report.checkpoint {
+            fields.append("\"checkpoint\":{\"file\":\(string(check.path)),\"problem\":\(check.problem.map(string) ?? "null")}")
+        } else {
+            fields.append("\"checkpoint\":null")
+        }
+        fields.append("\"events\":\(report.eventsFolded)")
+        fields.append("\"users\":\(report.users)")
+        fields.append("\"anomalies\":[" + report.anomalies.map {
+            "{\"name\":\(string($0.name)),\"count\":\($0.count),\"examples\":[\($0.examples.map(string).joined(separator: ","))]}"
+        }.joined(separator: ",") + "]")
+        print("{" + fields.joined(separator: ",") + "}")
+    }
+}
