@@ -476,7 +476,7 @@ struct ProjectionState {
         users.append(User(hash: hash, keyOffset: UInt32(userArena.count), keyLength: UInt16(user.count)))
         userArena.append(bytes: user)
         Self.place(hash, index: u, in: userSlots)
-        if users.count * 2 > userSlots.count {
+        if users.count * 4 > userSlots.count * 3 {  // users: load up to 3/4 keeps them within 64 bytes each
             let records = users.pointer
             userSlots = Self.rehash(count: users.count, size: userSlots.count * 2) { records[$0].hash }
         }
@@ -637,7 +637,7 @@ extension ProjectionState {
         for slots in [userSlots, connectionSlots] where slots.count < 16 || slots.count & (slots.count - 1) != 0 {
             throw LogError(.corrupt, "checkpoint slot table of \(slots.count) is not a power of two")
         }
-        guard users.count * 2 <= userSlots.count, connections.count * 2 <= connectionSlots.count else {
+        guard users.count * 4 <= userSlots.count * 3, connections.count * 2 <= connectionSlots.count else {
             throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
         }
         let gatewayCount = Int(try reader.u64())

@@ -103,7 +103,8 @@ public enum LogVerifier {
                     batchNumber += 1
                 }
             }
-            expected = next
+            // After damage the segment's true end is unknown: do not blame the next segment for it.
+            expected = damaged ? nil : next
             if !damaged {
                 // The index files must be what the writer would have written.
                 if !isLast { _ = builder.seal() }
