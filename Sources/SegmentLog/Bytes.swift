@@ -31,15 +31,7 @@ public enum Varint {
     /// Writes `value` zig-zag encoded at `pointer`; returns the number of bytes written (1...10).
     @inline(__always)
     public static func write(_ value: Int64, to pointer: UnsafeMutableRawPointer) -> Int {
-        var zigzag = UInt64(bitPattern: (value << 1) ^ (value >> 63))
-        var count = 0
-        while zigzag >= 0x80 {
-            pointer.storeBytes(of: UInt8(truncatingIfNeeded: zigzag) | 0x80, toByteOffset: count, as: UInt8.self)
-            zigzag >>= 7
-            count += 1
-        }
-        pointer.storeBytes(of: UInt8(truncatingIfNeeded: zigzag), toByteOffset: count, as: UInt8.self)
-        return count + 1
+        writeUnsigned(UInt64(bitPattern: (value << 1) ^ (value >> 63)), to: pointer)
     }
 
     /// Reads a zig-zag varlong from at most `available` bytes at `pointer`.
