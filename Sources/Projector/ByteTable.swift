@@ -97,10 +97,20 @@ struct ByteTable {
     /// A 64-bit hash of `first ++ second` (with the split point mixed in), eight bytes at a time.
     @inline(__always)
     static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> UInt64 {
-        var h: UInt64 = 0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1)
-        h = mix(h, first)
-        h = mix(h ^ 0xA076_1D64_78BD_642F, second)
+        finish(mix(mix(0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1), first) ^ 0xA076_1D64_78BD_642F, second))
+    }
+
+    /// `hash(first, empty)` and `hash(first, second)` at once, mixing `first` a single time.
+    @inline(__always)
+    static func hashes(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> (UInt64, UInt64) {
+        let prefix = mix(0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1), first) ^ 0xA076_1D64_78BD_642F
+        return (finish(prefix), finish(mix(prefix, second)))
+    }
+
+    @inline(__always)
+    private static func finish(_ value: UInt64) -> UInt64 {
         // fmix64 from MurmurHash3.
+        var h = value
         h ^= h >> 33
         h = h &* 0xFF51_AFD7_ED55_8CCD
         h ^= h >> 33

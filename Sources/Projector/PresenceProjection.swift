@@ -150,12 +150,17 @@ struct ProjectionState {
 
     /// One event of the batch being applied, decoded.
     struct Pending {
-        var record: RecordView
-        var view: EventCodec.View
+        var offset: Int64
+        var timestamp: Int64
+        /// The user id (empty for gateway events).
+        var user: UnsafeRawBufferPointer
+        var identity: UnsafeRawBufferPointer
+        var gateway: UnsafeRawBufferPointer
         var hash: UInt64 = 0
-        var candidate: Int = -1
         var userHash: UInt64 = 0
-        var userCandidate: Int = -1
+        var candidate: Int32 = -1
+        var userCandidate: Int32 = -1
+        var kind: EventKind
     }
 
     var userSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
@@ -204,13 +209,14 @@ struct ProjectionState {
                 do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
                 }
-                var item = Pending(record: record, view: view)
+                var item = Pending(offset: record.offset, timestamp: record.timestamp, user: UnsafeRawBufferPointer(start: nil, count: 0),
+                                   identity: view.connIdentity, gateway: view.gateway, kind: view.kind)
                 if !view.kind.isGatewayEvent {
                     guard let key = record.key, key.count > 0 else {
                         throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
                     }
-                    item.hash = Self.hash(key, view.connIdentity)
-                    item.userHash = Self.hash(key)
+                    item.user = key
+                    (item.userHash, item.hash) = Self.hashes(key, view.connIdentity)
                     if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
                     if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
                 }
@@ -222,11 +228,15 @@ struct ProjectionState {
             do {
                 let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
                 let records = connections.pointer, userRecords = users.pointer
-                for i in pending.indices where pending[i].hash != 0 {
-                    pending[i].candidate = Self.probe(slots, pending[i].hash)
-                    if pending[i].candidate >= 0 { presencelog_prefetch(records + pending[i].candidate) }
-                    pending[i].userCandidate = Self.probe(userSlots, pending[i].userHash)
-                    if pending[i].userCandidate >= 0 { presencelog_prefetch(userRecords + pending[i].userCandidate) }
+                pending.withUnsafeMutableBufferPointer { pending in
+                    for i in pending.indices where pending[i].hash != 0 {
+                        let candidate = Self.probe(slots, pending[i].hash)
+                        pending[i].candidate = Int32(candidate)
+                        if candidate >= 0 { presencelog_prefetch(records + candidate) }
+                        let userCandidate = Self.probe(userSlots, pending[i].userHash)
+                        pending[i].userCandidate = Int32(userCandidate)
+                        if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
+                    }
                 }
             }
             // Pass 3: prefetch the candidates' keys.
@@ -235,9 +245,9 @@ struct ProjectionState {
                 let arena = connectionArena.pointer, userArena = self.userArena.pointer
                 for item in pending where item.hash != 0 {
                     if item.candidate >= 0 {
-                        presencelog_prefetch(arena + Int(records[item.candidate].keyOffset))
+                        presencelog_prefetch(arena + Int(records[Int(item.candidate)].keyOffset))
                     } else if item.userCandidate >= 0 {
-                        presencelog_prefetch(userArena + Int(userRecords[item.userCandidate].keyOffset))
+                        presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
                     }
                 }
             }
@@ -247,31 +257,27 @@ struct ProjectionState {
         var refused = 0
         for i in pending.indices {
             let item = pending[i]
-            let record = item.record
-            if let audit, maxTimestamp != Int64.min && record.timestamp < maxTimestamp &- audit.outOfOrderThreshold {
+            if let audit, maxTimestamp != Int64.min && item.timestamp < maxTimestamp &- audit.outOfOrderThreshold {
                 audit.outOfOrder += 1
                 if audit.outOfOrderExamples.count < AuditTally.examples {
-                    audit.outOfOrderExamples.append((record.offset, maxTimestamp - record.timestamp))
+                    audit.outOfOrderExamples.append((item.offset, maxTimestamp - item.timestamp))
                 }
             }
-            if maxTimestamp != Int64.min && record.timestamp < maxTimestamp &- horizon {
+            if maxTimestamp != Int64.min && item.timestamp < maxTimestamp &- horizon {
                 refused += 1
-                if let audit, audit.refusedExamples.count < AuditTally.examples { audit.refusedExamples.append(record.offset) }
+                if let audit, audit.refusedExamples.count < AuditTally.examples { audit.refusedExamples.append(item.offset) }
                 continue
             }
-            switch item.view.kind {
+            switch item.kind {
             case .connect, .disconnect:
-                // Checked in pass 1.
-                let key = record.key ?? UnsafeRawBufferPointer(start: nil, count: 0)
-                applyConnectionEvent(item.view.kind == .connect, user: key, identity: item.view.connIdentity, item,
-                                     gateway: item.view.gateway, at: record.timestamp)
+                applyConnectionEvent(item.kind == .connect, item)
             case .gatewayDown:
-                if !applyGatewayDown(gateway: item.view.gateway, at: record.timestamp) { audit?.repeated(at: record.offset) }
+                if !applyGatewayDown(gateway: item.gateway, at: item.timestamp) { audit?.repeated(at: item.offset) }
             case .heartbeat:
-                let g = gatewayIndex(item.view.gateway)
-                gatewayHeartbeat[g] = max(gatewayHeartbeat[g], record.timestamp)
+                let g = gatewayIndex(item.gateway)
+                gatewayHeartbeat[g] = max(gatewayHeartbeat[g], item.timestamp)
             }
-            if record.timestamp > maxTimestamp { maxTimestamp = record.timestamp }
+            if item.timestamp > maxTimestamp { maxTimestamp = item.timestamp }
         }
         eventsApplied += batch.count - refused
         refusedEvents += refused
@@ -279,19 +285,18 @@ struct ProjectionState {
     }
 
     @inline(__always)
-    private mutating func applyConnectionEvent(_ isConnect: Bool, user: UnsafeRawBufferPointer, identity: UnsafeRawBufferPointer,
-                                               _ item: Pending, gateway: UnsafeRawBufferPointer, at timestamp: Int64) {
-        let hash = item.hash
+    private mutating func applyConnectionEvent(_ isConnect: Bool, _ item: Pending) {
+        let hash = item.hash, user = item.user, identity = item.identity, gateway = item.gateway, timestamp = item.timestamp
         var c: Int
         var inserted = false
-        if item.candidate >= 0 && connectionMatches(item.candidate, hash: hash, user, identity) {
-            c = item.candidate
+        if item.candidate >= 0 && connectionMatches(Int(item.candidate), hash: hash, user, identity) {
+            c = Int(item.candidate)
         } else if let found = findConnection(user, identity, hash: hash) {
             c = found
         } else {
             let u: Int
-            if item.userCandidate >= 0 && userMatches(item.userCandidate, hash: item.userHash, user) {
-                u = item.userCandidate
+            if item.userCandidate >= 0 && userMatches(Int(item.userCandidate), hash: item.userHash, user) {
+                u = Int(item.userCandidate)
             } else {
                 u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
@@ -300,9 +305,9 @@ struct ProjectionState {
         }
         let current = connections[c]
         if let audit {
-            if isConnect ? timestamp == current.start : timestamp == current.disconnect { audit.repeated(at: item.record.offset) }
+            if isConnect ? timestamp == current.start : timestamp == current.disconnect { audit.repeated(at: item.offset) }
             if inserted && !isConnect && audit.disconnectFirst.count < AuditTally.candidates {
-                audit.disconnectFirst.append((item.record.offset, c))
+                audit.disconnectFirst.append((item.offset, c))
             }
         }
         if isConnect {
@@ -533,6 +538,13 @@ struct ProjectionState {
     static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> UInt64 {
         // Never 0: pass 1 uses 0 for "not a connection event".
         ByteTable.hash(first, second) | 1
+    }
+
+    /// `hash(user)` and `hash(user, identity)`, reading the user id once.
+    @inline(__always)
+    static func hashes(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer) -> (user: UInt64, connection: UInt64) {
+        let (userHash, connectionHash) = ByteTable.hashes(user, identity)
+        return (userHash | 1, connectionHash | 1)
     }
 
     // MARK: Queries
