@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
     ],
     targets: [
         // Debian's liblz4, found through pkg-config.
@@ -33,11 +35,21 @@ let package = Package(
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         // The projector: folds presence events into online / last-seen state.
         .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch", "CCRC32C"], swiftSettings: strictSwift),
+        // The query server: HTTP API over the log writer and the live projection.
+        .target(
+            name: "PresenceServer",
+            dependencies: [
+                "SegmentLog", "Presence", "Projector",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The `presence` command-line tool.
         .executableTarget(
             name: "PresenceCLI",
             dependencies: [
-                "SegmentLog", "Presence", "Projector",
+                "SegmentLog", "Presence", "Projector", "PresenceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

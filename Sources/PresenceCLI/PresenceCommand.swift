@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 @main
-struct PresenceCommand: ParsableCommand {
+struct PresenceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "presence",
         abstract: "PresenceLog: a durable, Kafka-format log of who is online, and the tools around it.",
@@ -15,7 +15,7 @@ struct PresenceCommand: ParsableCommand {
             Every command takes --data DIR, the data directory (created on first ingest). Events go to \
             the log DIR/presence. Exit codes: 0 success, 1 failure, 2 input lines rejected, 3 the log is corrupt.
             """,
-        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, AuditCommand.self]
+        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, AuditCommand.self, ServeCommand.self, TokenCommand.self]
     )
 }
 

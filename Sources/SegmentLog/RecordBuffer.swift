@@ -65,6 +65,24 @@ public struct RecordBuffer: Sendable {
                              valueLength: UInt32(storage.count - keyEnd)))
     }
 
+    /// Calls `body` with the records as `RecordView`s, numbered from `firstOffset` (valid only during the call).
+    public func withRecordViews<R>(firstOffset: Int64, _ body: (UnsafeBufferPointer<RecordView>) throws -> R) rethrows -> R {
+        try storage.withUnsafeBytes { raw in
+            let base = raw.baseAddress
+            var views: [RecordView] = []
+            views.reserveCapacity(entries.count)
+            for (index, entry) in entries.enumerated() {
+                let start = Int(entry.start)
+                let keyLength = Int(entry.keyLength)
+                let key = keyLength >= 0 ? UnsafeRawBufferPointer(start: base.map { $0 + start }, count: keyLength) : nil
+                let valueStart = start + max(keyLength, 0)
+                let value = UnsafeRawBufferPointer(start: base.map { $0 + valueStart }, count: Int(entry.valueLength))
+                views.append(RecordView(offset: firstOffset + Int64(index), timestamp: entry.timestamp, key: key, value: value))
+            }
+            return try views.withUnsafeBufferPointer { try body($0) }
+        }
+    }
+
     /// Removes the last record.
     public mutating func removeLast() {
         guard let last = entries.popLast() else { return }

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import Presence
+import PresenceServer
+import SegmentLog
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the query server: gateway ingest and presence over HTTP, on the embedded log.",
+        discussion: """
+            One process: the log writer, the live projection and the HTTP server. On start it opens DIR \
+            (recovering the log if needed), loads the newest checkpoint and replays the log after it. \
+            On SIGTERM or SIGINT it stops accepting, flushes, closes the log cleanly and writes a checkpoint.
+            Tokens are HS256 JWTs (`presence token` mints them) signed with the secret in \
+            PRESENCE_TOKEN_SECRET or --secret-file; --dev uses a built-in development secret.
+            Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The data directory (created if missing).", valueName: "dir"))
+    var data: String
+
+    @Option(help: "The address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "The port to listen on (0: any free port).")
+    var port: Int = 8080
+
+    @Option(help: ArgumentHelp("A file holding the token secret (at least 16 bytes).", valueName: "file"))
+    var secretFile: String?
+
+    @Flag(help: "Use the built-in development token secret. Never in production.")
+    var dev = false
+
+    @Option(help: ArgumentHelp("When to fsync: always, interval:MS or never.", valueName: "policy"))
+    var fsync: String = "always"
+
+    @Option(help: ArgumentHelp("Refuse events older than the newest event time minus this.", valueName: "duration"))
+    var horizon: String = "24h"
+
+    @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
+    var maxBody: String = "4MiB"
+
+    func run() async throws {
+        var configuration = ServerConfiguration(data: data)
+        do {
+            guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+            guard let durability = Durability(parsing: fsync) else { throw ValidationError("--fsync '\(fsync)' is not a policy: use always, interval:MS or never") }
+            configuration.host = host
+            configuration.port = port
+            configuration.log.durability = durability
+            configuration.horizon = try parseDuration(horizon, option: "--horizon")
+            configuration.maxBodyBytes = try parseSize(maxBody, option: "--max-body")
+            guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
+                throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
+            }
+            if secret == TokenAuthority.developmentSecret {
+                printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
+            }
+            let tokens = await TokenAuthority(secret: secret)
+            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon) { printError($0) }
+            let host = configuration.host
+            let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration) { bound in
+                var line = "listening on \(host):\(bound)\n"
+                line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
+            }
+            try await app.runService()
+            try state.shutdown { printError($0) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token",
+        abstract: "Mint a bearer token for a user or a gateway.",
+        discussion: "Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev."
+    )
+
+    @Option(help: "The user id (or gateway name, with --gateway) the token speaks for.")
+    var user: String
+
+    @Option(help: ArgumentHelp("How long the token is valid, e.g. 1h.", valueName: "duration"))
+    var ttl: String = "1h"
+
+    @Flag(help: "A gateway token (may post events).")
+    var gateway = false
+
+    @Option(help: ArgumentHelp("A file holding the token secret.", valueName: "file"))
+    var secretFile: String?
+
+    @Flag(help: "Use the built-in development secret.")
+    var dev = false
+
+    func run() async throws {
+        do {
+            guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
+            let seconds = Double(try parseDuration(ttl, option: "--ttl")) / 1000
+            guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
+                throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
+            }
+            let tokens = await TokenAuthority(secret: secret)
+            print(try await tokens.mint(subject: user, role: gateway ? .gateway : .user, ttl: seconds))
+        } catch {
+            throw fail(error)
+        }
+    }
+}

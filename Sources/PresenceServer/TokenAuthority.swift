@@ -1,0 +1,69 @@
+import Foundation
+import JWTKit
+
+/// Who a bearer token speaks for.
+public struct PresenceClaims: JWTPayload, Equatable {
+    /// The user id (or the gateway's name, for gateway tokens).
+    public var sub: SubjectClaim
+    public var exp: ExpirationClaim
+    /// "user" or "gateway".
+    public var role: String
+
+    public init(subject: String, expires: Date, role: Role) {
+        self.sub = SubjectClaim(value: subject)
+        self.exp = ExpirationClaim(value: expires)
+        self.role = role.rawValue
+    }
+
+    public enum Role: String, Sendable { case user, gateway }
+
+    public var isGateway: Bool { role == Role.gateway.rawValue }
+
+    public func verify(using algorithm: some JWTAlgorithm) async throws {
+        try exp.verifyNotExpired()
+    }
+}
+
+/// Mints and checks HS256 tokens with one shared secret.
+public struct TokenAuthority: Sendable {
+    let keys: JWTKeyCollection
+
+    /// The secret every `--dev` server and `presence token --dev` share. Never for production.
+    public static let developmentSecret = "presencelog-development-secret-do-not-use-in-production"
+
+    public init(secret: String) async {
+        keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+    }
+
+    /// A signed token for `subject`, valid for `ttl` seconds.
+    public func mint(subject: String, role: PresenceClaims.Role, ttl: TimeInterval) async throws -> String {
+        try await keys.sign(PresenceClaims(subject: subject, expires: Date(timeIntervalSinceNow: ttl), role: role))
+    }
+
+    /// The claims of a valid, unexpired token; throws otherwise.
+    public func verify(_ token: String) async throws -> PresenceClaims {
+        try await keys.verify(token, as: PresenceClaims.self)
+    }
+
+    /// Reads the token secret: `PRESENCE_TOKEN_SECRET`, else the file `secretFile`, else (with `dev`) the
+    /// development secret. Returns nil when there is none.
+    public static func secret(file secretFile: String?, dev: Bool) throws -> String? {
+        if let value = ProcessInfo.processInfo.environment["PRESENCE_TOKEN_SECRET"], !value.isEmpty { return value }
+        if let secretFile {
+            guard let text = FileManager.default.contents(atPath: secretFile).map({ String(decoding: $0, as: UTF8.self) }) else {
+                throw ServerError("cannot read the token secret file '\(secretFile)'")
+            }
+            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.utf8.count >= 16 else { throw ServerError("the token secret in '\(secretFile)' is shorter than 16 bytes") }
+            return trimmed
+        }
+        return dev ? developmentSecret : nil
+    }
+}
+
+/// A configuration or start-up problem of the server, said plainly.
+public struct ServerError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,169 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// A `presence serve` process on a free loopback port, talked to over real HTTP.
+final class RunningServer {
+    let process = Process()
+    let data: String
+    private(set) var port = 0
+    private let output = DataBox()
+
+    init(data: String, extra: [String] = []) throws {
+        self.data = data
+        process.executableURL = URL(fileURLWithPath: CLI.presence)
+        process.arguments = ["serve", "--data", data, "--dev", "--port", "0"] + extra
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let handle = stdout.fileHandleForReading
+        let output = self.output
+        Thread {
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                output.append(chunk)
+            }
+        }.start()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let text = String(decoding: output.get(), as: UTF8.self)
+            if let range = text.range(of: "listening on 127.0.0.1:") {
+                port = Int(text[range.upperBound...].prefix(while: \.isNumber)) ?? 0
+                break
+            }
+            if !process.isRunning { break }
+            usleep(20_000)
+        }
+        #expect(port > 0, "the server did not start: \(String(decoding: output.get(), as: UTF8.self))")
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    struct Reply {
+        let status: Int
+        let body: String
+    }
+
+    /// Sends a request and waits for the reply.
+    func request(_ method: String, _ path: String, token: String? = nil, body: Data? = nil) throws -> Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        request.httpBody = body
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let done = DispatchSemaphore(value: 0)
+        let box = DataBox()
+        let status = Counter()
+        URLSession.shared.dataTask(with: request) { data, response, _ in
+            box.set(data ?? Data())
+            status.set((response as? HTTPURLResponse)?.statusCode ?? -1)
+            done.signal()
+        }.resume()
+        done.wait()
+        return Reply(status: status.get(), body: String(decoding: box.get(), as: UTF8.self))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    func stop() -> Int32 {
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+func token(_ user: String, gateway: Bool = false, ttl: String = "1h") throws -> String {
+    let result = try CLI.presence(["token", "--dev", "--user", user, "--ttl", ttl] + (gateway ? ["--gateway"] : []))
+    #expect(result.status == 0, "\(result.stderr)")
+    return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+@Suite(.serialized) struct ServerTests {
+    static let events = """
+        {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:00:00.000Z"}
+        {"type":"connect","user":"bob","conn":"bob-laptop-19c2","gateway":"gw-2","ts":"2024-01-15T09:10:00.000Z"}
+        {"type":"disconnect","user":"bob","conn":"bob-laptop-19c2","gateway":"gw-2","ts":"2024-01-15T09:42:00.000Z"}
+        """
+
+    @Test func healthNeedsNoTokenAndEverythingElseDoes() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        let health = try server.request("GET", "/health")
+        #expect(health.status == 200)
+        #expect(health.body.contains("\"status\":\"ok\""))
+        let anonymous = try server.request("POST", "/v1/events", body: Data(Self.events.utf8))
+        #expect(anonymous.status == 401)
+        #expect(anonymous.body.hasPrefix("{\"error\":{\"code\":\"unauthorized\""))
+        let forged = try server.request("POST", "/v1/events", token: "not.a.token", body: Data(Self.events.utf8))
+        #expect(forged.status == 401)
+        let expired = try server.request("GET", "/v1/users/bob/presence", token: try token("bob", ttl: "1ms"))
+        #expect(expired.status == 401, "\(expired.body)")
+        let userPosting = try server.request("POST", "/v1/events", token: try token("bob"), body: Data(Self.events.utf8))
+        #expect(userPosting.status == 403)
+        #expect(server.stop() == 0)
+    }
+
+    @Test func gatewayIngestIsDurableAndVisibleInPresence() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        let gateway = try token("gw-1", gateway: true)
+        let posted = try server.request("POST", "/v1/events", token: gateway, body: Data(Self.events.utf8))
+        #expect(posted.status == 200, "\(posted.body)")
+        #expect(posted.body == "{\"first_offset\":0,\"last_offset\":2}")
+        let bob = try server.request("GET", "/v1/users/bob/presence", token: try token("bob"))
+        #expect(bob.body == #"{"user":"bob","online":true,"last_seen":"2024-01-15T09:42:00.000Z","connections":1,"presence_cursor":3}"#)
+        let other = try server.request("GET", "/v1/users/bob/presence", token: try token("alice"))
+        #expect(other.status == 403)
+        // kill -9 right after the acknowledgement: the events survive.
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+        let dump = try CLI.presence(["dump", "--data", dir.file("data")])
+        #expect(dump.stdout.lines.count == 3)
+        // A restart recovers and serves the same state.
+        let again = try RunningServer(data: dir.file("data"))
+        let after = try again.request("GET", "/v1/users/bob/presence", token: try token("bob"))
+        #expect(after.body == bob.body)
+        #expect(again.stop() == 0)
+    }
+
+    @Test func badInputIsRejectedWholeAndChangesNothing() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"), extra: ["--max-body", "64KiB"])
+        let gateway = try token("gw-1", gateway: true)
+        let mixed = Self.events + "\n{\"type\":\"teleport\",\"user\":\"bob\",\"conn\":\"c\",\"gateway\":\"g\",\"ts\":1}\nnot json\n"
+        let rejected = try server.request("POST", "/v1/events", token: gateway, body: Data(mixed.utf8))
+        #expect(rejected.status == 400)
+        #expect(rejected.body.contains("\"code\":\"invalid_events\""))
+        #expect(rejected.body.contains("{\"line\":4,\"reason\":\"unknown event type \\\"teleport\\\""))
+        #expect(rejected.body.contains("{\"line\":5,\"reason\":\"malformed JSON"))
+        #expect(try server.request("GET", "/health").body.contains("\"log_end_offset\":0"))
+        let huge = try server.request("POST", "/v1/events", token: gateway, body: Data(repeating: 65, count: 100_000))
+        #expect(huge.status == 413, "\(huge.body)")
+        let empty = try server.request("POST", "/v1/events", token: gateway, body: Data())
+        #expect(empty.status == 400)
+        #expect(try server.request("GET", "/health").body.contains("\"log_end_offset\":0"))
+        #expect(server.stop() == 0)
+    }
+
+    @Test func sigtermClosesTheLogCleanlyAndWritesACheckpoint() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let server = try RunningServer(data: data)
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-1", gateway: true), body: Data(Self.events.utf8)).status == 200)
+        #expect(server.stop() == 0)
+        #expect(FileManager.default.fileExists(atPath: data + "/presence/.clean-shutdown"))
+        #expect(FileManager.default.fileExists(atPath: data + "/checkpoints/presence-00000000000000000003.ckpt"))
+        #expect(try CLI.presence(["audit", "--data", data]).stdout.contains("equals a fresh fold at its offset"))
+    }
+
+    @Test func aServerWithoutASecretRefusesToStart() throws {
+        let dir = Scratch()
+        let result = try CLI.presence(["serve", "--data", dir.file("data"), "--port", "0"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("no token secret"))
+    }
+}
