@@ -31,7 +31,8 @@ public final class LiveState: @unchecked Sendable {
             }
         }
         let summary = try Replay.run(logDirectory: log.directory, into: projection)
-        report("replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
+        report(projection.nextOffset == 0 ? "the log is empty"
+               : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
         self.writer = LogWriter(log: log)
     }
