@@ -14,6 +14,8 @@ public final class LiveState: @unchecked Sendable {
     private let projection: PresenceProjection
     let writer: LogWriter
     let data: String
+    /// Conversations and messages, in their own log.
+    public let conversations: ConversationStore
 
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `report` receives recovery and checkpoint notes.
@@ -35,6 +37,7 @@ public final class LiveState: @unchecked Sendable {
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
         self.writer = LogWriter(log: log)
+        self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
     }
 
     private let directory: DataDirectory
@@ -68,6 +71,7 @@ public final class LiveState: @unchecked Sendable {
 
     /// Flushes and closes the log cleanly and writes a checkpoint.
     public func shutdown(report: (String) -> Void) throws {
+        try conversations.writer.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         report("checkpoint \(written.path) through offset \(read { $0.nextOffset } - 1)")

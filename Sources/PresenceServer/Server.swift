@@ -18,7 +18,8 @@ public struct ServerConfiguration: Sendable {
     public init(data: String) { self.data = data }
 }
 
-/// The HTTP API (this increment): health, gateway ingest, and a user's own presence.
+/// The HTTP API (this increment): health, gateway ingest, conversations with the piggybacked snapshot,
+/// and a user's presence.
 ///
 ///     GET  /health                    no token: {"status":"ok","log_end_offset":N,"durable_end_offset":N}
 ///     POST /v1/events                 gateway token; NDJSON; all lines valid or nothing is written;
@@ -60,25 +61,109 @@ public enum PresenceHTTPServer {
             case .success(let found): claims = found
             }
             let user = try context.parameters.require("id")
-            // Presence is shared with members of a common conversation; until conversations exist, only with oneself.
-            guard claims.sub.value == user else {
+            // Presence is shared with members of a common conversation (and with oneself).
+            guard state.conversations.shareAConversation(claims.sub.value, user) else {
                 return error(.forbidden, "forbidden", "you share no conversation with '\(user)'")
             }
             return state.read { projection in
-                let presence = projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)
                 var out: [UInt8] = Array("{\"user\":".utf8)
                 EventJSON.appendString(user, to: &out)
-                out.append(contentsOf: ",\"online\":\(presence.online),\"last_seen\":".utf8)
-                if let lastSeen = presence.lastSeen {
-                    out.append(34)
-                    Timestamp.append(lastSeen, to: &out)
-                    out.append(34)
-                } else {
-                    out.append(contentsOf: "null".utf8)
-                }
-                out.append(contentsOf: ",\"connections\":\(presence.connections),\"presence_cursor\":\(projection.nextOffset)}".utf8)
+                out.append(44)
+                appendPresenceFields(of: user, projection, to: &out)
+                out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset)}".utf8)
                 return json(.ok, String(decoding: out, as: UTF8.self))
             }
+        }
+        router.post("v1/conversations") { request, _ in
+            let claims: PresenceClaims
+            switch await authenticate(request, tokens) {
+            case .failure(let response): return response
+            case .success(let found): claims = found
+            }
+            let body: [String: Any]
+            switch await jsonBody(request, limit: configuration.maxBodyBytes) {
+            case .failure(let response): return response
+            case .success(let object): body = object
+            }
+            guard let members = body["members"] as? [String], !members.isEmpty else {
+                return error(.badRequest, "invalid_request", "\"members\" must be a non-empty array of user ids")
+            }
+            var unique: [String] = []
+            for member in members where !unique.contains(member) { unique.append(member) }
+            guard unique.allSatisfy({ !$0.isEmpty && $0.utf8.count <= PresenceEvent.Limits.userBytes }) else {
+                return error(.badRequest, "invalid_request", "member ids must be 1 to \(PresenceEvent.Limits.userBytes) bytes")
+            }
+            guard unique.count >= 2, unique.count <= ConversationStore.maxMembers else {
+                return error(.badRequest, "invalid_request", "a conversation has 2 to \(ConversationStore.maxMembers) members")
+            }
+            guard unique.contains(claims.sub.value) else {
+                return error(.forbidden, "forbidden", "you must be a member of the conversations you create")
+            }
+            let id = try await state.conversations.create(members: unique, by: claims.sub.value)
+            return json(.created, "{\"id\":\"\(id)\"}")
+        }
+        router.post("v1/conversations/:id/messages") { request, context in
+            let claims: PresenceClaims
+            switch await authenticate(request, tokens) {
+            case .failure(let response): return response
+            case .success(let found): claims = found
+            }
+            let id = try context.parameters.require("id")
+            guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
+            guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
+            let body: [String: Any]
+            switch await jsonBody(request, limit: configuration.maxBodyBytes) {
+            case .failure(let response): return response
+            case .success(let object): body = object
+            }
+            guard let content = body["content"] as? String, !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
+                return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
+            }
+            let (seq, timestamp) = try await state.conversations.post(to: id, sender: claims.sub.value, content: content)
+            return json(.created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
+        }
+        router.get("v1/conversations/:id") { request, context in
+            let claims: PresenceClaims
+            switch await authenticate(request, tokens) {
+            case .failure(let response): return response
+            case .success(let found): claims = found
+            }
+            let id = try context.parameters.require("id")
+            guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
+            guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
+            let afterText = request.uri.queryParameters.get("after_seq") ?? "0"
+            let limitText = request.uri.queryParameters.get("limit") ?? "50"
+            guard let afterSeq = Int(afterText), afterSeq >= 0 else { return error(.badRequest, "invalid_request", "after_seq must be a whole number >= 0") }
+            guard let limit = Int(limitText), limit >= 1 else { return error(.badRequest, "invalid_request", "limit must be a whole number >= 1") }
+            let (messages, hasMore) = state.conversations.messages(of: id, afterSeq: afterSeq, limit: min(limit, 200))
+            var out: [UInt8] = Array("{\"conversation_id\":".utf8)
+            EventJSON.appendString(id, to: &out)
+            out.append(contentsOf: ",\"messages\":[".utf8)
+            for (index, message) in messages.enumerated() {
+                if index > 0 { out.append(44) }
+                out.append(contentsOf: "{\"seq\":\(message.seq),\"sender\":".utf8)
+                EventJSON.appendString(message.sender, to: &out)
+                out.append(contentsOf: ",\"content\":".utf8)
+                EventJSON.appendString(message.content, to: &out)
+                out.append(contentsOf: ",\"ts\":\"".utf8)
+                Timestamp.append(message.timestamp, to: &out)
+                out.append(contentsOf: "\"}".utf8)
+            }
+            out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":{".utf8)
+            // Presence of every other member and the cursor it reflects, read together.
+            state.read { projection in
+                var first = true
+                for member in members where member != claims.sub.value {
+                    if !first { out.append(44) }
+                    first = false
+                    EventJSON.appendString(member, to: &out)
+                    out.append(contentsOf: ":{".utf8)
+                    appendPresenceFields(of: member, projection, to: &out)
+                    out.append(125)
+                }
+                out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
+            }
+            return json(.ok, String(decoding: out, as: UTF8.self))
         }
         return Application(
             router: router,
@@ -136,6 +221,42 @@ public enum PresenceHTTPServer {
         } catch let failure as LogError {
             return error(.serviceUnavailable, "log_unavailable", failure.message)
         }
+    }
+
+    /// `"online":..,"last_seen":..,"connections":..` for `user`.
+    static func appendPresenceFields(of user: String, _ projection: PresenceProjection, to out: inout [UInt8]) {
+        let presence = projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)
+        out.append(contentsOf: "\"online\":\(presence.online),\"last_seen\":".utf8)
+        if let lastSeen = presence.lastSeen {
+            out.append(34)
+            Timestamp.append(lastSeen, to: &out)
+            out.append(34)
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
+        out.append(contentsOf: ",\"connections\":\(presence.connections)".utf8)
+    }
+
+    enum JSONBody {
+        case success([String: Any])
+        case failure(Response)
+    }
+
+    /// The request body as a JSON object, or the error response to send.
+    static func jsonBody(_ request: Request, limit: Int) async -> JSONBody {
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            return .failure(error(.contentTooLarge, "body_too_large", "the body is over the \(limit)-byte limit"))
+        } catch {
+            return .failure(Self.error(.badRequest, "invalid_request", "the body could not be read: \(error)"))
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] else {
+            return .failure(error(.badRequest, "invalid_json", "the body must be a JSON object"))
+        }
+        return .success(object)
     }
 
     enum Authentication {

@@ -1,0 +1,133 @@
+import Foundation
+import Presence
+import SegmentLog
+
+/// Conversations and their messages, event-sourced in the log `messages/` (same engine as presence).
+///
+/// Each record's key is the conversation id; its value a JSON object, one of:
+///
+///     {"type":"created","members":["alice","bob"],"by":"alice"}
+///     {"type":"message","sender":"alice","content":"hey"}
+///
+/// and its timestamp the server's time of the request (ms). A message's `seq` is its position among
+/// the conversation's messages in log order, counted from 1, so the log need not store it and a
+/// replay numbers them the same. The in-memory store is rebuilt from the log at start and updated on
+/// the writer's commit thread, in log order, before the request is answered.
+public final class ConversationStore: @unchecked Sendable {
+    // @unchecked: `conversations` and `memberships` are touched only under `lock`.
+    private let lock = NSLock()
+    private var conversations: [String: Conversation] = [:]
+    private var memberships: [String: Set<String>] = [:]
+    let writer: LogWriter
+
+    public static let logName = "messages"
+    public static let maxContentBytes = 16 * 1024
+    public static let maxMembers = 256
+
+    public struct Message: Sendable, Equatable {
+        public var seq: Int
+        public var sender: String
+        public var content: String
+        public var timestamp: Int64
+    }
+
+    struct Conversation {
+        var members: [String]
+        var messages: [Message] = []
+    }
+
+    /// Rebuilds the store from the messages log and starts its writer.
+    init(directory: DataDirectory, configuration: LogConfiguration, report: (String) -> Void) throws {
+        let log = try directory.openLog(Self.logName, configuration: configuration, report: report)
+        writer = LogWriter(log: log)
+        // The writer only appends after the last record; reading what is already there is safe.
+        let reader = try LogReader(directory: log.directory)
+        try reader.forEachRecord { record in
+            guard let key = record.key, let value = record.value else { return true }
+            apply(id: String(decoding: key, as: UTF8.self), value: Data(value), timestamp: record.timestamp)
+            return true
+        }
+    }
+
+    /// Applies one record (at start-up, or on the commit thread); returns the new message's seq, if it was one.
+    @discardableResult
+    private func apply(id: String, value: Data, timestamp: Int64) -> Int? {
+        guard let object = (try? JSONSerialization.jsonObject(with: value)) as? [String: Any], let type = object["type"] as? String else { return nil }
+        switch type {
+        case "created":
+            guard let members = object["members"] as? [String], conversations[id] == nil else { return nil }
+            conversations[id] = Conversation(members: members)
+            for member in members { memberships[member, default: []].insert(id) }
+            return nil
+        case "message":
+            guard let sender = object["sender"] as? String, let content = object["content"] as? String, conversations[id] != nil else { return nil }
+            let seq = (conversations[id]?.messages.count ?? 0) + 1
+            conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
+            return seq
+        default:
+            return nil
+        }
+    }
+
+    /// Appends one record durably and applies it; returns the message seq for a message.
+    private func append(id: String, object: [String: Any]) async throws -> (seq: Int?, timestamp: Int64) {
+        let value = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
+        var records = RecordBuffer()
+        records.append(timestamp: timestamp, key: Array(id.utf8), value: Array(value))
+        let result: Result<Int?, LogError> = await withCheckedContinuation { continuation in
+            writer.append(records) { [self] result in
+                switch result {
+                case .success:
+                    lock.lock()
+                    let seq = apply(id: id, value: value, timestamp: timestamp)
+                    lock.unlock()
+                    continuation.resume(returning: .success(seq))
+                case .failure(let error):
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return (try result.get(), timestamp)
+    }
+
+    /// Creates a conversation; returns its id.
+    public func create(members: [String], by creator: String) async throws -> String {
+        var id: String
+        repeat {
+            id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
+        } while lock.withLock({ conversations[id] != nil })
+        _ = try await append(id: id, object: ["type": "created", "members": members, "by": creator])
+        return id
+    }
+
+    /// Posts a message; returns its seq and time.
+    public func post(to id: String, sender: String, content: String) async throws -> (seq: Int, timestamp: Int64) {
+        let (seq, timestamp) = try await append(id: id, object: ["type": "message", "sender": sender, "content": content])
+        return (seq ?? 0, timestamp)
+    }
+
+    /// The members of conversation `id`, or nil if there is none.
+    public func members(of id: String) -> [String]? {
+        lock.withLock { conversations[id]?.members }
+    }
+
+    /// Messages with seq > `afterSeq`, at most `limit`, and whether more follow.
+    public func messages(of id: String, afterSeq: Int, limit: Int) -> (messages: [Message], hasMore: Bool) {
+        lock.withLock {
+            guard let all = conversations[id]?.messages else { return ([], false) }
+            let start = min(max(afterSeq, 0), all.count)
+            let end = min(start + limit, all.count)
+            return (Array(all[start..<end]), end < all.count)
+        }
+    }
+
+    /// Whether `a` and `b` are members of a common conversation (or the same user).
+    public func shareAConversation(_ a: String, _ b: String) -> Bool {
+        if a == b { return true }
+        return lock.withLock {
+            guard let mine = memberships[a], let theirs = memberships[b] else { return false }
+            return !mine.isDisjoint(with: theirs)
+        }
+    }
+}
