@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Metrics
+import Prometheus
 import Presence
 import PresenceServer
 import SegmentLog
@@ -59,9 +61,11 @@ struct ServeCommand: AsyncParsableCommand {
                 printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
             }
             let tokens = await TokenAuthority(secret: secret)
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
             let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon) { printError($0) }
             let host = configuration.host
-            let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration) { bound in
+            let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration, metrics: registry) { bound in
                 var line = "listening on \(host):\(bound)\n"
                 line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
             }

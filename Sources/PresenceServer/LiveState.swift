@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import Presence
 import Projector
 import SegmentLog
@@ -49,11 +50,17 @@ public final class LiveState: @unchecked Sendable {
         return try body(projection)
     }
 
+    private let eventsAppended = Counter(label: "presence_events_appended_total")
+    private let commitLatency = Timer(label: "presence_commit_seconds")
+
     /// Appends `records` durably, applies them to the projection, and returns their offsets.
     public func append(_ records: RecordBuffer) async throws -> AppendResult {
+        let started = DispatchTime.now()
+        defer { commitLatency.recordInterval(since: started) }
         let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
             writer.append(records) { [self] result in
                 if case .success(let ack) = result {
+                    eventsAppended.increment(by: records.count)
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
                         do { try projection.apply(batch: views) } catch {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import Prometheus
 import Presence
 import Projector
 import SegmentLog
@@ -22,6 +23,8 @@ public struct ServerConfiguration: Sendable {
 /// and a user's presence.
 ///
 ///     GET  /health                    no token: {"status":"ok","log_end_offset":N,"durable_end_offset":N}
+///     GET  /metrics                   any token: Prometheus text (requests and latency by route,
+///                                     events appended, commit latency)
 ///     POST /v1/events                 gateway token; NDJSON; all lines valid or nothing is written;
 ///                                     200 {"first_offset":..,"last_offset":..} once durable
 ///     GET  /v1/users/{id}/presence    user token; {"user":..,"online":..,"last_seen":..,"connections":..,
@@ -33,8 +36,18 @@ public struct ServerConfiguration: Sendable {
 public enum PresenceHTTPServer {
     /// Builds the application; `onRunning` gets the bound port.
     public static func application(state: LiveState, tokens: TokenAuthority, configuration: ServerConfiguration,
+                                   metrics: PrometheusCollectorRegistry,
                                    onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
         let router = Router(context: BasicRequestContext.self)
+        // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
+        router.add(middleware: MetricsMiddleware())
+        router.get("metrics") { request, _ in
+            if case .failure(let response) = await authenticate(request, tokens) { return response }
+            var out: [UInt8] = []
+            metrics.emit(into: &out)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: out)))
+        }
         router.get("health") { _, _ in
             json(.ok, "{\"status\":\"ok\",\"log_end_offset\":\(state.writer.endOffset),\"durable_end_offset\":\(state.writer.durableEndOffset)}")
         }

@@ -160,6 +160,20 @@ func token(_ user: String, gateway: Bool = false, ttl: String = "1h") throws -> 
         #expect(try CLI.presence(["audit", "--data", data]).stdout.contains("equals a fresh fold at its offset"))
     }
 
+    @Test func metricsAreExportedInPrometheusTextToTokenHolders() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-1", gateway: true), body: Data(Self.events.utf8)).status == 200)
+        #expect(try server.request("GET", "/metrics").status == 401)
+        let metrics = try server.request("GET", "/metrics", token: try token("ops"))
+        #expect(metrics.status == 200)
+        #expect(metrics.body.contains("presence_events_appended_total 3"), "\(metrics.body)")
+        #expect(metrics.body.contains("presence_commit_seconds_count 1"))
+        #expect(metrics.body.contains("http_server_request_duration"))
+        #expect(metrics.body.contains("/v1/events"))
+        #expect(server.stop() == 0)
+    }
+
     @Test func aServerWithoutASecretRefusesToStart() throws {
         let dir = Scratch()
         let result = try CLI.presence(["serve", "--data", dir.file("data"), "--port", "0"])
