@@ -100,7 +100,7 @@ struct IngestCommand: ParsableCommand {
         let log = try directory.openLog(presenceLogName, configuration: configuration) { printError("recovery: \($0)") }
         let bytesBefore = logBytesOnDisk(log.directory)
         let firstOffset = log.endOffset
-        var newest = log.maxTimestamp
+        var lateArrivals = LateArrivalGuard(horizon: horizonMilliseconds, newest: log.maxTimestamp)
         let writer = LogWriter(log: log)
         let acks = AckTracker(report: reportAcks)
 
@@ -135,13 +135,12 @@ struct IngestCommand: ParsableCommand {
             if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { return true }  // blank line
             do throws(EventParseError) {
                 try parser.append(line, to: &pending)
-                // The late-arrival horizon: nothing older than the newest event time minus the horizon.
-                let timestamp = pending.timestamp(at: pending.count - 1)
-                if let limit = newest.map({ $0 - horizonMilliseconds }), timestamp < limit {
+                do throws(EventParseError) {
+                    try lateArrivals.admit(pending.timestamp(at: pending.count - 1))
+                } catch {
                     pending.removeLast()
-                    throw EventParseError("event time \(Timestamp.format(timestamp)) is older than the late-arrival horizon: the newest event is \(Timestamp.format(newest ?? 0)) and the horizon is \(horizon); refused")
+                    throw error
                 }
-                newest = max(newest ?? timestamp, timestamp)
                 accepted += 1
             } catch {
                 rejected += 1

@@ -42,7 +42,7 @@ public enum PresenceHTTPServer {
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
         router.add(middleware: MetricsMiddleware())
         router.get("metrics") { request, _ in
-            if case .failure(let response) = await authenticate(request, tokens) { return response }
+            _ = try await authenticate(request, tokens)
             var out: [UInt8] = []
             metrics.emit(into: &out)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -52,11 +52,7 @@ public enum PresenceHTTPServer {
             json(.ok, "{\"status\":\"ok\",\"log_end_offset\":\(state.writer.endOffset),\"durable_end_offset\":\(state.writer.durableEndOffset)}")
         }
         router.post("v1/events") { request, _ in
-            let claims: PresenceClaims
-            switch await authenticate(request, tokens) {
-            case .failure(let response): return response
-            case .success(let found): claims = found
-            }
+            let claims = try await authenticate(request, tokens)
             guard claims.isGateway else { return error(.forbidden, "forbidden", "only a gateway token may post events") }
             var request = request
             let body: ByteBuffer
@@ -68,11 +64,7 @@ public enum PresenceHTTPServer {
             return try await ingest(body, state: state, horizon: configuration.horizon)
         }
         router.get("v1/users/:id/presence") { request, context in
-            let claims: PresenceClaims
-            switch await authenticate(request, tokens) {
-            case .failure(let response): return response
-            case .success(let found): claims = found
-            }
+            let claims = try await authenticate(request, tokens)
             let user = try context.parameters.require("id")
             // Presence is shared with members of a common conversation (and with oneself).
             guard state.conversations.shareAConversation(claims.sub.value, user) else {
@@ -88,16 +80,8 @@ public enum PresenceHTTPServer {
             }
         }
         router.post("v1/conversations") { request, _ in
-            let claims: PresenceClaims
-            switch await authenticate(request, tokens) {
-            case .failure(let response): return response
-            case .success(let found): claims = found
-            }
-            let body: [String: Any]
-            switch await jsonBody(request, limit: configuration.maxBodyBytes) {
-            case .failure(let response): return response
-            case .success(let object): body = object
-            }
+            let claims = try await authenticate(request, tokens)
+            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
             guard let members = body["members"] as? [String], !members.isEmpty else {
                 return error(.badRequest, "invalid_request", "\"members\" must be a non-empty array of user ids")
             }
@@ -116,19 +100,11 @@ public enum PresenceHTTPServer {
             return json(.created, "{\"id\":\"\(id)\"}")
         }
         router.post("v1/conversations/:id/messages") { request, context in
-            let claims: PresenceClaims
-            switch await authenticate(request, tokens) {
-            case .failure(let response): return response
-            case .success(let found): claims = found
-            }
+            let claims = try await authenticate(request, tokens)
             let id = try context.parameters.require("id")
             guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
             guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
-            let body: [String: Any]
-            switch await jsonBody(request, limit: configuration.maxBodyBytes) {
-            case .failure(let response): return response
-            case .success(let object): body = object
-            }
+            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
             guard let content = body["content"] as? String, !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
                 return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
             }
@@ -136,11 +112,7 @@ public enum PresenceHTTPServer {
             return json(.created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
         }
         router.get("v1/conversations/:id") { request, context in
-            let claims: PresenceClaims
-            switch await authenticate(request, tokens) {
-            case .failure(let response): return response
-            case .success(let found): claims = found
-            }
+            let claims = try await authenticate(request, tokens)
             let id = try context.parameters.require("id")
             guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
             guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
@@ -190,7 +162,7 @@ public enum PresenceHTTPServer {
         let parser = NDJSONEventParser()
         var records = RecordBuffer()
         var problems: [(line: Int, reason: String)] = []
-        var newest = state.read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp }
+        var lateArrivals = LateArrivalGuard(horizon: horizon, newest: state.read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp })
         body.withUnsafeReadableBytes { raw in
             var number = 0
             var start = 0
@@ -203,12 +175,12 @@ public enum PresenceHTTPServer {
                 if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
                 do throws(EventParseError) {
                     try parser.append(line, to: &records)
-                    let timestamp = records.timestamp(at: records.count - 1)
-                    if let limit = newest.map({ $0 - horizon }), timestamp < limit {
+                    do throws(EventParseError) {
+                        try lateArrivals.admit(records.timestamp(at: records.count - 1))
+                    } catch {
                         records.removeLast()
-                        throw EventParseError("event time \(Timestamp.format(timestamp)) is older than the late-arrival horizon")
+                        throw error
                     }
-                    newest = max(newest ?? timestamp, timestamp)
                 } catch {
                     problems.append((number, error.reason))
                 }
@@ -250,41 +222,32 @@ public enum PresenceHTTPServer {
         out.append(contentsOf: ",\"connections\":\(presence.connections)".utf8)
     }
 
-    enum JSONBody {
-        case success([String: Any])
-        case failure(Response)
-    }
-
-    /// The request body as a JSON object, or the error response to send.
-    static func jsonBody(_ request: Request, limit: Int) async -> JSONBody {
+    /// The request body as a JSON object; throws the 400 or 413 to send.
+    static func jsonBody(_ request: Request, limit: Int) async throws -> [String: Any] {
         var request = request
         let body: ByteBuffer
         do {
             body = try await request.collectBody(upTo: limit)
         } catch is NIOTooManyBytesError {
-            return .failure(error(.contentTooLarge, "body_too_large", "the body is over the \(limit)-byte limit"))
+            throw APIError(.contentTooLarge, "body_too_large", "the body is over the \(limit)-byte limit")
         } catch {
-            return .failure(Self.error(.badRequest, "invalid_request", "the body could not be read: \(error)"))
+            throw APIError(.badRequest, "invalid_request", "the body could not be read: \(error)")
         }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] else {
-            return .failure(error(.badRequest, "invalid_json", "the body must be a JSON object"))
+            throw APIError(.badRequest, "invalid_json", "the body must be a JSON object")
         }
-        return .success(object)
+        return object
     }
 
-    enum Authentication {
-        case success(PresenceClaims)
-        case failure(Response)
-    }
-
-    static func authenticate(_ request: Request, _ tokens: TokenAuthority) async -> Authentication {
+    /// The claims of the request's bearer token; throws the 401 to send.
+    static func authenticate(_ request: Request, _ tokens: TokenAuthority) async throws -> PresenceClaims {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
-            return .failure(error(.unauthorized, "unauthorized", "a bearer token is required (Authorization: Bearer <token>)"))
+            throw APIError(.unauthorized, "unauthorized", "a bearer token is required (Authorization: Bearer <token>)")
         }
         do {
-            return .success(try await tokens.verify(String(header.dropFirst("Bearer ".count))))
+            return try await tokens.verify(String(header.dropFirst("Bearer ".count)))
         } catch {
-            return .failure(Self.error(.unauthorized, "unauthorized", "the token is not valid: \(error)"))
+            throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(error)")
         }
     }
 
@@ -297,5 +260,25 @@ public enum PresenceHTTPServer {
         EventJSON.appendString(message, to: &out)
         out.append(contentsOf: "}}".utf8)
         return json(status, String(decoding: out, as: UTF8.self))
+    }
+}
+
+/// An error answered as `{"error":{"code":"...","message":"..."}}` with its status. Handlers throw it;
+/// Hummingbird turns it into the response.
+struct APIError: HTTPResponseError {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    var headers: HTTPFields { [:] }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        PresenceHTTPServer.error(status, code, message)
     }
 }
