@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Load on the snapshot endpoint (issue 4): GET /v1/conversations/{id} with 20 messages and one peer,
+# 50 connections, one wrk thread (the load generator takes one core, the server the other).
+# Baseline in the same run: GET /health (no JSON building, no token check).
+# Usage: tools/load-snapshot.sh [SECONDS]   (default 10). Needs wrk (apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+swift build -c release --product presence 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
+bin=.build/release/presence
+data=$(mktemp -d)
+trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
+"$bin" serve --data "$data" --dev --port 0 > "$data.out" 2>/dev/null &
+server=$!
+for _ in $(seq 100); do grep -q listening "$data.out" 2>/dev/null && break; sleep 0.1; done
+port=$(sed -n 's/listening on 127.0.0.1://p' "$data.out")
+alice=$("$bin" token --dev --user alice --ttl 1h)
+gateway=$("$bin" token --dev --user gw-1 --gateway --ttl 1h)
+id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$port/v1/conversations" | cut -d'"' -f4)
+for i in $(seq 20); do
+    curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$port/v1/conversations/$id/messages"
+done
+printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-1","ts":"2024-01-15T09:40:00Z"}\n' \
+    | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$port/v1/events"
+size=$(curl -s -H "Authorization: Bearer $alice" "localhost:$port/v1/conversations/$id" | wc -c)
+echo "snapshot: $size bytes (20 messages, one peer)"
+echo "== baseline: GET /health"
+wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|99%"
+echo "== GET /v1/conversations/$id"
+wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
+rm -f "$data.out"
