@@ -25,8 +25,13 @@ public struct PresenceClaims: JWTPayload, Equatable {
 }
 
 /// Mints and checks HS256 tokens with one shared secret.
+///
+/// A token that verified is remembered until it expires, so a client's repeated requests cost a
+/// dictionary lookup instead of an HMAC and a JSON decode each (the cache is bounded and emptied when
+/// full; an entry is never used past the token's expiry).
 public struct TokenAuthority: Sendable {
     let keys: JWTKeyCollection
+    private let verified = VerifiedTokens()
 
     /// The secret every `--dev` server and `presence token --dev` share. Never for production.
     public static let developmentSecret = "presencelog-development-secret-do-not-use-in-production"
@@ -43,7 +48,10 @@ public struct TokenAuthority: Sendable {
 
     /// The claims of a valid, unexpired token; throws otherwise.
     public func verify(_ token: String) async throws -> PresenceClaims {
-        try await keys.verify(token, as: PresenceClaims.self)
+        if let claims = verified.claims(for: token) { return claims }
+        let claims = try await keys.verify(token, as: PresenceClaims.self)
+        verified.remember(token, claims)
+        return claims
     }
 
     /// Reads the token secret: `PRESENCE_TOKEN_SECRET`, else the file `secretFile`, else (with `dev`) the
@@ -66,4 +74,30 @@ public struct TokenAuthority: Sendable {
 public struct ServerError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// Tokens that verified, with their claims, until they expire.
+final class VerifiedTokens: @unchecked Sendable {
+    // @unchecked: `entries` is touched only under `lock`.
+    private let lock = NSLock()
+    private var entries: [String: PresenceClaims] = [:]
+    static let capacity = 100_000
+
+    func claims(for token: String) -> PresenceClaims? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let claims = entries[token] else { return nil }
+        if claims.exp.value <= Date() {
+            entries[token] = nil
+            return nil
+        }
+        return claims
+    }
+
+    func remember(_ token: String, _ claims: PresenceClaims) {
+        lock.lock()
+        defer { lock.unlock() }
+        if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }
+        entries[token] = claims
+    }
 }
