@@ -166,15 +166,9 @@ struct StateCommand: ParsableCommand {
             for state in states {
                 out.append(contentsOf: "{\"user\":".utf8)
                 EventJSON.appendString(state.user, to: &out)
-                out.append(contentsOf: ",\"online\":\(state.online),\"last_seen\":".utf8)
-                if let lastSeen = state.lastSeen {
-                    out.append(34)
-                    Timestamp.append(lastSeen, to: &out)
-                    out.append(34)
-                } else {
-                    out.append(contentsOf: "null".utf8)
-                }
-                out.append(contentsOf: ",\"connections\":\(state.connections)}\n".utf8)
+                out.append(44)
+                state.appendJSONFields(to: &out)
+                out.append(contentsOf: "}\n".utf8)
                 if out.count >= 1 << 20 {
                     try out.withUnsafeBytes { try writeAll(1, $0) }
                     out.removeAll(keepingCapacity: true)

@@ -208,18 +208,9 @@ public enum PresenceHTTPServer {
         }
     }
 
-    /// `"online":..,"last_seen":..,"connections":..` for `user`.
+    /// `"online":..,"last_seen":..,"connections":..` for `user` (offline with no last seen if never seen).
     static func appendPresenceFields(of user: String, _ projection: PresenceProjection, to out: inout [UInt8]) {
-        let presence = projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)
-        out.append(contentsOf: "\"online\":\(presence.online),\"last_seen\":".utf8)
-        if let lastSeen = presence.lastSeen {
-            out.append(34)
-            Timestamp.append(lastSeen, to: &out)
-            out.append(34)
-        } else {
-            out.append(contentsOf: "null".utf8)
-        }
-        out.append(contentsOf: ",\"connections\":\(presence.connections)".utf8)
+        (projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)).appendJSONFields(to: &out)
     }
 
     /// The request body as a JSON object; throws the 400 or 413 to send.

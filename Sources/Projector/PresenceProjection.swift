@@ -29,6 +29,20 @@ public final class PresenceProjection {
             self.lastSeen = lastSeen
             self.connections = connections
         }
+
+        /// Appends `"online":..,"last_seen":..,"connections":..` (last_seen in UTC ISO-8601 or null), the
+        /// fields every JSON answer about a user's presence shares.
+        public func appendJSONFields(to out: inout [UInt8]) {
+            out.append(contentsOf: "\"online\":\(online),\"last_seen\":".utf8)
+            if let lastSeen {
+                out.append(34)
+                Timestamp.append(lastSeen, to: &out)
+                out.append(34)
+            } else {
+                out.append(contentsOf: "null".utf8)
+            }
+            out.append(contentsOf: ",\"connections\":\(connections)".utf8)
+        }
     }
 
     /// Why a record could not be applied.

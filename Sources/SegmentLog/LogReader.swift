@@ -77,30 +77,15 @@ public final class LogReader {
     /// Records with an offset below (or a timestamp before) `start` are not passed to `body`.
     @discardableResult
     public func forEachRecord(from start: Start = .offset(0), _ body: (RecordView) throws -> Bool) throws -> ReadSummary {
-        var summary = ReadSummary()
-        var keepGoing = true
-        summary = try walk(from: start, verify: true) { info, bytes in
-            switch start {
-            case .offset(let offset) where info.header.lastOffset < offset: return true
-            case .timestamp(let timestamp) where info.header.maxTimestamp < timestamp: return true
-            default: break
+        var handed = 0
+        var summary = try forEachRecordBatch(from: start) { batch in
+            for record in batch {
+                handed += 1
+                if try !body(record) { return false }
             }
-            do {
-                try decoder.forEachRecord(bytes, header: info.header) { record in
-                    guard keepGoing else { return }
-                    switch start {
-                    case .offset(let offset) where record.offset < offset: return
-                    case .timestamp(let timestamp) where record.timestamp < timestamp: return
-                    default: break
-                    }
-                    summary.records += 1
-                    keepGoing = try body(record)
-                }
-            } catch let error as BatchFormatError {
-                throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
-            }
-            return keepGoing
-        }.merging(records: summary.records)
+            return true
+        }
+        summary.records = handed
         return summary
     }
 
@@ -239,13 +224,5 @@ public final class LogReader {
               let times = try? File.openForReading(Log.timeIndexPath(directory, segment.baseOffset)).readAll()
         else { return nil }
         return SegmentIndex.parse(offsetBytes: offsets, timeBytes: times, logSize: segment.size)
-    }
-}
-
-extension LogReader.ReadSummary {
-    fileprivate func merging(records: Int) -> LogReader.ReadSummary {
-        var copy = self
-        copy.records = records
-        return copy
     }
 }

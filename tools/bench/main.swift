@@ -88,12 +88,15 @@ for round in 1...rounds {
         var connects = 0
         var bytes = 0
         let start = seconds()
-        try reader.forEachRecord { record in
-            guard let value = record.value else { return true }
-            let view = try EventCodec.view(value)
-            if view.kind == .connect { connects += 1 }
-            bytes &+= view.gateway.count &+ view.storedConn.count &+ (record.key?.count ?? 0)
-            events += 1
+        // The batch API is the read path the projector uses; `forEachRecord` (dump, history) wraps it.
+        try reader.forEachRecordBatch { batch in
+            for record in batch {
+                guard let value = record.value else { continue }
+                let view = try EventCodec.view(value)
+                if view.kind == .connect { connects += 1 }
+                bytes &+= view.gateway.count &+ view.storedConn.count &+ (record.key?.count ?? 0)
+                events += 1
+            }
             return true
         }
         let elapsed = seconds() - start
