@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what PresenceLog needs on a fresh Debian machine of this kind: liblz4-dev (the compression
 # library, found through pkg-config) and, with --python, a virtual environment in .venv holding the
-# independent checkers' packages (kafka-python, lz4, crc32c). Safe to run again: it skips what is there.
+# independent checkers' and test clients' packages (kafka-python, lz4, crc32c, websockets). Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +18,9 @@ if ((${#need[@]})); then
 fi
 
 if [[ "${1:-}" == "--python" ]]; then
-    if ! .venv/bin/python -c "import kafka, lz4, crc32c" >/dev/null 2>&1; then
-        echo "setup: creating .venv with kafka-python, lz4, crc32c" >&2
+    if ! .venv/bin/python -c "import kafka, lz4, crc32c, websockets" >/dev/null 2>&1; then
+        echo "setup: creating .venv with kafka-python, lz4, crc32c, websockets" >&2
         python3 -m venv .venv
-        .venv/bin/pip install --quiet --disable-pip-version-check kafka-python lz4 crc32c
+        .venv/bin/pip install --quiet --disable-pip-version-check kafka-python lz4 crc32c "websockets>=13"
     fi
 fi

@@ -11,9 +11,13 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the query server: gateway ingest and presence over HTTP, on the embedded log.",
         discussion: """
-            One process: the log writer, the live projection and the HTTP server. On start it opens DIR \
-            (recovering the log if needed), loads the newest checkpoint and replays the log after it. \
-            On SIGTERM or SIGINT it stops accepting, flushes, closes the log cleanly and writes a checkpoint.
+            One process: the log writer, the live projection and the HTTP and WebSocket server. On start it \
+            opens DIR (recovering the log if needed), loads the newest checkpoint, replays the log after it, \
+            and ends with a gateway_down the connections its previous run left open (after a kill -9). \
+            While running it appends its own heartbeat every --heartbeat-interval, and a gateway_down for \
+            any gateway whose heartbeats stopped more than --lease ago. On SIGTERM or SIGINT it stops \
+            accepting, ends the open sockets with disconnects, flushes, closes the log cleanly and writes \
+            a checkpoint.
             Tokens are HS256 JWTs (`presence token` mints them) signed with the secret in \
             PRESENCE_TOKEN_SECRET or --secret-file; --dev uses a built-in development secret.
             Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port).
@@ -44,6 +48,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
     var maxBody: String = "4MiB"
 
+    @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open.", valueName: "name"))
+    var node: String = "presence-node"
+
+    @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
+    var heartbeatInterval: String = "5s"
+
+    @Option(help: ArgumentHelp("A gateway whose heartbeats stop for longer than this gets a gateway_down at its last heartbeat.", valueName: "duration"))
+    var lease: String = "60s"
+
     func run() async throws {
         var configuration = ServerConfiguration(data: data)
         do {
@@ -63,14 +76,22 @@ struct ServeCommand: AsyncParsableCommand {
             let tokens = await TokenAuthority(secret: secret)
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon) { printError($0) }
+            guard !node.isEmpty, node.utf8.count <= PresenceEvent.Limits.fieldBytes else { throw ValidationError("--node must be 1 to \(PresenceEvent.Limits.fieldBytes) bytes") }
+            let heartbeat = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
+            let leaseTime = try parseDuration(lease, option: "--lease")
+            guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
+            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node) { printError($0) }
+            try await state.endPreviousRun()
+            let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host
             let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration, metrics: registry) { bound in
                 var line = "listening on \(host):\(bound)\n"
                 line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
             }
             try await app.runService()
-            try state.shutdown { printError($0) }
+            keeper.cancel()
+            await keeper.value
+            try await state.shutdown { printError($0) }
         } catch let exit as ExitCode {
             throw exit
         } catch {

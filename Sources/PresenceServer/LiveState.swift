@@ -20,8 +20,17 @@ public final class LiveState: @unchecked Sendable {
 
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `report` receives recovery and checkpoint notes.
-    public init(data: String, configuration: LogConfiguration, horizon: Int64, report: (String) -> Void) throws {
+    /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
+    public let node: String
+    private let horizon: Int64
+    private let report: @Sendable (String) -> Void
+
+    public init(data: String, configuration: LogConfiguration, horizon: Int64, node: String = "presence-node",
+                report: @escaping @Sendable (String) -> Void) throws {
         self.data = data
+        self.node = node
+        self.horizon = horizon
+        self.report = report
         let directory = try DataDirectory(path: data)
         self.directory = directory
         let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
@@ -53,7 +62,8 @@ public final class LiveState: @unchecked Sendable {
     private let eventsAppended = Counter(label: "presence_events_appended_total")
     private let commitLatency = Timer(label: "presence_commit_seconds")
 
-    /// Appends `records` durably, applies them to the projection, and returns their offsets.
+    /// Appends `records` durably, applies them to the projection, pushes the changes watchers see, and
+    /// returns their offsets.
     public func append(_ records: RecordBuffer) async throws -> AppendResult {
         let started = DispatchTime.now()
         defer { commitLatency.recordInterval(since: started) }
@@ -63,10 +73,12 @@ public final class LiveState: @unchecked Sendable {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
+                        let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
                         do { try projection.apply(batch: views) } catch {
                             // The records were validated before the append; a failure here is a bug, not input.
                             assertionFailure("a committed record did not apply: \(error)")
                         }
+                        if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
                     lock.unlock()
                 }
@@ -76,8 +88,157 @@ public final class LiveState: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Flushes and closes the log cleanly and writes a checkpoint.
-    public func shutdown(report: (String) -> Void) throws {
+    /// Appends events this node makes itself (its sockets' connects and disconnects, heartbeats,
+    /// gateway_downs), refusing, as ingest does, one older than the late-arrival horizon allows.
+    @discardableResult
+    public func append(own events: [PresenceEvent]) async throws -> AppendResult {
+        var records = RecordBuffer()
+        var lateArrivals = LateArrivalGuard(horizon: horizon, newest: read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp })
+        for event in events {
+            do throws(EventParseError) { try lateArrivals.admit(event.timestamp) } catch {
+                throw LogError(.invalidArgument, "\(event.kind.name) at \(Timestamp.format(event.timestamp)): \(error.reason)")
+            }
+            EventCodec.append(event, to: &records)
+        }
+        return try await append(records)
+    }
+
+    // MARK: WebSocket sessions
+
+    private var hub = PushHub()
+    private let pushesSent = Counter(label: "presence_pushes_sent_total")
+    private let openSockets = Gauge(label: "presence_websockets_open")
+
+    /// Starts a session for `user`: appends a `connect` (gateway: this node, conn: a fresh id) and,
+    /// once it is durable, queues `{"type":"ready","user":..,"conn":..,"offset":N}` as its first frame.
+    public func openSession(user: String) async throws -> PushSession {
+        let conn = "ws-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        let session = withLock { hub.add(user: user, conn: conn) }
+        do {
+            let ack = try await append(own: [PresenceEvent(kind: .connect, user: user, conn: conn, gateway: node, timestamp: Self.now())])
+            var out: [UInt8] = Array("{\"type\":\"ready\",\"user\":".utf8)
+            EventJSON.appendString(user, to: &out)
+            out.append(contentsOf: ",\"conn\":\"\(conn)\",\"offset\":\(ack.offsets.lowerBound)}".utf8)
+            withLock { hub.reply(session, String(decoding: out, as: UTF8.self)) }
+        } catch {
+            withLock { hub.remove(session) }
+            throw error
+        }
+        openSockets.record(withLock { hub.sessionCount })
+        return session
+    }
+
+    /// Ends a session: stops its pushes and appends its `disconnect` (unless shutdown already did).
+    public func closeSession(_ session: PushSession) async {
+        let wasOpen = withLock { () -> Bool in
+            guard hub.contains(session) else { return false }
+            hub.remove(session)
+            return true
+        }
+        openSockets.record(withLock { hub.sessionCount })
+        guard wasOpen else { return }
+        do {
+            try await append(own: [PresenceEvent(kind: .disconnect, user: session.user, conn: session.conn, gateway: node, timestamp: Self.now())])
+        } catch {
+            report("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
+        }
+    }
+
+    /// Opens `conversation` for `session`: from now on, every change of another member's shown
+    /// presence is pushed. Queues `{"type":"opened","conversation":..,"presence":{..},"presence_cursor":N}`
+    /// read under the same lock the pushes are made under, so the pushes that follow carry offsets
+    /// ≥ N, none missing.
+    public func watch(_ session: PushSession, conversation: String, members: [String]) {
+        withLock {
+            hub.watch(session, conversation: conversation, members: members)
+            var out: [UInt8] = Array("{\"type\":\"opened\",\"conversation\":".utf8)
+            EventJSON.appendString(conversation, to: &out)
+            out.append(contentsOf: ",\"presence\":{".utf8)
+            var first = true
+            for member in members where member != session.user {
+                if !first { out.append(44) }
+                first = false
+                EventJSON.appendString(member, to: &out)
+                out.append(contentsOf: ":{".utf8)
+                PresenceHTTPServer.appendPresenceFields(of: member, projection, to: &out)
+                out.append(125)
+            }
+            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
+            hub.reply(session, String(decoding: out, as: UTF8.self))
+        }
+    }
+
+    /// Closes `conversation` for `session`; queues `{"type":"closed","conversation":..}`.
+    public func unwatch(_ session: PushSession, conversation: String) {
+        withLock {
+            hub.unwatch(session, conversation: conversation)
+            var out: [UInt8] = Array("{\"type\":\"closed\",\"conversation\":".utf8)
+            EventJSON.appendString(conversation, to: &out)
+            out.append(125)
+            hub.reply(session, String(decoding: out, as: UTF8.self))
+        }
+    }
+
+    /// Queues a frame for `session` behind the pushes already queued.
+    public func reply(_ session: PushSession, _ frame: String) {
+        withLock { hub.reply(session, frame) }
+    }
+
+    // MARK: The node's own liveness
+
+    /// Ends, with a `gateway_down` at this node's last logged time, the connections a previous run of
+    /// this node left open (it was killed, or the machine died): nobody stays online after a kill -9.
+    public func endPreviousRun() async throws {
+        let (open, last) = read { $0.openConnections(onGateway: node) }
+        guard open > 0, let last else { return }
+        let ack = try await append(own: [.gateway(.gatewayDown, gateway: node, timestamp: last)])
+        report("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(last)), offset \(ack.offsets.lowerBound)")
+    }
+
+    /// Until cancelled: every `interval` appends this node's heartbeat, and a `gateway_down` (at its last
+    /// heartbeat) for every other gateway whose heartbeats stopped more than `lease` ago by the log's
+    /// clock (its newest event time, which this node's own heartbeats move on).
+    public func keepAlive(interval: Duration, lease: Int64) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            do {
+                try await append(own: [.gateway(.heartbeat, gateway: node, timestamp: Self.now())])
+                let expired = read { $0.expiredLeases(lease: lease, now: $0.maxTimestamp) }.filter { $0.gateway != node }
+                if !expired.isEmpty {
+                    try await append(own: expired.map { .gateway(.gatewayDown, gateway: $0.gateway, timestamp: $0.lastHeartbeat) })
+                    for gateway in expired {
+                        report("lease expired: gateway \(gateway.gateway) silent since \(Timestamp.format(gateway.lastHeartbeat)); appended gateway_down")
+                    }
+                }
+            } catch {
+                report("keep-alive: \(error)")
+            }
+        }
+    }
+
+    static func now() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    private func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    /// Ends the sessions still open with their disconnects, flushes and closes the logs cleanly, and
+    /// writes a checkpoint.
+    public func shutdown(report: (String) -> Void) async throws {
+        let left = withLock { hub.removeAll() }
+        if !left.isEmpty {
+            let now = Self.now()
+            do {
+                try await append(own: left.map { PresenceEvent(kind: .disconnect, user: $0.user, conn: $0.conn, gateway: node, timestamp: now) })
+                report("ended \(left.count) open WebSocket session\(left.count == 1 ? "" : "s") with disconnects")
+            } catch {
+                report("could not append the disconnects of \(left.count) open sessions: \(error)")
+            }
+        }
         try conversations.writer.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }

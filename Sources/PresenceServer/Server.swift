@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import NIOCore
 import Prometheus
 import Presence
@@ -19,8 +20,8 @@ public struct ServerConfiguration: Sendable {
     public init(data: String) { self.data = data }
 }
 
-/// The HTTP API (this increment): health, gateway ingest, conversations with the piggybacked snapshot,
-/// and a user's presence.
+/// The HTTP and WebSocket API: health, gateway ingest, conversations with the piggybacked snapshot,
+/// a user's presence, and live pushes.
 ///
 ///     GET  /health                    no token: {"status":"ok","log_end_offset":N,"durable_end_offset":N}
 ///     GET  /metrics                   any token: Prometheus text (requests and latency by route,
@@ -29,6 +30,8 @@ public struct ServerConfiguration: Sendable {
 ///                                     200 {"first_offset":..,"last_offset":..} once durable
 ///     GET  /v1/users/{id}/presence    user token; {"user":..,"online":..,"last_seen":..,"connections":..,
 ///                                     "presence_cursor":N}
+///     GET  /v1/ws                     WebSocket (see `WebSocketSessions`): pushes presence changes of the
+///                                     members of the conversations the client opens
 ///
 /// Errors are `{"error":{"code":"...","message":"..."}}` with the matching status: 401 for a missing,
 /// bad or expired token, 403 for a token without the right, 400 for bad input, 413 for a body over
@@ -150,8 +153,23 @@ public enum PresenceHTTPServer {
             }
             return json(.ok, String(decoding: out, as: UTF8.self))
         }
+        // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
+        router.get("v1/ws") { request, _ in
+            _ = try await WebSocketSessions.authenticate(request, tokens)
+            return error(.upgradeRequired, "upgrade_required", "/v1/ws is a WebSocket: connect with Upgrade: websocket")
+        }
+        // Upgrade requests go to their own router; the session authenticates on the socket (see
+        // `WebSocketSessions`).
+        let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
+        webSocketRouter.ws("v1/ws") { inbound, outbound, context in
+            await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens)
+        }
         return Application(
             router: router,
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: webSocketRouter,
+                configuration: .init(ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30))))
+            ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "PresenceLog"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) }
         )

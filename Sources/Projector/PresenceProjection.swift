@@ -130,6 +130,43 @@ public final class PresenceProjection {
             return (String(decoding: state.gateways.bytes(g), as: UTF8.self), beat == ProjectionState.none ? nil : beat)
         }
     }
+
+    /// The connections left open on `gateway`, and the newest event time the log holds from it (its
+    /// heartbeats, and the connects and disconnects of the connections it opened): what a node ends
+    /// with a `gateway_down` when it starts again after dying. Scans every connection: for start-up.
+    public func openConnections(onGateway gateway: String) -> (open: Int, lastActivity: Int64?) {
+        let name = Array(gateway.utf8)
+        let found = name.withUnsafeBytes { name in
+            let empty = UnsafeRawBufferPointer(start: name.baseAddress, count: 0)
+            return state.gateways.find(name, empty, hash: ByteTable.hash(name, empty))
+        }
+        guard let g = found else { return (0, nil) }
+        var open = 0
+        var last = state.gatewayHeartbeat[g]
+        for c in 0..<state.connections.count where state.connections[c].gateway == Int32(g) {
+            let connection = state.connections[c]
+            if connection.start != ProjectionState.noStart {
+                last = max(last, connection.start)
+                if connection.end == ProjectionState.none { open += 1 }
+            }
+            last = max(last, connection.disconnect)
+        }
+        return (open, last == ProjectionState.none ? nil : last)
+    }
+
+    /// The gateways whose lease has run out: they have sent heartbeats, the newest is more than `lease`
+    /// ms older than `now`, and no `gateway_down` at or after it is in the log yet. Each should get a
+    /// `gateway_down` at its last heartbeat time (rule 2 then ends the connections it held).
+    public func expiredLeases(lease: Int64, now: Int64) -> [(gateway: String, lastHeartbeat: Int64)] {
+        var expired: [(gateway: String, lastHeartbeat: Int64)] = []
+        for g in 0..<state.gateways.count {
+            let beat = state.gatewayHeartbeat[g]
+            guard beat != ProjectionState.none, now - beat > lease else { continue }
+            if let down = state.gatewayDowns[g].last, down >= beat { continue }
+            expired.append((String(decoding: state.gateways.bytes(g), as: UTF8.self), beat))
+        }
+        return expired
+    }
 }
 
 /// The projection's data, as one value so that a batch is applied under one exclusive access.

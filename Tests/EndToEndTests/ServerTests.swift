@@ -14,7 +14,9 @@ final class RunningServer {
     init(data: String, extra: [String] = []) throws {
         self.data = data
         process.executableURL = URL(fileURLWithPath: CLI.presence)
-        process.arguments = ["serve", "--data", data, "--dev", "--port", "0"] + extra
+        // The node's own heartbeats would interleave with the offsets tests check; tests of heartbeats and
+        // leases pass their own interval (the last option wins).
+        process.arguments = ["serve", "--data", data, "--dev", "--port", "0", "--heartbeat-interval", "1h", "--lease", "2h"] + extra
         let stdout = Pipe()
         process.standardOutput = stdout
         process.standardError = FileHandle.nullDevice

@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+
+/// `GET /v1/ws` against a real server, with a real WebSocket client (Python `websockets`, driven by
+/// tools/checks/ws_scenarios.py, which asserts each frame), and the node's own liveness: the
+/// connections a killed run left open, SIGTERM, heartbeats and leases.
+@Suite(.serialized) struct WebSocketTests {
+    static let scenarios = CLI.repository.appendingPathComponent("tools/checks/ws_scenarios.py").path
+
+    /// A server with a conversation of Alice and Bob.
+    struct Chat {
+        let server: RunningServer
+        let conversation: String
+
+        init(data: String, extra: [String] = []) throws {
+            server = try RunningServer(data: data, extra: extra)
+            let created = try server.request("POST", "/v1/conversations", token: try token("alice"),
+                                             body: Data(#"{"members":["alice","bob"]}"#.utf8))
+            #expect(created.status == 201, "\(created.body)")
+            conversation = (try JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String ?? ""
+        }
+
+        func arguments(_ scenario: String) throws -> [String] {
+            [WebSocketTests.scenarios, scenario, "--port", "\(server.port)", "--conversation", conversation,
+             "--alice", try token("alice"), "--bob", try token("bob"), "--carol", try token("carol"),
+             "--gateway", try token("gw-9", gateway: true), "--expired", try token("alice", ttl: "1ms")]
+        }
+
+        /// Runs a scenario of ws_scenarios.py; it exits 0 when every assertion held.
+        func run(_ scenario: String) throws {
+            let result = try CLI.run(CLI.python, try arguments(scenario))
+            #expect(result.status == 0, "\(scenario):\n\(result.stdout)\(result.stderr)")
+            #expect(result.stdout.contains("passed: \(scenario)"))
+        }
+    }
+
+    @Test func bobsFirstDeviceAndLastDeviceArePushedAndTheMiddleOneIsNot() throws {
+        let dir = Scratch()
+        let chat = try Chat(data: dir.file("data"))
+        try chat.run("push")
+        #expect(chat.server.stop() == 0)
+    }
+
+    @Test func pushesContinueFromTheCursorInLogOrderWithoutGapsOrDuplicates() throws {
+        let dir = Scratch()
+        let chat = try Chat(data: dir.file("data"))
+        try chat.run("cursor")
+        #expect(chat.server.stop() == 0)
+    }
+
+    @Test func badTokensAndBadFramesAreRefusedClearly() throws {
+        let dir = Scratch()
+        let chat = try Chat(data: dir.file("data"))
+        try chat.run("refused")
+        // Without an upgrade, /v1/ws answers in JSON.
+        #expect(try chat.server.request("GET", "/v1/ws").status == 401)
+        #expect(try chat.server.request("GET", "/v1/ws", token: try token("alice")).status == 426)
+        #expect(chat.server.stop() == 0)
+    }
+
+    /// Bob's socket is open when the node is killed with SIGKILL; on restart the node ends it with a
+    /// gateway_down at its last logged time, so Bob does not stay online.
+    @Test func aKilledNodeEndsTheSocketsItLeftOpenWhenItStartsAgain() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let chat = try Chat(data: data)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: CLI.python)
+        holder.arguments = try chat.arguments("hold")
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        defer { holder.terminate() }
+        let ready = out.fileHandleForReading.availableData
+        #expect(String(decoding: ready, as: UTF8.self).contains("\"type\": \"ready\""))
+        let online = try chat.server.request("GET", "/v1/users/bob/presence", token: try token("alice"))
+        #expect(online.body.contains("\"online\":true"), "\(online.body)")
+        kill(chat.server.process.processIdentifier, SIGKILL)
+        chat.server.process.waitUntilExit()
+
+        let again = try RunningServer(data: data)
+        let after = try again.request("GET", "/v1/users/bob/presence", token: try token("alice"))
+        #expect(after.body.contains("\"online\":false"), "\(after.body)")
+        let dump = try CLI.presence(["dump", "--data", data]).stdout.lines
+        let connect = dump.first { $0.contains("\"type\":\"connect\"") && $0.contains("\"user\":\"bob\"") } ?? ""
+        let down = dump.first { $0.contains("\"type\":\"gateway_down\"") } ?? ""
+        #expect(down.contains("\"gateway\":\"presence-node\""), "\(dump)")
+        // Bob's connect is the node's last logged event: the gateway_down is at its time, and so is last_seen.
+        let connectTime = connect.components(separatedBy: "\"ts\":").last ?? "?"
+        #expect(down.hasSuffix("\"ts\":" + connectTime), "\(down) vs \(connect)")
+        #expect(after.body.contains("\"last_seen\":" + connectTime.dropLast()), "\(after.body) vs \(connect)")
+        // A second restart has nothing left to end.
+        #expect(again.stop() == 0)
+        let third = try RunningServer(data: data)
+        #expect(third.stop() == 0)
+        #expect(try CLI.presence(["dump", "--data", data]).stdout.lines.filter { $0.contains("gateway_down") }.count == 1)
+    }
+
+    @Test func sigtermEndsOpenSocketsWithDisconnects() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let chat = try Chat(data: data)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: CLI.python)
+        holder.arguments = try chat.arguments("hold")
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        defer { holder.terminate() }
+        #expect(String(decoding: out.fileHandleForReading.availableData, as: UTF8.self).contains("ready"))
+        #expect(chat.server.stop() == 0)
+        let dump = try CLI.presence(["dump", "--data", data]).stdout.lines
+        #expect(dump.filter { $0.contains("\"type\":\"disconnect\"") && $0.contains("\"user\":\"bob\"") }.count == 1, "\(dump)")
+        let state = try CLI.presence(["state", "--data", data, "--user", "bob", "--format", "json"]).stdout
+        #expect(state.contains("\"online\":false"), "\(state)")
+    }
+
+    /// The node heartbeats for itself; a gateway silent for longer than its lease gets a gateway_down at
+    /// its last heartbeat, which ends its connections. A gateway still beating keeps its users online.
+    @Test func aSilentGatewayLosesItsLeaseAndItsUsersGoOffline() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let server = try RunningServer(data: data, extra: ["--heartbeat-interval", "100ms", "--lease", "3s"])
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let events = """
+            {"type":"connect","user":"carol","conn":"c1","gateway":"gw-7","ts":\(now - 11_000)}
+            {"type":"heartbeat","gateway":"gw-7","ts":\(now - 10_000)}
+            {"type":"connect","user":"dave","conn":"d1","gateway":"gw-8","ts":\(now - 11_000)}
+            {"type":"heartbeat","gateway":"gw-8","ts":\(now + 60_000)}
+            """
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-7", gateway: true), body: Data(events.utf8)).status == 200)
+        var dump: [String] = []
+        for _ in 0..<100 {
+            dump = try CLI.presence(["dump", "--data", data]).stdout.lines
+            if dump.contains(where: { $0.contains("gateway_down") }) { break }
+            usleep(100_000)
+        }
+        #expect(dump.filter { $0.contains("gateway_down") } == ["{\"type\":\"gateway_down\",\"gateway\":\"gw-7\",\"ts\":\"\(Self.iso(now - 10_000))\"}"], "\(dump)")
+        #expect(dump.contains { $0.contains("\"type\":\"heartbeat\",\"gateway\":\"presence-node\"") })
+        #expect(server.stop() == 0)
+        let state = try CLI.presence(["state", "--data", data, "--format", "json"]).stdout.lines
+        #expect(state.contains(#"{"user":"carol","online":false,"last_seen":"\#(Self.iso(now - 10_000))","connections":0}"#), "\(state)")
+        #expect(state.contains(#"{"user":"dave","online":true,"last_seen":null,"connections":1}"#), "\(state)")
+        // The decision is in the log: a replay reaches the same state.
+        #expect(try CLI.presence(["audit", "--data", data]).status == 0)
+    }
+
+    static func iso(_ ms: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+}

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""WebSocket scenarios against a running `presence serve`, with a real client (Python `websockets`).
+
+The end-to-end tests (Tests/EndToEndTests/WebSocketTests.swift) start the server, mint the tokens and
+create the conversation, then run one scenario:
+
+    ws_scenarios.py SCENARIO --port P --conversation ID --alice TOKEN --bob TOKEN [--carol TOKEN]
+                    [--gateway TOKEN] [--expired TOKEN]
+
+Each scenario asserts what a chat client relies on and exits 1 with the reason on the first failure;
+it prints "ok: ..." lines as it goes. `hold` connects as Bob, prints the ready frame and waits to be
+killed (for the kill -9 test).
+"""
+import argparse
+import json
+import sys
+import time
+import urllib.request
+import warnings
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+# The clients here close their sockets explicitly; newer websockets releases warn about that style.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+QUIET = 0.4  # seconds of silence that count as "nothing was pushed"
+
+
+def fail(message):
+    print("FAIL: " + message, flush=True)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def ok(message):
+    print("ok: " + message, flush=True)
+
+
+class Client:
+    def __init__(self, args, token, use_header=True):
+        url = f"ws://127.0.0.1:{args.port}/v1/ws"
+        if use_header:
+            self.ws = connect(url, additional_headers={"Authorization": "Bearer " + token})
+        else:
+            self.ws = connect(url + "?token=" + token)
+
+    def recv(self, timeout=5.0):
+        try:
+            return json.loads(self.ws.recv(timeout=timeout))
+        except TimeoutError:
+            fail(f"no frame within {timeout}s")
+
+    def nothing(self, what):
+        try:
+            frame = self.ws.recv(timeout=QUIET)
+        except TimeoutError:
+            ok(what)
+            return
+        fail(f"{what}: but got {frame}")
+
+    def send(self, obj):
+        self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
+
+    def ready(self):
+        frame = self.recv()
+        check(frame.get("type") == "ready", f"first frame is ready: {frame}")
+        return frame
+
+    def close(self):
+        self.ws.close()
+
+
+def http(args, method, path, token, body=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{args.port}{path}", method=method,
+                                     data=body.encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def post_events(args, lines):
+    return http(args, "POST", "/v1/events", args.gateway, "\n".join(json.dumps(line) for line in lines) + "\n")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def scenario_push(args):
+    """Bob's first device coming and his last going are pushed; the middle one is not."""
+    alice = Client(args, args.alice)
+    alice.ready()
+    alice.send({"op": "open", "conversation": args.conversation})
+    opened = alice.recv()
+    check(opened.get("type") == "opened" and opened.get("conversation") == args.conversation, f"opened: {opened}")
+    check(opened["presence"]["bob"]["online"] is False, f"bob starts offline: {opened}")
+    check("alice" not in opened["presence"], "the snapshot leaves out the caller")
+    cursor = opened["presence_cursor"]
+    ok(f"opened the conversation at presence_cursor {cursor}")
+
+    phone = Client(args, args.bob, use_header=False)
+    phone_ready = phone.ready()
+    push = alice.recv()
+    check(push == {"type": "presence", "user": "bob", "online": True, "offset": phone_ready["offset"]},
+          f"push for bob's first device, at his connect's offset {phone_ready['offset']}: {push}")
+    check(push["offset"] >= cursor, "the push continues from the cursor")
+    ok("bob's first device: online pushed at the connect's offset")
+
+    laptop = Client(args, args.bob)
+    laptop.ready()
+    alice.nothing("bob's second device coming: nothing pushed")
+    laptop.close()
+    alice.nothing("bob's second device leaving: nothing pushed")
+
+    phone.close()
+    push = alice.recv()
+    check(push.get("type") == "presence" and push.get("user") == "bob" and push.get("online") is False,
+          f"push for bob's last device leaving: {push}")
+    check(isinstance(push.get("last_seen"), str) and push["last_seen"].endswith("Z"), f"last_seen is ISO-8601: {push}")
+    state = http(args, "GET", f"/v1/users/bob/presence", args.alice)
+    check(state["online"] is False and state["last_seen"] == push["last_seen"], f"the push agrees with GET presence: {state}")
+    check(push["offset"] < state["presence_cursor"], "the push's offset is inside the state GET presence reflects")
+    ok("bob's last device leaving: offline pushed with last_seen")
+
+    alice.send({"op": "close", "conversation": args.conversation})
+    check(alice.recv() == {"type": "closed", "conversation": args.conversation}, "closed")
+    again = Client(args, args.bob)
+    again.ready()
+    alice.nothing("after close: nothing pushed")
+    again.close()
+    alice.close()
+
+
+def scenario_cursor(args):
+    """Pushes continue from the snapshot's cursor: increasing offsets, each the event that changed Bob."""
+    snapshot = http(args, "GET", f"/v1/conversations/{args.conversation}", args.alice)
+    alice = Client(args, args.alice)
+    alice.ready()
+    alice.send({"op": "open", "conversation": args.conversation})
+    opened = alice.recv()
+    check(opened["type"] == "opened" and opened["presence_cursor"] >= snapshot["presence_cursor"],
+          f"opened cursor {opened.get('presence_cursor')} >= snapshot cursor {snapshot['presence_cursor']}")
+    base = now_ms()
+    expected = []  # (offset, online) of each change of Bob's shown state
+    online = opened["presence"]["bob"]["online"]
+    for round in range(6):
+        ts = base + round * 10
+        # Other users' events around Bob's, in the same requests.
+        lines = [{"type": "connect", "user": f"other{round}", "conn": "c", "gateway": "gw-9", "ts": ts},
+                 {"type": "connect", "user": "bob", "conn": f"d{round}", "gateway": "gw-9", "ts": ts + 1},
+                 {"type": "connect", "user": "bob", "conn": f"e{round}", "gateway": "gw-9", "ts": ts + 2}]
+        reply = post_events(args, lines)
+        expected.append((reply["first_offset"] + 2, True))  # the batch's last bob event (one push per commit)
+        lines = [{"type": "disconnect", "user": "bob", "conn": f"d{round}", "gateway": "gw-9", "ts": ts + 3},
+                 {"type": "disconnect", "user": f"other{round}", "conn": "c", "gateway": "gw-9", "ts": ts + 4}]
+        reply = post_events(args, lines)
+        # Bob keeps device e open: nothing to push.
+        reply = post_events(args, [{"type": "disconnect", "user": "bob", "conn": f"e{round}", "gateway": "gw-9", "ts": ts + 5}])
+        expected.append((reply["first_offset"], False))
+    check(online is False, "bob starts offline")
+    seen = []
+    for offset, online in expected:
+        push = alice.recv()
+        check(push.get("type") == "presence" and push.get("user") == "bob", f"a push for bob: {push}")
+        check(push["offset"] == offset and push["online"] == online,
+              f"push {len(seen) + 1}: expected offset {offset} online {online}, got {push}")
+        seen.append(push["offset"])
+    check(seen == sorted(set(seen)), f"offsets increase with no duplicate: {seen}")
+    check(seen[0] >= opened["presence_cursor"], "the first push is at or after the cursor")
+    alice.nothing("no push beyond the changes")
+    alice.close()
+    ok(f"{len(seen)} pushes at the offsets of the events that changed bob, in log order, from cursor {opened['presence_cursor']}")
+
+
+def expect_refused(args, client, code, close_code):
+    frame = client.recv()
+    check(frame.get("type") == "error" and frame["error"]["code"] == code, f"error frame {code}: {frame}")
+    try:
+        client.ws.recv(timeout=5)
+        fail("the socket stays open")
+    except ConnectionClosed as closed:
+        check(closed.rcvd is not None and closed.rcvd.code == close_code, f"closed with {close_code}: {closed.rcvd}")
+    except TimeoutError:
+        fail("the socket was not closed")
+
+
+def scenario_refused(args):
+    """Tokens and bad frames."""
+    url = f"ws://127.0.0.1:{args.port}/v1/ws"
+    for name, make in [("no token", lambda: connect(url)),
+                       ("a bad token", lambda: connect(url + "?token=not.a.token")),
+                       ("an expired token", lambda: connect(url, additional_headers={"Authorization": "Bearer " + args.expired}))]:
+        client = Client.__new__(Client)
+        client.ws = make()
+        expect_refused(args, client, "unauthorized", 4401)
+        ok(f"{name}: error frame, close 4401")
+    client = Client.__new__(Client)
+    client.ws = connect(url + "?token=" + args.gateway)
+    expect_refused(args, client, "forbidden", 4403)
+    ok("a gateway token: error frame, close 4403")
+
+    carol = Client(args, args.carol)
+    carol.ready()
+    carol.send({"op": "open", "conversation": args.conversation})
+    frame = carol.recv()
+    check(frame.get("type") == "error" and frame["error"]["code"] == "forbidden", f"non-member: {frame}")
+    ok("a non-member opening the conversation: forbidden")
+    for bad, code in [("{not json", "invalid_json"), ("[1,2]", "invalid_json"),
+                      (json.dumps({"op": "open"}), "invalid_request"),
+                      (json.dumps({"op": "open", "conversation": 7}), "invalid_request"),
+                      (json.dumps({"op": "subscribe", "conversation": args.conversation}), "invalid_request"),
+                      (json.dumps({"op": "open", "conversation": "conv_nope"}), "not_found"),
+                      (b"\x00\x01", "invalid_frame")]:
+        carol.send(bad)
+        frame = carol.recv()
+        check(frame.get("type") == "error" and frame["error"]["code"] == code, f"{bad!r}: expected {code}, got {frame}")
+    ok("malformed frames: error frames naming the problem, the socket stays open")
+    carol.send("x" * (64 * 1024))
+    try:
+        carol.ws.recv(timeout=5)
+        fail("an oversize frame closes the socket")
+    except ConnectionClosed as closed:
+        check(closed.rcvd is not None and closed.rcvd.code == 1009, f"closed with 1009 (too big): {closed.rcvd}")
+    ok("an oversize frame: close 1009")
+
+
+def scenario_hold(args):
+    """Connects as Bob, prints the ready frame, and holds the socket until the server goes away."""
+    bob = Client(args, args.bob)
+    print(json.dumps(bob.ready()), flush=True)
+    try:
+        while True:
+            bob.ws.recv(timeout=600)
+    except (ConnectionClosed, TimeoutError):
+        sys.exit(0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", choices=["push", "cursor", "refused", "hold"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--conversation", default="")
+    for name in ["alice", "bob", "carol", "gateway", "expired"]:
+        parser.add_argument("--" + name, default="")
+    args = parser.parse_args()
+    globals()["scenario_" + args.scenario](args)
+    print("passed: " + args.scenario, flush=True)
+
+
+if __name__ == "__main__":
+    main()
