@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Metrics
 import Prometheus
 import Presence
@@ -48,6 +49,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
     var maxBody: String = "4MiB"
 
+    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical; debug logs every request and WebSocket session.", valueName: "level"))
+    var logLevel: String = "info"
+
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open.", valueName: "name"))
     var node: String = "presence-node"
 
@@ -67,6 +71,10 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.log.durability = durability
             configuration.horizon = try parseDuration(horizon, option: "--horizon")
             configuration.maxBodyBytes = try parseSize(maxBody, option: "--max-body")
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level '\(logLevel)' is not a level: use trace, debug, info, notice, warning, error or critical")
+            }
+            configuration.logLevel = level
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Logging
 import HummingbirdWebSocket
 import NIOCore
 import Prometheus
@@ -16,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var maxBodyBytes = 4 << 20
     public var horizon = defaultLateArrivalHorizon
     public var log = LogConfiguration()
+    /// The server's log level; `debug` adds a line per request.
+    public var logLevel: Logger.Level = .info
 
     public init(data: String) { self.data = data }
 }
@@ -44,6 +47,8 @@ public enum PresenceHTTPServer {
         let router = Router(context: BasicRequestContext.self)
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
         router.add(middleware: MetricsMiddleware())
+        // One structured line per request (method, path, status, duration) at debug level (--log-level debug).
+        router.add(middleware: LogRequestsMiddleware(.debug))
         router.get("metrics") { request, _ in
             _ = try await authenticate(request, tokens)
             var out: [UInt8] = []
@@ -162,7 +167,8 @@ public enum PresenceHTTPServer {
         // `WebSocketSessions`).
         let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
         webSocketRouter.ws("v1/ws") { inbound, outbound, context in
-            await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens)
+            await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens,
+                                        logger: context.logger)
         }
         return Application(
             router: router,
@@ -171,7 +177,12 @@ public enum PresenceHTTPServer {
                 configuration: .init(ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30))))
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "PresenceLog"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) }
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) },
+            logger: {
+                var logger = Logger(label: "presence")
+                logger.logLevel = configuration.logLevel
+                return logger
+            }()
         )
     }
 

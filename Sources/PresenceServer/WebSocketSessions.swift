@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
+import Logging
 import Presence
 
 /// `GET /v1/ws`: a chat client's live connection.
@@ -24,11 +25,12 @@ enum WebSocketSessions {
     static let maxFrameBytes = 16 * 1024
 
     static func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
-                    state: LiveState, tokens: TokenAuthority) async {
+                    state: LiveState, tokens: TokenAuthority, logger: Logger) async {
         let claims: PresenceClaims
         do {
             claims = try await authenticate(request, tokens)
         } catch let error as APIError {
+            logger.debug("websocket refused", metadata: ["code": "\(error.code)"])
             try? await outbound.write(.text(errorFrame(error.code, error.message)))
             try? await outbound.close(.unknown(error.status == .forbidden ? 4403 : 4401), reason: error.code)
             return
@@ -44,6 +46,7 @@ enum WebSocketSessions {
             try? await outbound.close(.unexpectedServerError, reason: "log_unavailable")
             return
         }
+        logger.debug("websocket open", metadata: ["user": "\(session.user)", "conn": "\(session.conn)"])
         await withTaskGroup(of: Void.self) { group in
             // The writer: frames leave in the order they were queued.
             group.addTask {
@@ -64,6 +67,7 @@ enum WebSocketSessions {
             }
             await state.closeSession(session)
         }
+        logger.debug("websocket closed", metadata: ["user": "\(session.user)", "conn": "\(session.conn)", "overflowed": "\(session.overflowed)"])
     }
 
     /// Answers one client frame.

@@ -87,6 +87,34 @@ typealias State = PresenceProjection.UserState
         let p = fold([.gateway(.heartbeat, gateway: "gw-1", timestamp: 5), .gateway(.heartbeat, gateway: "gw-1", timestamp: 3)])
         #expect(p.gatewayHeartbeats().map(\.lastHeartbeat) == [5])
     }
+
+    @Test func aLeaseRunsOutAfterHeartbeatsStopAndOnlyOncePerSilence() {
+        let beat = { (gateway: String, ts: Int64) in PresenceEvent.gateway(.heartbeat, gateway: gateway, timestamp: ts) }
+        let p = fold([beat("gw-1", 1_000), beat("gw-2", 50_000), connect("bob", "c", 500, gateway: "gw-3")])
+        // gw-3 never sent a heartbeat: it has no lease.
+        #expect(p.expiredLeases(lease: 60_000, now: 61_000).isEmpty)
+        #expect(p.expiredLeases(lease: 60_000, now: 61_001).map(\.gateway) == ["gw-1"])
+        #expect(p.expiredLeases(lease: 60_000, now: 200_000).map(\.lastHeartbeat) == [1_000, 50_000])
+        // Once a gateway_down at (or after) the last heartbeat is in the log, the lease is settled...
+        p.apply(down("gw-1", 1_000))
+        #expect(p.expiredLeases(lease: 60_000, now: 200_000).map(\.gateway) == ["gw-2"])
+        // ...until the gateway beats again and falls silent again.
+        p.apply(beat("gw-1", 150_000))
+        #expect(p.expiredLeases(lease: 60_000, now: 300_000).map(\.gateway) == ["gw-1", "gw-2"])
+    }
+
+    @Test func aNodeFindsTheConnectionsItsPreviousRunLeftOpen() {
+        let p = fold([connect("bob", "a", 100, gateway: "node"), connect("bob", "b", 200, gateway: "node"),
+                      disconnect("bob", "a", 300, gateway: "node"), .gateway(.heartbeat, gateway: "node", timestamp: 250),
+                      connect("carol", "c", 900, gateway: "gw-1")])
+        #expect(p.openConnections(onGateway: "node") == (1, 300))
+        #expect(p.openConnections(onGateway: "nowhere") == (0, nil))
+        // The gateway_down at the last logged time ends them all.
+        p.apply(down("node", 300))
+        #expect(p.openConnections(onGateway: "node").open == 0)
+        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 300, connections: 0))
+        #expect(p.state(of: "carol")?.online == true)
+    }
 }
 
 @Suite struct PropertyTests {
