@@ -85,7 +85,7 @@ struct ReplayCommand: ParsableCommand {
         if projection.refusedEvents > 0 {
             print("refused \(grouped(projection.refusedEvents)) events older than the late-arrival horizon (\(horizon))")
         }
-        print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered")
+        print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered" + (projection.forgottenConnectionCount > 0 ? " (\(grouped(projection.forgottenConnectionCount)) closed before the horizon forgotten)" : ""))
         if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
         let perUser = projection.userCount > 0 ? Double(memory.users) / Double(projection.userCount) : 0
         let perConnection = projection.connectionCount > 0 ? Double(memory.connections) / Double(projection.connectionCount) : 0

@@ -52,7 +52,7 @@ public enum Audit {
             checkpoint = nil
             var problems: [String] = []
             if loaded.onlineUsers != fresh.onlineUsers { problems.append("online users \(loaded.onlineUsers), fresh fold \(fresh.onlineUsers)") }
-            if loaded.connectionCount != fresh.connectionCount { problems.append("connections \(loaded.connectionCount), fresh fold \(fresh.connectionCount)") }
+            if loaded.openConnectionCount != fresh.openConnectionCount { problems.append("open connections \(loaded.openConnectionCount), fresh fold \(fresh.openConnectionCount)") }
             if loaded.refusedEvents != fresh.refusedEvents { problems.append("refused events \(loaded.refusedEvents), fresh fold \(fresh.refusedEvents)") }
             if problems.isEmpty {
                 let a = loaded.allStates(), b = fresh.allStates()

@@ -73,8 +73,16 @@ public final class PresenceProjection {
     public var onlineUsers: Int { state.onlineUsers }
     /// Users seen.
     public var userCount: Int { state.users.count }
-    /// Connections remembered (open and closed).
+    /// Connections remembered (open, and closed within the horizon or not yet swept).
     public var connectionCount: Int { state.connections.count }
+    /// Closed connections older than the horizon removed from memory since this projection was built
+    /// or loaded.
+    public var forgottenConnectionCount: Int { state.forgottenConnections }
+
+    /// Removes every forgotten connection now (normally done as the tables grow). Changes no state.
+    public func forgetOldConnections() {
+        state.sweepForgotten()
+    }
     /// Connections now open.
     public var openConnectionCount: Int { state.openConnections }
     /// Bytes held for users (records, slots, ids), and for connections.
@@ -235,6 +243,10 @@ struct ProjectionState {
     var maxTimestamp = Int64.min
     var onlineUsers = 0
     var openConnections = 0
+    /// Connections removed by sweeps (since this projection was built or loaded).
+    var forgottenConnections = 0
+    /// The connection count at which the next sweep runs.
+    var nextSweep = ProjectionState.minimumSweep
 
     /// Bytes in use (untouched capacity costs no memory): slots, records and id bytes.
     var memoryBytes: (users: Int, connections: Int) {
@@ -333,6 +345,7 @@ struct ProjectionState {
         eventsApplied += batch.count - refused
         refusedEvents += refused
         if let last = batch.last { nextOffset = last.offset + 1 }
+        sweepIfDue()
     }
 
     @inline(__always)
@@ -352,6 +365,16 @@ struct ProjectionState {
                 u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
             c = insertConnection(user, identity, hash: hash, user: u, gateway: gateway)
+            inserted = true
+        }
+        if !inserted && isForgotten(connections[c]) {
+            // Closed before the horizon: forgotten, whether or not a sweep has removed it yet. It starts
+            // afresh, as if it had never been seen (its old contribution stays in the user's last_seen).
+            connections[c].start = Self.noStart
+            connections[c].disconnect = Self.none
+            connections[c].end = Self.none
+            connections[c].reason = 0
+            connections[c].gateway = Int32(gatewayIndex(gateway))
             inserted = true
         }
         let current = connections[c]
@@ -398,6 +421,59 @@ struct ProjectionState {
             resolve(c, wasOpen: connection.end == Self.none, before: contribution(connection))
         }
         return true
+    }
+
+    /// The event time before which closed connections are forgotten: the newest event time minus the
+    /// horizon (nothing before the first event).
+    var forgetBefore: Int64 {
+        maxTimestamp == Int64.min || maxTimestamp < Int64.min + horizon ? Int64.min : maxTimestamp - horizon
+    }
+
+    /// A closed connection whose every event time is older than the horizon: no event that can still be
+    /// applied can change it (they are all at or after `forgetBefore`), except to reuse its id, which
+    /// then starts a new connection. Forgotten connections are inert, so when a sweep removes them
+    /// changes no state.
+    @inline(__always)
+    private func isForgotten(_ connection: Connection) -> Bool {
+        connection.end != Self.none && contribution(connection) < forgetBefore
+    }
+
+    /// Removes the forgotten connections from the tables when they have grown to twice what the last
+    /// sweep kept: memory for closed connections is bounded by the horizon, at an amortized O(1) per
+    /// event. Not while auditing (the audit counts over every connection).
+    mutating func sweepIfDue() {
+        guard audit == nil, connections.count >= nextSweep else { return }
+        sweepForgotten()
+        nextSweep = max(Self.minimumSweep, connections.count * 2)
+    }
+
+    static let minimumSweep = 1 << 16
+
+    /// Rebuilds the connection tables without the forgotten connections.
+    mutating func sweepForgotten() {
+        let old = connections, oldArena = connectionArena
+        var keep = 0
+        for c in 0..<old.count where !isForgotten(old[c]) { keep += 1 }
+        guard keep < old.count else { return }
+        let kept = FlatStorage<Connection>(capacity: max(1 << 12, keep + keep / 4))
+        let keptArena = FlatStorage<UInt8>(capacity: 1 << 16)
+        for u in 0..<users.count { users[u].firstConnection = -1 }
+        for c in 0..<old.count where !isForgotten(old[c]) {
+            var connection = old[c]
+            let index = kept.count
+            keptArena.append(bytes: UnsafeRawBufferPointer(start: oldArena.pointer + Int(connection.keyOffset), count: Int(connection.keyLength)))
+            connection.keyOffset = UInt32(keptArena.count - Int(connection.keyLength))
+            connection.nextOfUser = users[Int(connection.user)].firstConnection
+            users[Int(connection.user)].firstConnection = Int32(index)
+            kept.append(connection)
+        }
+        connections = kept
+        connectionArena = keptArena
+        var size = 1 << 12
+        while kept.count * 2 > size { size *= 2 }
+        let records = kept.pointer
+        connectionSlots = Self.rehash(count: kept.count, size: size) { records[$0].hash }
+        forgottenConnections += old.count - keep
     }
 
     @inline(__always)

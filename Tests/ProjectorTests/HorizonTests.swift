@@ -15,4 +15,65 @@ import Testing
         #expect(longer.state(of: "amy")?.online == true)
         #expect(longer.refusedEvents == 0)
     }
+
+    @Test func aClosedConnectionOlderThanTheHorizonIsForgottenAndItsIdStartsAfresh() {
+        let hour: Int64 = 3_600_000
+        let p = PresenceProjection(horizon: hour)
+        for event in [connect("bob", "c", 0), disconnect("bob", "c", 10), connect("amy", "a", 2 * hour)] { p.apply(event) }
+        // Within the horizon a later connect of a closed connection changes nothing (rule 1)...
+        let q = PresenceProjection(horizon: 3 * hour)
+        for event in [connect("bob", "c", 0), disconnect("bob", "c", 10), connect("amy", "a", 2 * hour), connect("bob", "c", 2 * hour + 5)] { q.apply(event) }
+        #expect(q.state(of: "bob") == State(user: "bob", online: false, lastSeen: 10, connections: 0))
+        // ...past it, the connection is forgotten: the id starts a new connection; last_seen is kept.
+        p.apply(connect("bob", "c", 2 * hour + 5))
+        #expect(p.state(of: "bob") == State(user: "bob", online: true, lastSeen: 10, connections: 1))
+    }
+
+    /// Sweeping forgotten connections out of memory is invisible: the same events give the same states
+    /// whether the tables are swept after every event or never, and the swept tables stay small.
+    @Test func sweepingForgottenConnectionsChangesNoStateAndBoundsMemory() {
+        var random = SplitMix(seed: 42)
+        let horizon: Int64 = 1_000
+        let swept = PresenceProjection(horizon: horizon), kept = PresenceProjection(horizon: horizon)
+        var time: Int64 = 0
+        // Each user's devices come with fresh connection ids (as this server's sockets do), now and then
+        // reusing an old one.
+        var conns = [Int](repeating: 0, count: 50)
+        for step in 0..<20_000 {
+            time += Int64.random(in: 0...3, using: &random)
+            let u = Int.random(in: 0..<50, using: &random)
+            let user = "u\(u)"
+            let ts = time - Int64.random(in: 0...(horizon / 2), using: &random)  // late, within the horizon
+            let event: PresenceEvent
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<4:
+                conns[u] = Int.random(in: 0..<20, using: &random) == 0 ? max(0, conns[u] - 30) : step
+                event = connect(user, "c\(conns[u])", ts, gateway: "gw-\(Int.random(in: 0..<3, using: &random))")
+            case 4..<9: event = disconnect(user, "c\(conns[u])", ts)
+            default: event = down("gw-\(Int.random(in: 0..<3, using: &random))", ts)
+            }
+            swept.apply(event)
+            kept.apply(event)
+            if step % 7 == 0 { swept.forgetOldConnections() }
+        }
+        #expect(swept.allStates() == kept.allStates())
+        #expect(swept.onlineUsers == kept.onlineUsers && swept.openConnectionCount == kept.openConnectionCount)
+        #expect(swept.forgottenConnectionCount > 0)
+        // Kept: every connection ever seen. Swept: those of about the last horizon's worth of events.
+        #expect(kept.connectionCount > 6_000)
+        #expect(swept.connectionCount < 1_500, "\(swept.connectionCount) connections remembered")
+    }
+}
+
+/// A small deterministic generator for repeatable random tests.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
