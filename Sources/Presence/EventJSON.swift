@@ -39,6 +39,15 @@ public enum EventJSON {
 
     /// Appends `text` as a JSON string literal.
     public static func appendString(_ text: String, to out: inout [UInt8]) {
+        // Most strings need no escape: copy them whole.
+        let plain = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == 34 || $0 == 92 }) else { return false }
+            out.append(34)
+            out.append(contentsOf: bytes)
+            out.append(34)
+            return true
+        }
+        if plain == true { return }
         out.append(34)
         for byte in text.utf8 {
             switch byte {

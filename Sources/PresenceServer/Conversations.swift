@@ -29,6 +29,24 @@ public final class ConversationStore: @unchecked Sendable {
         public var sender: String
         public var content: String
         public var timestamp: Int64
+        /// `{"seq":..,"sender":..,"content":..,"ts":".."}`, encoded once: every snapshot that includes the
+        /// message copies these bytes.
+        public var json: [UInt8]
+
+        init(seq: Int, sender: String, content: String, timestamp: Int64) {
+            self.seq = seq
+            self.sender = sender
+            self.content = content
+            self.timestamp = timestamp
+            var out: [UInt8] = Array("{\"seq\":\(seq),\"sender\":".utf8)
+            EventJSON.appendString(sender, to: &out)
+            out.append(contentsOf: ",\"content\":".utf8)
+            EventJSON.appendString(content, to: &out)
+            out.append(contentsOf: ",\"ts\":\"".utf8)
+            Timestamp.append(timestamp, to: &out)
+            out.append(contentsOf: "\"}".utf8)
+            json = out
+        }
     }
 
     struct Conversation {
@@ -119,6 +137,24 @@ public final class ConversationStore: @unchecked Sendable {
             let start = min(max(afterSeq, 0), all.count)
             let end = min(start + limit, all.count)
             return (Array(all[start..<end]), end < all.count)
+        }
+    }
+
+    /// Writes the JSON array of the messages with seq > `afterSeq`, at most `limit`, through `write`
+    /// (their encoded bytes, under the lock, without copying the messages); returns whether more follow.
+    public func writeMessagesJSON(of id: String, afterSeq: Int, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        lock.withLock {
+            guard let all = conversations[id]?.messages else {
+                write(UnsafeRawBufferPointer(start: nil, count: 0))
+                return false
+            }
+            let start = min(max(afterSeq, 0), all.count)
+            let end = min(start + limit, all.count)
+            for index in start..<end {
+                if index > start { withUnsafeBytes(of: UInt8(44)) { write($0) } }
+                all[index].json.withUnsafeBytes(write)
+            }
+            return end < all.count
         }
     }
 

@@ -128,20 +128,15 @@ public enum PresenceHTTPServer {
             let limitText = request.uri.queryParameters.get("limit") ?? "50"
             guard let afterSeq = Int(afterText), afterSeq >= 0 else { return error(.badRequest, "invalid_request", "after_seq must be a whole number >= 0") }
             guard let limit = Int(limitText), limit >= 1 else { return error(.badRequest, "invalid_request", "limit must be a whole number >= 1") }
-            let (messages, hasMore) = state.conversations.messages(of: id, afterSeq: afterSeq, limit: min(limit, 200))
+            // Straight into the response buffer: the messages' JSON is encoded once, when they are posted.
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(4096)
             var out: [UInt8] = Array("{\"conversation_id\":".utf8)
             EventJSON.appendString(id, to: &out)
             out.append(contentsOf: ",\"messages\":[".utf8)
-            for (index, message) in messages.enumerated() {
-                if index > 0 { out.append(44) }
-                out.append(contentsOf: "{\"seq\":\(message.seq),\"sender\":".utf8)
-                EventJSON.appendString(message.sender, to: &out)
-                out.append(contentsOf: ",\"content\":".utf8)
-                EventJSON.appendString(message.content, to: &out)
-                out.append(contentsOf: ",\"ts\":\"".utf8)
-                Timestamp.append(message.timestamp, to: &out)
-                out.append(contentsOf: "\"}".utf8)
-            }
+            buffer.writeBytes(out)
+            let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
+            out.removeAll(keepingCapacity: true)
             out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":{".utf8)
             // Presence of every other member and the cursor it reflects, read together.
             state.read { projection in
@@ -156,7 +151,8 @@ public enum PresenceHTTPServer {
                 }
                 out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
             }
-            return json(.ok, String(decoding: out, as: UTF8.self))
+            buffer.writeBytes(out)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
         }
         // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
         router.get("v1/ws") { request, _ in
