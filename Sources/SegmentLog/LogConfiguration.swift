@@ -53,7 +53,8 @@ public struct LogConfiguration: Sendable, Equatable {
     public var compressionLevel: Int = 4
     /// Threads that compress the batches of one large append in parallel.
     public var compressionThreads: Int = 2
-    /// How long the writer waits, once a request is pending, for more to join the same commit.
+    /// How long the writer waits, once a request is pending, for more to join the same commit (not
+    /// after an idle window: then the request is committed at once).
     public var commitWindowMicroseconds: Int = 2_000
     /// A commit starts at once when this many records are pending.
     public var commitMaxRecords: Int = 131_072

@@ -121,8 +121,12 @@ public final class LogWriter: @unchecked Sendable {
     private func commitLoop() {
         while let batch = nextCommit() {
             commit(batch)
+            lastCommitEnded = DispatchTime.now().uptimeNanoseconds
         }
     }
+
+    /// When the last commit finished (commit thread only).
+    private var lastCommitEnded: UInt64 = 0
 
     /// Waits for work and returns the requests of the next commit; nil once closing with nothing left.
     private func nextCommit() -> [Pending]? {
@@ -140,8 +144,12 @@ public final class LogWriter: @unchecked Sendable {
                 condition.wait()
             }
         }
+        // A writer idle for a whole window commits at once: waiting would only add latency to a lone
+        // request (a socket's connect, a heartbeat). Under load commits follow one another, and each
+        // gathers what arrived during the last and within the window.
         let window = UInt64(configuration.commitWindowMicroseconds) * 1_000
-        while state == .running && queuedRecords < configuration.commitMaxRecords && queuedBytes < configuration.commitMaxBytes {
+        let idle = DispatchTime.now().uptimeNanoseconds - lastCommitEnded >= window
+        while !idle && state == .running && queuedRecords < configuration.commitMaxRecords && queuedBytes < configuration.commitMaxBytes {
             let now = DispatchTime.now().uptimeNanoseconds
             let deadline = oldestPending + window
             if now >= deadline { break }
