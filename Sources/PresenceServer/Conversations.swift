@@ -19,6 +19,9 @@ public final class ConversationStore: @unchecked Sendable {
     private var conversations: [String: Conversation] = [:]
     private var memberships: [String: Set<String>] = [:]
     let writer: LogWriter
+    /// Told of each new message once it is durable, in log order, on the commit thread (set once,
+    /// before the server starts).
+    var messageObserver: (@Sendable (_ conversation: String, _ message: Message) -> Void)?
 
     public static let logName = "messages"
     public static let maxContentBytes = 16 * 1024
@@ -99,7 +102,9 @@ public final class ConversationStore: @unchecked Sendable {
                 case .success:
                     lock.lock()
                     let seq = apply(id: id, value: value, timestamp: timestamp)
+                    let message = seq == nil ? nil : conversations[id]?.messages.last
                     lock.unlock()
+                    if let message, let messageObserver { messageObserver(id, message) }
                     continuation.resume(returning: .success(seq))
                 case .failure(let error):
                     continuation.resume(returning: .failure(error))
@@ -123,6 +128,11 @@ public final class ConversationStore: @unchecked Sendable {
     public func post(to id: String, sender: String, content: String) async throws -> (seq: Int, timestamp: Int64) {
         let (seq, timestamp) = try await append(id: id, object: ["type": "message", "sender": sender, "content": content])
         return (seq ?? 0, timestamp)
+    }
+
+    /// The seq of the newest message of `id` (0 when it has none).
+    public func lastSeq(of id: String) -> Int {
+        lock.withLock { conversations[id]?.messages.count ?? 0 }
     }
 
     /// The members of conversation `id`, or nil if there is none.

@@ -48,6 +48,7 @@ public final class LiveState: @unchecked Sendable {
         self.projection = projection
         self.writer = LogWriter(log: log)
         self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
+        conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
 
     private let directory: DataDirectory
@@ -145,9 +146,10 @@ public final class LiveState: @unchecked Sendable {
     }
 
     /// Opens `conversation` for `session`: from now on, every change of another member's shown
-    /// presence is pushed. Queues `{"type":"opened","conversation":..,"presence":{..},"presence_cursor":N}`
-    /// read under the same lock the pushes are made under, so the pushes that follow carry offsets
-    /// ≥ N, none missing.
+    /// presence, and every new message, is pushed. Queues
+    /// `{"type":"opened","conversation":..,"presence":{..},"presence_cursor":N,"last_seq":S}` read under
+    /// the same lock the pushes are made under, so the presence pushes that follow carry offsets ≥ N,
+    /// none missing, and every message after seq S is pushed (one at S or below may come too).
     public func watch(_ session: PushSession, conversation: String, members: [String]) {
         withLock {
             hub.watch(session, conversation: conversation, members: members)
@@ -163,9 +165,21 @@ public final class LiveState: @unchecked Sendable {
                 PresenceHTTPServer.appendPresenceFields(of: member, projection, to: &out)
                 out.append(125)
             }
-            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
+            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))}".utf8)
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
+    }
+
+    /// Pushes a new message to the sessions that have its conversation open:
+    /// `{"type":"message","conversation":..,"seq":..,"sender":..,"content":..,"ts":..}`.
+    private func pushMessage(_ message: ConversationStore.Message, in conversation: String) {
+        var out: [UInt8] = Array("{\"type\":\"message\",\"conversation\":".utf8)
+        EventJSON.appendString(conversation, to: &out)
+        out.append(44)
+        out.append(contentsOf: message.json.dropFirst())
+        let frame = String(decoding: out, as: UTF8.self)
+        let sent = withLock { hub.push(frame, toOpenersOf: conversation) }
+        if sent > 0 { pushesSent.increment(by: sent) }
     }
 
     /// Closes `conversation` for `session`; queues `{"type":"closed","conversation":..}`.

@@ -62,6 +62,8 @@ struct PushHub {
     private var open: [Int: [String: [String]]] = [:]
     /// Watched user → session → how many of the session's open conversations include the user.
     private var watchers: [String: [Int: Int]] = [:]
+    /// Conversation → the sessions that have it open.
+    private var openers: [String: Set<Int>] = [:]
     private var nextID = 1
 
     var sessionCount: Int { sessions.count }
@@ -104,6 +106,7 @@ struct PushHub {
         guard sessions[session.id] != nil, !session.overflowed, open[session.id]?[conversation] == nil else { return false }
         let others = members.filter { $0 != session.user }
         open[session.id]?[conversation] = others
+        openers[conversation, default: []].insert(session.id)
         for member in others { watchers[member, default: [:]][session.id, default: 0] += 1 }
         return true
     }
@@ -113,6 +116,8 @@ struct PushHub {
     mutating func unwatch(_ session: PushSession, conversation: String) -> Bool {
         guard let others = open[session.id]?[conversation] else { return false }
         open[session.id]?[conversation] = nil
+        openers[conversation]?.remove(session.id)
+        if openers[conversation]?.isEmpty == true { openers[conversation] = nil }
         for member in others {
             let left = (watchers[member]?[session.id] ?? 1) - 1
             watchers[member]?[session.id] = left > 0 ? left : nil
@@ -165,6 +170,16 @@ struct PushHub {
             }
         }
         for session in behind { cutOff(session) }
+        return sent
+    }
+
+    /// Queues `frame` for every session that has `conversation` open; returns how many.
+    mutating func push(_ frame: String, toOpenersOf conversation: String) -> Int {
+        var sent = 0
+        for id in openers[conversation] ?? [] {
+            guard let session = sessions[id] else { continue }
+            if session.send(frame) { sent += 1 } else { cutOff(session) }
+        }
         return sent
     }
 

@@ -38,9 +38,9 @@ import Testing
         let dir = Scratch()
         let chat = try Chat(data: dir.file("data"))
         try chat.run("push")
-        // Pushes and sockets are counted: Alice had two pushes; every socket has closed.
+        // Pushes and sockets are counted: Alice had a message and two presence pushes; every socket has closed.
         let metrics = try chat.server.request("GET", "/metrics", token: try token("ops")).body
-        #expect(metrics.contains("presence_pushes_sent_total 2"), "\(metrics)")
+        #expect(metrics.contains("presence_pushes_sent_total 3"), "\(metrics)")
         #expect(metrics.contains("presence_websockets_open 0"), "\(metrics)")
         #expect(chat.server.stop() == 0)
     }

@@ -101,7 +101,14 @@ def scenario_push(args):
     check(opened["presence"]["bob"]["online"] is False, f"bob starts offline: {opened}")
     check("alice" not in opened["presence"], "the snapshot leaves out the caller")
     cursor = opened["presence_cursor"]
+    check(opened.get("last_seq") == 0, f"no message yet: {opened}")
     ok(f"opened the conversation at presence_cursor {cursor}")
+
+    posted = http(args, "POST", f"/v1/conversations/{args.conversation}/messages", args.bob, json.dumps({"content": "hey \"alice\""}))
+    message = alice.recv()
+    check(message == {"type": "message", "conversation": args.conversation, "seq": posted["seq"], "sender": "bob",
+                      "content": "hey \"alice\"", "ts": posted["ts"]}, f"bob's message is pushed once durable: {message}")
+    ok("a new message is pushed to the members that have the conversation open")
 
     phone = Client(args, args.bob, use_header=False)
     phone_ready = phone.ready()
