@@ -78,6 +78,17 @@ public enum Timestamp {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Appends `ms` as a JSON value: the quoted ISO-8601 form, or `null` for nil.
+    public static func appendJSON(_ ms: Int64?, to bytes: inout [UInt8]) {
+        guard let ms else {
+            bytes.append(contentsOf: "null".utf8)
+            return
+        }
+        bytes.append(34)
+        append(ms, to: &bytes)
+        bytes.append(34)
+    }
+
     /// Appends the ISO-8601 form of `ms` (24 bytes) to `bytes`.
     public static func append(_ ms: Int64, to bytes: inout [UInt8]) {
         let clamped = min(max(ms, 0), maxMilliseconds)

@@ -204,13 +204,7 @@ struct PushHub {
             out.append(contentsOf: ",\"online\":true".utf8)
         } else {
             out.append(contentsOf: ",\"online\":false,\"last_seen\":".utf8)
-            if let lastSeen = state?.lastSeen {
-                out.append(34)
-                Timestamp.append(lastSeen, to: &out)
-                out.append(34)
-            } else {
-                out.append(contentsOf: "null".utf8)
-            }
+            Timestamp.appendJSON(state?.lastSeen, to: &out)
         }
         out.append(contentsOf: ",\"offset\":\(offset)}".utf8)
         return String(decoding: out, as: UTF8.self)

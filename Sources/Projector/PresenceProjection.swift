@@ -34,13 +34,7 @@ public final class PresenceProjection {
         /// fields every JSON answer about a user's presence shares.
         public func appendJSONFields(to out: inout [UInt8]) {
             out.append(contentsOf: "\"online\":\(online),\"last_seen\":".utf8)
-            if let lastSeen {
-                out.append(34)
-                Timestamp.append(lastSeen, to: &out)
-                out.append(34)
-            } else {
-                out.append(contentsOf: "null".utf8)
-            }
+            Timestamp.appendJSON(lastSeen, to: &out)
             out.append(contentsOf: ",\"connections\":\(connections)".utf8)
         }
     }

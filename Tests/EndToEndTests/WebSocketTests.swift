@@ -26,6 +26,20 @@ import Testing
              "--gateway", try token("gw-9", gateway: true), "--expired", try token("alice", ttl: "1ms")]
         }
 
+        /// Connects Bob's socket in a separate client process that holds it open; returns once the server
+        /// has sent its ready frame (the connect is durable).
+        func holdBobsSocket() throws -> Process {
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: CLI.python)
+            holder.arguments = try arguments("hold")
+            let out = Pipe()
+            holder.standardOutput = out
+            try holder.run()
+            let ready = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            #expect(ready.contains("\"type\": \"ready\""), "\(ready)")
+            return holder
+        }
+
         /// Runs a scenario of ws_scenarios.py; it exits 0 when every assertion held.
         func run(_ scenario: String) throws {
             let result = try CLI.run(CLI.python, try arguments(scenario))
@@ -68,15 +82,8 @@ import Testing
         let dir = Scratch()
         let data = dir.file("data")
         let chat = try Chat(data: data)
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: CLI.python)
-        holder.arguments = try chat.arguments("hold")
-        let out = Pipe()
-        holder.standardOutput = out
-        try holder.run()
+        let holder = try chat.holdBobsSocket()
         defer { holder.terminate() }
-        let ready = out.fileHandleForReading.availableData
-        #expect(String(decoding: ready, as: UTF8.self).contains("\"type\": \"ready\""))
         let online = try chat.server.request("GET", "/v1/users/bob/presence", token: try token("alice"))
         #expect(online.body.contains("\"online\":true"), "\(online.body)")
         kill(chat.server.process.processIdentifier, SIGKILL)
@@ -104,14 +111,8 @@ import Testing
         let dir = Scratch()
         let data = dir.file("data")
         let chat = try Chat(data: data)
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: CLI.python)
-        holder.arguments = try chat.arguments("hold")
-        let out = Pipe()
-        holder.standardOutput = out
-        try holder.run()
+        let holder = try chat.holdBobsSocket()
         defer { holder.terminate() }
-        #expect(String(decoding: out.fileHandleForReading.availableData, as: UTF8.self).contains("ready"))
         #expect(chat.server.stop() == 0)
         let dump = try CLI.presence(["dump", "--data", data]).stdout.lines
         #expect(dump.filter { $0.contains("\"type\":\"disconnect\"") && $0.contains("\"user\":\"bob\"") }.count == 1, "\(dump)")
