@@ -55,6 +55,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open.", valueName: "name"))
     var node: String = "presence-node"
 
+    @Option(help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
+    var pushQueueLimit: Int = PushSession.defaultQueueLimit
+
     @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
     var heartbeatInterval: String = "5s"
 
@@ -88,7 +91,9 @@ struct ServeCommand: AsyncParsableCommand {
             let heartbeat = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
             let leaseTime = try parseDuration(lease, option: "--lease")
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node) { printError($0) }
+            guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
+            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node,
+                                      pushQueueLimit: pushQueueLimit) { printError($0) }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host

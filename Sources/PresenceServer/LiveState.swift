@@ -25,10 +25,14 @@ public final class LiveState: @unchecked Sendable {
     private let horizon: Int64
     private let report: @Sendable (String) -> Void
 
+    /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
+    let pushQueueLimit: Int
+
     public init(data: String, configuration: LogConfiguration, horizon: Int64, node: String = "presence-node",
-                report: @escaping @Sendable (String) -> Void) throws {
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
         self.data = data
         self.node = node
+        self.pushQueueLimit = pushQueueLimit
         self.horizon = horizon
         self.report = report
         let directory = try DataDirectory(path: data)
@@ -114,7 +118,7 @@ public final class LiveState: @unchecked Sendable {
     /// once it is durable, queues `{"type":"ready","user":..,"conn":..,"offset":N}` as its first frame.
     public func openSession(user: String) async throws -> PushSession {
         let conn = "ws-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        let session = withLock { hub.add(user: user, conn: conn) }
+        let session = withLock { hub.add(user: user, conn: conn, queueLimit: pushQueueLimit) }
         do {
             let ack = try await append(own: [PresenceEvent(kind: .connect, user: user, conn: conn, gateway: node, timestamp: Self.now())])
             var out: [UInt8] = Array("{\"type\":\"ready\",\"user\":".utf8)

@@ -6,11 +6,12 @@ import Synchronization
 /// One WebSocket client: a user's connection to this node, and the frames on their way to it.
 ///
 /// Frames are queued in log order by whoever holds `LiveState`'s lock and written to the socket by the
-/// session's own task. A client that falls `PushSession.queueLimit` frames behind is cut off (its
+/// session's own task. A client that falls `queueLimit` frames behind is cut off (its
 /// queue is closed and `overflowed` set): it reconnects and takes a fresh snapshot, which is better
 /// than a gap it cannot see.
 public final class PushSession: Sendable {
-    public static let queueLimit = 4096
+    /// How many frames may wait for a client by default (`presence serve --push-queue-limit`).
+    public static let defaultQueueLimit = 4096
 
     let id: Int
     /// The user the token speaks for.
@@ -22,11 +23,11 @@ public final class PushSession: Sendable {
     private let continuation: AsyncStream<String>.Continuation
     private let overflow = Atomic<Bool>(false)
 
-    init(id: Int, user: String, conn: String) {
+    init(id: Int, user: String, conn: String, queueLimit: Int) {
         self.id = id
         self.user = user
         self.conn = conn
-        (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(Self.queueLimit))
+        (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(queueLimit))
     }
 
     /// True when the session was cut off for falling behind.
@@ -71,8 +72,8 @@ struct PushHub {
 
     func contains(_ session: PushSession) -> Bool { sessions[session.id] != nil }
 
-    mutating func add(user: String, conn: String) -> PushSession {
-        let session = PushSession(id: nextID, user: user, conn: conn)
+    mutating func add(user: String, conn: String, queueLimit: Int) -> PushSession {
+        let session = PushSession(id: nextID, user: user, conn: conn, queueLimit: queueLimit)
         nextID += 1
         sessions[session.id] = session
         open[session.id] = [:]

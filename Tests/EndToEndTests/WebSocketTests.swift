@@ -76,6 +76,20 @@ import Testing
         #expect(chat.server.stop() == 0)
     }
 
+    /// A client that stops reading while pushes pile up is cut off (close 4008) instead of being left
+    /// with a gap; its disconnect is still appended once, and the server goes on.
+    @Test func aClientThatStopsReadingIsCutOffNotLeftWithAGap() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let chat = try Chat(data: data, extra: ["--push-queue-limit", "8"])
+        try chat.run("slow")
+        #expect(chat.server.stop() == 0)
+        let dump = try CLI.presence(["dump", "--data", data]).stdout.lines
+        let alice = dump.filter { $0.contains("\"user\":\"alice\"") }
+        #expect(alice.filter { $0.contains("\"type\":\"connect\"") }.count == 2, "\(alice)")
+        #expect(alice.filter { $0.contains("\"type\":\"disconnect\"") }.count == 2, "\(alice)")
+    }
+
     /// Bob's socket is open when the node is killed with SIGKILL; on restart the node ends it with a
     /// gateway_down at its last logged time, so Bob does not stay online.
     @Test func aKilledNodeEndsTheSocketsItLeftOpenWhenItStartsAgain() throws {

@@ -236,6 +236,41 @@ def scenario_refused(args):
     ok("an oversize frame: close 1009")
 
 
+def scenario_slow(args):
+    """A client that stops reading is cut off with 4008 once its queue is full, and the server goes on."""
+    url = f"ws://127.0.0.1:{args.port}/v1/ws"
+    alice = Client.__new__(Client)
+    # max_queue=1: the client library stops reading the socket as soon as one frame waits unread.
+    alice.ws = connect(url, additional_headers={"Authorization": "Bearer " + args.alice}, max_queue=1)
+    alice.ready()
+    alice.send({"op": "open", "conversation": args.conversation})
+    check(alice.recv()["type"] == "opened", "opened")
+    big = "x" * 16000
+    for n in range(600):  # about 10 MB of pushes: more than the socket buffers hold
+        http(args, "POST", f"/v1/conversations/{args.conversation}/messages", args.bob, json.dumps({"content": f"{n} {big}"}))
+    received = 0
+    try:
+        while True:
+            frame = json.loads(alice.ws.recv(timeout=10))
+            check(frame["type"] == "message" and frame["seq"] == received + 1, f"messages in order, none skipped: {frame['type']} {frame.get('seq')}")
+            received += 1
+    except ConnectionClosed as closed:
+        check(closed.rcvd is not None and closed.rcvd.code == 4008, f"closed with 4008: {closed.rcvd}")
+    except TimeoutError:
+        fail(f"never cut off ({received} messages read)")
+    check(0 < received < 600, f"cut off part way: {received} of 600 messages")
+    ok(f"a client that stopped reading got {received} messages in order, then close 4008")
+    state = http(args, "GET", "/v1/users/bob/presence", args.alice)
+    check("online" in state, "the server still answers")
+    again = Client(args, args.alice)
+    again.ready()
+    again.send({"op": "open", "conversation": args.conversation})
+    reopened = again.recv()
+    check(reopened["type"] == "opened" and reopened["last_seq"] == 600, f"reconnecting gives the state to resume from: {reopened}")
+    again.close()
+    ok("after reconnecting, opened carries last_seq 600")
+
+
 def scenario_hold(args):
     """Connects as Bob, prints the ready frame, and holds the socket until the server goes away."""
     bob = Client(args, args.bob)
@@ -249,7 +284,7 @@ def scenario_hold(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["push", "cursor", "refused", "hold"])
+    parser.add_argument("scenario", choices=["push", "cursor", "refused", "slow", "hold"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--conversation", default="")
     for name in ["alice", "bob", "carol", "gateway", "expired"]:
