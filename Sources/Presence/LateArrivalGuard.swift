@@ -1,3 +1,5 @@
+import SegmentLog
+
 /// The late-arrival horizon at ingest: refuses an event older than the newest event time seen so far
 /// minus the horizon. The projector applies the same test in log order (`PresenceProjection`), so a
 /// replay makes the same decisions.
@@ -26,5 +28,43 @@ public struct LateArrivalGuard: Sendable {
         if ms % 60_000 == 0 { return "\(ms / 60_000)m" }
         if ms % 1000 == 0 { return "\(ms / 1000)s" }
         return "\(ms)ms"
+    }
+}
+
+/// The late-arrival horizon a data directory's presence log is written with, kept in `DATA/horizon`
+/// (milliseconds, one line). It decides which events ingest refuses, so every command that folds the
+/// log must use the same one: the first writer stores it, later writers must agree, readers take it.
+public enum StoredHorizon {
+    static let setting = "horizon"
+
+    /// The stored horizon, if any.
+    public static func read(data: String) throws(LogError) -> Int64? {
+        guard let text = try DataDirectory.readSetting(data: data, setting) else { return nil }
+        guard let value = Int64(text), value > 0 else {
+            throw LogError(.corrupt, "'\(data)/\(setting)' should hold the late-arrival horizon in milliseconds, not '\(text)'")
+        }
+        return value
+    }
+
+    /// For a writer holding `directory`: the stored horizon, or `requested` (else the default) stored
+    /// now. A requested horizon other than the stored one is refused: it would change which of the
+    /// log's events count as late.
+    public static func forWriting(_ directory: DataDirectory, requested: Int64?) throws(LogError) -> Int64 {
+        if let stored = try read(data: directory.path) {
+            if let requested, requested != stored {
+                throw LogError(.invalidArgument, "'\(directory.path)' was written with a late-arrival horizon of \(LateArrivalGuard.durationText(stored)); --horizon \(LateArrivalGuard.durationText(requested)) would change which of its events count as late: omit --horizon")
+            }
+            return stored
+        }
+        let horizon = requested ?? defaultLateArrivalHorizon
+        try directory.writeSetting(setting, String(horizon))
+        return horizon
+    }
+
+    /// For a reader: `requested` if given (an audit may ask "what if"), else the stored horizon, else
+    /// the default.
+    public static func forReading(data: String, requested: Int64?) throws(LogError) -> Int64 {
+        if let requested { return requested }
+        return try read(data: data) ?? defaultLateArrivalHorizon
     }
 }

@@ -28,8 +28,8 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
     var untilOffset: Int64?
 
-    @Option(help: ArgumentHelp("The late-arrival horizon the log was ingested with (e.g. 24h).", valueName: "duration"))
-    var horizon: String = "24h"
+    @Option(help: ArgumentHelp("The late-arrival horizon to fold with (default: the one DIR/horizon stores, else 24h).", valueName: "duration"))
+    var horizon: String?
 
     @Flag(help: "Write a checkpoint of the result into DIR/checkpoints (keeps the newest two).")
     var checkpoint = false
@@ -53,7 +53,7 @@ struct ReplayCommand: ParsableCommand {
         if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
         let time = try until.map { try parseTime($0, option: "--until") }
         let started = now()
-        let horizonMilliseconds = try parseDuration(horizon, option: "--horizon")
+        let horizonMilliseconds = try StoredHorizon.forReading(data: data, requested: horizon.map { try parseDuration($0, option: "--horizon") })
         var projection = PresenceProjection(horizon: horizonMilliseconds)
         if resume {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
@@ -83,7 +83,7 @@ struct ReplayCommand: ParsableCommand {
         }
         if summary.skippedAfterTime > 0 { print("skipped \(grouped(summary.skippedAfterTime)) events after \(until ?? "")") }
         if projection.refusedEvents > 0 {
-            print("refused \(grouped(projection.refusedEvents)) events older than the late-arrival horizon (\(horizon))")
+            print("refused \(grouped(projection.refusedEvents)) events older than the late-arrival horizon (\(LateArrivalGuard.durationText(horizonMilliseconds)))")
         }
         print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered" + (projection.forgottenConnectionCount > 0 ? " (\(grouped(projection.forgottenConnectionCount)) closed before the horizon forgotten)" : ""))
         if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
@@ -127,8 +127,8 @@ struct StateCommand: ParsableCommand {
     @Flag(help: "Fold the whole log instead of starting from the newest checkpoint.")
     var noCheckpoint = false
 
-    @Option(help: ArgumentHelp("The late-arrival horizon the log was ingested with (e.g. 24h).", valueName: "duration"))
-    var horizon: String = "24h"
+    @Option(help: ArgumentHelp("The late-arrival horizon to fold with (default: the one DIR/horizon stores, else 24h).", valueName: "duration"))
+    var horizon: String?
 
 
     func run() throws {
@@ -141,7 +141,7 @@ struct StateCommand: ParsableCommand {
 
     private func state() throws {
         let time = try at.map { try parseTime($0, option: "--at") }
-        let horizonMilliseconds = try parseDuration(horizon, option: "--horizon")
+        let horizonMilliseconds = try StoredHorizon.forReading(data: data, requested: horizon.map { try parseDuration($0, option: "--horizon") })
         var projection = PresenceProjection(horizon: horizonMilliseconds)
         if !noCheckpoint {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()

@@ -22,21 +22,24 @@ public final class LiveState: @unchecked Sendable {
     /// log after it, then starts the writer. `report` receives recovery and checkpoint notes.
     /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
     public let node: String
-    private let horizon: Int64
+    /// The late-arrival horizon the log is written with (ms).
+    public let horizon: Int64
     private let report: @Sendable (String) -> Void
 
     /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
     let pushQueueLimit: Int
 
-    public init(data: String, configuration: LogConfiguration, horizon: Int64, node: String = "presence-node",
+    /// `horizon`: the one asked for; nil takes the data directory's stored horizon (else the default).
+    public init(data: String, configuration: LogConfiguration, horizon: Int64?, node: String = "presence-node",
                 pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
-        self.horizon = horizon
         self.report = report
         let directory = try DataDirectory(path: data)
         self.directory = directory
+        let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
+        self.horizon = horizon
         let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
         var projection = PresenceProjection(horizon: horizon)
         if let (loaded, loadReport) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: log.endOffset, horizon: horizon) {

@@ -15,7 +15,8 @@ public struct ServerConfiguration: Sendable {
     public var port = 8080
     /// The largest request body accepted (bytes); larger ones get 413.
     public var maxBodyBytes = 4 << 20
-    public var horizon = defaultLateArrivalHorizon
+    /// The late-arrival horizon asked for (nil: the stored one, else the default; see `StoredHorizon`).
+    public var horizon: Int64?
     public var log = LogConfiguration()
     /// The server's log level; `debug` adds a line per request.
     public var logLevel: Logger.Level = .info
@@ -69,7 +70,7 @@ public enum PresenceHTTPServer {
             } catch is NIOTooManyBytesError {
                 return error(.contentTooLarge, "body_too_large", "the body is over the \(configuration.maxBodyBytes)-byte limit")
             }
-            return try await ingest(body, state: state, horizon: configuration.horizon)
+            return try await ingest(body, state: state, horizon: state.horizon)
         }
         router.get("v1/users/:id/presence") { request, context in
             let claims = try await authenticate(request, tokens)

@@ -8,6 +8,7 @@ import Glibc
 ///       .lock                  flock()ed by the writer; holds its pid
 ///       presence/              a log (see `Log`)
 ///       messages/
+///       horizon                a setting: one value on one line (see `writeSetting`)
 public final class DataDirectory {
     public let path: String
     private let lockFile: File
@@ -42,6 +43,20 @@ public final class DataDirectory {
     public func openLog(_ name: String, configuration: LogConfiguration = LogConfiguration(),
                         report: (String) -> Void = { _ in }) throws(LogError) -> Log {
         try Log.open(directory: try logPath(name), configuration: configuration, report: report)
+    }
+
+    /// Writes a small setting file `DATA/<name>` atomically (the writer's; readers use `readSetting`).
+    public func writeSetting(_ name: String, _ value: String) throws(LogError) {
+        try Self.validateLogName(name)
+        try FileSystem.writeAtomically(Array((value + "\n").utf8), to: path + "/" + name)
+    }
+
+    /// The setting `DATA/<name>` without its trailing whitespace, or nil if there is none.
+    public static func readSetting(data: String, _ name: String) throws(LogError) -> String? {
+        try validateLogName(name)
+        let file = (data.count > 1 && data.hasSuffix("/") ? String(data.dropLast()) : data) + "/" + name
+        guard FileSystem.exists(file) else { return nil }
+        return String(decoding: try File.openForReading(file).readAll(), as: UTF8.self).trimmingWhitespace
     }
 
     static func validateLogName(_ name: String) throws(LogError) {
