@@ -78,6 +78,12 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ValidationError("--log-level '\(logLevel)' is not a level: use trace, debug, info, notice, warning, error or critical")
             }
             configuration.logLevel = level
+            // Recovery, checkpoints, leases and shutdown go to the same structured log as the server's.
+            let logger = {
+                var logger = Logger(label: "presence")
+                logger.logLevel = level
+                return logger
+            }()
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
@@ -93,7 +99,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
             let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node,
-                                      pushQueueLimit: pushQueueLimit) { printError($0) }
+                                      pushQueueLimit: pushQueueLimit) { note in logger.notice("\(note)") }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host
@@ -104,7 +110,7 @@ struct ServeCommand: AsyncParsableCommand {
             try await app.runService()
             keeper.cancel()
             await keeper.value
-            try await state.shutdown { printError($0) }
+            try await state.shutdown { note in logger.notice("\(note)") }
         } catch let exit as ExitCode {
             throw exit
         } catch {

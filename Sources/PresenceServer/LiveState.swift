@@ -263,7 +263,8 @@ public final class LiveState: @unchecked Sendable {
         try conversations.writer.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
-        report("checkpoint \(written.path) through offset \(read { $0.nextOffset } - 1)")
+        let next = read { $0.nextOffset }
+        report("checkpoint \(written.path) " + (next == 0 ? "(the log is empty)" : "through offset \(next - 1)"))
         withExtendedLifetime(directory) {}
     }
 }
