@@ -113,12 +113,15 @@ enum FileSystem {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// Creates `path` (one level) unless it exists as a directory; fsyncs the parent when it created it.
+    /// Creates `path`, and its missing parents, unless it exists as a directory; fsyncs the parent of
+    /// each directory it created.
     static func createDirectory(_ path: String) throws(LogError) {
         if isDirectory(path) { return }
         if exists(path) { throw LogError(.invalidArgument, "'\(path)' exists and is not a directory") }
+        let parent = parent(of: path)
+        if parent != path && !parent.isEmpty && !exists(parent) { try createDirectory(parent) }
         guard mkdir(path, 0o755) == 0 || errno == EEXIST else { throw LogError.io("create directory", path) }
-        try syncDirectory(parent(of: path))
+        try syncDirectory(parent)
     }
 
     /// The names in a directory, without "." and "..".

@@ -14,6 +14,14 @@ import Testing
         return try ndjson.lines.map { try parser.parse($0) }
     }
 
+    @Test func aDataDirectoryIsCreatedWithItsMissingParents() throws {
+        let dir = Scratch()
+        let data = dir.file("a/b/data")
+        let result = try CLI.presence(["ingest", "--data", data], input: Data(#"{"type":"connect","user":"bob","conn":"c","gateway":"g","ts":1}"#.utf8))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try CLI.presence(["dump", "--data", data]).stdout.lines.count == 1)
+    }
+
     @Test func ingestThenDumpGivesBackTheSameEvents() throws {
         let dir = Scratch()
         let input = try generate(20_000)
