@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import HummingbirdWebSocket
 import NIOCore
 import Prometheus
@@ -46,6 +47,7 @@ public enum PresenceHTTPServer {
                                    metrics: PrometheusCollectorRegistry,
                                    onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
         let router = Router(context: BasicRequestContext.self)
+        let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
         router.add(middleware: MetricsMiddleware())
         // One structured line per request (method, path, status, duration) at debug level (--log-level debug).
@@ -123,37 +125,9 @@ public enum PresenceHTTPServer {
         router.get("v1/conversations/:id") { request, context in
             let claims = try await authenticate(request, tokens)
             let id = try context.parameters.require("id")
-            guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
-            guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
-            let afterText = request.uri.queryParameters.get("after_seq") ?? "0"
-            let limitText = request.uri.queryParameters.get("limit") ?? "50"
-            guard let afterSeq = Int(afterText), afterSeq >= 0 else { return error(.badRequest, "invalid_request", "after_seq must be a whole number >= 0") }
-            guard let limit = Int(limitText), limit >= 1 else { return error(.badRequest, "invalid_request", "limit must be a whole number >= 1") }
-            // Straight into the response buffer: the messages' JSON is encoded once, when they are posted.
-            var buffer = ByteBuffer()
-            buffer.reserveCapacity(4096)
-            var out: [UInt8] = Array("{\"conversation_id\":".utf8)
-            EventJSON.appendString(id, to: &out)
-            out.append(contentsOf: ",\"messages\":[".utf8)
-            buffer.writeBytes(out)
-            let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
-            out.removeAll(keepingCapacity: true)
-            out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":{".utf8)
-            // Presence of every other member and the cursor it reflects, read together.
-            state.read { projection in
-                var first = true
-                for member in members where member != claims.sub.value {
-                    if !first { out.append(44) }
-                    first = false
-                    EventJSON.appendString(member, to: &out)
-                    out.append(contentsOf: ":{".utf8)
-                    appendPresenceFields(of: member, projection, to: &out)
-                    out.append(125)
-                }
-                out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
-            }
-            buffer.writeBytes(out)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+            let body = try snapshot(of: id, for: claims.sub.value, afterSeq: request.uri.queryParameters.get("after_seq"),
+                                    limit: request.uri.queryParameters.get("limit"), state: state).get()
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
         // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
         router.get("v1/ws") { request, _ in
@@ -171,7 +145,10 @@ public enum PresenceHTTPServer {
             router: router,
             server: .http1WebSocketUpgrade(
                 webSocketRouter: webSocketRouter,
-                configuration: .init(ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30))))
+                configuration: .init(
+                    http1: .init(additionalChannelHandlers: [SnapshotFastPath(state: state, tokens: tokens) { fastPathServed.increment() }]),
+                    ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30)))
+                )
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "PresenceLog"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) },
@@ -232,6 +209,45 @@ public enum PresenceHTTPServer {
         } catch let failure as LogError {
             return error(.serviceUnavailable, "log_unavailable", failure.message)
         }
+    }
+
+    /// The body of `GET /v1/conversations/{id}` for `caller`: the messages after `afterSeq` (at most
+    /// `limit`, default 50, capped at 200) and every other member's presence with the cursor it reflects.
+    /// Written straight into the buffer: the messages' JSON is encoded once, when they are posted.
+    static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, limit limitText: String?,
+                         state: LiveState) -> Result<ByteBuffer, APIError> {
+        guard let members = state.conversations.members(of: id) else { return .failure(APIError(.notFound, "not_found", "no conversation '\(id)'")) }
+        guard members.contains(caller) else { return .failure(APIError(.forbidden, "forbidden", "you are not a member of '\(id)'")) }
+        guard let afterSeq = Int(afterText ?? "0"), afterSeq >= 0 else {
+            return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0"))
+        }
+        guard let limit = Int(limitText ?? "50"), limit >= 1 else {
+            return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1"))
+        }
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(4096)
+        var out: [UInt8] = Array("{\"conversation_id\":".utf8)
+        EventJSON.appendString(id, to: &out)
+        out.append(contentsOf: ",\"messages\":[".utf8)
+        buffer.writeBytes(out)
+        let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":{".utf8)
+        // Presence of every other member and the cursor it reflects, read together.
+        state.read { projection in
+            var first = true
+            for member in members where member != caller {
+                if !first { out.append(44) }
+                first = false
+                EventJSON.appendString(member, to: &out)
+                out.append(contentsOf: ":{".utf8)
+                appendPresenceFields(of: member, projection, to: &out)
+                out.append(125)
+            }
+            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
+        }
+        buffer.writeBytes(out)
+        return .success(buffer)
     }
 
     /// `"online":..,"last_seen":..,"connections":..` for `user` (offline with no last seen if never seen).

@@ -46,6 +46,12 @@ public struct TokenAuthority: Sendable {
         try await keys.sign(PresenceClaims(subject: subject, expires: Date(timeIntervalSinceNow: ttl), role: role))
     }
 
+    /// The claims of a token that verified before and has not expired, without verifying it again; nil
+    /// when it is not in the cache (then `verify` decides).
+    func cachedClaims(_ token: String) -> PresenceClaims? {
+        verified.claims(for: token)
+    }
+
     /// The claims of a valid, unexpired token; throws otherwise.
     public func verify(_ token: String) async throws -> PresenceClaims {
         if let claims = verified.claims(for: token) { return claims }

@@ -76,6 +76,21 @@ import Testing
         #expect(chat.server.stop() == 0)
     }
 
+    /// The snapshot answered on the event loop (`SnapshotFastPath`) is the route's answer, pipelined
+    /// requests stay in order, and errors keep the route's form.
+    @Test func theSnapshotFastPathAnswersAsTheRouteDoes() throws {
+        let dir = Scratch()
+        let chat = try Chat(data: dir.file("data"))
+        for n in 1...3 {
+            #expect(try chat.server.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                            body: Data(#"{"content":"message \#(n)"}"#.utf8)).status == 201)
+        }
+        try chat.run("snapshot")
+        let metrics = try chat.server.request("GET", "/metrics", token: try token("ops")).body
+        #expect(metrics.contains("presence_snapshot_fast_path_total"), "\(metrics)")
+        #expect(chat.server.stop() == 0)
+    }
+
     /// A client that stops reading while pushes pile up is cut off (close 4008) instead of being left
     /// with a gap; its disconnect is still appended once, and the server goes on.
     @Test func aClientThatStopsReadingIsCutOffNotLeftWithAGap() throws {

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""WebSocket scenarios against a running `presence serve`, with a real client (Python `websockets`).
+"""WebSocket (and raw HTTP/1.1) scenarios against a running `presence serve`, with real clients
+(Python `websockets`, and a plain socket for pipelined requests).
 
 The end-to-end tests (Tests/EndToEndTests/WebSocketTests.swift) start the server, mint the tokens and
 create the conversation, then run one scenario:
@@ -271,6 +272,75 @@ def scenario_slow(args):
     ok("after reconnecting, opened carries last_seq 600")
 
 
+def raw_http(args, data, replies):
+    """Sends `data` as is on one connection and reads `replies` HTTP responses: [(status, headers, body)]."""
+    import socket
+    sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    sock.sendall(data)
+    buffer = b""
+    answers = []
+    while len(answers) < replies:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            check(chunk, f"the server closed after {len(answers)} responses")
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(buffer) < length:
+            chunk = sock.recv(65536)
+            check(chunk, "the server closed mid-body")
+            buffer += chunk
+        answers.append((status, headers, buffer[:length]))
+        buffer = buffer[length:]
+    sock.close()
+    return answers
+
+
+def scenario_snapshot(args):
+    """The snapshot answered on the event loop (a token verified before) equals the route's answer, and
+    requests pipelined on one connection are answered in order."""
+    get = lambda token, query="": (f"GET /v1/conversations/{args.conversation}{query} HTTP/1.1\r\nHost: x\r\n"
+                                   f"Authorization: Bearer {token}\r\n\r\n").encode()
+    def fast_path_count():
+        request = urllib.request.Request(f"http://127.0.0.1:{args.port}/metrics", headers={"Authorization": "Bearer " + args.alice})
+        text = urllib.request.urlopen(request, timeout=10).read().decode()
+        return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("presence_snapshot_fast_path_total"))
+    # The first use of a token goes through the router (and verifies it); later ones, one at a time on
+    # a connection, are answered on the event loop.
+    (s1, h1, b1), = raw_http(args, get(args.alice), 1)
+    before = fast_path_count()
+    (s2, h2, b2), = raw_http(args, get(args.alice), 1)
+    (s3, h3, b3), = raw_http(args, get(args.alice, "?after_seq=0&limit=1"), 1)
+    check(fast_path_count() == before + 2, f"the last two took the fast path ({before} -> {fast_path_count()})")
+    check(s1 == s2 == s3 == 200, f"statuses {s1} {s2} {s3}")
+    check(b1 == b2, f"same body both ways: {b1!r} vs {b2!r}")
+    for name in ["content-type", "content-length", "date", "server"]:
+        check(name in h1 and name in h2, f"{name} in both: {h1} / {h2}")
+    check(h1["content-type"] == h2["content-type"] == "application/json", "JSON")
+    check(json.loads(b3)["has_more"] is True and len(json.loads(b3)["messages"]) == 1, f"limit honoured: {b3!r}")
+    ok("a snapshot answered on the event loop is the route's answer")
+    # A POST and then a GET on one connection, sent together: the GET waits for the POST's answer and
+    # sees its message.
+    post_body = json.dumps({"content": "pipelined"}).encode()
+    post = (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {args.alice}\r\nContent-Type: application/json\r\nContent-Length: {len(post_body)}\r\n\r\n").encode() + post_body
+    (sp, _, bp), (sg, _, bg) = raw_http(args, post + get(args.alice), 2)
+    check(sp == 201 and sg == 200, f"statuses {sp} {sg}")
+    seq = json.loads(bp)["seq"]
+    check(json.loads(bg)["messages"][-1]["seq"] == seq, f"the GET sees the POST before it: {bg!r}")
+    ok("pipelined requests are answered in order")
+    # Errors keep the route's form, whichever way the request would have gone.
+    (s404, _, b404), (s403, _, b403), (s400, _, b400) = raw_http(args,
+        get(args.alice).replace(args.conversation.encode(), b"conv_nope") + get(args.carol) + get(args.alice, "?limit=0"), 3)
+    check(s404 == 404 and b"not_found" in b404, f"404: {s404} {b404!r}")
+    check(s403 == 403 and b"forbidden" in b403, f"403: {s403} {b403!r}")
+    check(s400 == 400 and b"invalid_request" in b400, f"400: {s400} {b400!r}")
+    ok("unknown conversation, non-member and bad query answer as the route does")
+
+
 def scenario_hold(args):
     """Connects as Bob, prints the ready frame, and holds the socket until the server goes away."""
     bob = Client(args, args.bob)
@@ -284,7 +354,7 @@ def scenario_hold(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["push", "cursor", "refused", "slow", "hold"])
+    parser.add_argument("scenario", choices=["push", "cursor", "refused", "slow", "snapshot", "hold"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--conversation", default="")
     for name in ["alice", "bob", "carol", "gateway", "expired"]:
