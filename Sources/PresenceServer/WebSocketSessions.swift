@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import Presence
+import SegmentLog
 
 /// `GET /v1/ws`: a chat client's live connection.
 ///
@@ -42,8 +43,10 @@ enum WebSocketSessions {
         do {
             session = try await state.openSession(user: claims.sub.value)
         } catch {
-            try? await outbound.write(.text(errorFrame("log_unavailable", "could not record the connection: \(error)")))
-            try? await outbound.close(.unexpectedServerError, reason: "log_unavailable")
+            // The log refused the connect (older than the late-arrival horizon by this node's clock) or failed.
+            let code = (error as? LogError)?.code == .invalidArgument ? "refused" : "log_unavailable"
+            try? await outbound.write(.text(errorFrame(code, "could not record the connection: \((error as? LogError)?.message ?? "\(error)")")))
+            try? await outbound.close(.unexpectedServerError, reason: code)
             return
         }
         logger.debug("websocket open", metadata: ["user": "\(session.user)", "conn": "\(session.conn)"])
