@@ -18,8 +18,6 @@ public final class LiveState: @unchecked Sendable {
     /// Conversations and messages, in their own log.
     public let conversations: ConversationStore
 
-    /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
-    /// log after it, then starts the writer. `report` receives recovery and checkpoint notes.
     /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
     public let node: String
     /// The late-arrival horizon the log is written with (ms).
@@ -29,7 +27,9 @@ public final class LiveState: @unchecked Sendable {
     /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
     let pushQueueLimit: Int
 
-    /// `horizon`: the one asked for; nil takes the data directory's stored horizon (else the default).
+    /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
+    /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
+    /// directory's stored horizon (else the default). `report` receives recovery and checkpoint notes.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, node: String = "presence-node",
                 pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
         self.data = data
@@ -162,17 +162,9 @@ public final class LiveState: @unchecked Sendable {
             hub.watch(session, conversation: conversation, members: members)
             var out: [UInt8] = Array("{\"type\":\"opened\",\"conversation\":".utf8)
             EventJSON.appendString(conversation, to: &out)
-            out.append(contentsOf: ",\"presence\":{".utf8)
-            var first = true
-            for member in members where member != session.user {
-                if !first { out.append(44) }
-                first = false
-                EventJSON.appendString(member, to: &out)
-                out.append(contentsOf: ":{".utf8)
-                PresenceHTTPServer.appendPresenceFields(of: member, projection, to: &out)
-                out.append(125)
-            }
-            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))}".utf8)
+            out.append(contentsOf: ",\"presence\":".utf8)
+            PresenceHTTPServer.appendPresence(of: members, except: session.user, projection, to: &out)
+            out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))}".utf8)
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
     }

@@ -232,22 +232,29 @@ public enum PresenceHTTPServer {
         buffer.writeBytes(out)
         let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
         out.removeAll(keepingCapacity: true)
-        out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":{".utf8)
+        out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
         // Presence of every other member and the cursor it reflects, read together.
         state.read { projection in
-            var first = true
-            for member in members where member != caller {
-                if !first { out.append(44) }
-                first = false
-                EventJSON.appendString(member, to: &out)
-                out.append(contentsOf: ":{".utf8)
-                appendPresenceFields(of: member, projection, to: &out)
-                out.append(125)
-            }
-            out.append(contentsOf: "},\"presence_cursor\":\(projection.nextOffset)}".utf8)
+            appendPresence(of: members, except: caller, projection, to: &out)
+            out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset)}".utf8)
         }
         buffer.writeBytes(out)
         return .success(buffer)
+    }
+
+    /// `{"bob":{"online":..,"last_seen":..,"connections":..},..}` for every member but `caller`.
+    static func appendPresence(of members: [String], except caller: String, _ projection: PresenceProjection, to out: inout [UInt8]) {
+        out.append(123)
+        var first = true
+        for member in members where member != caller {
+            if !first { out.append(44) }
+            first = false
+            EventJSON.appendString(member, to: &out)
+            out.append(contentsOf: ":{".utf8)
+            appendPresenceFields(of: member, projection, to: &out)
+            out.append(125)
+        }
+        out.append(125)
     }
 
     /// `"online":..,"last_seen":..,"connections":..` for `user` (offline with no last seen if never seen).
