@@ -72,15 +72,15 @@ public final class PresenceProjection {
     /// Closed connections older than the horizon removed from memory since this projection was built
     /// or loaded.
     public var forgottenConnectionCount: Int { state.forgottenConnections }
+    /// Connections now open.
+    public var openConnectionCount: Int { state.openConnections }
+    /// Bytes held for users (records, slots, ids), and for connections.
+    public var memoryBytes: (users: Int, connections: Int) { state.memoryBytes }
 
     /// Removes every forgotten connection now (normally done as the tables grow). Changes no state.
     public func forgetOldConnections() {
         state.sweepForgotten()
     }
-    /// Connections now open.
-    public var openConnectionCount: Int { state.openConnections }
-    /// Bytes held for users (records, slots, ids), and for connections.
-    public var memoryBytes: (users: Int, connections: Int) { state.memoryBytes }
 
     /// Applies one log record.
     public func apply(_ record: RecordView) throws(ApplyError) {
