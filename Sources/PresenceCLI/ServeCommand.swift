@@ -10,7 +10,7 @@ import SegmentLog
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the query server: gateway ingest and presence over HTTP, on the embedded log.",
+        abstract: "Run the query server: gateway ingest, conversations and presence over HTTP, live pushes over WebSocket, on the embedded log.",
         discussion: """
             One process: the log writer, the live projection and the HTTP and WebSocket server. On start it \
             opens DIR (recovering the log if needed), loads the newest checkpoint, replays the log after it, \
