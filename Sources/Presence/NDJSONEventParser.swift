@@ -68,7 +68,19 @@ public final class NDJSONEventParser {
 
     /// Parses `line` and appends it as a record to `buffer`; on error nothing is appended.
     public func append(_ line: UnsafeRawBufferPointer, to buffer: inout RecordBuffer) throws(EventParseError) {
+        try append(try parseFields(line), to: &buffer)
+    }
+
+    /// Parses `line`, admits its event time through `lateArrivals`, and appends it as a record to
+    /// `buffer`; on error (a bad line, or an event older than the horizon allows) nothing is appended.
+    public func append(_ line: UnsafeRawBufferPointer, to buffer: inout RecordBuffer,
+                       admittedBy lateArrivals: inout LateArrivalGuard) throws(EventParseError) {
         let fields = try parseFields(line)
+        if let timestamp = fields.timestamp { try lateArrivals.admit(timestamp) }
+        try append(fields, to: &buffer)
+    }
+
+    private func append(_ fields: Fields, to buffer: inout RecordBuffer) throws(EventParseError) {
         guard let kind = fields.kind, let gateway = fields.gateway, let timestamp = fields.timestamp
         else { throw EventParseError("internal: fields missing after validation") }
         let none = UnsafeRawBufferPointer(start: value, count: 0)

@@ -135,13 +135,7 @@ struct IngestCommand: ParsableCommand {
             }
             if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { return true }  // blank line
             do throws(EventParseError) {
-                try parser.append(line, to: &pending)
-                do throws(EventParseError) {
-                    try lateArrivals.admit(pending.timestamp(at: pending.count - 1))
-                } catch {
-                    pending.removeLast()
-                    throw error
-                }
+                try parser.append(line, to: &pending, admittedBy: &lateArrivals)
                 accepted += 1
             } catch {
                 rejected += 1

@@ -96,12 +96,17 @@ public final class LiveState: @unchecked Sendable {
         return try result.get()
     }
 
+    /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
+    public func lateArrivalGuard() -> LateArrivalGuard {
+        LateArrivalGuard(horizon: horizon, newest: read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp })
+    }
+
     /// Appends events this node makes itself (its sockets' connects and disconnects, heartbeats,
     /// gateway_downs), refusing, as ingest does, one older than the late-arrival horizon allows.
     @discardableResult
     public func append(own events: [PresenceEvent]) async throws -> AppendResult {
         var records = RecordBuffer()
-        var lateArrivals = LateArrivalGuard(horizon: horizon, newest: read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp })
+        var lateArrivals = lateArrivalGuard()
         for event in events {
             do throws(EventParseError) { try lateArrivals.admit(event.timestamp) } catch {
                 throw LogError(.invalidArgument, "\(event.kind.name) at \(Timestamp.format(event.timestamp)): \(error.reason)")

@@ -72,7 +72,7 @@ public enum PresenceHTTPServer {
             } catch is NIOTooManyBytesError {
                 return error(.contentTooLarge, "body_too_large", "the body is over the \(configuration.maxBodyBytes)-byte limit")
             }
-            return try await ingest(body, state: state, horizon: state.horizon)
+            return try await ingest(body, state: state)
         }
         router.get("v1/users/:id/presence") { request, context in
             let claims = try await authenticate(request, tokens)
@@ -161,11 +161,11 @@ public enum PresenceHTTPServer {
     }
 
     /// Validates every line, then appends them all as one request: all or nothing.
-    static func ingest(_ body: ByteBuffer, state: LiveState, horizon: Int64) async throws -> Response {
+    static func ingest(_ body: ByteBuffer, state: LiveState) async throws -> Response {
         let parser = NDJSONEventParser()
         var records = RecordBuffer()
         var problems: [(line: Int, reason: String)] = []
-        var lateArrivals = LateArrivalGuard(horizon: horizon, newest: state.read { $0.maxTimestamp == Int64.min ? nil : $0.maxTimestamp })
+        var lateArrivals = state.lateArrivalGuard()
         body.withUnsafeReadableBytes { raw in
             var number = 0
             var start = 0
@@ -177,13 +177,7 @@ public enum PresenceHTTPServer {
                 start = end + 1
                 if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
                 do throws(EventParseError) {
-                    try parser.append(line, to: &records)
-                    do throws(EventParseError) {
-                        try lateArrivals.admit(records.timestamp(at: records.count - 1))
-                    } catch {
-                        records.removeLast()
-                        throw error
-                    }
+                    try parser.append(line, to: &records, admittedBy: &lateArrivals)
                 } catch {
                     problems.append((number, error.reason))
                 }

@@ -83,12 +83,6 @@ public struct RecordBuffer: Sendable {
         }
     }
 
-    /// Removes the last record.
-    public mutating func removeLast() {
-        guard let last = entries.popLast() else { return }
-        storage.removeSubrange(Int(last.start)...)
-    }
-
     /// Removes every record, keeping the capacity.
     public mutating func removeAll() {
         storage.removeAll(keepingCapacity: true)
