@@ -113,8 +113,7 @@ public enum PresenceHTTPServer {
         router.post("v1/conversations/:id/messages") { request, context in
             let claims = try await authenticate(request, tokens)
             let id = try context.parameters.require("id")
-            guard let members = state.conversations.members(of: id) else { return error(.notFound, "not_found", "no conversation '\(id)'") }
-            guard members.contains(claims.sub.value) else { return error(.forbidden, "forbidden", "you are not a member of '\(id)'") }
+            _ = try members(of: id, for: claims.sub.value, state: state).get()
             let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
             guard let content = body["content"] as? String, !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
                 return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
@@ -205,13 +204,24 @@ public enum PresenceHTTPServer {
         }
     }
 
+    /// The members of conversation `id`, if `caller` is one of them: 404 for an unknown conversation,
+    /// 403 for a caller outside it.
+    static func members(of id: String, for caller: String, state: LiveState) -> Result<[String], APIError> {
+        guard let members = state.conversations.members(of: id) else { return .failure(APIError(.notFound, "not_found", "no conversation '\(id)'")) }
+        guard members.contains(caller) else { return .failure(APIError(.forbidden, "forbidden", "you are not a member of '\(id)'")) }
+        return .success(members)
+    }
+
     /// The body of `GET /v1/conversations/{id}` for `caller`: the messages after `afterSeq` (at most
     /// `limit`, default 50, capped at 200) and every other member's presence with the cursor it reflects.
     /// Written straight into the buffer: the messages' JSON is encoded once, when they are posted.
     static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, limit limitText: String?,
                          state: LiveState) -> Result<ByteBuffer, APIError> {
-        guard let members = state.conversations.members(of: id) else { return .failure(APIError(.notFound, "not_found", "no conversation '\(id)'")) }
-        guard members.contains(caller) else { return .failure(APIError(.forbidden, "forbidden", "you are not a member of '\(id)'")) }
+        let members: [String]
+        switch self.members(of: id, for: caller, state: state) {
+        case .success(let found): members = found
+        case .failure(let error): return .failure(error)
+        }
         guard let afterSeq = Int(afterText ?? "0"), afterSeq >= 0 else {
             return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0"))
         }

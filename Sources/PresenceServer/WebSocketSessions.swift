@@ -89,13 +89,10 @@ enum WebSocketSessions {
         }
         switch op {
         case "open":
-            guard let members = state.conversations.members(of: conversation) else {
-                return state.reply(session, errorFrame("not_found", "no conversation '\(conversation)'", conversation: conversation))
+            switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
+            case .success(let members): state.watch(session, conversation: conversation, members: members)
+            case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
-            guard members.contains(session.user) else {
-                return state.reply(session, errorFrame("forbidden", "you are not a member of '\(conversation)'", conversation: conversation))
-            }
-            state.watch(session, conversation: conversation, members: members)
         case "close":
             state.unwatch(session, conversation: conversation)
         default:
