@@ -30,8 +30,7 @@ struct AuditCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Report events more than this behind the newest event time (e.g. 5m).", valueName: "duration"))
     var outOfOrder: String = "5m"
 
-    @Option(help: ArgumentHelp("The late-arrival horizon to fold with (default: the one DIR/horizon stores, else 24h).", valueName: "duration"))
-    var horizon: String?
+    @OptionGroup var horizon: HorizonOption
 
     func run() throws {
         let report: Audit.Report
@@ -39,7 +38,7 @@ struct AuditCommand: ParsableCommand {
             var options = Audit.Options()
             options.openLongerThan = try parseDuration(openLongerThan, option: "--open-longer-than")
             options.outOfOrder = try parseDuration(outOfOrder, option: "--out-of-order")
-            options.horizon = try StoredHorizon.forReading(data: data, requested: horizon.map { try parseDuration($0, option: "--horizon") })
+            options.horizon = try horizon.forReading(data: data)
             report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
         } catch {
             throw fail(error)

@@ -43,8 +43,7 @@ struct IngestCommand: ParsableCommand {
     @Option(help: ArgumentHelp("0 for LZ4's fast compressor, 1-12 for LZ4 HC at that level (smaller, slower to write, as fast to read).", valueName: "level"))
     var compressionLevel: Int = LogConfiguration().compressionLevel
 
-    @Option(help: ArgumentHelp("Refuse events older than the log's newest event time minus this (e.g. 24h). The first writer stores it in DIR/horizon (default 24h); later ones must agree, and replay, state and audit use it.", valueName: "duration"))
-    var horizon: String?
+    @OptionGroup var horizon: HorizonOption
 
     @Option(help: ArgumentHelp("Tuning: the most records in one batch.", valueName: "n"))
     var batchRecords: Int = LogConfiguration().maxBatchRecords
@@ -81,7 +80,7 @@ struct IngestCommand: ParsableCommand {
         configuration.maxBatchRecords = batchRecords
         configuration.maxBatchTimestampSpan = batchSpan
         try configuration.validate()
-        let requestedHorizon = try horizon.map { try parseDuration($0, option: "--horizon") }
+        let requestedHorizon = try horizon.requested()
 
         let inputFD: Int32
         if input == "-" {

@@ -28,8 +28,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
     var untilOffset: Int64?
 
-    @Option(help: ArgumentHelp("The late-arrival horizon to fold with (default: the one DIR/horizon stores, else 24h).", valueName: "duration"))
-    var horizon: String?
+    @OptionGroup var horizon: HorizonOption
 
     @Flag(help: "Write a checkpoint of the result into DIR/checkpoints (keeps the newest two).")
     var checkpoint = false
@@ -53,7 +52,7 @@ struct ReplayCommand: ParsableCommand {
         if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
         let time = try until.map { try parseTime($0, option: "--until") }
         let started = now()
-        let horizonMilliseconds = try StoredHorizon.forReading(data: data, requested: horizon.map { try parseDuration($0, option: "--horizon") })
+        let horizonMilliseconds = try horizon.forReading(data: data)
         var projection = PresenceProjection(horizon: horizonMilliseconds)
         if resume {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
@@ -127,8 +126,7 @@ struct StateCommand: ParsableCommand {
     @Flag(help: "Fold the whole log instead of starting from the newest checkpoint.")
     var noCheckpoint = false
 
-    @Option(help: ArgumentHelp("The late-arrival horizon to fold with (default: the one DIR/horizon stores, else 24h).", valueName: "duration"))
-    var horizon: String?
+    @OptionGroup var horizon: HorizonOption
 
 
     func run() throws {
@@ -141,7 +139,7 @@ struct StateCommand: ParsableCommand {
 
     private func state() throws {
         let time = try at.map { try parseTime($0, option: "--at") }
-        let horizonMilliseconds = try StoredHorizon.forReading(data: data, requested: horizon.map { try parseDuration($0, option: "--horizon") })
+        let horizonMilliseconds = try horizon.forReading(data: data)
         var projection = PresenceProjection(horizon: horizonMilliseconds)
         if !noCheckpoint {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()

@@ -43,8 +43,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("When to fsync: always, interval:MS or never.", valueName: "policy"))
     var fsync: String = "always"
 
-    @Option(help: ArgumentHelp("Refuse events older than the newest event time minus this (default: the one DIR/horizon stores, else 24h; stored on first use, and must agree with it after).", valueName: "duration"))
-    var horizon: String?
+    @OptionGroup var horizon: HorizonOption
 
     @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
     var maxBody: String = "4MiB"
@@ -72,7 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.host = host
             configuration.port = port
             configuration.log.durability = durability
-            configuration.horizon = try horizon.map { try parseDuration($0, option: "--horizon") }
+            configuration.horizon = try horizon.requested()
             configuration.maxBodyBytes = try parseSize(maxBody, option: "--max-body")
             guard let level = Logger.Level(rawValue: logLevel) else {
                 throw ValidationError("--log-level '\(logLevel)' is not a level: use trace, debug, info, notice, warning, error or critical")
