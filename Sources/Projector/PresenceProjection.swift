@@ -773,6 +773,9 @@ extension ProjectionState {
         guard users.count * 4 <= userSlots.count * 3, connections.count * 2 <= connectionSlots.count else {
             throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
         }
+        // The next sweep when the table has doubled again, as if the last one had just run: a restart
+        // does not scan every connection on its first event.
+        nextSweep = max(Self.minimumSweep, connections.count * 2)
         let gatewayCount = Int(try reader.u64())
         guard gatewayCount >= 0, gatewayCount <= reader.remaining / 20 else { throw LogError(.corrupt, "checkpoint is cut short") }
         for _ in 0..<gatewayCount {
