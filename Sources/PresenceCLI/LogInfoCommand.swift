@@ -6,7 +6,7 @@ struct LogInfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log-info",
         abstract: "Describe the log's segments: offsets, time ranges, sizes, bytes per event.",
-        discussion: "Reads batch headers only, unless --verify asks for every batch's CRC and records to be checked."
+        discussion: "Decompresses every batch for its time range; --verify also checks every batch's CRC."
     )
 
     @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
@@ -46,12 +46,12 @@ struct LogInfoCommand: ParsableCommand {
             let stem = String(segment.path.dropLast(4))
             stats[index].indexBytes = (fileSize(stem + ".index") ?? 0) + (fileSize(stem + ".timeindex") ?? 0)
         }
-        let summary = try reader.forEachBatch(verify: verify) { batch in
+        let summary = try reader.forEachBatch(verify: verify, decode: true) { batch in
             guard let index = positions[batch.segment.path] else { return true }
             stats[index].batches += 1
             stats[index].records += Int64(batch.header.recordsCount)
             stats[index].endOffset = batch.header.nextOffset
-            stats[index].firstTimestamp = min(stats[index].firstTimestamp, batch.header.baseTimestamp)
+            stats[index].firstTimestamp = min(stats[index].firstTimestamp, batch.smallestTimestamp ?? batch.header.maxTimestamp)
             stats[index].maxTimestamp = max(stats[index].maxTimestamp, batch.header.maxTimestamp)
             return true
         }

@@ -39,8 +39,9 @@ public enum Checkpoint {
         public var skipped: [String] = []
     }
 
+    /// Version 3: connection keys are user id + `EventCodec.View.writeConnIdentity` (value layout 2).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 2
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 3
     }
 
     /// The checkpoint folder of a data directory.

@@ -93,6 +93,23 @@ final class FlatStorage<Element: BitwiseCopyable> {
         count += bytes.count
     }
 
+    /// Empties the storage and makes room for `capacity` elements: appends within it never move it.
+    func removeAll(reservingCapacity capacity: Int) {
+        count = 0
+        if capacity > self.capacity { grow(to: capacity) }
+    }
+
+    /// Appends the bytes `write` puts at the end (at most `maximum`, within the reserved capacity: see
+    /// `removeAll(reservingCapacity:)`) and returns them. `write` returns their count.
+    @inline(__always)
+    func append(upTo maximum: Int, _ write: (UnsafeMutableRawPointer) -> Int) -> UnsafeRawBufferPointer where Element == UInt8 {
+        if count + maximum > capacity { grow(to: max(capacity * 2, count + maximum)) }
+        let start = UnsafeMutableRawPointer(pointer + count)
+        let written = write(start)
+        count += written
+        return UnsafeRawBufferPointer(start: start, count: written)
+    }
+
     private func grow(to newCapacity: Int) {
         if newCapacity <= mappedCapacity {
             capacity = newCapacity

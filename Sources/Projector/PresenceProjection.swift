@@ -227,6 +227,8 @@ struct ProjectionState {
     var gatewayDowns: [[Int64]] = []
     var gatewayHeartbeat: [Int64] = []
     var pending: [Pending] = []
+    /// The connection identities of the batch being applied (`Pending.identity` points here).
+    let identities = FlatStorage<UInt8>(capacity: 1 << 16)
     /// Anomaly counters, only while auditing.
     var audit: AuditTally?
 
@@ -252,6 +254,7 @@ struct ProjectionState {
 
     mutating func apply(batch: UnsafeBufferPointer<RecordView>) throws(PresenceProjection.ApplyError) {
         pending.removeAll(keepingCapacity: true)
+        identities.removeAll(reservingCapacity: batch.count * EventCodec.maxConnIdentityBytes)
         // Pass 1: decode, hash, and prefetch each connection event's slot.
         let connectionMask = connectionSlots.count - 1
         let userMask = userSlots.count - 1
@@ -267,13 +270,14 @@ struct ProjectionState {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
                 }
                 var item = Pending(offset: record.offset, timestamp: record.timestamp, user: UnsafeRawBufferPointer(start: nil, count: 0),
-                                   identity: view.connIdentity, gateway: view.gateway, kind: view.kind)
+                                   identity: UnsafeRawBufferPointer(start: nil, count: 0), gateway: view.gateway, kind: view.kind)
                 if !view.kind.isGatewayEvent {
                     guard let key = record.key, key.count > 0 else {
                         throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
                     }
                     item.user = key
-                    (item.userHash, item.hash) = Self.hashes(key, view.connIdentity)
+                    item.identity = identities.append(upTo: EventCodec.maxConnIdentityBytes) { view.writeConnIdentity(to: $0) }
+                    (item.userHash, item.hash) = Self.hashes(key, item.identity)
                     if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
                     if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
                 }

@@ -343,13 +343,15 @@ public final class Log {
         while start < records.count {
             var end = start
             var bytes = 0
-            let firstTimestamp = records.entries[start].timestamp
+            var lowest = records.entries[start].timestamp, highest = lowest
             while end < records.count && end - start < configuration.maxBatchRecords {
                 let entry = records.entries[end]
                 bytes += Int(entry.valueLength) + max(Int(entry.keyLength), 0) + 16
                 if end > start && bytes > configuration.maxBatchBytes { break }
-                let delta = entry.timestamp &- firstTimestamp
-                if end > start && (delta > span || delta < -span) { break }
+                let newLowest = min(lowest, entry.timestamp), newHighest = max(highest, entry.timestamp)
+                if end > start && newHighest &- newLowest > span { break }
+                lowest = newLowest
+                highest = newHighest
                 end += 1
             }
             ranges.append(start..<end)

@@ -38,10 +38,9 @@ public struct LogConfiguration: Sendable, Equatable {
     public var indexIntervalBytes: Int = 4096
     /// The most records in one batch. 8192 keeps record offset deltas within two bytes.
     public var maxBatchRecords: Int = 8192
-    /// A batch ends before a record whose timestamp is further than this from the batch's first (ms).
-    /// 16383 ms keeps most timestamp deltas within two bytes (up to 8191 ms) and the rest within three,
-    /// while a batch still holds enough records for LZ4 to find repeats (measured: 8191 gave 16.8
-    /// bytes/event, 16383 16.6, 32767 and more 16.8-16.9 on the benchmark stream).
+    /// A batch ends before a record that would make its timestamps span more than this (ms, largest
+    /// minus smallest). 16383 ms keeps every timestamp delta within two bytes (the batch's base is the
+    /// midpoint), while a batch still holds enough records for LZ4 to find repeats.
     public var maxBatchTimestampSpan: Int64 = 16383
     /// The most uncompressed record bytes in one batch.
     public var maxBatchBytes: Int = 1 << 20

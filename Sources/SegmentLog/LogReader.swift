@@ -57,6 +57,9 @@ public final class LogReader {
         public let header: RecordBatchHeader
         public let segment: SegmentFile
         public let position: Int64
+        /// The smallest record timestamp, when the records were decoded (`verify` or `decode`): the header
+        /// has only the largest and a base for the deltas.
+        public var smallestTimestamp: Int64?
     }
 
     /// Opens the log in `directory` for reading.
@@ -123,16 +126,21 @@ public final class LogReader {
     }
 
     /// Calls `body` for every batch from `start` on with its header, until it returns false. With
-    /// `verify`, each batch's CRC and records are checked first.
+    /// `verify`, each batch's CRC and records are checked first; with `decode`, its records are decoded
+    /// (and their framing checked) to find its smallest timestamp.
     @discardableResult
-    public func forEachBatch(from start: Start = .offset(0), verify: Bool, _ body: (BatchInfo) throws -> Bool) throws -> ReadSummary {
+    public func forEachBatch(from start: Start = .offset(0), verify: Bool, decode: Bool = false,
+                             _ body: (BatchInfo) throws -> Bool) throws -> ReadSummary {
         try walk(from: start, verify: verify) { info, bytes in
-            if verify {
+            var info = info
+            if verify || decode {
+                var smallest = Int64.max
                 do {
-                    try decoder.forEachRecord(bytes, header: info.header) { _ in }
+                    try decoder.forEachRecord(bytes, header: info.header) { smallest = min(smallest, $0.timestamp) }
                 } catch let error as BatchFormatError {
                     throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
                 }
+                if smallest != Int64.max { info.smallestTimestamp = smallest }
             }
             return try body(info)
         }

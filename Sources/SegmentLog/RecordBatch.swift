@@ -7,7 +7,9 @@
 ///          17  crc                   uint32  CRC-32C of bytes 21 ..< end
 ///          21  attributes            int16   bits 0-2 codec (3 = LZ4), bit 3 timestamp type (0 = create time)
 ///          23  lastOffsetDelta       int32   records - 1
-///          27  baseTimestamp         int64   first record's timestamp, ms
+///          27  baseTimestamp         int64   base of the records' timestamp deltas, ms: Kafka's producer
+///                                                uses the first record's; this log the midpoint of the
+///                                                smallest and largest, so deltas stay within two bytes
 ///          35  maxTimestamp          int64   largest record timestamp, ms
 ///          43  producerId            int64   -1
 ///          51  producerEpoch         int16   -1
@@ -132,8 +134,13 @@ final class RecordBatchEncoder {
     @discardableResult
     func encode(_ buffer: RecordBuffer, range: Range<Int>, baseOffset: Int64) -> RecordBatchHeader {
         precondition(!range.isEmpty, "a batch holds at least one record")
-        let baseTimestamp = buffer.entries[range.lowerBound].timestamp
-        var maxTimestamp = Int64.min
+        var minTimestamp = Int64.max, maxTimestamp = Int64.min
+        for index in range {
+            minTimestamp = min(minTimestamp, buffer.entries[index].timestamp)
+            maxTimestamp = max(maxTimestamp, buffer.entries[index].timestamp)
+        }
+        // The midpoint: deltas within ±8191 ms take two bytes, so a batch spanning 16383 ms needs no third.
+        let baseTimestamp = minTimestamp &+ (maxTimestamp &- minTimestamp &+ 1) / 2
         records.count = 0
         buffer.storage.withUnsafeBytes { storage in
             guard let storageBase = storage.baseAddress else { return }
@@ -167,7 +174,6 @@ final class RecordBatchEncoder {
                 cursor.storeBytes(of: 0, as: UInt8.self)
                 cursor += 1
                 records.count = cursor - records.pointer
-                if entry.timestamp > maxTimestamp { maxTimestamp = entry.timestamp }
             }
         }
         let start = output.count

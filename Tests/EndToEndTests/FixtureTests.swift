@@ -37,11 +37,11 @@ import Testing
         _ = dir
         let audit = try CLI.presence(["audit", "--data", data])
         #expect(audit.status == 2)
-        #expect(audit.stdout.contains("CORRUPT \(data)/presence/00000000000000000000.log: batch 1 at byte 375: bad CRC"), "\(audit.stdout)")
+        #expect(audit.stdout.contains("CORRUPT \(data)/presence/00000000000000000000.log: batch 1 at byte 367: bad CRC"), "\(audit.stdout)")
         #expect(audit.stdout.components(separatedBy: "  CORRUPT ").count == 2, "only the damaged segment is blamed: \(audit.stdout)")
         let dump = try CLI.presence(["dump", "--data", data])
         #expect(dump.status == 3)
-        #expect(dump.stderr.contains("00000000000000000000.log: batch has a bad CRC at byte 375"))
+        #expect(dump.stderr.contains("00000000000000000000.log: batch has a bad CRC at byte 367"))
     }
 
     @Test func theTornTailIsIgnoredByReadersAndCutByTheNextWriter() throws {
@@ -49,7 +49,7 @@ import Testing
         _ = dir
         let dump = try CLI.presence(["dump", "--data", data])
         #expect(dump.status == 0)
-        #expect(dump.stderr.contains("ignored 40 bytes at byte 690"))
+        #expect(dump.stderr.contains("ignored 40 bytes at byte 687"))
         #expect(dump.stdout.lines.count == 207)
         let audit = try CLI.presence(["audit", "--data", data])
         #expect(audit.status == 1)

@@ -40,8 +40,44 @@ import Testing
     @Test func compactFormDropsTheUserPrefixAndPacksHex() {
         var buffer = RecordBuffer()
         EventCodec.append(PresenceEvent(kind: .connect, user: "u648930", conn: "u648930-tablet-1482", gateway: "gw-8", timestamp: 1), to: &buffer)
-        // flags, "gw-8" with its length, "tablet-" with its length, 2 packed hex bytes with their count.
-        #expect(buffer.value(at: 0).count == 1 + 5 + 8 + 3)
+        // 2 packed hex bytes, flags, "gw-8" with its length, "tablet-", the tail.
+        #expect(buffer.value(at: 0) == [0x14, 0x82, 0x91, 4] + Array("gw-8tablet-".utf8) + [0xFA])
+    }
+
+    @Test func longHexRunsPackTheirLastFourteenDigits() throws {
+        let event = PresenceEvent(kind: .connect, user: "bob", conn: "bob-0123456789abcdef", gateway: "g", timestamp: 1)
+        var buffer = RecordBuffer()
+        EventCodec.append(event, to: &buffer)
+        let value = buffer.value(at: 0)
+        #expect(value.last == 0xFF)  // seven packed bytes
+        #expect(Array(value.suffix(3)) == Array("01".utf8) + [0xFF])
+        #expect(try roundTrip(event) == event)
+    }
+
+    @Test func valuesOfTheFirstLayoutAreRefusedByName() {
+        // "u648930-tablet-1482" as layout 1 wrote it: flags, gateway, text, packed hex with its count.
+        let layout1: [UInt8] = [0x51, 4] + Array("gw-8".utf8) + [7] + Array("tablet-".utf8) + [2, 0x14, 0x82]
+        #expect { try layout1.withUnsafeBytes { _ = try EventCodec.view($0) } } throws: { error in
+            "\(error)".contains("older PresenceLog")
+        }
+    }
+
+    @Test func connIdentitiesTellPrefixedAndPlainConnsApart() throws {
+        func identity(_ conn: String) throws -> [UInt8] {
+            var buffer = RecordBuffer()
+            EventCodec.append(PresenceEvent(kind: .connect, user: "u1", conn: conn, gateway: "g", timestamp: 1), to: &buffer)
+            return try buffer.value(at: 0).withUnsafeBytes { value in
+                let view = try EventCodec.view(value)
+                return try withUnsafeTemporaryAllocation(byteCount: EventCodec.maxConnIdentityBytes, alignment: 1) { scratch in
+                    let base = try #require(scratch.baseAddress)
+                    return Array(UnsafeRawBufferPointer(start: base, count: view.writeConnIdentity(to: base)))
+                }
+            }
+        }
+        #expect(try identity("u1-phone") != identity("phone"))
+        #expect(try identity("u1-ab12") != identity("ab12"))
+        #expect(try identity("x-ab12") != identity("x-ab1"))
+        #expect(try identity("u1-phone") == identity("u1-phone"))
     }
 
     @Test func malformedValuesAreErrorsNotCrashes() {

@@ -92,7 +92,8 @@ import Testing
         #expect(header.codec == 3)
         #expect(header.recordsCount == 101)
         #expect(header.lastOffsetDelta == 100)
-        #expect(header.baseTimestamp == 1_705_276_800_000)
+        // The base is the midpoint of the smallest and largest timestamps (deltas stay small both ways).
+        #expect(header.baseTimestamp == 5 + (1_705_276_800_000 + 99 * 10 - 5 + 1) / 2)
         #expect(header.maxTimestamp == 1_705_276_800_000 + 99 * 10)
         #expect(header.producerId == -1 && header.producerEpoch == -1 && header.baseSequence == -1)
         #expect(header.totalSize == encoder.output.count)
