@@ -49,6 +49,13 @@ typealias State = PresenceProjection.UserState
         #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 500, connections: 0))
     }
 
+    @Test func connsThatDifferOnlyByTheUserPrefixAreDifferentConnections() {
+        // "bob-phone" is stored without its "bob-" prefix: it must not be taken for a conn called "phone".
+        let p = fold([connect("bob", "bob-phone", 100), connect("bob", "phone", 110), disconnect("bob", "phone", 200),
+                      connect("bob", "bob-7f3a", 120), disconnect("bob", "7f3a", 210)])
+        #expect(p.state(of: "bob") == State(user: "bob", online: true, lastSeen: 210, connections: 2))
+    }
+
     @Test func rule4OnlineWhileAnyConnectionIsOpen() {
         var events = [connect("bob", "phone", 100), connect("bob", "laptop", 110)]
         #expect(fold(events).state(of: "bob") == State(user: "bob", online: true, lastSeen: nil, connections: 2))
