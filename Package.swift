@@ -73,6 +73,13 @@ let package = Package(
         ),
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
+        // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
+        .executableTarget(
+            name: "presence-http-ceiling",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "tools/http-ceiling",
+            swiftSettings: strictSwift
+        ),
         // Read-path benchmark.
         .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector"], path: "tools/bench", swiftSettings: strictSwift),
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),

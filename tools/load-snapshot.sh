@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Load on the snapshot endpoint (issue 4): GET /v1/conversations/{id} with 20 messages and one peer,
 # 50 connections, one wrk thread (the load generator takes one core, the server the other).
-# Baseline in the same run: GET /health (no JSON building, no token check).
+# Baselines in the same run: GET /health (no JSON building, no token check), and the ceiling: a bare
+# NIO server answering every request with a fixed response of the snapshot's size
+# (tools/http-ceiling, no HTTP parser, no routing).
 # Usage: tools/load-snapshot.sh [SECONDS]   (default 10). Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-swift build -c release --product presence 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
+for product in presence presence-http-ceiling; do
+    swift build -c release --product "$product" 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
+done
 bin=.build/release/presence
 data=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
+ceiling=""
+trap 'kill $server $ceiling 2>/dev/null || true; rm -rf "$data" "$data.ceiling"' EXIT
 "$bin" serve --data "$data" --dev --port 0 > "$data.out" 2>/dev/null &
 server=$!
 for _ in $(seq 100); do grep -q listening "$data.out" 2>/dev/null && break; sleep 0.1; done
@@ -32,3 +37,10 @@ wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$port/health" | grep -E
 echo "== GET /v1/conversations/$id"
 wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
 rm -f "$data.out"
+kill $server
+.build/release/presence-http-ceiling 0 "$size" > "$data.ceiling" &
+ceiling=$!
+for _ in $(seq 100); do grep -q listening "$data.ceiling" 2>/dev/null && break; sleep 0.1; done
+ceiling_port=$(sed -n 's/listening on 127.0.0.1://p' "$data.ceiling")
+echo "== ceiling: a bare NIO server, the same $size-byte response to every request"
+wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$ceiling_port/" | grep -E "Requests/sec|99%"
