@@ -76,7 +76,10 @@ let package = Package(
         // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
         .executableTarget(
             name: "presence-http-ceiling",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "tools/http-ceiling",
             swiftSettings: strictSwift
         ),

@@ -2,8 +2,8 @@
 # Load on the snapshot endpoint (issue 4): GET /v1/conversations/{id} with 20 messages and one peer,
 # 50 connections, one wrk thread (the load generator takes one core, the server the other).
 # Baselines in the same run: GET /health (no JSON building, no token check), and the ceiling: a bare
-# NIO server answering every request with a fixed response of the snapshot's size
-# (tools/http-ceiling, no HTTP parser, no routing).
+# NIO server answering every request with a fixed response of the snapshot's size (tools/http-ceiling,
+# no HTTP parser, no routing), then the same through NIO's HTTP/1 codec.
 # Usage: tools/load-snapshot.sh [SECONDS]   (default 10). Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +38,17 @@ echo "== GET /v1/conversations/$id"
 wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
 rm -f "$data.out"
 kill $server
-.build/release/presence-http-ceiling 0 "$size" > "$data.ceiling" &
-ceiling=$!
-for _ in $(seq 100); do grep -q listening "$data.ceiling" 2>/dev/null && break; sleep 0.1; done
-ceiling_port=$(sed -n 's/listening on 127.0.0.1://p' "$data.ceiling")
-echo "== ceiling: a bare NIO server, the same $size-byte response to every request"
-wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$ceiling_port/" | grep -E "Requests/sec|99%"
+for mode in raw codec; do
+    .build/release/presence-http-ceiling 0 "$size" "$mode" > "$data.ceiling" &
+    ceiling=$!
+    for _ in $(seq 100); do grep -q listening "$data.ceiling" 2>/dev/null && break; sleep 0.1; done
+    ceiling_port=$(sed -n 's/listening on 127.0.0.1://p' "$data.ceiling")
+    if [[ $mode == raw ]]; then
+        echo "== ceiling: a bare NIO server, the same $size-byte response to every request"
+    else
+        echo "== ceiling through NIO's HTTP/1 codec (as Hummingbird's pipeline), the same response"
+    fi
+    wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$ceiling_port/" | grep -E "Requests/sec|99%"
+    kill $ceiling
+    ceiling=""
+done

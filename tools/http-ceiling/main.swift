@@ -4,9 +4,12 @@
 // it in the same run as the snapshot endpoint, so that the snapshot's figure can be read against what
 // NIO alone reaches here (issue 4).
 //
-// Usage: presence-http-ceiling [PORT] [BODY_BYTES]   (defaults 0 = any free port, 2279); prints
-// "listening on 127.0.0.1:PORT".
+// Usage: presence-http-ceiling [PORT] [BODY_BYTES] [codec]   (defaults 0 = any free port, 2279);
+// prints "listening on 127.0.0.1:PORT". With `codec`, requests go through NIO's HTTP/1 codec
+// (`configureHTTPServerPipeline`, as Hummingbird's) and a handler that answers each request head:
+// the difference between the two is what the HTTP parser and encoder cost.
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 #if canImport(Glibc)
@@ -45,6 +48,34 @@ final class FixedResponder: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
 }
 
+/// Answers each request with the same head and body, through NIO's HTTP/1 codec.
+final class CodecResponder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let head: HTTPResponseHead
+    private let body: ByteBuffer
+
+    init(bodyBytes: Int) {
+        head = HTTPResponseHead(version: .http1_1, status: .ok,
+                                headers: ["Content-Type": "application/json", "Content-Length": "\(bodyBytes)"])
+        var body = ByteBuffer()
+        body.writeRepeatingByte(UInt8(ascii: "x"), count: bodyBytes)
+        self.body = body
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 let port = arguments.first.flatMap { Int($0) } ?? 0
 let bodyBytes = arguments.dropFirst().first.flatMap { Int($0) } ?? 2279
@@ -52,6 +83,7 @@ var response = ByteBuffer()
 response.writeString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(bodyBytes)\r\n\r\n")
 response.writeRepeatingByte(UInt8(ascii: "x"), count: bodyBytes)
 let fixed = response
+let throughCodec = arguments.dropFirst(2).first == "codec"
 
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let channel = try ServerBootstrap(group: group)
@@ -59,7 +91,14 @@ let channel = try ServerBootstrap(group: group)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
     .childChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FixedResponder(response: fixed)) }
+        channel.eventLoop.makeCompletedFuture {
+            if throughCodec {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                try channel.pipeline.syncOperations.addHandler(CodecResponder(bodyBytes: bodyBytes))
+            } else {
+                try channel.pipeline.syncOperations.addHandler(FixedResponder(response: fixed))
+            }
+        }
     }
     .bind(host: "127.0.0.1", port: port)
     .wait()
