@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import HummingbirdCore
 import HummingbirdWebSocket
 import NIOCore
 import Prometheus
@@ -140,15 +141,22 @@ public enum PresenceHTTPServer {
             await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens,
                                         logger: context.logger)
         }
+        // HTTP/1 with the WebSocket upgrade, as `HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter:
+        // configuration:)` builds it, with the snapshot's fast path in front of each connection.
+        let webSocketResponder = webSocketRouter.buildResponder()
+        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(additionalChannelHandlers: [SnapshotFastPath.ResponseEnds()]),
+            ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30)))
+        )
+        let server = HTTPServerBuilder { responder in
+            FastPathChannel(
+                base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration),
+                makeFastPath: { SnapshotFastPath(state: state, tokens: tokens) { fastPathServed.increment() } }
+            )
+        }
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: webSocketRouter,
-                configuration: .init(
-                    http1: .init(additionalChannelHandlers: [SnapshotFastPath(state: state, tokens: tokens) { fastPathServed.increment() }]),
-                    ws: .init(maxFrameSize: WebSocketSessions.maxFrameBytes, autoPing: .enabled(timePeriod: .seconds(30)))
-                )
-            ),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "PresenceLog"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) },
             logger: {

@@ -7,31 +7,55 @@ import NIOHTTPTypes
 import Glibc
 #endif
 
-/// The chat client's hot read, `GET /v1/conversations/{id}`, answered on the event loop that read it.
+/// The chat client's hot read, `GET /v1/conversations/{id}`, answered from the raw bytes of the
+/// connection, ahead of the HTTP codec.
 ///
-/// It sits in each HTTP/1 connection's pipeline in front of Hummingbird. A request it can answer at
-/// once — a GET of a conversation snapshot, with a token already verified (the cache in
-/// `TokenAuthority`) and not expired, whose caller is a member, and no other request of the
-/// connection still waiting for Hummingbird's answer — it answers itself with the same body the
-/// route builds (`PresenceHTTPServer.snapshot`), skipping the task hop, the router and the
-/// middleware. Everything else, errors included, goes on to Hummingbird unchanged, so answers stay
-/// in request order and every error is the route's. Served this way a request is counted in
+/// NIO's HTTP/1 codec alone caps this machine at about half of what a bare NIO server answers
+/// (BENCHMARKS.md), so this handler sits at the very front of each connection's pipeline (added by
+/// `FastPathChannel` before Hummingbird's handlers) and reads requests itself. A request it can
+/// answer at once — a complete `GET /v1/conversations/{id}` over HTTP/1.1 with no body, whose bearer
+/// token was already verified (the cache in `TokenAuthority`) and whose caller is a member, while no
+/// request handed to the codec is still waiting for its answer — it answers with the same body the
+/// route builds (`PresenceHTTPServer.snapshot`) and the route's headers. Every other request goes to
+/// the codec byte for byte and in order, and the handler stays out of the way until the codec has
+/// answered it (`ResponseEnds` reports each answer's end), so answers stay in request order and every
+/// error is the route's.
+///
+/// It forwards only requests it can delimit: a head ending in CRLF CRLF within `maxHeadBytes` and a
+/// body of a single plain `Content-Length`. Anything else — `Transfer-Encoding`, `Upgrade` (a
+/// WebSocket), `Connection`, `Expect`, HTTP/1.0, bare LF line ends, folded or malformed headers, an
+/// oversize head — hands the connection to the codec for good: from then on every byte goes through
+/// unread, and the codec judges the request. Served this way a request is counted in
 /// `presence_snapshot_fast_path_total` instead of the per-route request metrics.
 final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
-    static let prefix = "/v1/conversations/"
+    static let prefix: StaticString = "/v1/conversations/"
+    /// The longest request head read here; a longer one goes to the codec (which has its own limits).
+    static let maxHeadBytes = 16 * 1024
+
+    private enum Mode {
+        /// At the start of a request.
+        case requests
+        /// Forwarding the rest of a forwarded request's body.
+        case body(remaining: Int)
+        /// The codec has the connection: every byte goes through.
+        case passthrough
+    }
 
     private let state: LiveState
     private let tokens: TokenAuthority
     private let served: @Sendable () -> Void
-    /// Requests handed to Hummingbird whose response has not ended yet.
+    private var mode = Mode.requests
+    /// Bytes read and not yet answered or forwarded (the start of an incomplete request).
+    private var pending: ByteBuffer?
+    /// Requests handed to the codec whose answer has not ended yet.
     private var forwarded = 0
-    /// True while the rest of a request answered here (its end) is still to come.
-    private var answering = false
+    /// Answers written since the last flush.
+    private var unflushed = false
     private var date = HTTPDate()
 
     init(state: LiveState, tokens: TokenAuthority, served: @escaping @Sendable () -> Void) {
@@ -40,64 +64,274 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         self.served = served
     }
 
+    /// The codec's answer to a forwarded request has ended (from `ResponseEnds`).
+    func responseEnded() {
+        if forwarded > 0 { forwarded -= 1 }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            if forwarded == 0, !answering, let body = answer(head) {
-                answering = true
-                var headers = HTTPFields()
-                headers[.contentType] = "application/json"
-                headers[.contentLength] = String(body.readableBytes)
-                headers[.date] = date.now()
-                headers[.server] = "PresenceLog"
-                context.write(wrapOutboundOut(.head(HTTPResponse(status: .ok, headerFields: headers))), promise: nil)
-                context.write(wrapOutboundOut(.body(body)), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-                served()
-                return
-            }
-            forwarded += 1
+        var bytes = unwrapInboundIn(data)
+        if case .passthrough = mode {
             context.fireChannelRead(data)
-        case .body:
-            if !answering { context.fireChannelRead(data) }
-        case .end:
-            if answering { answering = false } else { context.fireChannelRead(data) }
+            return
+        }
+        if pending == nil {
+            pending = bytes
+        } else {
+            pending?.writeBuffer(&bytes)
+        }
+        process(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Answers or forwards every complete request in `pending`, in order.
+    private func process(context: ChannelHandlerContext) {
+        while var buffer = pending, buffer.readableBytes > 0 {
+            switch mode {
+            case .passthrough:
+                pending = nil
+                context.fireChannelRead(wrapInboundOut(buffer))
+                return
+            case .body(let remaining):
+                let count = min(remaining, buffer.readableBytes)
+                if let part = buffer.readSlice(length: count) { context.fireChannelRead(wrapInboundOut(part)) }
+                mode = remaining > count ? .body(remaining: remaining - count) : .requests
+                pending = buffer.readableBytes > 0 ? buffer : nil
+            case .requests:
+                let head: RequestHead
+                switch RequestHead.parse(buffer) {
+                case .incomplete:
+                    if buffer.readableBytes > Self.maxHeadBytes { mode = .passthrough }
+                    else { return }  // wait for the rest
+                    continue
+                case .notForUs:
+                    mode = .passthrough
+                    continue
+                case .complete(let parsed):
+                    head = parsed
+                }
+                if head.contentLength == 0, forwarded == 0, context.channel.isWritable, let body = answer(head) {
+                    buffer.moveReaderIndex(forwardBy: head.size)
+                    pending = buffer.readableBytes > 0 ? buffer : nil
+                    respond(context: context, body: body)
+                    continue
+                }
+                forwarded += 1
+                if let part = buffer.readSlice(length: head.size) { context.fireChannelRead(wrapInboundOut(part)) }
+                if head.contentLength > 0 { mode = .body(remaining: head.contentLength) }
+                pending = buffer.readableBytes > 0 ? buffer : nil
+            }
         }
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { forwarded -= 1 }
-        context.write(data, promise: promise)
+    /// Writes the route's head and `body` (two buffers, one `writev` at the flush).
+    private func respond(context: ChannelHandlerContext, body: ByteBuffer) {
+        var head = context.channel.allocator.buffer(capacity: 160)
+        head.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ")
+        head.writeString(String(body.readableBytes))
+        head.writeStaticString("\r\nDate: ")
+        head.writeString(date.now())
+        head.writeStaticString("\r\nServer: PresenceLog\r\n\r\n")
+        context.write(wrapOutboundOut(head), promise: nil)
+        context.write(wrapOutboundOut(body), promise: nil)
+        unflushed = true
+        served()
     }
 
     /// The body for a request this handler can answer, or nil to hand it on.
-    private func answer(_ head: HTTPRequest) -> ByteBuffer? {
-        guard head.method == .get, head.headerFields[.connection] == nil, let path = head.path, path.hasPrefix(Self.prefix),
-              let authorization = head.headerFields[.authorization], authorization.hasPrefix("Bearer "),
-              let claims = tokens.cachedClaims(String(authorization.dropFirst("Bearer ".count)))
-        else { return nil }
-        let rest = path.dropFirst(Self.prefix.count)
-        let id: Substring
-        var afterSeq: Substring?, limit: Substring?
-        if let question = rest.firstIndex(of: "?") {
-            id = rest[..<question]
-            for pair in rest[rest.index(after: question)...].split(separator: "&") {
-                guard let equals = pair.firstIndex(of: "=") else { return nil }
-                switch pair[..<equals] {
-                case "after_seq": afterSeq = pair[pair.index(after: equals)...]
-                case "limit": limit = pair[pair.index(after: equals)...]
-                default: return nil
-                }
-            }
-        } else {
-            id = rest
-        }
-        // Plain ids only: anything to decode or another route goes the long way.
-        guard !id.isEmpty, id.utf8.allSatisfy({ $0 != 47 && $0 != 37 && $0 != 43 }) else { return nil }
-        guard case .success(let body) = PresenceHTTPServer.snapshot(of: String(id), for: claims.sub.value, afterSeq: afterSeq.map(String.init),
-                                                                    limit: limit.map(String.init), state: state)
+    private func answer(_ head: RequestHead) -> ByteBuffer? {
+        guard let target = head.snapshot, let token = head.bearerToken, let claims = tokens.cachedClaims(token),
+              case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: claims.sub.value, afterSeq: target.afterSeq,
+                                                                   limit: target.limit, state: state)
         else { return nil }
         return body
+    }
+
+    /// Sits after the HTTP codec (in Hummingbird's additional handlers) and tells the connection's
+    /// `SnapshotFastPath` when the answer to a forwarded request has ended.
+    final class ResponseEnds: ChannelOutboundHandler, RemovableChannelHandler {
+        typealias OutboundIn = HTTPResponsePart
+        typealias OutboundOut = HTTPResponsePart
+
+        private var fastPath: SnapshotFastPath?
+
+        init() {}
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            fastPath = try? context.pipeline.syncOperations.handler(type: SnapshotFastPath.self)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if case .end = unwrapOutboundIn(data) { fastPath?.responseEnded() }
+            context.write(data, promise: promise)
+        }
+    }
+}
+
+/// A request head read from raw bytes, as far as `SnapshotFastPath` needs it.
+struct RequestHead {
+    /// A `GET /v1/conversations/{id}[?after_seq=N][&limit=N]` target, with a plain id (nothing to decode).
+    struct SnapshotTarget {
+        var id: String
+        var afterSeq: String?
+        var limit: String?
+    }
+
+    /// Bytes of the head, CRLF CRLF included.
+    var size: Int
+    /// Set for a GET of a conversation snapshot.
+    var snapshot: SnapshotTarget?
+    var bearerToken: String?
+    var contentLength: Int
+
+    enum Parse {
+        case complete(RequestHead)
+        /// No CRLF CRLF yet, and nothing wrong so far.
+        case incomplete
+        /// Not a request this handler can delimit or answer: the codec takes over.
+        case notForUs
+    }
+
+    /// Reads the head at the start of `buffer`, in one pass over its bytes.
+    static func parse(_ buffer: ByteBuffer) -> Parse {
+        buffer.withUnsafeReadableBytes { raw in
+            guard let base = raw.baseAddress else { return .incomplete }
+            let bytes = base.assumingMemoryBound(to: UInt8.self)
+            let count = min(raw.count, SnapshotFastPath.maxHeadBytes)
+            var head = RequestHead(size: 0, snapshot: nil, bearerToken: nil, contentLength: 0)
+            var sawLength = false, authorizations = 0
+            var lineStart = 0
+            var isFirstLine = true
+            while lineStart < count {
+                guard let found = memchr(bytes + lineStart, 10, count - lineStart) else { return .incomplete }
+                let lf = UnsafeRawPointer(found) - UnsafeRawPointer(bytes)
+                // Every LF must end a CRLF.
+                guard lf > lineStart, bytes[lf - 1] == 13 else { return .notForUs }
+                let line = lineStart..<(lf - 1)
+                lineStart = lf + 1
+                if line.isEmpty {
+                    guard !isFirstLine else { return .notForUs }  // a blank line before the request line
+                    if authorizations != 1 { head.bearerToken = nil }
+                    head.size = lineStart
+                    return .complete(head)
+                }
+                if isFirstLine {
+                    isFirstLine = false
+                    guard readRequestLine(bytes, line, into: &head) else { return .notForUs }
+                    continue
+                }
+                // A header: token ":" value, no control bytes but HT (so no folding, no bare CR).
+                var colon = line.lowerBound
+                while colon < line.upperBound && isTokenByte(bytes[colon]) { colon += 1 }
+                guard colon > line.lowerBound, colon < line.upperBound, bytes[colon] == 58 else { return .notForUs }
+                var valueStart = colon + 1, valueEnd = line.upperBound
+                for index in valueStart..<valueEnd where (bytes[index] < 32 && bytes[index] != 9) || bytes[index] == 127 {
+                    return .notForUs
+                }
+                while valueStart < valueEnd && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
+                while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
+                let name = line.lowerBound..<colon
+                if nameIs(bytes, name, "transfer-encoding") || nameIs(bytes, name, "upgrade") || nameIs(bytes, name, "connection")
+                    || nameIs(bytes, name, "expect") || nameIs(bytes, name, "te") {
+                    return .notForUs
+                } else if nameIs(bytes, name, "content-length") {
+                    let digits = valueStart..<valueEnd
+                    guard !sawLength, !digits.isEmpty, digits.count <= 12, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
+                    else { return .notForUs }
+                    sawLength = true
+                    head.contentLength = digits.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
+                } else if nameIs(bytes, name, "authorization") {
+                    authorizations += 1
+                    let prefix = Array("Bearer ".utf8)
+                    if valueEnd - valueStart > prefix.count, memcmp(bytes + valueStart, prefix, prefix.count) == 0 {
+                        head.bearerToken = String(decoding: UnsafeBufferPointer(start: bytes + valueStart + prefix.count,
+                                                                                count: valueEnd - valueStart - prefix.count), as: UTF8.self)
+                    }
+                }
+            }
+            return .incomplete
+        }
+    }
+
+    /// `METHOD SP target SP HTTP/1.1`, printable ASCII, an origin-form target.
+    private static func readRequestLine(_ bytes: UnsafePointer<UInt8>, _ line: Range<Int>, into head: inout RequestHead) -> Bool {
+        var methodEnd = line.lowerBound
+        while methodEnd < line.upperBound && isTokenByte(bytes[methodEnd]) { methodEnd += 1 }
+        guard methodEnd > line.lowerBound, methodEnd < line.upperBound, bytes[methodEnd] == 32 else { return false }
+        let targetStart = methodEnd + 1
+        var targetEnd = targetStart
+        while targetEnd < line.upperBound && bytes[targetEnd] > 32 && bytes[targetEnd] < 127 { targetEnd += 1 }
+        let version = Array(" HTTP/1.1".utf8)
+        guard targetEnd > targetStart, bytes[targetStart] == 47, line.upperBound - targetEnd == version.count,
+              memcmp(bytes + targetEnd, version, version.count) == 0
+        else { return false }
+        let isGet = methodEnd - line.lowerBound == 3 && bytes[line.lowerBound] == 71 && bytes[line.lowerBound + 1] == 69
+            && bytes[line.lowerBound + 2] == 84
+        if isGet { head.snapshot = snapshotTarget(bytes, targetStart..<targetEnd) }
+        return true
+    }
+
+    /// The snapshot a target asks for, or nil for any other target (or one with something to decode:
+    /// the route handles those).
+    private static func snapshotTarget(_ bytes: UnsafePointer<UInt8>, _ target: Range<Int>) -> SnapshotTarget? {
+        let prefix = SnapshotFastPath.prefix
+        guard target.count > prefix.utf8CodeUnitCount, memcmp(bytes + target.lowerBound, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
+        else { return nil }
+        func text(_ range: Range<Int>) -> String {
+            String(decoding: UnsafeBufferPointer(start: bytes + range.lowerBound, count: range.count), as: UTF8.self)
+        }
+        let idStart = target.lowerBound + prefix.utf8CodeUnitCount
+        var idEnd = idStart
+        while idEnd < target.upperBound && bytes[idEnd] != 63 {  // '?'
+            switch bytes[idEnd] {
+            case 47, 37, 43, 35: return nil  // '/', '%', '+', '#'
+            default: idEnd += 1
+            }
+        }
+        guard idEnd > idStart else { return nil }
+        var result = SnapshotTarget(id: text(idStart..<idEnd), afterSeq: nil, limit: nil)
+        var pairStart = idEnd + 1
+        while pairStart < target.upperBound {
+            var pairEnd = pairStart
+            while pairEnd < target.upperBound && bytes[pairEnd] != 38 { pairEnd += 1 }  // '&'
+            guard let equals = (pairStart..<pairEnd).first(where: { bytes[$0] == 61 }) else { return nil }
+            let value = text((equals + 1)..<pairEnd)
+            if equals - pairStart == 9 && memcmp(bytes + pairStart, "after_seq", 9) == 0 {
+                result.afterSeq = value
+            } else if equals - pairStart == 5 && memcmp(bytes + pairStart, "limit", 5) == 0 {
+                result.limit = value
+            } else {
+                return nil
+            }
+            pairStart = pairEnd + 1
+        }
+        return result
+    }
+
+    /// Whether the header name at `range` is `expected` (lowercase letters and '-'), in any case.
+    @inline(__always)
+    private static func nameIs(_ bytes: UnsafePointer<UInt8>, _ range: Range<Int>, _ expected: StaticString) -> Bool {
+        guard expected.utf8CodeUnitCount == range.count else { return false }
+        let letters = expected.utf8Start
+        // Token bytes only: `| 0x20` folds letters to lowercase and leaves '-' as it is.
+        for offset in 0..<range.count where bytes[range.lowerBound + offset] | 0x20 != letters[offset] { return false }
+        return true
+    }
+
+    /// RFC 9110 token characters.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 48...57, 65...90, 97...122: return true
+        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true
+        default: return false
+        }
     }
 }
 
