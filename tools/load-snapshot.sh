@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Load on the snapshot endpoint (issue 4): GET /v1/conversations/{id} with 20 messages and one peer,
 # 50 connections, one wrk thread (the load generator takes one core, the server the other).
+# The server runs with one event loop (`--event-loops 1`: wrk holds the other core), then with the
+# default (one per core) for comparison.
 # Baselines in the same run: GET /health (no JSON building, no token check), and the ceiling: a bare
-# NIO server answering every request with a fixed response of the snapshot's size (tools/http-ceiling,
-# no HTTP parser, no routing), then the same through NIO's HTTP/1 codec.
+# NIO server (one event loop) answering every request with a fixed response of the snapshot's size
+# (tools/http-ceiling, no HTTP parser, no routing), then the same through NIO's HTTP/1 codec.
 # Usage: tools/load-snapshot.sh [SECONDS]   (default 10). Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,36 +15,50 @@ for product in presence presence-http-ceiling; do
     swift build -c release --product "$product" 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
 done
 bin=.build/release/presence
-data=$(mktemp -d)
+scratch=$(mktemp -d)
+server=""
 ceiling=""
-trap 'kill $server $ceiling 2>/dev/null || true; rm -rf "$data" "$data.ceiling"' EXIT
-"$bin" serve --data "$data" --dev --port 0 > "$data.out" 2>/dev/null &
-server=$!
-for _ in $(seq 100); do grep -q listening "$data.out" 2>/dev/null && break; sleep 0.1; done
-port=$(sed -n 's/listening on 127.0.0.1://p' "$data.out")
-alice=$("$bin" token --dev --user alice --ttl 1h)
-gateway=$("$bin" token --dev --user gw-1 --gateway --ttl 1h)
-id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$port/v1/conversations" | cut -d'"' -f4)
-for i in $(seq 20); do
-    curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$port/v1/conversations/$id/messages"
-done
-# Bob's connect at the current time: the server's own heartbeats move the log's clock to now, and an
-# older event could fall outside the late-arrival horizon.
-printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-1","ts":%s}\n' "$(date +%s%3N)" \
-    | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$port/v1/events"
+trap 'kill $server $ceiling 2>/dev/null || true; rm -rf "$scratch"' EXIT
+
+# Starts a server with ARGS on a fresh data folder, with a conversation of 20 messages between Alice and
+# Bob and Bob online; sets port, id, alice.
+start_server() {
+    local data="$scratch/data-$RANDOM"
+    "$bin" serve --data "$data" --dev --port 0 "$@" > "$data.out" 2>/dev/null &
+    server=$!
+    for _ in $(seq 100); do grep -q listening "$data.out" 2>/dev/null && break; sleep 0.1; done
+    port=$(sed -n 's/listening on 127.0.0.1://p' "$data.out")
+    alice=$("$bin" token --dev --user alice --ttl 1h)
+    local gateway
+    gateway=$("$bin" token --dev --user gw-1 --gateway --ttl 1h)
+    id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$port/v1/conversations" | cut -d'"' -f4)
+    for i in $(seq 20); do
+        curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$port/v1/conversations/$id/messages"
+    done
+    # Bob's connect at the current time: the server's own heartbeats move the log's clock to now, and an
+    # older event could fall outside the late-arrival horizon.
+    printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-1","ts":%s}\n' "$(date +%s%3N)" \
+        | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$port/v1/events"
+}
+
+start_server --event-loops 1
 size=$(curl -s -H "Authorization: Bearer $alice" "localhost:$port/v1/conversations/$id" | wc -c)
 echo "snapshot: $size bytes (20 messages, one peer)"
-echo "== baseline: GET /health"
+echo "== baseline: GET /health (--event-loops 1)"
 wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|99%"
-echo "== GET /v1/conversations/$id"
+echo "== GET /v1/conversations/$id (--event-loops 1)"
 wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
-rm -f "$data.out"
-kill $server
+kill $server; wait $server 2>/dev/null || true
+start_server
+echo "== GET /v1/conversations/$id (default: one event loop per core)"
+wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
+kill $server; wait $server 2>/dev/null || true
+server=""
 for mode in raw codec; do
-    .build/release/presence-http-ceiling 0 "$size" "$mode" > "$data.ceiling" &
+    .build/release/presence-http-ceiling 0 "$size" "$mode" > "$scratch/ceiling.out" &
     ceiling=$!
-    for _ in $(seq 100); do grep -q listening "$data.ceiling" 2>/dev/null && break; sleep 0.1; done
-    ceiling_port=$(sed -n 's/listening on 127.0.0.1://p' "$data.ceiling")
+    for _ in $(seq 100); do grep -q listening "$scratch/ceiling.out" 2>/dev/null && break; sleep 0.1; done
+    ceiling_port=$(sed -n 's/listening on 127.0.0.1://p' "$scratch/ceiling.out")
     if [[ $mode == raw ]]; then
         echo "== ceiling: a bare NIO server, the same $size-byte response to every request"
     else

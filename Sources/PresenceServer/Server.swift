@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     public var log = LogConfiguration()
     /// The server's log level; `debug` adds a line per request.
     public var logLevel: Logger.Level = .info
+    /// Threads that run the connections (nil: NIO's shared group, one per core).
+    public var eventLoops: Int?
 
     public init(data: String) { self.data = data }
 }
@@ -43,9 +45,10 @@ public struct ServerConfiguration: Sendable {
 /// bad or expired token, 403 for a token without the right, 400 for bad input, 413 for a body over
 /// the limit.
 public enum PresenceHTTPServer {
-    /// Builds the application; `onRunning` gets the bound port.
+    /// Builds the application; `onRunning` gets the bound port. `eventLoopGroup` runs the connections
+    /// (nil: NIO's shared group); its owner shuts it down after the application has stopped.
     public static func application(state: LiveState, tokens: TokenAuthority, configuration: ServerConfiguration,
-                                   metrics: PrometheusCollectorRegistry,
+                                   metrics: PrometheusCollectorRegistry, eventLoopGroup: (any EventLoopGroup)? = nil,
                                    onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
         let router = Router(context: BasicRequestContext.self)
         let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
@@ -159,6 +162,7 @@ public enum PresenceHTTPServer {
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "PresenceLog"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? configuration.port) },
+            eventLoopGroupProvider: eventLoopGroup.map { .shared($0) } ?? .singleton,
             logger: {
                 var logger = Logger(label: "presence")
                 logger.logLevel = configuration.logLevel

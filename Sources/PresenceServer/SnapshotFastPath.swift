@@ -56,6 +56,9 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var forwarded = 0
     /// Answers written since the last flush.
     private var unflushed = false
+    /// The connection's last verified token and its claims.
+    private var lastToken: (token: [UInt8], claims: PresenceClaims)?
+    private var cached: CachedSnapshot?
     private var date = HTTPDate()
 
     init(state: LiveState, tokens: TokenAuthority, served: @escaping @Sendable () -> Void) {
@@ -117,10 +120,11 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 case .complete(let parsed):
                     head = parsed
                 }
-                if head.contentLength == 0, forwarded == 0, context.channel.isWritable, let body = answer(head) {
+                if head.contentLength == 0, forwarded == 0, context.channel.isWritable,
+                   let response = answer(head, request: buffer, allocator: context.channel.allocator) {
                     buffer.moveReaderIndex(forwardBy: head.size)
                     pending = buffer.readableBytes > 0 ? buffer : nil
-                    respond(context: context, body: body)
+                    respond(context: context, response: response)
                     continue
                 }
                 forwarded += 1
@@ -131,27 +135,87 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes the route's head and `body` (two buffers, one `writev` at the flush).
-    private func respond(context: ChannelHandlerContext, body: ByteBuffer) {
-        var head = context.channel.allocator.buffer(capacity: 160)
-        head.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ")
-        head.writeString(String(body.readableBytes))
-        head.writeStaticString("\r\nDate: ")
-        head.writeString(date.now())
-        head.writeStaticString("\r\nServer: PresenceLog\r\n\r\n")
-        context.write(wrapOutboundOut(head), promise: nil)
-        context.write(wrapOutboundOut(body), promise: nil)
+    /// Writes a whole response (head and body), to go out at the next flush.
+    private func respond(context: ChannelHandlerContext, response: ByteBuffer) {
+        context.write(wrapOutboundOut(response), promise: nil)
         unflushed = true
         served()
     }
 
-    /// The body for a request this handler can answer, or nil to hand it on.
-    private func answer(_ head: RequestHead) -> ByteBuffer? {
-        guard let target = head.snapshot, let token = head.bearerToken, let claims = tokens.cachedClaims(token),
-              case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: claims.sub.value, afterSeq: target.afterSeq,
+    /// The response to a request this handler can answer, or nil to hand it on. `head` was read from
+    /// the start of `request`.
+    private func answer(_ head: RequestHead, request: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard let target = head.snapshot, let tokenRange = head.bearerToken, let claims = claims(tokenRange, in: request) else { return nil }
+        let caller = claims.sub.value
+        // The versions the body depends on, read before it is built: a change while it is built shows
+        // as a newer version next time, never as a stale body taken for current.
+        let lastSeq = state.conversations.lastSeq(of: target.id)
+        let cursor = state.read { $0.nextOffset }
+        let now = date.now()
+        if let cached, cached.target == target, cached.caller == caller, cached.lastSeq == lastSeq, cached.cursor == cursor {
+            if cached.date == now { return cached.response }
+            let response = Self.response(body: cached.body, date: now, allocator: allocator)
+            self.cached?.response = response
+            self.cached?.date = now
+            return response
+        }
+        guard case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: caller, afterSeq: target.afterSeq,
                                                                    limit: target.limit, state: state)
-        else { return nil }
-        return body
+        else {
+            cached = nil
+            return nil
+        }
+        let response = Self.response(body: body, date: now, allocator: allocator)
+        cached = CachedSnapshot(target: target, caller: caller, lastSeq: lastSeq, cursor: cursor, body: body, date: now, response: response)
+        return response
+    }
+
+    /// The route's head (status, content type and length, date, server) and `body`, in one buffer.
+    private static func response(body: ByteBuffer, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var response = allocator.buffer(capacity: 160 + body.readableBytes)
+        response.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ")
+        response.writeString(String(body.readableBytes))
+        response.writeStaticString("\r\nDate: ")
+        response.writeString(date)
+        response.writeStaticString("\r\nServer: PresenceLog\r\n\r\n")
+        response.writeImmutableBuffer(body)
+        return response
+    }
+
+    /// The claims of the token at `range` of `request` if `TokenAuthority` has verified it and it has not
+    /// expired. The connection's last token is kept, so a client that sends the same one each time
+    /// costs a byte comparison.
+    private func claims(_ range: Range<Int>, in request: ByteBuffer) -> PresenceClaims? {
+        let same = request.withUnsafeReadableBytes { raw in
+            guard let base = raw.baseAddress, let last = lastToken, last.token.count == range.count else { return false }
+            return last.token.withUnsafeBytes { token in
+                guard let start = token.baseAddress else { return false }
+                return memcmp(base + range.lowerBound, start, range.count) == 0
+            }
+        }
+        if same, let last = lastToken {
+            if last.claims.exp.value > Date() { return last.claims }
+            lastToken = nil
+            return nil
+        }
+        let token = request.withUnsafeReadableBytes { raw in
+            String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
+        }
+        guard let claims = tokens.cachedClaims(token) else { return nil }
+        lastToken = (Array(token.utf8), claims)
+        return claims
+    }
+
+    /// The last snapshot this connection was answered, the versions it reflects, and the response
+    /// built from it for the second `date` names.
+    private struct CachedSnapshot {
+        var target: RequestHead.SnapshotTarget
+        var caller: String
+        var lastSeq: Int
+        var cursor: Int64
+        var body: ByteBuffer
+        var date: String
+        var response: ByteBuffer
     }
 
     /// Sits after the HTTP codec (in Hummingbird's additional handlers) and tells the connection's
@@ -178,7 +242,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 /// A request head read from raw bytes, as far as `SnapshotFastPath` needs it.
 struct RequestHead {
     /// A `GET /v1/conversations/{id}[?after_seq=N][&limit=N]` target, with a plain id (nothing to decode).
-    struct SnapshotTarget {
+    struct SnapshotTarget: Equatable {
         var id: String
         var afterSeq: String?
         var limit: String?
@@ -188,7 +252,8 @@ struct RequestHead {
     var size: Int
     /// Set for a GET of a conversation snapshot.
     var snapshot: SnapshotTarget?
-    var bearerToken: String?
+    /// Where the token of the one `Authorization: Bearer` header is, from the head's first byte.
+    var bearerToken: Range<Int>?
     var contentLength: Int
 
     enum Parse {
@@ -251,8 +316,7 @@ struct RequestHead {
                     authorizations += 1
                     let prefix = Array("Bearer ".utf8)
                     if valueEnd - valueStart > prefix.count, memcmp(bytes + valueStart, prefix, prefix.count) == 0 {
-                        head.bearerToken = String(decoding: UnsafeBufferPointer(start: bytes + valueStart + prefix.count,
-                                                                                count: valueEnd - valueStart - prefix.count), as: UTF8.self)
+                        head.bearerToken = (valueStart + prefix.count)..<valueEnd
                     }
                 }
             }

@@ -176,6 +176,15 @@ func token(_ user: String, gateway: Bool = false, ttl: String = "1h") throws -> 
         #expect(server.stop() == 0)
     }
 
+    @Test func eventLoopsOutsideTheirRangeAreRefusedByName() throws {
+        let dir = Scratch()
+        for bad in ["0", "257"] {
+            let result = try CLI.presence(["serve", "--data", dir.file("data"), "--dev", "--port", "0", "--event-loops", bad])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("--event-loops must be between 1 and 256"), "\(result.stderr)")
+        }
+    }
+
     @Test func aServerWithoutASecretRefusesToStart() throws {
         let dir = Scratch()
         let result = try CLI.presence(["serve", "--data", dir.file("data"), "--port", "0"])

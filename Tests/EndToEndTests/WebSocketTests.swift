@@ -91,6 +91,18 @@ import Testing
         #expect(chat.server.stop() == 0)
     }
 
+    /// The same on a server with one event loop (`--event-loops 1`, as the snapshot benchmark runs it).
+    @Test func theSnapshotFastPathAnswersAsTheRouteDoesOnOneEventLoop() throws {
+        let dir = Scratch()
+        let chat = try Chat(data: dir.file("data"), extra: ["--event-loops", "1"])
+        for n in 1...3 {
+            #expect(try chat.server.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                            body: Data(#"{"content":"message \#(n)"}"#.utf8)).status == 201)
+        }
+        try chat.run("snapshot")
+        #expect(chat.server.stop() == 0)
+    }
+
     /// A client that stops reading while pushes pile up is cut off (close 4008) instead of being left
     /// with a gap; its disconnect is still appended once, and the server goes on.
     @Test func aClientThatStopsReadingIsCutOffNotLeftWithAGap() throws {

@@ -422,6 +422,37 @@ def scenario_snapshot(args):
     check(switched.startswith(b"HTTP/1.1 101"), f"upgrade after a fast-path answer: {switched[:80]!r}")
     sock.close()
     ok("a WebSocket upgrade after a fast-path answer on the same connection switches protocols")
+    # A connection keeps its last snapshot; it must never answer it once a message or a presence
+    # change has come after it.
+    keep = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    def again():
+        keep.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = keep.recv(65536)
+            check(chunk, "closed")
+            reply += chunk
+        head, body = reply.split(b"\r\n\r\n", 1)
+        length = int([l for l in head.decode().split("\r\n") if l.lower().startswith("content-length")][0].split(":")[1])
+        while len(body) < length:
+            body += keep.recv(65536)
+        return json.loads(body)
+    first, second = again(), again()
+    check(first == second, "nothing changed: the same snapshot")
+    posted = json.dumps({"content": "after the cache"}).encode()
+    (sp, _, _), = raw_http(args, (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
+                                  f"Authorization: Bearer {args.alice}\r\nContent-Length: {len(posted)}\r\n\r\n").encode() + posted, 1)
+    check(sp == 201, f"posted: {sp}")
+    third = again()
+    check(third["messages"][-1]["content"] == "after the cache", f"a new message shows at once: {third['messages'][-1]}")
+    bob = Client(args, args.bob)
+    bob.ready()
+    fourth = again()
+    check(fourth["presence"]["bob"]["online"] is True and fourth["presence_cursor"] > third["presence_cursor"],
+          f"Bob's connect shows at once: {fourth['presence']} cursor {third['presence_cursor']} -> {fourth['presence_cursor']}")
+    bob.close()
+    keep.close()
+    ok("a connection's kept snapshot gives way to a new message and to a presence change at once")
 
 
 def scenario_hold(args):
