@@ -99,11 +99,12 @@ final class FlatStorage<Element: BitwiseCopyable> {
         if capacity > self.capacity { grow(to: capacity) }
     }
 
-    /// Appends the bytes `write` puts at the end (at most `maximum`, within the reserved capacity: see
-    /// `removeAll(reservingCapacity:)`) and returns them. `write` returns their count.
+    /// Appends the bytes `write` puts at the end (at most `maximum`) and returns them. `write` returns
+    /// their count. The room must have been reserved (`removeAll(reservingCapacity:)`): growing here
+    /// would move the bytes handed out before.
     @inline(__always)
     func append(upTo maximum: Int, _ write: (UnsafeMutableRawPointer) -> Int) -> UnsafeRawBufferPointer where Element == UInt8 {
-        if count + maximum > capacity { grow(to: max(capacity * 2, count + maximum)) }
+        precondition(count + maximum <= capacity, "append(upTo:) beyond the reserved capacity")
         let start = UnsafeMutableRawPointer(pointer + count)
         let written = write(start)
         count += written

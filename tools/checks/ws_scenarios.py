@@ -272,30 +272,52 @@ def scenario_slow(args):
     ok("after reconnecting, opened carries last_seq 600")
 
 
-def raw_http(args, data, replies):
-    """Sends `data` as is on one connection and reads `replies` HTTP responses: [(status, headers, body)]."""
-    import socket
-    sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
-    sock.sendall(data)
-    buffer = b""
-    answers = []
-    while len(answers) < replies:
-        while b"\r\n\r\n" not in buffer:
-            chunk = sock.recv(65536)
-            check(chunk, f"the server closed after {len(answers)} responses")
-            buffer += chunk
-        head, buffer = buffer.split(b"\r\n\r\n", 1)
+class RawHTTP:
+    """One HTTP/1.1 connection spoken byte for byte, to see what the server makes of raw requests."""
+
+    def __init__(self, args, timeout=10):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", args.port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.answered = 0
+
+    def send(self, *pieces, pause=0):
+        """Sends each piece as is, waiting `pause` seconds after each."""
+        for piece in pieces:
+            self.sock.sendall(piece)
+            if pause:
+                time.sleep(pause)
+
+    def _more(self, why):
+        chunk = self.sock.recv(65536)
+        check(chunk, why)
+        self.buffer += chunk
+
+    def response(self):
+        """Reads the next response: (status, headers, body)."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._more(f"the server closed after {self.answered} responses")
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
         headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
         length = int(headers.get("content-length", "0"))
-        while len(buffer) < length:
-            chunk = sock.recv(65536)
-            check(chunk, "the server closed mid-body")
-            buffer += chunk
-        answers.append((status, headers, buffer[:length]))
-        buffer = buffer[length:]
-    sock.close()
+        while len(self.buffer) < length:
+            self._more("the server closed mid-body")
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        self.answered += 1
+        return int(lines[0].split()[1]), headers, body
+
+    def close(self):
+        self.sock.close()
+
+
+def raw_http(args, data, replies):
+    """Sends `data` as is on one connection and reads `replies` HTTP responses: [(status, headers, body)]."""
+    connection = RawHTTP(args)
+    connection.send(data)
+    answers = [connection.response() for _ in range(replies)]
+    connection.close()
     return answers
 
 
@@ -324,9 +346,11 @@ def scenario_snapshot(args):
     ok("a snapshot answered on the event loop is the route's answer")
     # A POST and then a GET on one connection, sent together: the GET waits for the POST's answer and
     # sees its message.
+    post_head = lambda length: (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
+                                f"Authorization: Bearer {args.alice}\r\nContent-Type: application/json\r\n"
+                                f"Content-Length: {length}\r\n\r\n").encode()
     post_body = json.dumps({"content": "pipelined"}).encode()
-    post = (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {args.alice}\r\nContent-Type: application/json\r\nContent-Length: {len(post_body)}\r\n\r\n").encode() + post_body
+    post = post_head(len(post_body)) + post_body
     (sp, _, bp), (sg, _, bg) = raw_http(args, post + get(args.alice), 2)
     check(sp == 201 and sg == 200, f"statuses {sp} {sg}")
     seq = json.loads(bp)["seq"]
@@ -341,49 +365,24 @@ def scenario_snapshot(args):
     ok("unknown conversation, non-member and bad query answer as the route does")
     # The fast path reads raw bytes ahead of the HTTP codec: requests split anywhere, requests it does
     # not take, and bodies that look like requests must all come out as the codec would have them.
-    import socket, time
-    def session(*steps):
-        """Sends each (data, replies, pause) step on one connection; returns every reply."""
-        sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer, answers = b"", []
-        for data, replies, pause in steps:
-            for piece in data:
-                sock.sendall(piece)
-                time.sleep(pause)
-            wanted = len(answers) + replies
-            while len(answers) < wanted:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = sock.recv(65536)
-                    check(chunk, f"the server closed after {len(answers)} responses")
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                lines = head.decode().split("\r\n")
-                headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-                length = int(headers.get("content-length", "0"))
-                while len(buffer) < length:
-                    chunk = sock.recv(65536)
-                    check(chunk, "the server closed mid-body")
-                    buffer += chunk
-                answers.append((int(lines[0].split()[1]), headers, buffer[:length]))
-                buffer = buffer[length:]
-        sock.close()
-        return answers
     request = get(args.alice)
     (_, _, current), = raw_http(args, request, 1)  # the snapshot now, with the pipelined message
     before = fast_path_count()
-    (s, _, b), = session(([request[i:i + 1] for i in range(len(request))], 1, 0.001))
+    split = RawHTTP(args)
+    split.send(*[request[i:i + 1] for i in range(len(request))], pause=0.001)
+    s, _, b = split.response()
+    split.close()
     check(s == 200 and b == current and fast_path_count() == before + 1, f"byte by byte: {s} {b!r}, fast path {before} -> {fast_path_count()}")
     ok("a request that arrives a byte at a time is answered on the fast path")
     def codec_only(data):
         """Sends `data`, gives the server a moment, and returns what it answered, if anything."""
-        sock = socket.create_connection(("127.0.0.1", args.port), timeout=1)
-        sock.sendall(data)
+        connection = RawHTTP(args, timeout=1)
+        connection.send(data)
         try:
-            answer = sock.recv(65536)
+            answer = connection.sock.recv(65536)
         except TimeoutError:
             answer = b""
-        sock.close()
+        connection.close()
         return answer
     # Bare-LF line ends are the codec's to judge (NIO's HTTP/1 decoder leaves such a request
     # unanswered, with or without the fast path in front).
@@ -397,46 +396,30 @@ def scenario_snapshot(args):
           f"Content-Length with Transfer-Encoding: {answer[:40]!r}, fast path {before} -> {fast_path_count()}")
     ok(f"Content-Length with Transfer-Encoding is left to the codec ({answer[:12]!r})")
     before = fast_path_count()
-    post_head = (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: Bearer {args.alice}\r\nContent-Length: {len(request)}\r\n\r\n").encode()
-    (s, _, b), = session(([post_head, request], 1, 0.05))
+    smuggler = RawHTTP(args)
+    smuggler.send(post_head(len(request)), request, pause=0.05)
+    s, _, b = smuggler.response()
+    smuggler.close()
     check(s == 400 and b"invalid" in b and fast_path_count() == before,
           f"a body that looks like a GET is a body: {s} {b!r}, fast path {before} -> {fast_path_count()}")
     ok("a request body that looks like a snapshot GET is the POST's body, not a request")
     upgrade = (f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {args.alice}\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-    sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
-    sock.sendall(request)
-    reply = b""
-    while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < len(b1):
-        chunk = sock.recv(65536)
-        check(chunk, "closed before the snapshot")
-        reply += chunk
-    check(reply.startswith(b"HTTP/1.1 200"), f"snapshot first: {reply[:40]!r}")
-    sock.sendall(upgrade)
-    switched = b""
-    while b"\r\n\r\n" not in switched:
-        chunk = sock.recv(65536)
-        check(chunk, f"closed before the upgrade answer: {switched!r}")
-        switched += chunk
-    check(switched.startswith(b"HTTP/1.1 101"), f"upgrade after a fast-path answer: {switched[:80]!r}")
-    sock.close()
+    upgrading = RawHTTP(args)
+    upgrading.send(request)
+    s, _, _ = upgrading.response()
+    check(s == 200, f"snapshot first: {s}")
+    upgrading.send(upgrade)
+    s, _, _ = upgrading.response()
+    check(s == 101, f"upgrade after a fast-path answer: {s}")
+    upgrading.close()
     ok("a WebSocket upgrade after a fast-path answer on the same connection switches protocols")
     # A connection keeps its last snapshot; it must never answer it once a message or a presence
     # change has come after it.
-    keep = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    keep = RawHTTP(args)
     def again():
-        keep.sendall(request)
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = keep.recv(65536)
-            check(chunk, "closed")
-            reply += chunk
-        head, body = reply.split(b"\r\n\r\n", 1)
-        length = int([l for l in head.decode().split("\r\n") if l.lower().startswith("content-length")][0].split(":")[1])
-        while len(body) < length:
-            body += keep.recv(65536)
-        return json.loads(body)
+        keep.send(request)
+        return json.loads(keep.response()[2])
     # The upgraded socket above was closed: its disconnect may still be on its way into the log.
     second = again()
     for _ in range(40):
@@ -446,8 +429,7 @@ def scenario_snapshot(args):
         time.sleep(0.05)
     check(first == second, f"nothing changed: the same snapshot ({first} / {second})")
     posted = json.dumps({"content": "after the cache"}).encode()
-    (sp, _, _), = raw_http(args, (f"POST /v1/conversations/{args.conversation}/messages HTTP/1.1\r\nHost: x\r\n"
-                                  f"Authorization: Bearer {args.alice}\r\nContent-Length: {len(posted)}\r\n\r\n").encode() + posted, 1)
+    (sp, _, _), = raw_http(args, post_head(len(posted)) + posted, 1)
     check(sp == 201, f"posted: {sp}")
     third = again()
     check(third["messages"][-1]["content"] == "after the cache", f"a new message shows at once: {third['messages'][-1]}")
