@@ -1,7 +1,9 @@
 import Foundation
 import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import Presence
 
 #if canImport(Glibc)
 import Glibc
@@ -67,9 +69,45 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         self.served = served
     }
 
+    /// This handler's context, to answer a malformed request from the front of the pipeline.
+    private var context: ChannelHandlerContext?
+    /// The codec refused a request while earlier answers were still on their way: answer 400 after them.
+    private var refuseAfterForwarded: String?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
     /// The codec's answer to a forwarded request has ended (from `ResponseEnds`).
     func responseEnded() {
         if forwarded > 0 { forwarded -= 1 }
+        if forwarded == 0, let reason = refuseAfterForwarded {
+            refuseAfterForwarded = nil
+            refuse(reason)
+        }
+    }
+
+    /// The HTTP codec could not parse a request (from `MalformedRequests`): the client gets a 400 with
+    /// the JSON error body every endpoint uses, after the answers to its earlier requests, and the
+    /// connection closes (nothing after a malformed request can be delimited). Without this the
+    /// connection would hang: Hummingbird's WebSocket upgrade pipeline leaves decoder errors unanswered.
+    func requestWasMalformed(_ reason: String) {
+        mode = .passthrough
+        if forwarded > 0 { refuseAfterForwarded = reason } else { refuse(reason) }
+    }
+
+    private func refuse(_ reason: String) {
+        guard let context, context.channel.isActive else { return }
+        var text: [UInt8] = Array("{\"error\":{\"code\":\"bad_request\",\"message\":".utf8)
+        EventJSON.appendString("malformed HTTP request: \(reason)", to: &text)
+        text.append(contentsOf: "}}".utf8)
+        var body = ByteBuffer(bytes: text)
+        var response = context.channel.allocator.buffer(capacity: 160 + body.readableBytes)
+        response.writeStaticString("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ")
+        response.writeString(String(body.readableBytes))
+        response.writeStaticString("\r\nConnection: close\r\nServer: PresenceLog\r\n\r\n")
+        response.writeBuffer(&body)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in bound.value.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -216,6 +254,38 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var body: ByteBuffer
         var date: String
         var response: ByteBuffer
+    }
+
+    /// Sits after the HTTP codec from the connection's start and hands the decoder's errors on the first
+    /// request (one that is not HTTP/1.1) to the connection's `SnapshotFastPath`, which answers 400 and
+    /// closes.
+    final class MalformedRequests: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = Never
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            // Once a request has been read, Hummingbird's HTTP handlers are in (with `ResponseEnds`) and
+            // answer the codec's errors themselves.
+            if let error = error as? HTTPParserError, (try? context.pipeline.syncOperations.handler(type: ResponseEnds.self)) == nil,
+               let fastPath = try? context.pipeline.syncOperations.handler(type: SnapshotFastPath.self) {
+                fastPath.requestWasMalformed(Self.describe(error))
+            }
+            context.fireErrorCaught(error)
+        }
+
+        static func describe(_ error: HTTPParserError) -> String {
+            switch error {
+            case .lfExpected, .invalidConstant, .strictModeAssertion: return "bad line ends (every line must end in CRLF)"
+            case .headerOverflow: return "the request's headers are too large"
+            case .invalidMethod, .invalidURL, .invalidPath, .invalidQueryString, .invalidHost, .invalidPort, .invalidFragment:
+                return "invalid request line"
+            case .invalidVersion: return "invalid HTTP version (HTTP/1.1 is expected, every line ending in CRLF)"
+            case .invalidHeaderToken, .invalidCharactersUsed: return "invalid header"
+            case .invalidContentLength, .unexpectedContentLength: return "invalid Content-Length"
+            case .invalidChunkSize: return "invalid chunked body"
+            case .invalidEOFState: return "the connection ended inside a request"
+            default: return "\(error)"
+            }
+        }
     }
 
     /// Sits after the HTTP codec (in Hummingbird's additional handlers) and tells the connection's

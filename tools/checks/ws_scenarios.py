@@ -384,12 +384,22 @@ def scenario_snapshot(args):
             answer = b""
         connection.close()
         return answer
-    # Bare-LF line ends are the codec's to judge (NIO's HTTP/1 decoder leaves such a request
-    # unanswered, with or without the fast path in front).
-    before = fast_path_count()
-    codec_only(request.replace(b"\r\n", b"\n"))
-    check(fast_path_count() == before, f"LF line ends: fast path {before} -> {fast_path_count()}")
-    ok("bare-LF line ends go to the codec, not the fast path")
+    # Bare-LF line ends and garbage are the codec's to judge, and it refuses them: a 400 with the JSON
+    # error body, then the connection closes (it used to hang, unanswered).
+    def refused(data):
+        connection = RawHTTP(args, timeout=5)
+        connection.send(data)
+        status, headers, body = connection.response()
+        closed = connection.sock.recv(1) == b""
+        connection.close()
+        return status, headers, body, closed
+    for name, data in [("bare-LF line ends", request.replace(b"\r\n", b"\n")), ("a request line that is not HTTP", b"GARBAGE\r\n\r\n"),
+                       ("two Content-Lengths", request[:-2] + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef")]:
+        before = fast_path_count()
+        status, headers, body, closed = refused(data)
+        check(status == 400 and json.loads(body)["error"]["code"] == "bad_request" and closed and fast_path_count() == before,
+              f"{name}: {status} {body!r}, closed {closed}, fast path {before} -> {fast_path_count()}")
+        ok(f"{name}: 400 ({json.loads(body)['error']['message']}) and the connection closes")
     before = fast_path_count()
     answer = codec_only(request[:-2] + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     check(not answer.startswith(b"HTTP/1.1 200") and fast_path_count() == before,
