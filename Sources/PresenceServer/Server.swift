@@ -56,6 +56,8 @@ public enum PresenceHTTPServer {
         router.add(middleware: MetricsMiddleware())
         // One structured line per request (method, path, status, duration) at debug level (--log-level debug).
         router.add(middleware: LogRequestsMiddleware(.debug))
+        // Hummingbird's own errors (no such route) in the API's JSON form, like every other error.
+        router.add(middleware: JSONErrorsMiddleware())
         router.get("metrics") { request, _ in
             _ = try await authenticate(request, tokens)
             var out: [UInt8] = []
@@ -154,7 +156,7 @@ public enum PresenceHTTPServer {
         let server = HTTPServerBuilder { responder in
             FastPathChannel(
                 base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration),
-                makeFastPath: { SnapshotFastPath(state: state, tokens: tokens) { fastPathServed.increment() } }
+                makeFastPath: { SnapshotFastPath(state: state, tokens: tokens, maxBodyBytes: configuration.maxBodyBytes) { fastPathServed.increment() } }
             )
         }
         return Application(
@@ -316,6 +318,27 @@ public enum PresenceHTTPServer {
         EventJSON.appendString(message, to: &out)
         out.append(contentsOf: "}}".utf8)
         return json(status, String(decoding: out, as: UTF8.self))
+    }
+}
+
+/// Answers Hummingbird's own errors (a path no route takes: 404) as `{"error":{"code":"...","message":"..."}}`
+/// like every error of the API, instead of an empty body.
+struct JSONErrorsMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            let code: String
+            let message: String
+            switch error.status {
+            case .notFound: (code, message) = ("not_found", error.body ?? "no route for \(request.method) \(request.uri.path)")
+            case .methodNotAllowed: (code, message) = ("method_not_allowed", error.body ?? "\(request.uri.path) does not take \(request.method)")
+            default: (code, message) = ("http_error", error.body ?? error.status.reasonPhrase)
+            }
+            var response = PresenceHTTPServer.error(error.status, code, message)
+            for field in error.headers where response.headers[field.name] == nil { response.headers.append(field) }
+            return response
+        }
     }
 }
 

@@ -46,10 +46,22 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case body(remaining: Int)
         /// The codec has the connection: every byte goes through.
         case passthrough
+        /// Nothing more is read: the connection ends with an error answer (`end(with:)`).
+        case ending
+    }
+
+    /// The error answer that ends a connection whose next request cannot be read.
+    struct Refusal {
+        var status: String
+        var code: String
+        var message: String
     }
 
     private let state: LiveState
     private let tokens: TokenAuthority
+    /// The largest request body any route takes: a request declaring a longer one is refused (413) from
+    /// its head, before any of the body is read.
+    private let maxBodyBytes: Int
     private let served: @Sendable () -> Void
     private var mode = Mode.requests
     /// Bytes read and not yet answered or forwarded (the start of an incomplete request).
@@ -63,16 +75,17 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var cached: CachedSnapshot?
     private var date = HTTPDate()
 
-    init(state: LiveState, tokens: TokenAuthority, served: @escaping @Sendable () -> Void) {
+    init(state: LiveState, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
         self.state = state
         self.tokens = tokens
+        self.maxBodyBytes = maxBodyBytes
         self.served = served
     }
 
-    /// This handler's context, to answer a malformed request from the front of the pipeline.
+    /// This handler's context, to end a connection with an error from the front of the pipeline.
     private var context: ChannelHandlerContext?
-    /// The codec refused a request while earlier answers were still on their way: answer 400 after them.
-    private var refuseAfterForwarded: String?
+    /// The error that ends the connection once the answers to earlier requests have gone.
+    private var refuseAfterForwarded: Refusal?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -80,41 +93,61 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The codec's answer to a forwarded request has ended (from `ResponseEnds`).
     func responseEnded() {
         if forwarded > 0 { forwarded -= 1 }
-        if forwarded == 0, let reason = refuseAfterForwarded {
+        if forwarded == 0, let refusal = refuseAfterForwarded {
             refuseAfterForwarded = nil
-            refuse(reason)
+            send(refusal)
         }
     }
 
-    /// The HTTP codec could not parse a request (from `MalformedRequests`): the client gets a 400 with
-    /// the JSON error body every endpoint uses, after the answers to its earlier requests, and the
-    /// connection closes (nothing after a malformed request can be delimited). Without this the
-    /// connection would hang: Hummingbird's WebSocket upgrade pipeline leaves decoder errors unanswered.
+    /// The HTTP codec could not parse a request (from `MalformedRequests`).
     func requestWasMalformed(_ reason: String) {
-        mode = .passthrough
-        if forwarded > 0 { refuseAfterForwarded = reason } else { refuse(reason) }
+        end(with: Refusal(status: "400 Bad Request", code: "bad_request", message: "malformed HTTP request: \(reason)"))
     }
 
-    private func refuse(_ reason: String) {
-        guard let context, context.channel.isActive else { return }
-        var text: [UInt8] = Array("{\"error\":{\"code\":\"bad_request\",\"message\":".utf8)
-        EventJSON.appendString("malformed HTTP request: \(reason)", to: &text)
-        text.append(contentsOf: "}}".utf8)
-        var body = ByteBuffer(bytes: text)
-        var response = context.channel.allocator.buffer(capacity: 160 + body.readableBytes)
-        response.writeStaticString("HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ")
-        response.writeString(String(body.readableBytes))
-        response.writeStaticString("\r\nConnection: close\r\nServer: PresenceLog\r\n\r\n")
-        response.writeBuffer(&body)
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in bound.value.close(promise: nil) }
+    /// Reads nothing more from the connection, answers `refusal` after the answers to its earlier
+    /// requests, and closes it: nothing after such a request can be delimited (or, for a body over the
+    /// limit, is worth reading). Without this a malformed first request would hang (Hummingbird's
+    /// WebSocket-upgrade pipeline leaves decoder errors unanswered), and so would a request declaring
+    /// a huge body that never comes.
+    private func end(with refusal: Refusal) {
+        mode = .ending
+        pending = nil
+        if forwarded > 0 { refuseAfterForwarded = refusal } else { send(refusal) }
     }
+
+    private func send(_ refusal: Refusal) {
+        guard let context, context.channel.isActive else { return }
+        var text: [UInt8] = Array("{\"error\":{\"code\":\"\(refusal.code)\",\"message\":".utf8)
+        EventJSON.appendString(refusal.message, to: &text)
+        text.append(contentsOf: "}}".utf8)
+        var response = context.channel.allocator.buffer(capacity: 160 + text.count)
+        response.writeString("HTTP/1.1 \(refusal.status)\r\nContent-Type: application/json\r\nContent-Length: \(text.count)")
+        response.writeStaticString("\r\nConnection: close\r\nServer: PresenceLog\r\n\r\n")
+        response.writeBytes(text)
+        // A lingering close: the answer, then our side of the connection shut, while what the client
+        // still sends (the rest of a body) is read and dropped for a few seconds. Closing outright with
+        // unread bytes would send a reset, and the client might lose the answer with it.
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in
+            let context = bound.value
+            context.close(mode: .output).whenFailure { _ in bound.value.close(promise: nil) }
+            context.eventLoop.scheduleTask(in: Self.lingering) { bound.value.close(promise: nil) }
+        }
+    }
+
+    /// How long a refused connection's remaining input is read and dropped before it is closed.
+    static let lingering = TimeAmount.seconds(5)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
-        if case .passthrough = mode {
+        switch mode {
+        case .passthrough:
             context.fireChannelRead(data)
             return
+        case .ending:
+            return
+        case .requests, .body:
+            break
         }
         if pending == nil {
             pending = bytes
@@ -140,6 +173,9 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 pending = nil
                 context.fireChannelRead(wrapInboundOut(buffer))
                 return
+            case .ending:
+                pending = nil
+                return
             case .body(let remaining):
                 let count = min(remaining, buffer.readableBytes)
                 if let part = buffer.readSlice(length: count) { context.fireChannelRead(wrapInboundOut(part)) }
@@ -157,6 +193,11 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     continue
                 case .complete(let parsed):
                     head = parsed
+                }
+                if head.contentLength > maxBodyBytes {
+                    end(with: Refusal(status: "413 Content Too Large", code: "body_too_large",
+                                      message: "the body is over the \(maxBodyBytes)-byte limit (its Content-Length is larger)"))
+                    return
                 }
                 if head.contentLength == 0, forwarded == 0, context.channel.isWritable,
                    let response = answer(head, request: buffer, allocator: context.channel.allocator) {
@@ -378,10 +419,11 @@ struct RequestHead {
                     return .notForUs
                 } else if nameIs(bytes, name, "content-length") {
                     let digits = valueStart..<valueEnd
-                    guard !sawLength, !digits.isEmpty, digits.count <= 12, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
+                    guard !sawLength, !digits.isEmpty, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
                     else { return .notForUs }
                     sawLength = true
-                    head.contentLength = digits.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
+                    // Past 18 digits it would not fit an Int: over any limit anyway.
+                    head.contentLength = digits.count > 18 ? .max : digits.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
                 } else if nameIs(bytes, name, "authorization") {
                     authorizations += 1
                     let prefix = Array("Bearer ".utf8)

@@ -147,6 +147,8 @@ func token(_ user: String, gateway: Bool = false, ttl: String = "1h") throws -> 
         #expect(huge.status == 413, "\(huge.body)")
         let empty = try server.request("POST", "/v1/events", token: gateway, body: Data())
         #expect(empty.status == 400)
+        let nowhere = try server.request("GET", "/v1/nowhere", token: gateway)
+        #expect(nowhere.status == 404 && nowhere.body.contains("\"code\":\"not_found\""), "\(nowhere.body)")
         #expect(try server.request("GET", "/health").body.contains("\"log_end_offset\":0"))
         #expect(server.stop() == 0)
     }

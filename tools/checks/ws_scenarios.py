@@ -400,6 +400,13 @@ def scenario_snapshot(args):
         check(status == 400 and json.loads(body)["error"]["code"] == "bad_request" and closed and fast_path_count() == before,
               f"{name}: {status} {body!r}, closed {closed}, fast path {before} -> {fast_path_count()}")
         ok(f"{name}: 400 ({json.loads(body)['error']['message']}) and the connection closes")
+    # A request that declares a body over the limit is refused from its head, without waiting for a
+    # body that may never come.
+    started = time.time()
+    status, _, body, closed = refused(post_head(1 << 40))
+    check(status == 413 and json.loads(body)["error"]["code"] == "body_too_large" and closed and time.time() - started < 3,
+          f"declared 1 TiB body: {status} {body!r}, closed {closed} after {time.time() - started:.1f} s")
+    ok("a body declared over the limit: 413 at once, and the connection closes")
     before = fast_path_count()
     answer = codec_only(request[:-2] + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     check(not answer.startswith(b"HTTP/1.1 200") and fast_path_count() == before,
