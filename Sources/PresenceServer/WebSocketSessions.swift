@@ -84,6 +84,9 @@ enum WebSocketSessions {
         guard let op = object["op"] as? String else {
             return state.reply(session, errorFrame("invalid_request", "\"op\" must be \"open\" or \"close\""))
         }
+        guard op == "open" || op == "close" else {
+            return state.reply(session, errorFrame("invalid_request", "unknown op '\(op)': use \"open\" or \"close\""))
+        }
         guard let conversation = object["conversation"] as? String, !conversation.isEmpty else {
             return state.reply(session, errorFrame("invalid_request", "\"conversation\" must be a conversation id"))
         }
@@ -93,10 +96,8 @@ enum WebSocketSessions {
             case .success(let members): state.watch(session, conversation: conversation, members: members)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
-        case "close":
-            state.unwatch(session, conversation: conversation)
         default:
-            state.reply(session, errorFrame("invalid_request", "unknown op '\(op)': use \"open\" or \"close\""))
+            state.unwatch(session, conversation: conversation)
         }
     }
 

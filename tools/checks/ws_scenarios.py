@@ -227,6 +227,9 @@ def scenario_refused(args):
         carol.send(bad)
         frame = carol.recv()
         check(frame.get("type") == "error" and frame["error"]["code"] == code, f"{bad!r}: expected {code}, got {frame}")
+    carol.send(json.dumps({"op": "teleport"}))
+    frame = carol.recv()
+    check(frame.get("type") == "error" and "unknown op 'teleport'" in frame["error"]["message"], f"unknown op: {frame}")
     ok("malformed frames: error frames naming the problem, the socket stays open")
     carol.send("x" * (64 * 1024))
     try:
