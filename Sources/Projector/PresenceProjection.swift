@@ -77,6 +77,12 @@ public final class PresenceProjection {
     /// Bytes held for users (records, slots, ids), and for connections.
     public var memoryBytes: (users: Int, connections: Int) { state.memoryBytes }
 
+    /// Sizes the connection slot table for `expected` connections at once (a replay that can foresee
+    /// them skips the table's doublings, each of which places every connection again). Changes no state.
+    public func reserveConnections(_ expected: Int) {
+        state.reserveConnections(expected)
+    }
+
     /// Removes every forgotten connection now (normally done as the tables grow). Changes no state.
     public func forgetOldConnections() {
         state.sweepForgotten()
@@ -548,6 +554,14 @@ struct ProjectionState {
             }
             slot = (slot + 1) & mask
         }
+    }
+
+    mutating func reserveConnections(_ expected: Int) {
+        var size = connectionSlots.count
+        while expected > 0 && expected * 2 > size && size < 1 << 40 { size *= 2 }
+        guard size > connectionSlots.count else { return }
+        let records = connections.pointer
+        connectionSlots = Self.rehash(count: connections.count, size: size) { records[$0].hash }
     }
 
     private mutating func insertConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64,

@@ -15,6 +15,9 @@ public enum Replay {
         public var tornTail: LogReader.TornTail?
     }
 
+    /// Events read before the connection table is sized for the whole replay.
+    static let sampleEvents = 1 << 20
+
     /// Applies the records of the log in `logDirectory` to `projection`, from the projection's
     /// `nextOffset` on: those with an offset below `untilOffset` and, with `at`, only those whose event time
     /// is at or before it (rule 6). `progress` is called every million records with the count so far.
@@ -26,6 +29,12 @@ public enum Replay {
         let cutoff = time ?? .max
         var read = 0
         var kept: [RecordView] = []
+        // After the first million events, the connection table is sized for the connections the rest of
+        // the log will bring at the rate seen so far: no doubling (and placing every connection again)
+        // on the way. Over-estimating costs slots (8 bytes each, reported as connection memory).
+        let remaining = max(0, min((try? reader.endOffsetFromHeaders()) ?? 0, limit) - projection.nextOffset)
+        let connectionsBefore = projection.connectionCount
+        var reserved = remaining < 2 * Self.sampleEvents
         let result = try reader.forEachRecordBatch(from: .offset(projection.nextOffset)) { batch in
             // Most batches are applied whole; the last one before a limit, or any with later events, is filtered.
             var records = batch
@@ -50,6 +59,11 @@ public enum Replay {
                 }
             } catch {
                 throw LogError(.corrupt, "\(logDirectory): \(error.description)")
+            }
+            if !reserved && read >= Self.sampleEvents {
+                reserved = true
+                let seen = projection.connectionCount - connectionsBefore
+                if seen > 0 { projection.reserveConnections(connectionsBefore + Int(Double(seen) * Double(remaining) / Double(read) * 1.05)) }
             }
             return more
         }

@@ -157,6 +157,23 @@ typealias State = PresenceProjection.UserState
         }
     }
 
+    /// A replay sizes the connection table ahead (`reserveConnections`): the connections already in it
+    /// are found again, and the state is the same as without.
+    @Test func reservingConnectionSlotsChangesNoState() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let events = Self.randomEvents(120, using: &random)
+            let plain = fold(events)
+            let reserved = PresenceProjection()
+            for (index, event) in events.enumerated() {
+                if index == 60 { reserved.reserveConnections(Int.random(in: 1...100_000, using: &random)) }
+                reserved.apply(event)
+            }
+            #expect(reserved.allStates() == plain.allStates())
+            #expect(reserved.connectionCount == plain.connectionCount && reserved.openConnectionCount == plain.openConnectionCount)
+        }
+    }
+
     @Test func stateAtATimeIsTheFoldOfTheEventsUpToIt() {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<100 {
