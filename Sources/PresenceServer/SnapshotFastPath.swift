@@ -99,8 +99,11 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The HTTP codec could not parse a request (from `MalformedRequests`).
+    /// The HTTP codec could not parse the connection's first request (from `MalformedRequests`). No
+    /// answer can be on its way: if this handler forwarded the request (a head it could read but the
+    /// codec refuses, such as an unknown method), it is that request that failed.
     func requestWasMalformed(_ reason: String) {
+        forwarded = 0
         end(with: Refusal(status: "400 Bad Request", code: "bad_request", message: "malformed HTTP request: \(reason)"))
     }
 

@@ -397,6 +397,7 @@ def scenario_snapshot(args):
         connection.close()
         return status, headers, body, closed
     for name, data in [("bare-LF line ends", request.replace(b"\r\n", b"\n")), ("a request line that is not HTTP", b"GARBAGE\r\n\r\n"),
+                       ("an unknown method", b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n"),
                        ("two Content-Lengths", request[:-2] + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef")]:
         before = fast_path_count()
         status, headers, body, closed = refused(data)
