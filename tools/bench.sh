@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The log's benchmarks on the 10M-event / 1M-user stream (issue 2), in release builds:
 #   1. lz4 -1 on the same NDJSON: the baseline for size and speed, measured in this run
-#   2. durable ingest through `presence ingest --fsync always` from a file (best of RUNS)
+#   2. durable ingest through `presence ingest --fsync always` from a file (best and median of RUNS)
 #   3. sequential read on one core: CRC + LZ4 + decode of every event (presence-bench read)
 #   4. full replay into the projection on one core (`presence replay`), with its memory
 #   5. restart from the checkpoint that replay wrote (`presence replay --resume`, best of 3)
@@ -30,13 +30,14 @@ start=$(now)
 lz4_bytes=$(lz4 -1 -c "$stream" | wc -c)
 lz4_seconds=$(echo "$(now) - $start" | bc -l)
 
-best_rate=0; best_line=""
+best_rate=0; best_line=""; rates=()
 for run in $(seq 1 "$runs"); do
     rm -rf bench-data/log
     line=$("$bin/presence" ingest --quiet --data bench-data/log "$stream" 2>&1 | tail -1)
     rate=$(echo "$line" | sed -n 's/.*in \([0-9.]*\) s.*/\1/p')
     echo "ingest run $run: $line"
     r=$(echo "$events / $rate" | bc -l)
+    rates+=("$r")
     if (( $(echo "$r > $best_rate" | bc -l) )); then best_rate=$r; best_line=$line; fi
 done
 log_bytes=$(du -cb bench-data/log/presence/*.log | tail -1 | cut -f1)
@@ -54,7 +55,8 @@ printf '\n== results: %s events, %s users, %s runs\n' "$events" "$users" "$runs"
 printf 'NDJSON input:                %.1f bytes/event\n' "$(echo "$ndjson_bytes / $events" | bc -l)"
 printf 'lz4 -1 on the NDJSON:        %.2f bytes/event, %.2fM events/s (one core)\n' "$(echo "$lz4_bytes / $events" | bc -l)" "$(echo "$events / $lz4_seconds / 1000000" | bc -l)"
 printf 'presence log on disk:        %.2f bytes/event (.log files), %.2fx smaller than lz4 -1\n' "$(echo "$log_bytes / $events" | bc -l)" "$(echo "$lz4_bytes / $log_bytes" | bc -l)"
-printf 'durable ingest (fsync=always): %.2fM events/s (best of %s)\n' "$(echo "$best_rate / 1000000" | bc -l)" "$runs"
+median_rate=$(printf '%s\n' "${rates[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+printf 'durable ingest (fsync=always): %.2fM events/s (best of %s; median %.2fM)\n' "$(echo "$best_rate / 1000000" | bc -l)" "$runs" "$(echo "$median_rate / 1000000" | bc -l)"
 echo "$read_line"
 echo "full replay (one core): $replay_line"
 echo "projection $memory_line"

@@ -128,6 +128,9 @@ struct StateCommand: ParsableCommand {
 
     @OptionGroup var horizon: HorizonOption
 
+    func validate() throws {
+        for id in user { try validateUserOption(id) }
+    }
 
     func run() throws {
         do {
@@ -213,6 +216,10 @@ struct HistoryCommand: ParsableCommand {
     @Option(help: "table or json.")
     var format: Format = .table
 
+    func validate() throws {
+        try validateUserOption(user)
+    }
+
     func run() throws {
         do {
             try history()
@@ -264,4 +271,12 @@ func durationText(_ ms: Int64) -> String {
     let seconds = Double(ms % 60_000) / 1000
     parts.append(fixed(seconds, ms % 1000 == 0 ? 0 : 3) + "s")
     return parts.joined(separator: " ")
+}
+
+/// A `--user` value must be a user id the log can hold: 1 to 256 bytes.
+func validateUserOption(_ user: String) throws {
+    guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
+    guard user.utf8.count <= PresenceEvent.Limits.userBytes else {
+        throw ValidationError("--user is \(user.utf8.count) bytes; user ids are at most \(PresenceEvent.Limits.userBytes)")
+    }
 }

@@ -54,6 +54,11 @@ import Testing
                                    "--to", "2024-01-15T09:43:00Z", "--format", "json"])
         #expect(at.stdout.lines.count == 1)
         #expect(at.stdout.contains("bob-phone-7f3a"))
+        // A user id the log cannot hold is a usage error, not an empty history.
+        for command in ["history", "state"] {
+            let empty = try CLI.presence([command, "--data", dir.file("data"), "--user", ""])
+            #expect(empty.status == 64 && empty.stderr.contains("--user must not be empty"), "\(command): \(empty.stderr)")
+        }
     }
 
     @Test func replaySummarizesTheFold() throws {
