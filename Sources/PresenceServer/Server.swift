@@ -314,10 +314,15 @@ public enum PresenceHTTPServer {
     }
 
     static func error(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
+        json(status, String(decoding: errorBody(code, message), as: UTF8.self))
+    }
+
+    /// `{"error":{"code":"...","message":"..."}}`, the body of every error.
+    static func errorBody(_ code: String, _ message: String) -> [UInt8] {
         var out: [UInt8] = Array("{\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
         EventJSON.appendString(message, to: &out)
         out.append(contentsOf: "}}".utf8)
-        return json(status, String(decoding: out, as: UTF8.self))
+        return out
     }
 }
 

@@ -120,13 +120,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func send(_ refusal: Refusal) {
         guard let context, context.channel.isActive else { return }
-        var text: [UInt8] = Array("{\"error\":{\"code\":\"\(refusal.code)\",\"message\":".utf8)
-        EventJSON.appendString(refusal.message, to: &text)
-        text.append(contentsOf: "}}".utf8)
-        var response = context.channel.allocator.buffer(capacity: 160 + text.count)
-        response.writeString("HTTP/1.1 \(refusal.status)\r\nContent-Type: application/json\r\nContent-Length: \(text.count)")
-        response.writeStaticString("\r\nConnection: close\r\nServer: PresenceLog\r\n\r\n")
-        response.writeBytes(text)
+        let body = ByteBuffer(bytes: PresenceHTTPServer.errorBody(refusal.code, refusal.message))
+        let response = Self.response(status: refusal.status, body: body, date: date.now(), closing: true, allocator: context.channel.allocator)
         // A lingering close: the answer, then our side of the connection shut, while what the client
         // still sends (the rest of a body) is read and dropped for a few seconds. Closing outright with
         // unread bytes would send a reset, and the client might lose the answer with it.
@@ -252,13 +247,18 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         return response
     }
 
-    /// The route's head (status, content type and length, date, server) and `body`, in one buffer.
-    private static func response(body: ByteBuffer, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var response = allocator.buffer(capacity: 160 + body.readableBytes)
-        response.writeStaticString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ")
+    /// A JSON response as the routes answer (status, content type and length, date, server; `closing`
+    /// adds `Connection: close`) with `body`, in one buffer.
+    private static func response(status: String = "200 OK", body: ByteBuffer, date: String, closing: Bool = false,
+                                 allocator: ByteBufferAllocator) -> ByteBuffer {
+        var response = allocator.buffer(capacity: 180 + body.readableBytes)
+        response.writeStaticString("HTTP/1.1 ")
+        response.writeString(status)
+        response.writeStaticString("\r\nContent-Type: application/json\r\nContent-Length: ")
         response.writeString(String(body.readableBytes))
         response.writeStaticString("\r\nDate: ")
         response.writeString(date)
+        if closing { response.writeStaticString("\r\nConnection: close") }
         response.writeStaticString("\r\nServer: PresenceLog\r\n\r\n")
         response.writeImmutableBuffer(body)
         return response

@@ -556,6 +556,7 @@ struct ProjectionState {
         }
     }
 
+    /// Grows the connection slot table (load at most 1/2) to hold `expected` connections.
     mutating func reserveConnections(_ expected: Int) {
         var size = connectionSlots.count
         while expected > 0 && expected * 2 > size && size < 1 << 40 { size *= 2 }
@@ -574,10 +575,7 @@ struct ProjectionState {
         connectionArena.append(bytes: identity)
         users[u].firstConnection = Int32(c)
         Self.place(hash, index: c, in: connectionSlots)
-        if connections.count * 2 > connectionSlots.count {
-            let records = connections.pointer
-            connectionSlots = Self.rehash(count: connections.count, size: connectionSlots.count * 2) { records[$0].hash }
-        }
+        if connections.count * 2 > connectionSlots.count { reserveConnections(connections.count) }
         return c
     }
 

@@ -31,10 +31,11 @@ public enum Replay {
         var kept: [RecordView] = []
         // After the first million events, the connection table is sized for the connections the rest of
         // the log will bring at the rate seen so far: no doubling (and placing every connection again)
-        // on the way. Over-estimating costs slots (8 bytes each, reported as connection memory).
-        let remaining = max(0, min((try? reader.endOffsetFromHeaders()) ?? 0, limit) - projection.nextOffset)
+        // on the way. Over-estimating costs slots (8 bytes each, reported as connection memory). Shorter
+        // replays (a restart's tail) never look.
+        let firstOffset = projection.nextOffset
         let connectionsBefore = projection.connectionCount
-        var reserved = remaining < 2 * Self.sampleEvents
+        var reserved = false
         let result = try reader.forEachRecordBatch(from: .offset(projection.nextOffset)) { batch in
             // Most batches are applied whole; the last one before a limit, or any with later events, is filtered.
             var records = batch
@@ -62,8 +63,11 @@ public enum Replay {
             }
             if !reserved && read >= Self.sampleEvents {
                 reserved = true
+                let total = min((try? reader.endOffsetFromHeaders()) ?? 0, limit) - firstOffset
                 let seen = projection.connectionCount - connectionsBefore
-                if seen > 0 { projection.reserveConnections(connectionsBefore + Int(Double(seen) * Double(remaining) / Double(read) * 1.05)) }
+                if seen > 0 && total > read {
+                    projection.reserveConnections(connectionsBefore + Int(Double(seen) * Double(total) / Double(read) * 1.05))
+                }
             }
             return more
         }
