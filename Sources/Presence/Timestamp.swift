@@ -7,6 +7,7 @@ public enum Timestamp {
     /// Returns nil for anything else, an impossible date, or a time outside 1970 ... 9999.
     public static func parseISO8601(_ bytes: UnsafeRawBufferPointer) -> Int64? {
         let n = bytes.count
+        if n == 24, let base = bytes.baseAddress, let ms = parseCanonicalUTC(base) { return ms }
         guard n >= 20 else { return nil }
         @inline(__always) func digit(_ i: Int) -> Int? {
             let c = bytes[i]
@@ -61,6 +62,41 @@ public enum Timestamp {
         let ms = seconds * 1000 + Int64(millis)
         guard ms >= 0, ms <= maxMilliseconds else { return nil }
         return ms
+    }
+
+    /// The form nearly every event carries, `2024-01-15T09:41:03.120Z` (24 bytes), read three words at
+    /// a time: the separators checked with one mask a word, the digits with two. Nil for anything else
+    /// (`parseISO8601` then reads it byte by byte and gives the same answer for what both accept).
+    @inline(__always)
+    private static func parseCanonicalUTC(_ p: UnsafeRawPointer) -> Int64? {
+        let a = p.loadUnaligned(as: UInt64.self)  // YYYY-MM-
+        let b = p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)  // DDTHH:MM
+        let c = p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)  // :SS.mmmZ
+        // Bytes are little-endian: byte k of a word sits at bits 8k ..< 8k + 8.
+        guard a & 0xFF00_00FF_0000_0000 == 0x2D00_002D_0000_0000,  // '-' at 4 and 7
+              b & 0x0000_FF00_00FF_0000 == 0x0000_3A00_0054_0000,  // 'T' at 10, ':' at 13
+              c & 0xFF00_0000_FF00_00FF == 0x5A00_0000_2E00_003A  // ':' at 16, '.' at 19, 'Z' at 23
+        else { return nil }
+        let digitsA: UInt64 = 0x00FF_FF00_FFFF_FFFF, digitsB: UInt64 = 0xFFFF_00FF_FF00_FFFF, digitsC: UInt64 = 0x00FF_FFFF_00FF_FF00
+        @inline(__always) func allDigits(_ w: UInt64, _ mask: UInt64) -> Bool {
+            // High nibble 3, and a low nibble that stays below 16 when 6 is added (0 ... 9).
+            w & mask & 0xF0F0_F0F0_F0F0_F0F0 == mask & 0x3030_3030_3030_3030
+                && ((w & mask & 0x0F0F_0F0F_0F0F_0F0F) &+ (mask & 0x0606_0606_0606_0606)) & 0xF0F0_F0F0_F0F0_F0F0 == 0
+        }
+        guard allDigits(a, digitsA), allDigits(b, digitsB), allDigits(c, digitsC) else { return nil }
+        @inline(__always) func d(_ w: UInt64, _ k: Int) -> Int { Int((w >> UInt64(8 * k)) & 0x0F) }
+        let year = d(a, 0) * 1000 + d(a, 1) * 100 + d(a, 2) * 10 + d(a, 3)
+        let month = d(a, 5) * 10 + d(a, 6)
+        let day = d(b, 0) * 10 + d(b, 1)
+        let hour = d(b, 3) * 10 + d(b, 4)
+        let minute = d(b, 6) * 10 + d(b, 7)
+        let second = d(c, 1) * 10 + d(c, 2)
+        let millis = d(c, 4) * 100 + d(c, 5) * 10 + d(c, 6)
+        guard month >= 1, month <= 12, day >= 1, day <= daysInMonth(year, month), hour < 24, minute < 60, second < 60,
+              year >= 1970
+        else { return nil }
+        let seconds = Int64(daysFromCivil(year, month, day)) * 86_400 + Int64(hour * 3600 + minute * 60 + second)
+        return seconds * 1000 + Int64(millis)
     }
 
     /// Parses an ISO-8601 time (see `parseISO8601`) or integer epoch milliseconds.

@@ -38,6 +38,15 @@ public struct RecordBuffer: Sendable {
                              valueLength: UInt32(value.count)))
     }
 
+    /// Appends a record whose key (`keyLength` bytes, or -1 for a null key) and value lie side by side in
+    /// `keyAndValue`: one copy instead of two.
+    public mutating func append(timestamp: Int64, keyLength: Int, keyAndValue: UnsafeRawBufferPointer) {
+        let start = UInt32(storage.count)
+        storage.append(contentsOf: keyAndValue)
+        entries.append(Entry(timestamp: timestamp, start: start, keyLength: Int32(keyLength),
+                             valueLength: UInt32(keyAndValue.count - max(keyLength, 0))))
+    }
+
     /// Appends a record from byte arrays.
     public mutating func append(timestamp: Int64, key: [UInt8]?, value: [UInt8]) {
         value.withUnsafeBytes { value in

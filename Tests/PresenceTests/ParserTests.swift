@@ -68,6 +68,44 @@ import Testing
         #expect(error?.reason == "line is not valid UTF-8")
     }
 
+    /// Lines in the canonical form take a fast path; a leading space sends the same line through the
+    /// general scanner. Random damage to canonical lines (quotes, escapes, digits, letters, bytes cut)
+    /// must get the same verdict and the same event from both.
+    @Test func canonicalFastPathAgreesWithTheGeneralScanner() {
+        let lines = [
+            #"{"type":"connect","user":"u648930","conn":"u648930-tablet-1482","gateway":"gw-8","ts":"2024-01-15T00:00:00.079Z"}"#,
+            #"{"type":"disconnect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":1705311663120}"#,
+            #"{"type":"gateway_down","gateway":"gw-11","ts":"2024-02-29T23:59:59.999Z"}"#,
+            #"{"type":"heartbeat","gateway":"gw-2","ts":253402300799999}"#,
+        ]
+        let replacements = Array(#"" \{}:,0195aZT.-xé"#.utf8) + [0x00, 0x80]
+        var random = SystemRandomNumberGenerator()
+        var agreed = 0
+        for _ in 0..<20_000 {
+            var bytes = Array(lines.randomElement(using: &random)?.utf8 ?? "".utf8)
+            for _ in 0..<Int.random(in: 0...2, using: &random) {
+                let at = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[at] = replacements.randomElement(using: &random) ?? 32
+                case 1: bytes.remove(at: at)
+                default: bytes.insert(replacements.randomElement(using: &random) ?? 32, at: at)
+                }
+            }
+            let fast = bytes.withUnsafeBytes { raw in Result { () throws(EventParseError) in try parser.parse(raw) } }
+            let general = ([32] + bytes).withUnsafeBytes { raw in Result { () throws(EventParseError) in try parser.parse(raw) } }
+            switch (fast, general) {
+            case (.success(let a), .success(let b)):
+                #expect(a == b, "\(String(decoding: bytes, as: UTF8.self))")
+                agreed += 1
+            case (.failure, .failure):
+                agreed += 1
+            default:
+                Issue.record("fast path and scanner disagree on \(String(decoding: bytes, as: UTF8.self)): \(fast) vs \(general)")
+            }
+        }
+        #expect(agreed == 20_000)
+    }
+
     @Test func badLineAppendsNothing() {
         var buffer = RecordBuffer()
         let bad = Array(#"{"type":"connect","user":"b","conn":"c","gateway":"g","ts":"no"}"#.utf8)
