@@ -172,8 +172,13 @@ public enum EventCodec {
         let packed = Int(tail & 0x07)
         guard packed + 2 <= end else { throw DecodeError(description: "event value is too short for its \(packed) packed hex bytes") }
         let flags = value[packed]
-        guard flags & layoutBit != 0, flags & 0x40 == 0, let kind = EventKind(rawValue: flags & 0x0F) else {
-            throw DecodeError(description: "event value has unknown kind or flags 0x\(String(flags, radix: 16))")
+        let kind: EventKind
+        switch flags & 0xCF {  // the layout bit, bit 6 (never set) and the kind
+        case 0x81: kind = .connect
+        case 0x82: kind = .disconnect
+        case 0x83: kind = .gatewayDown
+        case 0x84: kind = .heartbeat
+        default: throw DecodeError(description: "event value has unknown kind or flags 0x\(String(flags, radix: 16))")
         }
         var position = packed + 1
         @inline(__always) func field() throws(DecodeError) -> UnsafeRawBufferPointer {

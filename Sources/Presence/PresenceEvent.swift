@@ -20,7 +20,7 @@ public enum EventKind: UInt8, Sendable, CaseIterable {
     }
 
     /// Whether the event is about a gateway as a whole (no user, no conn).
-    public var isGatewayEvent: Bool { self == .gatewayDown || self == .heartbeat }
+    @inlinable public var isGatewayEvent: Bool { self == .gatewayDown || self == .heartbeat }
 }
 
 /// One presence event: a device of `user` connected to or disconnected from `gateway` at `timestamp`,

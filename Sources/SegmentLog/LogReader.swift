@@ -98,28 +98,33 @@ public final class LogReader {
     @discardableResult
     public func forEachRecordBatch(from start: Start = .offset(0), _ body: (UnsafeBufferPointer<RecordView>) throws -> Bool) throws -> ReadSummary {
         var records = 0
-        var views: [RecordView] = []
-        views.reserveCapacity(8192)
         var summary = try walk(from: start, verify: true) { info, bytes in
             switch start {
             case .offset(let offset) where info.header.lastOffset < offset: return true
             case .timestamp(let timestamp) where info.header.maxTimestamp < timestamp: return true
             default: break
             }
-            views.removeAll(keepingCapacity: true)
+            let views: UnsafeMutableBufferPointer<RecordView>
             do {
-                try decoder.forEachRecord(bytes, header: info.header) { record in
-                    switch start {
-                    case .offset(let offset) where record.offset < offset: return
-                    case .timestamp(let timestamp) where record.timestamp < timestamp: return
-                    default: views.append(record)
-                    }
-                }
+                views = try decoder.decodeRecords(bytes, header: info.header)
             } catch let error as BatchFormatError {
                 throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
             }
-            records += views.count
-            return try views.withUnsafeBufferPointer { try body($0) }
+            // Drop what precedes the start: records before the offset (only in the batch it falls in),
+            // records before the time (in any batch: a batch's times are not in order).
+            var count = views.count
+            switch start {
+            case .offset(let offset) where info.header.baseOffset < offset:
+                count = 0
+                for i in views.indices where views[i].offset >= offset { views[count] = views[i]; count += 1 }
+            case .timestamp(let timestamp):
+                count = 0
+                for i in views.indices where views[i].timestamp >= timestamp { views[count] = views[i]; count += 1 }
+            default:
+                break
+            }
+            records += count
+            return try body(UnsafeBufferPointer(rebasing: views[0..<count]))
         }
         summary.records = records
         return summary

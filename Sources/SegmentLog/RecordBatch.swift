@@ -226,7 +226,37 @@ final class RecordBatchDecoder {
         _ batch: UnsafeRawBufferPointer, header: RecordBatchHeader,
         _ body: (RecordView) throws -> Void
     ) throws {
-        guard let base = batch.baseAddress else { return }
+        try parse(try recordBytes(batch, header: header), header: header, body)
+    }
+
+    /// Where `decodeRecords` puts the records of the last batch.
+    private var views = UnsafeMutableBufferPointer<RecordView>.allocate(capacity: 8192)
+
+    deinit { views.deallocate() }
+
+    /// Decodes every record of the batch, as `forEachRecord` does, into a buffer that stays valid until
+    /// the next call. The read path's loop: storing each record is inlined, where `forEachRecord` calls
+    /// a closure for each.
+    func decodeRecords(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> UnsafeMutableBufferPointer<RecordView> {
+        let bytes = try recordBytes(batch, header: header)
+        let claimed = Int(header.recordsCount)
+        if claimed > views.count {
+            views.deallocate()
+            views = .allocate(capacity: claimed)
+        }
+        guard let out = views.baseAddress else { return views }
+        var count = 0
+        try parse(bytes, header: header) { record in
+            (out + count).initialize(to: record)
+            count += 1
+        }
+        return UnsafeMutableBufferPointer(rebasing: views[0..<count])
+    }
+
+    /// The batch's records as bytes: its payload, decompressed if need be. Checks that the bytes can
+    /// hold the record count the header claims (each record takes at least seven).
+    private func recordBytes(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> UnsafeRawBufferPointer {
+        guard let base = batch.baseAddress else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         let payload = UnsafeRawBufferPointer(start: base + RecordBatchHeader.size, count: header.totalSize - RecordBatchHeader.size)
         let records: UnsafeRawBufferPointer
         switch header.codec {
@@ -242,7 +272,18 @@ final class RecordBatchDecoder {
         default:
             throw BatchFormatError(reason: "batch uses compression codec \(header.codec); only none and LZ4 are supported")
         }
-        guard let start = records.baseAddress ?? (records.count == 0 ? UnsafeRawPointer(base) : nil) else { return }
+        guard Int(header.recordsCount) <= records.count / 7 else {
+            throw BatchFormatError(reason: "batch claims \(header.recordsCount) records but holds \(records.count) bytes of records")
+        }
+        return records
+    }
+
+    @inline(__always)
+    private func parse(_ records: UnsafeRawBufferPointer, header: RecordBatchHeader, _ body: (RecordView) throws -> Void) throws {
+        guard header.recordsCount > 0, let start = records.baseAddress else {
+            guard records.isEmpty else { throw BatchFormatError(reason: "batch has \(records.count) bytes after its last record") }
+            return
+        }
         let end = records.count
         var position = 0
         for index in 0..<Int(header.recordsCount) {

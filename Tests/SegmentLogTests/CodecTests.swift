@@ -107,6 +107,42 @@ import Testing
         #expect(seen == expected)
     }
 
+    @Test func decodingIntoABufferGivesWhatForEachRecordGives() throws {
+        let encoder = RecordBatchEncoder(compressionLevel: 4)
+        let header = encoder.encode(sampleRecords(0..<300), range: 0..<300, baseOffset: 77)
+        let decoder = RecordBatchDecoder()
+        var expected: [ReadRecord] = []
+        try decoder.forEachRecord(encoder.output.bytes, header: header) { record in
+            expected.append(ReadRecord(offset: record.offset, timestamp: record.timestamp, key: record.key.map { Array($0) }, value: record.value.map { Array($0) }))
+        }
+        let views = try decoder.decodeRecords(encoder.output.bytes, header: header)
+        let decoded = views.map { ReadRecord(offset: $0.offset, timestamp: $0.timestamp, key: $0.key.map { Array($0) }, value: $0.value.map { Array($0) }) }
+        #expect(decoded == expected && decoded.count == 300)
+    }
+
+    /// A header can claim any record count and still carry a good CRC (a crafted file): the decoder
+    /// refuses a count the batch's bytes cannot hold before it sets aside room for the records.
+    @Test func aRecordCountTheBytesCannotHoldIsRefused() throws {
+        let encoder = RecordBatchEncoder(compressionLevel: 4)
+        _ = encoder.encode(sampleRecords(0..<10), range: 0..<10, baseOffset: 0)
+        var bytes = Array(encoder.output.bytes)
+        bytes.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            base.storeBigEndian(Int32.max, at: 57)
+            base.storeBigEndian(Int32(Int32.max - 1), at: 23)  // lastOffsetDelta, to keep the header consistent
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: base + RecordBatchHeader.crcStart, count: raw.count - RecordBatchHeader.crcStart))
+            base.storeBigEndian(crc, at: 17)
+        }
+        try bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            let header = RecordBatchHeader(base)
+            #expect(header.recordsCount == Int32.max)
+            #expect(RecordBatchDecoder.crcMatches(raw, header: header))
+            let error = #expect(throws: BatchFormatError.self) { _ = try RecordBatchDecoder().decodeRecords(raw, header: header) }
+            #expect(error?.reason.contains("claims 2147483647 records") == true, "\(error?.reason ?? "")")
+        }
+    }
+
     @Test func anyFlippedByteFailsTheCRC() {
         let encoder = RecordBatchEncoder(compressionLevel: 0)
         let header = encoder.encode(sampleRecords(0..<50), range: 0..<50, baseOffset: 0)
