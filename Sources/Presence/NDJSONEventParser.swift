@@ -256,26 +256,8 @@ public final class NDJSONEventParser {
     /// control character comes first.
     @inline(__always)
     private static func plainStringEnd(_ p: UnsafeRawPointer, from start: Int, _ n: Int) -> Int? {
-        var i = start
-        while n - i >= 8 {
-            let word = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            let quotes = word ^ 0x2222_2222_2222_2222
-            let slashes = word ^ 0x5C5C_5C5C_5C5C_5C5C
-            let found = ((quotes &- 0x0101_0101_0101_0101) & ~quotes | (slashes &- 0x0101_0101_0101_0101) & ~slashes
-                | (word &- 0x2020_2020_2020_2020) & ~word) & 0x8080_8080_8080_8080
-            if found != 0 {
-                i += found.trailingZeroBitCount >> 3
-                return p.load(fromByteOffset: i, as: UInt8.self) == 34 ? i : nil
-            }
-            i += 8
-        }
-        while i < n {
-            let c = p.load(fromByteOffset: i, as: UInt8.self)
-            if c == 34 { return i }
-            if c == 92 || c < 0x20 { return nil }
-            i += 1
-        }
-        return nil
+        let i = firstSpecialByte(p, from: start, n)
+        return i < n && p.load(fromByteOffset: i, as: UInt8.self) == 34 ? i : nil
     }
 
     // Field names and kinds compared as little-endian words: "type" is 0x65707974, and so on.
@@ -352,6 +334,29 @@ public final class NDJSONEventParser {
 }
 
 
+/// The index of the first quote, backslash or control character at or after `start`, or `n` if none:
+/// eight bytes at a time (for each byte, a subtraction that borrows into bit 7 only from a byte below
+/// the bound; the lowest flagged byte is always a true one).
+@inline(__always)
+private func firstSpecialByte(_ p: UnsafeRawPointer, from start: Int, _ n: Int) -> Int {
+    var i = start
+    while n - i >= 8 {
+        let word = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        let quotes = word ^ 0x2222_2222_2222_2222
+        let slashes = word ^ 0x5C5C_5C5C_5C5C_5C5C
+        let found = ((quotes &- 0x0101_0101_0101_0101) & ~quotes | (slashes &- 0x0101_0101_0101_0101) & ~slashes
+            | (word &- 0x2020_2020_2020_2020) & ~word) & 0x8080_8080_8080_8080
+        if found != 0 { return i + found.trailingZeroBitCount >> 3 }
+        i += 8
+    }
+    while i < n {
+        let c = p.load(fromByteOffset: i, as: UInt8.self)
+        if c == 34 || c == 92 || c < 0x20 { return i }
+        i += 1
+    }
+    return n
+}
+
 /// A cursor over one line's bytes with the JSON pieces the event schema needs. A value type with
 /// mutating methods, so the hot loop pays no reference counting or dynamic exclusivity checks.
 private struct JSONScanner {
@@ -395,31 +400,15 @@ private struct JSONScanner {
     mutating func string() throws(EventParseError) -> UnsafeRawBufferPointer {
         try expect(34, "expected a string")
         let start = i
-        // Eight bytes at a time until one is a quote, a backslash or a control character.
-        while end - i >= 8 {
-            let word = (base + i).loadUnaligned(as: UInt64.self)
-            let quotes = word ^ 0x2222_2222_2222_2222
-            let slashes = word ^ 0x5C5C_5C5C_5C5C_5C5C
-            let found = ((quotes &- 0x0101_0101_0101_0101) & ~quotes | (slashes &- 0x0101_0101_0101_0101) & ~slashes
-                | (word &- 0x2020_2020_2020_2020) & ~word) & 0x8080_8080_8080_8080
-            if found != 0 {
-                i += found.trailingZeroBitCount >> 3
-                break
-            }
-            i += 8
-        }
-        while i < end {
-            let c = base.load(fromByteOffset: i, as: UInt8.self)
-            if c == 34 {
-                i += 1
-                return UnsafeRawBufferPointer(start: base + start, count: i - 1 - start)
-            }
-            if c == 92 { break }
-            if c < 0x20 { throw syntax("control character in a string") }
-            i += 1
-        }
+        i = firstSpecialByte(base, from: i, end)
         guard i < end else { throw syntax("unterminated string") }
-        return try escapedString(from: start)
+        let c = base.load(fromByteOffset: i, as: UInt8.self)
+        if c == 34 {
+            i += 1
+            return UnsafeRawBufferPointer(start: base + start, count: i - 1 - start)
+        }
+        if c < 0x20 { throw syntax("control character in a string") }
+        return try escapedString(from: start)  // a backslash
     }
 
     /// The slow path of `string`: decodes escapes into the scratch buffer.
