@@ -3,7 +3,8 @@
 #   1. lz4 -1 on the same NDJSON: the baseline for size and speed, measured in this run
 #   2. durable ingest through `presence ingest --fsync always` from a file (best and median of RUNS)
 #   3. sequential read on one core: CRC + LZ4 + decode of every event (presence-bench read)
-#   4. full replay into the projection on one core (`presence replay`), with its memory
+#   4. full replay into the projection (`presence replay`: the fold on one thread, a second reading
+#      and decoding ahead), with its memory, then the same on one core (`--single-thread`)
 #   5. restart from the checkpoint that replay wrote (`presence replay --resume`, best of 3)
 # Usage: tools/bench.sh [EVENTS] [USERS]    (defaults 10000000 1000000; RUNS=3)
 # The stream is generated once into bench-data/ (ignored by git) and reused.
@@ -46,6 +47,7 @@ read_line=$("$bin/presence-bench" read --data bench-data/log --rounds 5 | tail -
 
 rm -rf bench-data/log/checkpoints
 replay_out=$("$bin/presence" replay --quiet --data bench-data/log --checkpoint)
+single_line=$("$bin/presence" replay --quiet --single-thread --data bench-data/log | head -1)
 restart_lines=$(for run in 1 2 3; do "$bin/presence" replay --quiet --data bench-data/log --resume | head -1; done)
 restart_best=$(echo "$restart_lines" | sed -n 's/.* in \([0-9.]*\) s$/\1/p' | sort -n | head -1)
 replay_line=$(echo "$replay_out" | head -1)
@@ -58,6 +60,7 @@ printf 'presence log on disk:        %.2f bytes/event (.log files), %.2fx smalle
 median_rate=$(printf '%s\n' "${rates[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
 printf 'durable ingest (fsync=always): %.2fM events/s (best of %s; median %.2fM)\n' "$(echo "$best_rate / 1000000" | bc -l)" "$runs" "$(echo "$median_rate / 1000000" | bc -l)"
 echo "$read_line"
-echo "full replay (one core): $replay_line"
+echo "full replay (fold on one core, reading ahead on the other): $replay_line"
+echo "full replay on one core (--single-thread): $single_line"
 echo "projection $memory_line"
 echo "restart from checkpoint: ready in $restart_best s (best of 3; $(echo "$replay_out" | grep '^checkpoint' | sed 's/.*: //'))"

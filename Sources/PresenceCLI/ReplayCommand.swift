@@ -36,6 +36,9 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Start from the newest valid checkpoint and replay only the log after it (a restart).")
     var resume = false
 
+    @Flag(help: "Read and decode on the thread that folds (by default a second thread reads ahead): for a machine shared with other work, or to measure a replay on one core.")
+    var singleThread = false
+
     @Flag(help: "No progress line, even on a terminal.")
     var quiet = false
 
@@ -68,7 +71,8 @@ struct ReplayCommand: ParsableCommand {
             }
         }
         let progress = Progress(enabled: !quiet && isatty(2) == 1, started: started)
-        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, untilOffset: untilOffset, at: time) {
+        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, untilOffset: untilOffset, at: time,
+                                     readAhead: !singleThread) {
             progress.update(events: $0, bytesRead: 0)
         }
         progress.finish()

@@ -100,6 +100,11 @@ public final class PresenceProjection {
         try state.apply(batch: batch)
     }
 
+    /// Applies a batch that `ProjectionState.prepare` decoded (on any thread).
+    func apply(prepared: PreparedBatch) {
+        state.apply(prepared: prepared)
+    }
+
     /// Applies an event given as a value (tests, and callers that are not reading a log).
     public func apply(_ event: PresenceEvent, offset: Int64? = nil) {
         var buffer = RecordBuffer()
@@ -177,6 +182,16 @@ public final class PresenceProjection {
     }
 }
 
+/// The events of a batch, decoded and hashed, ready to apply (`ProjectionState.prepare`), with the
+/// bytes they point to. Owned by one thread at a time.
+final class PreparedBatch {
+    var pending: [ProjectionState.Pending] = []
+    /// User ids, connection identities and gateways of `pending`.
+    let bytes = FlatStorage<UInt8>(capacity: 1 << 16)
+    /// The offset after the batch's last record; nil for an empty batch.
+    var endOffset: Int64?
+}
+
 /// The projection's data, as one value so that a batch is applied under one exclusive access.
 struct ProjectionState {
     static let none = Int64.min
@@ -232,9 +247,8 @@ struct ProjectionState {
     /// Each gateway's gateway_down times, ascending, without repeats.
     var gatewayDowns: [[Int64]] = []
     var gatewayHeartbeat: [Int64] = []
-    var pending: [Pending] = []
-    /// The connection identities of the batch being applied (`Pending.identity` points here).
-    let identities = FlatStorage<UInt8>(capacity: 1 << 16)
+    /// Where `apply(batch:)` decodes a batch.
+    let prepared = PreparedBatch()
     /// Anomaly counters, only while auditing.
     var audit: AuditTally?
 
@@ -259,43 +273,70 @@ struct ProjectionState {
     // MARK: Applying a batch
 
     mutating func apply(batch: UnsafeBufferPointer<RecordView>) throws(PresenceProjection.ApplyError) {
-        pending.removeAll(keepingCapacity: true)
-        identities.removeAll(reservingCapacity: batch.count * EventCodec.maxConnIdentityBytes)
-        // Pass 1: decode, hash, and prefetch each connection event's slot.
+        try Self.prepare(batch, into: prepared)
+        apply(prepared: prepared)
+    }
+
+    /// Decodes and hashes the records of `batch` into `prepared`, copying the bytes the fold needs
+    /// (user id, connection identity, gateway), so that `prepared` outlives the batch's buffers. Reads
+    /// no projection state: a replay prepares on one thread while another applies.
+    static func prepare(_ batch: UnsafeBufferPointer<RecordView>, into prepared: PreparedBatch) throws(PresenceProjection.ApplyError) {
+        // Each record needs at most its key, its value twice (gateway, identity) and two bytes; the
+        // slack lets the last identity be written with `append(upTo:)`'s bound.
+        var room = EventCodec.maxConnIdentityBytes
+        for record in batch { room += max(record.key?.count ?? 0, 0) + 2 * (record.value?.count ?? 0) + 2 }
+        prepared.pending.removeAll(keepingCapacity: true)
+        prepared.bytes.removeAll(reservingCapacity: room)
+        prepared.endOffset = batch.last.map { $0.offset + 1 }
+        let bytes = prepared.bytes
+        for record in batch {
+            guard let value = record.value else {
+                throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no value")
+            }
+            let view: EventCodec.View
+            do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
+                throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
+            }
+            let gateway = bytes.append(upTo: view.gateway.count) { out in
+                if let base = view.gateway.baseAddress { out.copyMemory(from: base, byteCount: view.gateway.count) }
+                return view.gateway.count
+            }
+            let none = UnsafeRawBufferPointer(start: nil, count: 0)
+            var item = Pending(offset: record.offset, timestamp: record.timestamp, user: none, identity: none, gateway: gateway, kind: view.kind)
+            if !view.kind.isGatewayEvent {
+                guard let key = record.key, key.count > 0, let keyBase = key.baseAddress else {
+                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
+                }
+                item.user = bytes.append(upTo: key.count) { out in
+                    out.copyMemory(from: keyBase, byteCount: key.count)
+                    return key.count
+                }
+                item.identity = bytes.append(upTo: EventCodec.maxConnIdentityBytes) { view.writeConnIdentity(to: $0) }
+                (item.userHash, item.hash) = Self.hashes(item.user, item.identity)
+            }
+            prepared.pending.append(item)
+        }
+    }
+
+    /// Applies a prepared batch, in order.
+    mutating func apply(prepared: PreparedBatch) {
+        // Pass 1: prefetch each connection event's slots.
         let connectionMask = connectionSlots.count - 1
         let userMask = userSlots.count - 1
         do {
             let slots = connectionSlots.buffer
             let userSlots = self.userSlots.buffer
-            for record in batch {
-                guard let value = record.value else {
-                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no value")
-                }
-                let view: EventCodec.View
-                do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
-                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
-                }
-                var item = Pending(offset: record.offset, timestamp: record.timestamp, user: UnsafeRawBufferPointer(start: nil, count: 0),
-                                   identity: UnsafeRawBufferPointer(start: nil, count: 0), gateway: view.gateway, kind: view.kind)
-                if !view.kind.isGatewayEvent {
-                    guard let key = record.key, key.count > 0 else {
-                        throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
-                    }
-                    item.user = key
-                    item.identity = identities.append(upTo: EventCodec.maxConnIdentityBytes) { view.writeConnIdentity(to: $0) }
-                    (item.userHash, item.hash) = Self.hashes(key, item.identity)
-                    if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
-                    if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
-                }
-                pending.append(item)
+            for item in prepared.pending where item.hash != 0 {
+                if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
+                if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
             }
         }
-        if pending.count > 1 {
+        if prepared.pending.count > 1 {
             // Pass 2: probe the slots (now cached) for candidate records and prefetch them.
             do {
                 let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
                 let records = connections.pointer, userRecords = users.pointer
-                pending.withUnsafeMutableBufferPointer { pending in
+                prepared.pending.withUnsafeMutableBufferPointer { pending in
                     for i in pending.indices where pending[i].hash != 0 {
                         let candidate = Self.probe(slots, pending[i].hash)
                         pending[i].candidate = Int32(candidate)
@@ -310,7 +351,7 @@ struct ProjectionState {
             do {
                 let records = connections.pointer, userRecords = users.pointer
                 let arena = connectionArena.pointer, userArena = self.userArena.pointer
-                for item in pending where item.hash != 0 {
+                for item in prepared.pending where item.hash != 0 {
                     if item.candidate >= 0 {
                         presencelog_prefetch(arena + Int(records[Int(item.candidate)].keyOffset))
                     } else if item.userCandidate >= 0 {
@@ -322,6 +363,7 @@ struct ProjectionState {
         // Pass 4: apply, in order, except what is older than the horizon allows (ingest refuses those;
         // a log written with a longer horizon may hold some).
         var refused = 0
+        let pending = prepared.pending
         for i in pending.indices {
             let item = pending[i]
             if let audit, maxTimestamp != Int64.min && item.timestamp < maxTimestamp &- audit.outOfOrderThreshold {
@@ -346,9 +388,9 @@ struct ProjectionState {
             }
             if item.timestamp > maxTimestamp { maxTimestamp = item.timestamp }
         }
-        eventsApplied += batch.count - refused
+        eventsApplied += pending.count - refused
         refusedEvents += refused
-        if let last = batch.last { nextOffset = last.offset + 1 }
+        if let end = prepared.endOffset { nextOffset = end }
         sweepIfDue()
     }
 

@@ -42,6 +42,12 @@ import Testing
         let dump = try CLI.presence(["dump", "--data", data])
         #expect(dump.status == 3)
         #expect(dump.stderr.contains("00000000000000000000.log: batch has a bad CRC at byte 367"))
+        // A replay stops at the damage with the same error, whether a second thread reads ahead or not.
+        for mode in [[], ["--single-thread"]] {
+            let replay = try CLI.presence(["replay", "--data", data] + mode)
+            #expect(replay.status == 3, "\(mode): \(replay.stderr)")
+            #expect(replay.stderr.contains("00000000000000000000.log: batch has a bad CRC at byte 367"), "\(mode): \(replay.stderr)")
+        }
     }
 
     @Test func theTornTailIsIgnoredByReadersAndCutByTheNextWriter() throws {

@@ -72,6 +72,30 @@ import Testing
         #expect(partial.stdout.contains("2 users, 2 online now, 3 connections open"))
     }
 
+    /// By default a second thread reads and decodes ahead of the fold; `--single-thread` does both on
+    /// one. Over several segments and many batches, cut by an offset inside a batch or by a time, both
+    /// must fold the same state.
+    @Test func readingAheadFoldsWhatOneThreadFolds() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let generated = try CLI.run(CLI.generator, ["--events", "60000", "--users", "2000", "--seed", "5"]).stdout
+        let ingest = try CLI.presence(["ingest", "--data", data, "--segment-bytes", "64KiB", "--batch-records", "500"], input: Data(generated.utf8))
+        #expect(ingest.status == 0, "\(ingest.stderr)")
+        for cut in [[], ["--until-offset", "33333"], ["--until", "2024-01-15T01:00:00Z"]] {
+            let ahead = try CLI.presence(["replay", "--data", data] + cut)
+            let single = try CLI.presence(["replay", "--data", data, "--single-thread"] + cut)
+            #expect(ahead.status == 0 && single.status == 0, "\(cut): \(ahead.stderr) \(single.stderr)")
+            // Everything but the line with the elapsed time.
+            let summary = { (text: String) in text.lines.filter { !$0.hasPrefix("replayed") } }
+            #expect(summary(ahead.stdout) == summary(single.stdout), "\(cut)")
+            #expect(summary(ahead.stdout).contains { $0.contains("users,") }, "\(ahead.stdout)")
+        }
+        let replayed = try CLI.presence(["replay", "--data", data, "--until-offset", "33333"])
+        #expect(replayed.stdout.contains("replayed 33,333 events (offsets 0-33332)"), "\(replayed.stdout)")
+        let segments = try FileManager.default.contentsOfDirectory(atPath: data + "/presence").filter { $0.hasSuffix(".log") }
+        #expect(segments.count > 3, "the log should span several segments: \(segments)")
+    }
+
     @Test func checkpointsMakeRestartsReplayOnlyTheTail() throws {
         let dir = Scratch()
         let data = dir.file("data")
