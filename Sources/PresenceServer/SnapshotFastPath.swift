@@ -55,6 +55,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var status: String
         var code: String
         var message: String
+        /// Header lines (each ending in CRLF) the answer carries besides the usual ones.
+        var headers = ""
     }
 
     private let state: LiveState
@@ -121,7 +123,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func send(_ refusal: Refusal) {
         guard let context, context.channel.isActive else { return }
         let body = ByteBuffer(bytes: PresenceHTTPServer.errorBody(refusal.code, refusal.message))
-        let response = Self.response(status: refusal.status, body: body, date: date.now(), closing: true, allocator: context.channel.allocator)
+        let response = Self.response(status: refusal.status, body: body, date: date.now(), closing: true, headers: refusal.headers,
+                                     allocator: context.channel.allocator)
         // A lingering close: the answer, then our side of the connection shut, while what the client
         // still sends (the rest of a body) is read and dropped for a few seconds. Closing outright with
         // unread bytes would send a reset, and the client might lose the answer with it.
@@ -197,6 +200,14 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                                       message: "the body is over the \(maxBodyBytes)-byte limit (its Content-Length is larger)"))
                     return
                 }
+                if let handshake = head.webSocket, let refusal = handshake.refusal {
+                    end(with: refusal)
+                    return
+                }
+                if head.handsOver {
+                    mode = .passthrough
+                    continue
+                }
                 if head.contentLength == 0, forwarded == 0, context.channel.isWritable,
                    let response = answer(head, request: buffer, allocator: context.channel.allocator) {
                     buffer.moveReaderIndex(forwardBy: head.size)
@@ -250,7 +261,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// A JSON response as the routes answer (status, content type and length, date, server; `closing`
     /// adds `Connection: close`) with `body`, in one buffer.
     private static func response(status: String = "200 OK", body: ByteBuffer, date: String, closing: Bool = false,
-                                 allocator: ByteBufferAllocator) -> ByteBuffer {
+                                 headers: String = "", allocator: ByteBufferAllocator) -> ByteBuffer {
         var response = allocator.buffer(capacity: 180 + body.readableBytes)
         response.writeStaticString("HTTP/1.1 ")
         response.writeString(status)
@@ -259,7 +270,9 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         response.writeStaticString("\r\nDate: ")
         response.writeString(date)
         if closing { response.writeStaticString("\r\nConnection: close") }
-        response.writeStaticString("\r\nServer: PresenceLog\r\n\r\n")
+        response.writeStaticString("\r\n")
+        response.writeString(headers)
+        response.writeStaticString("Server: PresenceLog\r\n\r\n")
         response.writeImmutableBuffer(body)
         return response
     }
@@ -369,6 +382,39 @@ struct RequestHead {
     /// Where the token of the one `Authorization: Bearer` header is, from the head's first byte.
     var bearerToken: Range<Int>?
     var contentLength: Int
+    /// The request asks for a WebSocket (`Upgrade: websocket`): its handshake headers.
+    var webSocket: WebSocketHandshake?
+    /// The request is the codec's for good (`Connection`, or an upgrade): it takes the connection.
+    var handsOver = false
+
+    /// What a WebSocket upgrade request says of its handshake. NIO's upgrader refuses a missing key or a
+    /// version other than 13 by closing the connection without a word, and takes any key; checked here
+    /// first, such a request gets an answer (RFC 6455, 4.2.1 and 4.4).
+    struct WebSocketHandshake {
+        /// The one `Sec-WebSocket-Key` and `Sec-WebSocket-Version` values (nil: missing or repeated).
+        var key: String?
+        var version: String?
+
+        var refusal: SnapshotFastPath.Refusal? {
+            guard version == "13" else {
+                return .init(status: "426 Upgrade Required", code: "upgrade_required",
+                             message: "this server speaks WebSocket version 13: send one Sec-WebSocket-Version: 13",
+                             headers: "Sec-WebSocket-Version: 13\r\n")
+            }
+            guard let key, Self.isKey(key) else {
+                return .init(status: "400 Bad Request", code: "bad_request",
+                             message: "Sec-WebSocket-Key must be one header holding 16 random bytes in base64 (24 characters ending in ==)")
+            }
+            return nil
+        }
+
+        /// 16 bytes in base64: 22 characters of the alphabet, then "==".
+        static func isKey(_ key: String) -> Bool {
+            let bytes = Array(key.utf8)
+            guard bytes.count == 24, bytes[22] == 61, bytes[23] == 61 else { return false }
+            return bytes[..<22].allSatisfy { ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 43 || $0 == 47 }
+        }
+    }
 
     enum Parse {
         case complete(RequestHead)
@@ -386,6 +432,8 @@ struct RequestHead {
             let count = min(raw.count, SnapshotFastPath.maxHeadBytes)
             var head = RequestHead(size: 0, snapshot: nil, bearerToken: nil, contentLength: 0)
             var sawLength = false, authorizations = 0
+            var upgrade = false
+            var keys: [String] = [], versions: [String] = []
             var lineStart = 0
             var isFirstLine = true
             while lineStart < count {
@@ -398,6 +446,10 @@ struct RequestHead {
                 if line.isEmpty {
                     guard !isFirstLine else { return .notForUs }  // a blank line before the request line
                     if authorizations != 1 { head.bearerToken = nil }
+                    if upgrade {
+                        head.webSocket = WebSocketHandshake(key: keys.count == 1 ? keys[0] : nil, version: versions.count == 1 ? versions[0] : nil)
+                        head.handsOver = true
+                    }
                     head.size = lineStart
                     return .complete(head)
                 }
@@ -417,9 +469,19 @@ struct RequestHead {
                 while valueStart < valueEnd && (bytes[valueStart] == 32 || bytes[valueStart] == 9) { valueStart += 1 }
                 while valueEnd > valueStart && (bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9) { valueEnd -= 1 }
                 let name = line.lowerBound..<colon
-                if nameIs(bytes, name, "transfer-encoding") || nameIs(bytes, name, "upgrade") || nameIs(bytes, name, "connection")
-                    || nameIs(bytes, name, "expect") || nameIs(bytes, name, "te") {
+                func value() -> String { String(decoding: UnsafeBufferPointer(start: bytes + valueStart, count: valueEnd - valueStart), as: UTF8.self) }
+                if nameIs(bytes, name, "transfer-encoding") || nameIs(bytes, name, "expect") || nameIs(bytes, name, "te") {
                     return .notForUs
+                } else if nameIs(bytes, name, "upgrade") {
+                    // Only a WebSocket upgrade is looked at; anything else is the codec's to judge.
+                    guard value().lowercased() == "websocket" else { return .notForUs }
+                    upgrade = true
+                } else if nameIs(bytes, name, "connection") {
+                    head.handsOver = true
+                } else if nameIs(bytes, name, "sec-websocket-key") {
+                    keys.append(value())
+                } else if nameIs(bytes, name, "sec-websocket-version") {
+                    versions.append(value())
                 } else if nameIs(bytes, name, "content-length") {
                     let digits = valueStart..<valueEnd
                     guard !sawLength, !digits.isEmpty, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })

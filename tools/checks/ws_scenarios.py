@@ -435,6 +435,23 @@ def scenario_snapshot(args):
     check(s == 101, f"upgrade after a fast-path answer: {s}")
     upgrading.close()
     ok("a WebSocket upgrade after a fast-path answer on the same connection switches protocols")
+    # A handshake NIO's upgrader would drop without a word (no key, a version other than 13) or accept
+    # though RFC 6455 forbids it (a key that is not 16 bytes of base64) gets an answer, and the
+    # connection closes.
+    key, version = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Version: 13\r\n"
+    for name, headers, expected, code in [("no key", version, 400, "bad_request"),
+                                          ("a key that is not 16 bytes of base64", "Sec-WebSocket-Key: not-base64!!\r\n" + version, 400, "bad_request"),
+                                          ("two keys", key + key + version, 400, "bad_request"),
+                                          ("no version", key, 426, "upgrade_required"),
+                                          ("version 8", key + "Sec-WebSocket-Version: 8\r\n", 426, "upgrade_required")]:
+        data = (f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {args.alice}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\n{headers}\r\n").encode()
+        status, headers_back, body, closed = refused(data)
+        check(status == expected and json.loads(body)["error"]["code"] == code and closed,
+              f"{name}: {status} {body!r}, closed {closed}")
+        if expected == 426:
+            check(headers_back.get("sec-websocket-version") == "13", f"{name}: 426 without Sec-WebSocket-Version: 13: {headers_back}")
+        ok(f"a WebSocket handshake with {name}: {status} and the connection closes")
     # A connection keeps its last snapshot; it must never answer it once a message or a presence
     # change has come after it.
     keep = RawHTTP(args)
