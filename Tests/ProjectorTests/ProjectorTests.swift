@@ -174,6 +174,22 @@ typealias State = PresenceProjection.UserState
         }
     }
 
+    /// Tables past 64 MiB have their pages faulted in ahead of the appends on another thread
+    /// (`PageWarmer`); that must never change what they hold, written before or after.
+    @Test func warmingTablesAheadKeepsTheirContents() {
+        let table = FlatStorage<UInt64>(capacity: 1 << 12)
+        let count = 12_000_000  // 96 MB: past the grow-in-place size, several warmed stretches
+        for i in 0..<count { table.append(UInt64(i) &* 0x9E37_79B9_7F4A_7C15) }
+        var wrong = 0
+        for i in 0..<count where table[i] != UInt64(i) &* 0x9E37_79B9_7F4A_7C15 { wrong += 1 }
+        #expect(wrong == 0 && table.count == count)
+        let slots = FlatStorage<UInt64>(capacity: 1 << 22, count: 1 << 22)  // 32 MB, warmed whole when made
+        for i in stride(from: 0, to: 1 << 22, by: 4099) { slots[i] = UInt64(i) + 1 }
+        var unexpected = 0
+        for i in 0..<(1 << 22) where slots[i] != (i % 4099 == 0 ? UInt64(i) + 1 : 0) { unexpected += 1 }
+        #expect(unexpected == 0)
+    }
+
     @Test func stateAtATimeIsTheFoldOfTheEventsUpToIt() {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<100 {
