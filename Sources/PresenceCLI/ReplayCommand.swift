@@ -36,7 +36,7 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Start from the newest valid checkpoint and replay only the log after it (a restart).")
     var resume = false
 
-    @Flag(help: "Read and decode on the thread that folds (by default a second thread reads ahead): for a machine shared with other work, or to measure a replay on one core.")
+    @Flag(help: "Keep the replay on one thread: read and decode on the thread that folds, and let it fault in its own fresh memory (by default a second thread reads ahead and a third prepares pages). For a machine shared with other work, or to measure a replay on one core.")
     var singleThread = false
 
     @Flag(help: "No progress line, even on a terminal.")
@@ -56,6 +56,7 @@ struct ReplayCommand: ParsableCommand {
         let time = try until.map { try parseTime($0, option: "--until") }
         let started = now()
         let horizonMilliseconds = try horizon.forReading(data: data)
+        if singleThread { PresenceProjection.warmsPagesInBackground = false }
         var projection = PresenceProjection(horizon: horizonMilliseconds)
         if resume {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()

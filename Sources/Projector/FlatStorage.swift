@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -189,6 +190,8 @@ final class FlatStorage<Element: BitwiseCopyable> {
 final class PageWarmer: Sendable {
     static let shared = PageWarmer()
     private let queue = DispatchQueue(label: "presencelog.page-warmer", qos: .utility)
+    /// Off, `warm` does nothing: pages are then zeroed on first touch by the thread that touches them.
+    let enabled = Atomic<Bool>(true)
 
     /// Faults in the pages of `bytes` bytes at `start`, soon, on the warmer's thread. Harmless if the
     /// range has been unmapped by then (the call fails) or holds data (contents are never changed).
@@ -196,7 +199,7 @@ final class PageWarmer: Sendable {
         let page = 4096
         let first = Int(bitPattern: start) & ~(page - 1)
         let end = (Int(bitPattern: start) + bytes + page - 1) & ~(page - 1)
-        guard end > first else { return }
+        guard end > first, enabled.load(ordering: .relaxed) else { return }
         queue.async {
             _ = madvise(UnsafeMutableRawPointer(bitPattern: first), end - first, MADV_POPULATE_WRITE)
         }

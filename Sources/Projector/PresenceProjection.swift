@@ -77,6 +77,14 @@ public final class PresenceProjection {
     /// Bytes held for users (records, slots, ids), and for connections.
     public var memoryBytes: (users: Int, connections: Int) { state.memoryBytes }
 
+    /// Whether large tables have their fresh pages faulted in on a background thread ahead of use
+    /// (`FlatStorage`); on by default, for the whole process. A process that must keep to one core
+    /// (`presence replay --single-thread`) turns it off before it builds a projection.
+    public static var warmsPagesInBackground: Bool {
+        get { PageWarmer.shared.enabled.load(ordering: .relaxed) }
+        set { PageWarmer.shared.enabled.store(newValue, ordering: .relaxed) }
+    }
+
     /// Sizes the connection slot table for `expected` connections at once (a replay that can foresee
     /// them skips the table's doublings, each of which places every connection again). Changes no state.
     public func reserveConnections(_ expected: Int) {
