@@ -26,10 +26,10 @@ import SegmentLog
 /// benchmark stream: 16.6 bytes/event with the hex at the end of the value, 15.8 in this order.
 /// The encoding is canonical: equal events have equal bytes.
 public enum EventCodec {
-    static let layoutBit: UInt8 = 0x80
-    static let relativeConn: UInt8 = 0x10
-    static let hasID: UInt8 = 0x20
-    static let tailMark: UInt8 = 0xF8
+    @usableFromInline static let layoutBit: UInt8 = 0x80
+    @usableFromInline static let relativeConn: UInt8 = 0x10
+    @usableFromInline static let hasID: UInt8 = 0x20
+    @usableFromInline static let tailMark: UInt8 = 0xF8
     /// Trailing hex runs shorter than this stay as text; longer ones have their last `maximumPackedDigits`
     /// digits packed.
     static let minimumPackedDigits = 4
@@ -119,6 +119,17 @@ public enum EventCodec {
         public let connHex: UnsafeRawBufferPointer
         public let id: UnsafeRawBufferPointer?
 
+        @usableFromInline
+        init(kind: EventKind, gateway: UnsafeRawBufferPointer, storedConn: UnsafeRawBufferPointer, connIsRelative: Bool,
+             connHex: UnsafeRawBufferPointer, id: UnsafeRawBufferPointer?) {
+            self.kind = kind
+            self.gateway = gateway
+            self.storedConn = storedConn
+            self.connIsRelative = connIsRelative
+            self.connHex = connHex
+            self.id = id
+        }
+
         /// Appends the conn's full text, given the record's user id.
         public func appendConn(user: UnsafeRawBufferPointer, to out: inout [UInt8]) {
             if connIsRelative {
@@ -158,10 +169,12 @@ public enum EventCodec {
     /// Why a value could not be decoded.
     public struct DecodeError: Error, CustomStringConvertible, Sendable {
         public let description: String
+        @usableFromInline init(description: String) { self.description = description }
     }
 
     /// Decodes a value without copying; throws when it is malformed.
-    @inline(__always)
+    /// Inlinable: the reader, the projector and the benchmarks call it once per record.
+    @inlinable @inline(__always)
     public static func view(_ value: UnsafeRawBufferPointer) throws(DecodeError) -> View {
         guard let base = value.baseAddress, value.count >= 3 else { throw DecodeError(description: "event value is too short") }
         let end = value.count - 1
