@@ -305,7 +305,7 @@ public enum PresenceHTTPServer {
         do {
             return try await tokens.verify(String(header.dropFirst("Bearer ".count)))
         } catch {
-            throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(error)")
+            throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(TokenAuthority.explain(error))")
         }
     }
 

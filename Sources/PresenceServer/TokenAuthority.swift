@@ -60,6 +60,25 @@ public struct TokenAuthority: Sendable {
         return claims
     }
 
+    /// Why `verify` refused a token, in words a client's developer can act on (jwt-kit's own errors
+    /// name its internals).
+    public static func explain(_ error: any Error) -> String {
+        if let error = error as? JWTError {
+            switch error.errorType {
+            case .malformedToken:
+                return "the token is malformed: it must be three base64url parts joined by dots, as `presence token` prints"
+            case .signatureVerificationFailed:
+                return "the token's signature does not match: it was signed with another secret"
+            case .claimVerificationFailure:
+                return error.failedClaim is ExpirationClaim ? "the token has expired" : "a claim of the token failed: \(error.reason ?? "")"
+            default:
+                break
+            }
+        }
+        if error is DecodingError { return "the token's payload is not a PresenceLog token (it needs sub, exp and role)" }
+        return "\(error)"
+    }
+
     /// Reads the token secret: `PRESENCE_TOKEN_SECRET`, else the file `secretFile`, else (with `dev`) the
     /// development secret. Returns nil when there is none.
     public static func secret(file secretFile: String?, dev: Bool) throws -> String? {

@@ -108,7 +108,7 @@ enum WebSocketSessions {
             claims = try await PresenceHTTPServer.authenticate(request, tokens)
         } else if let token = request.uri.queryParameters.get("token"), !token.isEmpty {
             do { claims = try await tokens.verify(token) } catch {
-                throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(error)")
+                throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(TokenAuthority.explain(error))")
             }
         } else {
             throw APIError(.unauthorized, "unauthorized", "a token is required (Authorization: Bearer <token>, or ?token=)")
