@@ -236,11 +236,11 @@ public enum PresenceHTTPServer {
         case .success(let found): members = found
         case .failure(let error): return .failure(error)
         }
-        guard let afterSeq = Int(afterText ?? "0"), afterSeq >= 0 else {
+        guard let afterSeq = wholeNumber(afterText ?? "0") else {
             return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0"))
         }
-        guard let limit = Int(limitText ?? "50"), limit >= 1 else {
-            return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1"))
+        guard let limit = wholeNumber(limitText ?? "50"), limit >= 1 else {
+            return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1 (above 200 it counts as 200)"))
         }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(4096)
@@ -307,6 +307,13 @@ public enum PresenceHTTPServer {
         } catch {
             throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(TokenAuthority.explain(error))")
         }
+    }
+
+    /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
+    /// `limit` is capped anyway, and no seq is that large).
+    static func wholeNumber(_ text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        return Int(text) ?? .max
     }
 
     static func json(_ status: HTTPResponse.Status, _ body: String) -> Response {

@@ -56,6 +56,11 @@ import Testing
         #expect(try server.request("GET", "/v1/conversations/conv_nothere", token: alice).status == 404)
         #expect(try server.request("GET", "/v1/conversations/\(id)", token: nil).status == 401)
         #expect(try server.request("GET", "/v1/conversations/\(id)?after_seq=x", token: alice).status == 400)
+        #expect(try server.request("GET", "/v1/conversations/\(id)?after_seq=-1", token: alice).status == 400)
+        #expect(try server.request("GET", "/v1/conversations/\(id)?limit=0", token: alice).status == 400)
+        // Numbers too long for an Int are still numbers: a huge limit is capped, a huge after_seq is past every message.
+        let hugeNumbers = try server.request("GET", "/v1/conversations/\(id)?after_seq=99999999999999999999999&limit=99999999999999999999999", token: alice)
+        #expect(hugeNumbers.status == 200 && hugeNumbers.body.contains("\"messages\":[]"), "\(hugeNumbers.body)")
         #expect(try server.request("POST", "/v1/conversations/\(id)/messages", token: carol, body: body(#"{"content":"hi"}"#)).status == 403)
         #expect(try server.request("POST", "/v1/conversations/\(id)/messages", token: alice, body: body(#"{"content":5}"#)).status == 400)
         #expect(try server.request("POST", "/v1/conversations/conv_nothere/messages", token: alice, body: body(#"{"content":"hi"}"#)).status == 404)
