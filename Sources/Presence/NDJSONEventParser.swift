@@ -207,18 +207,12 @@ public final class NDJSONEventParser {
         fields.kind = kind
         var i = kindEnd + 1
         if !kind.isGatewayEvent {
-            guard n - i >= 9, p.loadUnaligned(fromByteOffset: i, as: UInt64.self) == 0x3A22_7265_7375_222C,  // ,"user":
-                  p.load(fromByteOffset: i + 8, as: UInt8.self) == 34,
-                  let userEnd = plainStringEnd(p, from: i + 9, n)
+            guard let user = shortNamedString(p, n, at: i, name: 0x3A22_7265_7375_222C),  // ,"user":
+                  let conn = shortNamedString(p, n, at: user.next, name: 0x3A22_6E6E_6F63_222C)  // ,"conn":
             else { return false }
-            fields.user = UnsafeRawBufferPointer(start: p + i + 9, count: userEnd - i - 9)
-            i = userEnd + 1
-            guard n - i >= 9, p.loadUnaligned(fromByteOffset: i, as: UInt64.self) == 0x3A22_6E6E_6F63_222C,  // ,"conn":
-                  p.load(fromByteOffset: i + 8, as: UInt8.self) == 34,
-                  let connEnd = plainStringEnd(p, from: i + 9, n)
-            else { return false }
-            fields.conn = UnsafeRawBufferPointer(start: p + i + 9, count: connEnd - i - 9)
-            i = connEnd + 1
+            fields.user = user.value
+            fields.conn = conn.value
+            i = conn.next
         }
         guard n - i >= 12, p.loadUnaligned(fromByteOffset: i, as: UInt64.self) == 0x6177_6574_6167_222C,  // ,"gatewa
               p.loadUnaligned(fromByteOffset: i + 8, as: UInt32.self) == 0x223A_2279,  // y":"
@@ -250,6 +244,16 @@ public final class NDJSONEventParser {
             fields.timestamp = ms
         }
         return true
+    }
+
+    /// `,"name":"…"` at `i` for a four-letter name, whose first eight bytes are `name` (little-endian):
+    /// the string's bytes and the index after its closing quote.
+    @inline(__always)
+    private static func shortNamedString(_ p: UnsafeRawPointer, _ n: Int, at i: Int, name: UInt64) -> (value: UnsafeRawBufferPointer, next: Int)? {
+        guard n - i >= 9, p.loadUnaligned(fromByteOffset: i, as: UInt64.self) == name, p.load(fromByteOffset: i + 8, as: UInt8.self) == 34,
+              let end = plainStringEnd(p, from: i + 9, n)
+        else { return nil }
+        return (UnsafeRawBufferPointer(start: p + i + 9, count: end - i - 9), end + 1)
     }
 
     /// The index of the quote that ends the string whose first byte is at `start`, if no escape or
