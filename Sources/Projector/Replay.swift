@@ -30,7 +30,7 @@ public enum Replay {
     /// what it no longer does is the reading and decoding. Without, the calling thread does both.
     public static func run(logDirectory: String, into projection: PresenceProjection, untilOffset: Int64? = nil,
                            at time: Int64? = nil, readAhead: Bool = true, progress: @escaping (Int) -> Void = { _ in }) throws -> Summary {
-        let reader = UncheckedBox(try LogReader(directory: logDirectory))
+        let reader = UnsafeSendable(try LogReader(directory: logDirectory))
         let limit = untilOffset ?? .max
         let firstOffset = projection.nextOffset
         var fold = Fold(projection: projection, limit: limit, progress: progress)
@@ -228,12 +228,6 @@ private final class Handoff: @unchecked Sendable {
 
     /// Applier: waits until the reading thread has returned.
     func waitForReader() { finished.wait() }
-}
-
-/// Moves a value the compiler cannot prove `Sendable` to the thread that alone uses it from then on.
-private struct UncheckedBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
 
 /// One user's sessions (connections), as the rules resolve them.

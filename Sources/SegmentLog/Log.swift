@@ -481,8 +481,10 @@ public final class Log {
     }
 }
 
-/// Hands a buffer to `concurrentPerform`'s workers, each of which writes only its own element.
-private struct UnsafeSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// Carries a value the compiler cannot prove `Sendable` across threads, where the caller guarantees
+/// the accesses do not race: `concurrentPerform`'s workers each writing only their own element (here),
+/// a replay's reader thread that alone uses the `LogReader` from then on (`Replay`).
+package struct UnsafeSendable<Value>: @unchecked Sendable {
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
 }
