@@ -87,7 +87,7 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // Read-path benchmark.
-        .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector"], path: "tools/bench", swiftSettings: strictSwift),
+        .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector", "CPrefetch"], path: "tools/bench", swiftSettings: strictSwift),
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
         .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog"], swiftSettings: strictSwift),

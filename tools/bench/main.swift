@@ -2,6 +2,7 @@
 //
 //   presence-bench read --data DIR [--rounds N]
 //   presence-bench parse FILE [--rounds N]
+//   presence-bench dense-fold --data DIR [--rounds N] [--verify-keys]
 //
 // parse: NDJSON lines parsed, validated and encoded into record buffers, as `presence ingest` does
 // before the log writer takes over (the input is read into memory first).
@@ -9,26 +10,31 @@
 // Reads every record of DIR/presence the way every consumer does: each batch's CRC-32C checked,
 // its LZ4 frame decompressed, every record's framing parsed, and every value decoded into an
 // event view (kind, gateway, conn; no allocation). Prints events/s for each round and the best.
+//
+// dense-fold: the projector's replay on one core against a fold that gets dense integer ids from a
+// sidecar instead of hashing byte keys (DenseFold.swift): an experiment for issue 3's target.
 
 import Foundation
 import Presence
 import SegmentLog
 
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N] | dense-fold --data DIR [--rounds N] [--verify-keys]\n".utf8))
     exit(1)
 }
 
 var args = CommandLine.arguments.dropFirst()
 let mode = args.popFirst()
-guard mode == "read" || mode == "parse" else { usage() }
+guard mode == "read" || mode == "parse" || mode == "dense-fold" else { usage() }
 var data: String?
 var file: String?
 var rounds = 3
+var verifyKeys = false
 while let arg = args.popFirst() {
     switch arg {
     case "--data": data = args.popFirst()
     case "--rounds": rounds = args.popFirst().flatMap(Int.init) ?? { usage() }()
+    case "--verify-keys": verifyKeys = true
     default: if file == nil && !arg.hasPrefix("-") { file = arg } else { usage() }
     }
 }
@@ -79,6 +85,15 @@ if mode == "parse" {
     exit(0)
 }
 guard let data else { usage() }
+if mode == "dense-fold" {
+    do {
+        try DenseFold.run(data: data, rounds: rounds, verifyKeys: verifyKeys)
+    } catch {
+        FileHandle.standardError.write(Data("presence-bench: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
+}
 
 var best = 0.0
 for round in 1...rounds {
