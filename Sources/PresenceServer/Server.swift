@@ -50,7 +50,7 @@ public enum PresenceHTTPServer {
     public static func application(state: LiveState, tokens: TokenAuthority, configuration: ServerConfiguration,
                                    metrics: PrometheusCollectorRegistry, eventLoopGroup: (any EventLoopGroup)? = nil,
                                    onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
-        let router = Router(context: BasicRequestContext.self)
+        let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
         router.add(middleware: MetricsMiddleware())
@@ -139,6 +139,9 @@ public enum PresenceHTTPServer {
             _ = try await WebSocketSessions.authenticate(request, tokens)
             return error(.upgradeRequired, "upgrade_required", "/v1/ws is a WebSocket: connect with Upgrade: websocket")
         }
+        // Added after every route, so it wraps only what no route takes: a known path asked with another
+        // method gets 405 and `Allow` instead of 404.
+        router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))
         // Upgrade requests go to their own router; the session authenticates on the socket (see
         // `WebSocketSessions`).
         let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
@@ -351,6 +354,35 @@ struct JSONErrorsMiddleware<Context: RequestContext>: RouterMiddleware {
             for field in error.headers where response.headers[field.name] == nil { response.headers.append(field) }
             return response
         }
+    }
+}
+
+/// Answers a request for a path some route takes, with a method none of them takes, with 405 and the
+/// methods the path does take in `Allow` (RFC 9110, 15.5.6); Hummingbird's router alone answers 404.
+/// Only sees what no route took (see where it is added); `JSONErrorsMiddleware` writes the body.
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Each route's path, split into its components, with the methods it takes.
+    private let routes: [(path: [RouterPath.Element], methods: [HTTPRequest.Method])]
+
+    init(routes: [Router<Context>.RouteDescription]) {
+        var byPath: [String: (path: [RouterPath.Element], methods: [HTTPRequest.Method])] = [:]
+        for route in routes {
+            byPath[route.path.description, default: (route.path.components, [])].methods.append(route.method)
+        }
+        self.routes = byPath.values.sorted { $0.path.count < $1.path.count }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let components = request.uri.path.split(separator: "/", omittingEmptySubsequences: true)
+        var allowed: [HTTPRequest.Method] = []
+        for route in routes where route.path.count == components.count
+            && zip(route.path, components).allSatisfy({ element, component in element ~= component }) {
+            allowed += route.methods
+        }
+        guard !allowed.isEmpty, !allowed.contains(request.method) else { return try await next(request, context) }
+        if allowed.contains(.get) && !allowed.contains(.head) { allowed.append(.head) }
+        let list = allowed.map(\.rawValue).sorted().joined(separator: ", ")
+        throw HTTPError(.methodNotAllowed, headers: [.allow: list], message: "\(request.uri.path) takes \(list), not \(request.method)")
     }
 }
 

@@ -81,6 +81,15 @@ final class DataBox: @unchecked Sendable {
     func get() -> Data { lock.withLock { data } }
 }
 
+/// A value shared with a callback on another thread.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func set(_ new: Value) { lock.withLock { value = new } }
+    func get() -> Value { lock.withLock { value } }
+}
+
 /// A fresh directory, removed afterwards.
 final class Scratch {
     let path: String

@@ -50,6 +50,7 @@ final class RunningServer {
     struct Reply {
         let status: Int
         let body: String
+        var headers: [String: String] = [:]
     }
 
     /// Sends a request and waits for the reply.
@@ -61,13 +62,19 @@ final class RunningServer {
         let done = DispatchSemaphore(value: 0)
         let box = DataBox()
         let status = Counter()
+        let headers = Locked<[String: String]>([:])
         URLSession.shared.dataTask(with: request) { data, response, _ in
             box.set(data ?? Data())
             status.set((response as? HTTPURLResponse)?.statusCode ?? -1)
+            var fields: [String: String] = [:]
+            for (name, value) in (response as? HTTPURLResponse)?.allHeaderFields ?? [:] {
+                fields["\(name)".lowercased()] = "\(value)"
+            }
+            headers.set(fields)
             done.signal()
         }.resume()
         done.wait()
-        return Reply(status: status.get(), body: String(decoding: box.get(), as: UTF8.self))
+        return Reply(status: status.get(), body: String(decoding: box.get(), as: UTF8.self), headers: headers.get())
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -155,6 +162,17 @@ func token(_ user: String, gateway: Bool = false, ttl: String = "1h") throws -> 
         #expect(empty.status == 400)
         let nowhere = try server.request("GET", "/v1/nowhere", token: gateway)
         #expect(nowhere.status == 404 && nowhere.body.contains("\"code\":\"not_found\""), "\(nowhere.body)")
+        // A path the API has, with a method it does not take: 405 naming the methods it does take.
+        let deleted = try server.request("DELETE", "/v1/conversations/conv_x", token: gateway)
+        #expect(deleted.status == 405 && deleted.body.contains("\"code\":\"method_not_allowed\""), "\(deleted.body)")
+        #expect(deleted.headers["allow"] == "GET, HEAD", "\(deleted.headers)")
+        let listed = try server.request("GET", "/v1/conversations", token: gateway)
+        #expect(listed.status == 405 && listed.headers["allow"] == "POST", "\(listed.status) \(listed.headers)")
+        let posted = try server.request("POST", "/v1/conversations/conv_x", token: gateway, body: Data("{}".utf8))
+        #expect(posted.status == 405 && posted.body.contains("takes GET, HEAD, not POST"), "\(posted.body)")
+        // HEAD answers wherever GET does, without a body.
+        let head = try server.request("HEAD", "/health")
+        #expect(head.status == 200 && head.body.isEmpty, "\(head.status) \(head.body)")
         #expect(try server.request("GET", "/health").body.contains("\"log_end_offset\":0"))
         #expect(server.stop() == 0)
     }

@@ -133,7 +133,7 @@ import Testing
             let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: base + RecordBatchHeader.crcStart, count: raw.count - RecordBatchHeader.crcStart))
             base.storeBigEndian(crc, at: 17)
         }
-        try bytes.withUnsafeBytes { raw in
+        bytes.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return }
             let header = RecordBatchHeader(base)
             #expect(header.recordsCount == Int32.max)
