@@ -20,6 +20,10 @@
 // (one more cache line an event, prefetched): the price of treating the sidecar as a hint that cannot
 // change the state, instead of trusting that the fold which wrote it numbered connections the same way.
 //
+// With --with-slots (which implies --verify-keys) each new connection is also placed in an open-addressing
+// table after a probe that proves it new, as a sidecar used only as a hint would have to do (the live
+// server needs that table anyway); its home slot is prefetched with the batch's records.
+//
 // Prints both rates, their ratio, and whether the two folds agree on users online and open connections.
 
 import CPrefetch
@@ -56,7 +60,7 @@ enum DenseFold {
         var hasLastSeen = false
     }
 
-    static func run(data: String, rounds: Int, verifyKeys: Bool) throws {
+    static func run(data: String, rounds: Int, verifyKeys: Bool, withSlots: Bool = false) throws {
         let logDirectory = data + "/" + presenceLogName
         let (sidecar, users, connections, gateways) = try makeSidecar(logDirectory)
         print("sidecar: \(sidecar.count) bytes, \(users) users, \(connections) connections, \(gateways) gateways")
@@ -77,7 +81,7 @@ enum DenseFold {
                     baseline = seconds() - start
                     expected = (projection.onlineUsers, projection.openConnectionCount)
                 } else {
-                    result = try fold(logDirectory, sidecar: sidecar, users: users, connections: connections, gateways: gateways, verifyKeys: verifyKeys)
+                    result = try fold(logDirectory, sidecar: sidecar, users: users, connections: connections, gateways: gateways, verifyKeys: verifyKeys || withSlots, withSlots: withSlots)
                     dense = seconds() - start
                 }
             }
@@ -133,7 +137,26 @@ enum DenseFold {
 
     /// Reads the log and folds it with the sidecar's ids; returns events, users online, open connections.
     static func fold(_ logDirectory: String, sidecar: [UInt8], users userCount: Int, connections connectionCount: Int,
-                     gateways gatewayCount: Int, verifyKeys: Bool) throws -> (events: Int, online: Int, open: Int) {
+                     gateways gatewayCount: Int, verifyKeys: Bool, withSlots: Bool) throws -> (events: Int, online: Int, open: Int) {
+        var slotCount = 1 << 12
+        while withSlots && slotCount < connectionCount * 2 { slotCount *= 2 }
+        let slotTable = FreshArray<UInt64>(count: withSlots ? slotCount : 1)
+        defer { slotTable.free() }
+        let slots = slotTable.pointer, mask = slotCount - 1
+        var hashes: [UInt64] = []
+        @inline(__always) func hash(_ bytes: UnsafeRawPointer, _ count: Int) -> UInt64 {
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(count)
+            var i = 0
+            while count - i >= 8 {
+                h = (h ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                h ^= h >> 29
+                i += 8
+            }
+            var tail: UInt64 = 0
+            while i < count { tail = tail << 8 | UInt64(bytes.load(fromByteOffset: i, as: UInt8.self)); i += 1 }
+            h = (h ^ tail) &* 0xC4CE_B9FE_1A85_EC53
+            return (h ^ (h >> 32)) | 1
+        }
         let userTable = FreshArray<User>(count: userCount)
         let connectionTable = FreshArray<Connection>(count: connectionCount)
         let arenaTable = FreshArray<UInt8>(count: verifyKeys ? connectionCount * 64 : 1)
@@ -199,6 +222,24 @@ enum DenseFold {
                     }
                     batchIDs.append(ids)
                 }
+                if withSlots {
+                    // New connections: their keys hashed and their home slots prefetched, as an insert
+                    // into the hash table the live server needs would (and would check they are new).
+                    hashes.removeAll(keepingCapacity: true)
+                    var fresh = seen
+                    for (i, record) in batch.enumerated() {
+                        var h: UInt64 = 0
+                        if batchIDs[i].c == fresh, let value = record.value, let user = record.key, let userBase = user.baseAddress {
+                            fresh += 1
+                            let view = try EventCodec.view(value)
+                            key.copyMemory(from: userBase, byteCount: user.count)
+                            let length = user.count + view.writeConnIdentity(to: key + user.count)
+                            h = hash(key, length)
+                            presencelog_prefetch(slots + (Int(truncatingIfNeeded: h) & mask))
+                        }
+                        hashes.append(h)
+                    }
+                }
                 if verifyKeys {
                     // The keys of the connections seen before, as a hint is checked against the record's key.
                     for ids in batchIDs where ids.c >= 0 && ids.c < seen {
@@ -217,6 +258,20 @@ enum DenseFold {
                             guard let user = record.key, let userBase = user.baseAddress else { continue }
                             key.copyMemory(from: userBase, byteCount: user.count)
                             let length = user.count + view.writeConnIdentity(to: key + user.count)
+                            if c == seen && withSlots {
+                                let h = hashes[i]
+                                var slot = Int(truncatingIfNeeded: h) & mask
+                                while slots[slot] != 0 {
+                                    if slots[slot] >> 32 == h >> 32 {
+                                        let other = Int(slots[slot] & 0xFFFF_FFFF) - 1
+                                        if Int(connections[other].keyLength) == length && memcmp(arena + Int(connections[other].keyOffset), key, length) == 0 {
+                                            fatalError("the sidecar calls the connection at offset \(record.offset) new, but it is connection \(other)")
+                                        }
+                                    }
+                                    slot = (slot + 1) & mask
+                                }
+                                slots[slot] = (h >> 32) << 32 | UInt64(c + 1)
+                            }
                             if c == seen {
                                 connections[c].keyOffset = UInt32(arenaCount)
                                 connections[c].keyLength = UInt16(length)

@@ -2,7 +2,7 @@
 //
 //   presence-bench read --data DIR [--rounds N]
 //   presence-bench parse FILE [--rounds N]
-//   presence-bench dense-fold --data DIR [--rounds N] [--verify-keys]
+//   presence-bench dense-fold --data DIR [--rounds N] [--verify-keys] [--with-slots]
 //
 // parse: NDJSON lines parsed, validated and encoded into record buffers, as `presence ingest` does
 // before the log writer takes over (the input is read into memory first).
@@ -19,7 +19,7 @@ import Presence
 import SegmentLog
 
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N] | dense-fold --data DIR [--rounds N] [--verify-keys]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N] | dense-fold --data DIR [--rounds N] [--verify-keys] [--with-slots]\n".utf8))
     exit(1)
 }
 
@@ -30,11 +30,13 @@ var data: String?
 var file: String?
 var rounds = 3
 var verifyKeys = false
+var withSlots = false
 while let arg = args.popFirst() {
     switch arg {
     case "--data": data = args.popFirst()
     case "--rounds": rounds = args.popFirst().flatMap(Int.init) ?? { usage() }()
     case "--verify-keys": verifyKeys = true
+    case "--with-slots": withSlots = true
     default: if file == nil && !arg.hasPrefix("-") { file = arg } else { usage() }
     }
 }
@@ -87,7 +89,7 @@ if mode == "parse" {
 guard let data else { usage() }
 if mode == "dense-fold" {
     do {
-        try DenseFold.run(data: data, rounds: rounds, verifyKeys: verifyKeys)
+        try DenseFold.run(data: data, rounds: rounds, verifyKeys: verifyKeys, withSlots: withSlots)
     } catch {
         FileHandle.standardError.write(Data("presence-bench: \(error)\n".utf8))
         exit(1)
