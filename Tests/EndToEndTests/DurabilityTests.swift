@@ -42,7 +42,7 @@ import Testing
             let firstSequence = nextSequence
             let roundStart = logEnd
             let stop = DataBox()
-            let sentCount = Counter()
+            let sentCount = Locked(0)
             let writer = Thread {
                 var n = firstSequence
                 while stop.get().isEmpty {
@@ -182,11 +182,4 @@ import Testing
             }
         }
     }
-}
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func set(_ new: Int) { lock.withLock { value = new } }
-    func get() -> Int { lock.withLock { value } }
 }

@@ -61,7 +61,7 @@ final class RunningServer {
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         let done = DispatchSemaphore(value: 0)
         let box = DataBox()
-        let status = Counter()
+        let status = Locked(-1)
         let headers = Locked<[String: String]>([:])
         URLSession.shared.dataTask(with: request) { data, response, _ in
             box.set(data ?? Data())
