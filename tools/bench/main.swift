@@ -3,6 +3,7 @@
 //   presence-bench read --data DIR [--rounds N]
 //   presence-bench parse FILE [--rounds N]
 //   presence-bench dense-fold --data DIR [--rounds N] [--verify-keys] [--with-slots]
+//   presence-bench intern-cost FILE [--rounds N]
 //
 // parse: NDJSON lines parsed, validated and encoded into record buffers, as `presence ingest` does
 // before the log writer takes over (the input is read into memory first).
@@ -13,19 +14,22 @@
 //
 // dense-fold: the projector's replay on one core against a fold that gets dense integer ids from a
 // sidecar instead of hashing byte keys (DenseFold.swift): an experiment for issue 3's target.
+//
+// intern-cost: parse as `parse` does, and the same with every event's user and connection numbered
+// as a writer putting dense ids into the log would (InternCost.swift): that design's cost to ingest.
 
 import Foundation
 import Presence
 import SegmentLog
 
 func usage() -> Never {
-    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N] | dense-fold --data DIR [--rounds N] [--verify-keys] [--with-slots]\n".utf8))
+    FileHandle.standardError.write(Data("usage: presence-bench read --data DIR [--rounds N] | parse FILE [--rounds N] | dense-fold --data DIR [--rounds N] [--verify-keys] [--with-slots] | intern-cost FILE [--rounds N]\n".utf8))
     exit(1)
 }
 
 var args = CommandLine.arguments.dropFirst()
 let mode = args.popFirst()
-guard mode == "read" || mode == "parse" || mode == "dense-fold" else { usage() }
+guard let mode, ["read", "parse", "dense-fold", "intern-cost"].contains(mode) else { usage() }
 var data: String?
 var file: String?
 var rounds = 3
@@ -81,6 +85,16 @@ func parseBenchmark(_ path: String, rounds: Int) {
     print("NDJSON parse + encode, one core: \(String(format: "%.2f", best / 1e6))M events/s (best of \(rounds))")
 }
 
+if mode == "intern-cost" {
+    guard let file else { usage() }
+    do {
+        try InternCost.run(file, rounds: rounds)
+    } catch {
+        FileHandle.standardError.write(Data("presence-bench: \(error)\n".utf8))
+        exit(1)
+    }
+    exit(0)
+}
 if mode == "parse" {
     guard let file else { usage() }
     parseBenchmark(file, rounds: rounds)
