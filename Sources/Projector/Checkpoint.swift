@@ -15,7 +15,7 @@ import Glibc
 ///     "PLCKPT1\\n"                     magic
 ///     u64 layout                        fingerprint of the record layouts and this format's version
 ///     u64 nextOffset, i64 maxTimestamp, u64 eventsApplied, u64 refusedEvents, i64 horizon,
-///     u64 onlineUsers, u64 openConnections
+///     u64 onlineUsers, u64 openConnections, u64 nextSweep
 ///     6 × (u64 count, u64 capacity, u64 byteCount, bytes)
 ///                                       user slots, users, user ids, connection slots, connections, keys
 ///     u64 gateways, then each: u32 n, n bytes of name, i64 last heartbeat, u64 downs, downs × i64
@@ -40,8 +40,9 @@ public enum Checkpoint {
     }
 
     /// Version 3: connection keys are user id + `EventCodec.View.writeConnIdentity` (value layout 2).
+    /// Version 4: the connection count of the next sweep is stored (sweeps fall at fixed offsets).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 3
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 4
     }
 
     /// The checkpoint folder of a data directory.

@@ -271,6 +271,8 @@ struct ProjectionState {
     var forgottenConnections = 0
     /// The connection count at which the next sweep runs.
     var nextSweep = ProjectionState.minimumSweep
+    /// The offset at or past which the next event is preceded by a sweep check (`sweepCheckInterval`).
+    var nextSweepCheck: Int64 = 0
 
     /// Bytes in use (untouched capacity costs no memory): slots, records and id bytes.
     var memoryBytes: (users: Int, connections: Int) {
@@ -372,8 +374,15 @@ struct ProjectionState {
         // a log written with a longer horizon may hold some).
         var refused = 0
         let pending = prepared.pending
+        var swept = false
         for i in pending.indices {
-            let item = pending[i]
+            var item = pending[i]
+            if item.offset >= nextSweepCheck {
+                nextSweepCheck = Self.sweepCheck(after: item.offset)
+                swept = sweepIfDue() || swept
+            }
+            // A sweep renumbers connections: the candidates found before it name other ones now.
+            if swept { item.candidate = -1 }
             if let audit, maxTimestamp != Int64.min && item.timestamp < maxTimestamp &- audit.outOfOrderThreshold {
                 audit.outOfOrder += 1
                 if audit.outOfOrderExamples.count < AuditTally.examples {
@@ -399,7 +408,6 @@ struct ProjectionState {
         eventsApplied += pending.count - refused
         refusedEvents += refused
         if let end = prepared.endOffset { nextOffset = end }
-        sweepIfDue()
     }
 
     @inline(__always)
@@ -494,14 +502,28 @@ struct ProjectionState {
 
     /// Removes the forgotten connections from the tables when they have grown to twice what the last
     /// sweep kept: memory for closed connections is bounded by the horizon, at an amortized O(1) per
-    /// event. Not while auditing (the audit counts over every connection).
-    mutating func sweepIfDue() {
-        guard audit == nil, connections.count >= nextSweep else { return }
+    /// event. Not while auditing (the audit counts over every connection). Returns whether it swept
+    /// (which renumbers the connections).
+    @discardableResult
+    mutating func sweepIfDue() -> Bool {
+        guard audit == nil, connections.count >= nextSweep else { return false }
         sweepForgotten()
         nextSweep = max(Self.minimumSweep, connections.count * 2)
+        return true
     }
 
     static let minimumSweep = 1 << 16
+
+    /// Sweeps are checked only before the first event at or past each multiple of this many offsets,
+    /// never at a batch's end: where they fall, and so how connections are numbered, then depends on
+    /// the log alone, not on how its records were batched (a replay reads the log's batches, the live
+    /// server applies its commits): two folds of the same records build the same tables.
+    static let sweepCheckInterval: Int64 = 1 << 12
+
+    /// The first offset past `offset` where a sweep is checked.
+    static func sweepCheck(after offset: Int64) -> Int64 {
+        (offset / sweepCheckInterval + 1) * sweepCheckInterval
+    }
 
     /// Rebuilds the connection tables without the forgotten connections.
     mutating func sweepForgotten() {
@@ -790,6 +812,7 @@ extension ProjectionState {
         try put(UInt64(bitPattern: horizon))
         try put(UInt64(onlineUsers))
         try put(UInt64(openConnections))
+        try put(UInt64(nextSweep))
         try put(userSlots)
         try put(users)
         try put(userArena)
@@ -818,6 +841,10 @@ extension ProjectionState {
         horizon = try reader.i64()
         onlineUsers = Int(try reader.u64())
         openConnections = Int(try reader.u64())
+        nextSweep = Int(try reader.u64())
+        guard nextSweep >= Self.minimumSweep, nextSweep <= Int(UInt32.max) * 2 else { throw LogError(.corrupt, "checkpoint's next sweep is out of range") }
+        // The next check where a fold that never stopped would make it (offsets are checked in order).
+        nextSweepCheck = nextOffset <= 0 ? 0 : Self.sweepCheck(after: nextOffset - 1)
         func storage<T>(_ type: T.Type) throws -> FlatStorage<T> {
             let count = Int(try reader.u64()), capacity = Int(try reader.u64()), bytes = Int(try reader.u64())
             guard count >= 0, capacity >= count, bytes == count * MemoryLayout<T>.stride, bytes <= reader.remaining else {
@@ -839,9 +866,6 @@ extension ProjectionState {
         guard users.count * 4 <= userSlots.count * 3, connections.count * 2 <= connectionSlots.count else {
             throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
         }
-        // The next sweep when the table has doubled again, as if the last one had just run: a restart
-        // does not scan every connection on its first event.
-        nextSweep = max(Self.minimumSweep, connections.count * 2)
         let gatewayCount = Int(try reader.u64())
         guard gatewayCount >= 0, gatewayCount <= reader.remaining / 20 else { throw LogError(.corrupt, "checkpoint is cut short") }
         for _ in 0..<gatewayCount {

@@ -1,4 +1,5 @@
 import Presence
+import SegmentLog
 import Testing
 @testable import Projector
 
@@ -62,6 +63,49 @@ import Testing
         // Kept: every connection ever seen. Swept: those of about the last horizon's worth of events.
         #expect(kept.connectionCount > 6_000)
         #expect(swept.connectionCount < 1_500, "\(swept.connectionCount) connections remembered")
+    }
+}
+
+/// Where sweeps fall depends on offsets alone, so the same records build the same tables, byte for
+/// byte, however they are batched: a replay (the log's batches), the live server (its commits) and a
+/// fold record by record number connections alike. (Sweeps at the end of each batch, as before, gave
+/// three different tables here.)
+@Suite struct SweepPlacementTests {
+    @Test func theSameRecordsBuildTheSameTablesHoweverTheyAreBatched() throws {
+        var random = SplitMix(seed: 7)
+        var buffer = RecordBuffer()
+        var time: Int64 = 0
+        // 150,000 connections of 2,000 users, most closed soon after, a 1 s horizon: the first sweep
+        // (at 65,536 connections) and later ones forget most of them.
+        for k in 0..<150_000 {
+            time += Int64.random(in: 0...2, using: &random)
+            let user = "u\(Int.random(in: 0..<2_000, using: &random))"
+            EventCodec.append(connect(user, "c\(k)", time, gateway: "gw-\(k % 3)"), to: &buffer)
+            if k % 10 != 0 { EventCodec.append(disconnect(user, "c\(k)", time + Int64.random(in: 0...5, using: &random)), to: &buffer) }
+            if k % 40_000 == 39_999 { EventCodec.append(down("gw-1", time), to: &buffer) }
+        }
+        func tables(_ batchSizes: () -> Int) throws -> (bytes: [UInt8], forgotten: Int) {
+            let projection = PresenceProjection(horizon: 1_000)
+            try buffer.withRecordViews(firstOffset: 0) { records in
+                var first = 0
+                while first < records.count {
+                    let end = min(records.count, first + batchSizes())
+                    try projection.apply(batch: UnsafeBufferPointer(rebasing: records[first..<end]))
+                    first = end
+                }
+            }
+            var bytes: [UInt8] = []
+            projection.encodeState { bytes.append(contentsOf: $0) }
+            return (bytes, projection.forgottenConnectionCount)
+        }
+        var sizes = SplitMix(seed: 11)
+        let logBatches = try tables { 8_192 }
+        let commits = try tables { Int.random(in: 1...3_000, using: &sizes) }
+        let oneByOne = try tables { 1 }
+        #expect(logBatches.forgotten > 100_000, "\(logBatches.forgotten) connections forgotten")
+        #expect(commits.forgotten == logBatches.forgotten && oneByOne.forgotten == logBatches.forgotten)
+        #expect(commits.bytes == logBatches.bytes)
+        #expect(oneByOne.bytes == logBatches.bytes)
     }
 }
 
