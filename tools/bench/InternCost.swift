@@ -68,20 +68,6 @@ enum InternCost {
         }
     }
 
-    static func hash(_ bytes: UnsafeRawPointer, _ count: Int) -> UInt64 {
-        var h: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(count)
-        var i = 0
-        while count - i >= 8 {
-            h = (h ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-            h ^= h >> 29
-            i += 8
-        }
-        var tail: UInt64 = 0
-        while i < count { tail = tail << 8 | UInt64(bytes.load(fromByteOffset: i, as: UInt8.self)); i += 1 }
-        h = (h ^ tail) &* 0xC4CE_B9FE_1A85_EC53
-        return (h ^ (h >> 32)) | 1
-    }
-
     static func run(_ path: String, rounds: Int) throws {
         guard let input = FileManager.default.contents(atPath: path) else {
             throw LogError(.io, "cannot read \(path)")
@@ -126,7 +112,7 @@ enum InternCost {
                     let view = try EventCodec.view(value)
                     key.copyMemory(from: userBase, byteCount: user.count)
                     let length = user.count + view.writeConnIdentity(to: key + user.count)
-                    let h = (hash(key, user.count), hash(key, length), length)
+                    let h = (keyHash(key, user.count), keyHash(key, length), length)
                     users.prefetch(hash: h.0)
                     connections.prefetch(hash: h.1)
                     hashes.append(h)
