@@ -283,14 +283,18 @@ struct ProjectionState {
     // MARK: Applying a batch
 
     mutating func apply(batch: UnsafeBufferPointer<RecordView>) throws(PresenceProjection.ApplyError) {
-        try Self.prepare(batch, into: prepared)
+        try Self.prepare(batch, into: prepared, copyingKeys: false)
         apply(prepared: prepared)
     }
 
     /// Decodes and hashes the records of `batch` into `prepared`, copying the bytes the fold needs
     /// (user id, connection identity, gateway), so that `prepared` outlives the batch's buffers. Reads
-    /// no projection state: a replay prepares on one thread while another applies.
-    static func prepare(_ batch: UnsafeBufferPointer<RecordView>, into prepared: PreparedBatch) throws(PresenceProjection.ApplyError) {
+    /// no projection state: a replay prepares on one thread while another applies. Without
+    /// `copyingKeys`, the user ids and gateways stay where the batch holds them (only the connection
+    /// identity, which no record holds whole, is written out): for a caller that applies `prepared`
+    /// before the batch's buffers go.
+    static func prepare(_ batch: UnsafeBufferPointer<RecordView>, into prepared: PreparedBatch,
+                        copyingKeys: Bool = true) throws(PresenceProjection.ApplyError) {
         // Each record needs at most its key, its value twice (gateway, identity) and two bytes; the
         // slack lets the last identity be written with `append(upTo:)`'s bound.
         var room = EventCodec.maxConnIdentityBytes
@@ -307,7 +311,7 @@ struct ProjectionState {
             do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
                 throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
             }
-            let gateway = bytes.append(upTo: view.gateway.count) { out in
+            let gateway = !copyingKeys ? view.gateway : bytes.append(upTo: view.gateway.count) { out in
                 if let base = view.gateway.baseAddress { out.copyMemory(from: base, byteCount: view.gateway.count) }
                 return view.gateway.count
             }
@@ -317,7 +321,7 @@ struct ProjectionState {
                 guard let key = record.key, key.count > 0, let keyBase = key.baseAddress else {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
                 }
-                item.user = bytes.append(upTo: key.count) { out in
+                item.user = !copyingKeys ? key : bytes.append(upTo: key.count) { out in
                     out.copyMemory(from: keyBase, byteCount: key.count)
                     return key.count
                 }
