@@ -113,7 +113,9 @@ public final class PresenceProjection {
         state.apply(prepared: prepared)
     }
 
-    /// Applies an event given as a value (tests, and callers that are not reading a log).
+    /// Applies an event given as a value (tests, and callers that are not reading a log). Sweeps fall
+    /// at offsets (`ProjectionState.sweepCheckInterval`), so events given without increasing offsets
+    /// never sweep on their own: such a caller calls `forgetOldConnections()` itself.
     public func apply(_ event: PresenceEvent, offset: Int64? = nil) {
         var buffer = RecordBuffer()
         EventCodec.append(event, to: &buffer)
