@@ -73,14 +73,6 @@ enum CLI {
     }
 }
 
-final class DataBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ new: Data) { lock.withLock { data = new } }
-    func append(_ more: Data) { lock.withLock { data.append(more) } }
-    func get() -> Data { lock.withLock { data } }
-}
-
 /// A value shared with a callback on another thread.
 final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
@@ -88,6 +80,15 @@ final class Locked<Value>: @unchecked Sendable {
     init(_ value: Value) { self.value = value }
     func set(_ new: Value) { lock.withLock { value = new } }
     func get() -> Value { lock.withLock { value } }
+    func update(_ change: (inout Value) -> Void) { lock.withLock { change(&value) } }
+}
+
+/// Bytes shared with a reading thread (a child's output, a socket's).
+typealias DataBox = Locked<Data>
+
+extension Locked where Value == Data {
+    convenience init() { self.init(Data()) }
+    func append(_ more: Data) { update { $0.append(more) } }
 }
 
 /// A fresh directory, removed afterwards.
