@@ -369,7 +369,7 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
         for route in routes {
             byPath[route.path.description, default: (route.path.components, [])].methods.append(route.method)
         }
-        self.routes = byPath.values.sorted { $0.path.count < $1.path.count }
+        self.routes = Array(byPath.values)
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

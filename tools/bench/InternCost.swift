@@ -95,36 +95,36 @@ enum InternCost {
         let parser = NDJSONEventParser()
         var buffer = RecordBuffer()
         var events = 0
-        let key = UnsafeMutableRawPointer.allocate(byteCount: 1024, alignment: 8)
-        defer { key.deallocate() }
-        var hashes: [(user: UInt64, connection: UInt64, length: Int)] = []
+        // Each chunk's keys (user id + identity), built once: the first pass hashes them and prefetches
+        // their slots, the second looks them up.
+        let keys = UnsafeMutableRawPointer.allocate(byteCount: 1024 * (PresenceEvent.Limits.fieldBytes + EventCodec.maxConnIdentityBytes), alignment: 8)
+        defer { keys.deallocate() }
+        var pending: [(offset: Int, userLength: Int, length: Int, user: UInt64, connection: UInt64)] = []
         func number() throws {
             guard intern else { return }
             // In chunks of 1,024 records, so that the lines the prefetches bring in are still cached when
             // the lookups need them.
             try buffer.withRecordViews(firstOffset: 0) { all in
-              for chunk in stride(from: 0, to: all.count, by: 1024) {
-                let views = UnsafeBufferPointer(rebasing: all[chunk..<min(all.count, chunk + 1024)])
-                hashes.removeAll(keepingCapacity: true)
-                for record in views {
-                    guard let value = record.value, let user = record.key, let userBase = user.baseAddress else { hashes.append((0, 0, 0)); continue }
-                    let view = try EventCodec.view(value)
-                    key.copyMemory(from: userBase, byteCount: user.count)
-                    let length = user.count + view.writeConnIdentity(to: key + user.count)
-                    let h = (keyHash(key, user.count), keyHash(key, length), length)
-                    users.prefetch(hash: h.0)
-                    connections.prefetch(hash: h.1)
-                    hashes.append(h)
+                for chunk in stride(from: 0, to: all.count, by: 1024) {
+                    pending.removeAll(keepingCapacity: true)
+                    var used = 0
+                    for record in all[chunk..<min(all.count, chunk + 1024)] {
+                        guard let value = record.value, let user = record.key, let userBase = user.baseAddress else { continue }
+                        let view = try EventCodec.view(value)
+                        let key = keys + used
+                        key.copyMemory(from: userBase, byteCount: user.count)
+                        let length = user.count + view.writeConnIdentity(to: key + user.count)
+                        let item = (used, user.count, length, keyHash(key, user.count), keyHash(key, length))
+                        users.prefetch(hash: item.3)
+                        connections.prefetch(hash: item.4)
+                        pending.append(item)
+                        used += length
+                    }
+                    for item in pending {
+                        _ = users.number(keys + item.offset, item.userLength, hash: item.user)
+                        _ = connections.number(keys + item.offset, item.length, hash: item.connection)
+                    }
                 }
-                for (i, record) in views.enumerated() where hashes[i].user != 0 {
-                    guard let value = record.value, let user = record.key, let userBase = user.baseAddress else { continue }
-                    let view = try EventCodec.view(value)
-                    key.copyMemory(from: userBase, byteCount: user.count)
-                    _ = view.writeConnIdentity(to: key + user.count)
-                    _ = users.number(key, user.count, hash: hashes[i].user)
-                    _ = connections.number(key, hashes[i].length, hash: hashes[i].connection)
-                }
-              }
             }
         }
         let start = seconds()
