@@ -244,13 +244,20 @@ struct ProjectionState {
         var userHash: UInt64 = 0
         var candidate: Int32 = -1
         var userCandidate: Int32 = -1
+        /// When pass 2 found no candidate: the empty slot that ended the probe (where the connection
+        /// goes if nothing has been placed there since), or -1.
+        var emptySlot: Int32 = -1
         var kind: EventKind
     }
 
     var userSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
     var users = FlatStorage<User>(capacity: 1 << 12)
     var userArena = FlatStorage<UInt8>(capacity: 1 << 16)
-    var connectionSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
+    var connectionSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12) {
+        didSet { connectionSlotsEpoch &+= 1 }
+    }
+    /// Changes whenever `connectionSlots` is replaced (growth, sweep): slots found before then are void.
+    var connectionSlotsEpoch = 0
     var connections = FlatStorage<Connection>(capacity: 1 << 12)
     var connectionArena = FlatStorage<UInt8>(capacity: 1 << 16)
     var gateways = ByteTable(capacity: 64)
@@ -301,7 +308,12 @@ struct ProjectionState {
         // slack lets the last identity be written with `append(upTo:)`'s bound.
         var room = EventCodec.maxConnIdentityBytes
         for record in batch { room += max(record.key?.count ?? 0, 0) + 2 * (record.value?.count ?? 0) + 2 }
-        prepared.pending.removeAll(keepingCapacity: true)
+        // Filled as a local array (taken out of `prepared`, so still unique): appending to a class's
+        // array property checks exclusive access at run time, for every record.
+        var pending: [Pending] = []
+        swap(&pending, &prepared.pending)
+        defer { prepared.pending = pending }
+        pending.removeAll(keepingCapacity: true)
         prepared.bytes.removeAll(reservingCapacity: room)
         prepared.endOffset = batch.last.map { $0.offset + 1 }
         let bytes = prepared.bytes
@@ -330,7 +342,7 @@ struct ProjectionState {
                 item.identity = bytes.append(upTo: EventCodec.maxConnIdentityBytes) { view.writeConnIdentity(to: $0) }
                 (item.userHash, item.hash) = Self.hashes(item.user, item.identity)
             }
-            prepared.pending.append(item)
+            pending.append(item)
         }
     }
 
@@ -354,10 +366,11 @@ struct ProjectionState {
                 let records = connections.pointer, userRecords = users.pointer
                 prepared.pending.withUnsafeMutableBufferPointer { pending in
                     for i in pending.indices where pending[i].hash != 0 {
-                        let candidate = Self.probe(slots, pending[i].hash)
+                        let (candidate, empty) = Self.probe(slots, pending[i].hash)
                         pending[i].candidate = Int32(candidate)
+                        pending[i].emptySlot = empty <= Int(Int32.max) ? Int32(empty) : -1
                         if candidate >= 0 { presencelog_prefetch(records + candidate) }
-                        let userCandidate = Self.probe(userSlots, pending[i].userHash)
+                        let userCandidate = Self.probe(userSlots, pending[i].userHash).candidate
                         pending[i].userCandidate = Int32(userCandidate)
                         if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
                     }
@@ -381,6 +394,7 @@ struct ProjectionState {
         var refused = 0
         let pending = prepared.pending
         var swept = false
+        let probedEpoch = connectionSlotsEpoch
         for i in pending.indices {
             var item = pending[i]
             if item.offset >= nextSweepCheck {
@@ -402,6 +416,7 @@ struct ProjectionState {
             }
             switch item.kind {
             case .connect, .disconnect:
+                if connectionSlotsEpoch != probedEpoch { item.emptySlot = -1 }
                 applyConnectionEvent(item.kind == .connect, item)
             case .gatewayDown:
                 if !applyGatewayDown(gateway: item.gateway, at: item.timestamp) { audit?.repeated(at: item.offset) }
@@ -421,9 +436,13 @@ struct ProjectionState {
         let hash = item.hash, user = item.user, identity = item.identity, gateway = item.gateway, timestamp = item.timestamp
         var c: Int
         var inserted = false
+        // Pass 2's probe ended at an empty slot without a candidate, and that slot is still empty: no
+        // connection of this hash has been placed since (linear probing fills a chain's first empty
+        // slot, and slots are emptied only by replacing the table), so the connection is new and goes there.
+        let provenNew = item.candidate < 0 && item.emptySlot >= 0 && connectionSlots[Int(item.emptySlot)] == 0
         if item.candidate >= 0 && connectionMatches(Int(item.candidate), hash: hash, user, identity) {
             c = Int(item.candidate)
-        } else if let found = findConnection(user, identity, hash: hash) {
+        } else if !provenNew, let found = findConnection(user, identity, hash: hash) {
             c = found
         } else {
             let u: Int
@@ -432,7 +451,8 @@ struct ProjectionState {
             } else {
                 u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
-            c = insertConnection(user, identity, hash: hash, user: u, gateway: gateway)
+            c = insertConnection(user, identity, hash: hash, user: u, gateway: gateway,
+                                 slot: provenNew ? Int(item.emptySlot) : nil)
             inserted = true
         }
         if !inserted && isForgotten(connections[c]) {
@@ -643,16 +663,25 @@ struct ProjectionState {
         connectionSlots = Self.rehash(count: connections.count, size: size) { records[$0].hash }
     }
 
+    /// Appends a new connection and places it in the slot table: at `slot` when the caller knows it to
+    /// be the first empty slot of the hash's probe sequence, else where a probe finds one.
     private mutating func insertConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64,
-                                           user u: Int, gateway: UnsafeRawBufferPointer) -> Int {
+                                           user u: Int, gateway: UnsafeRawBufferPointer, slot: Int? = nil) -> Int {
+        // The gateway first: a call that may change `self` between loading `connections` and appending
+        // to it would make the compiler retain the table around it.
+        let g = gatewayIndex(gateway)
         let c = connections.count
         connections.append(Connection(hash: hash, keyOffset: UInt32(connectionArena.count), user: Int32(u),
-                                      gateway: Int32(gatewayIndex(gateway)), nextOfUser: users[u].firstConnection,
+                                      gateway: Int32(g), nextOfUser: users[u].firstConnection,
                                       keyLength: UInt16(user.count + identity.count)))
         connectionArena.append(bytes: user)
         connectionArena.append(bytes: identity)
         users[u].firstConnection = Int32(c)
-        Self.place(hash, index: c, in: connectionSlots)
+        if let slot {
+            connectionSlots[slot] = Self.slotEntry(hash, index: c)
+        } else {
+            Self.place(hash, index: c, in: connectionSlots)
+        }
         if connections.count * 2 > connectionSlots.count { reserveConnections(connections.count) }
         return c
     }
@@ -678,15 +707,16 @@ struct ProjectionState {
         return Self.equal(UnsafeRawBufferPointer(userArena.buffer), Int(record.keyOffset), user, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    /// The index in the first slot of `hash`'s probe sequence whose tag matches, or -1: a guess to prefetch.
+    /// The index in the first slot of `hash`'s probe sequence whose tag matches (a guess to prefetch),
+    /// or -1 and the empty slot that ended the sequence: then nothing of this hash is in the table.
     @inline(__always)
-    private static func probe(_ slots: UnsafeBufferPointer<UInt64>, _ hash: UInt64) -> Int {
+    private static func probe(_ slots: UnsafeBufferPointer<UInt64>, _ hash: UInt64) -> (candidate: Int, empty: Int) {
         let mask = slots.count - 1
         var slot = Int(truncatingIfNeeded: hash) & mask
         while true {
             let entry = slots[slot]
-            if entry == 0 { return -1 }
-            if entry >> 32 == hash >> 32 { return Int(entry & 0xFFFF_FFFF) - 1 }
+            if entry == 0 { return (-1, slot) }
+            if entry >> 32 == hash >> 32 { return (Int(entry & 0xFFFF_FFFF) - 1, -1) }
             slot = (slot + 1) & mask
         }
     }
@@ -717,7 +747,13 @@ struct ProjectionState {
         let mask = slots.count - 1
         var slot = Int(truncatingIfNeeded: hash) & mask
         while slots[slot] != 0 { slot = (slot + 1) & mask }
-        slots[slot] = (hash >> 32) << 32 | UInt64(index + 1)
+        slots[slot] = slotEntry(hash, index: index)
+    }
+
+    /// A slot's value: the hash's top 32 bits as a tag, and index + 1 (0 is an empty slot).
+    @inline(__always)
+    private static func slotEntry(_ hash: UInt64, index: Int) -> UInt64 {
+        (hash >> 32) << 32 | UInt64(index + 1)
     }
 
     private static func rehash(count: Int, size: Int, hash: (Int) -> UInt64) -> FlatStorage<UInt64> {
