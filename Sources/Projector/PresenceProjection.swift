@@ -200,6 +200,12 @@ final class PreparedBatch {
     let bytes = FlatStorage<UInt8>(capacity: 1 << 16)
     /// The offset after the batch's last record; nil for an empty batch.
     var endOffset: Int64?
+    /// Where `prepare` builds each connection identity and hashes it before copying it into `bytes`.
+    /// Hashing it in `bytes` read it back from lines just written, often lines the folding thread (on
+    /// another core) read last, so each load waited for the stores' ownership round trip.
+    let identityScratch = UnsafeMutableRawPointer.allocate(byteCount: EventCodec.maxConnIdentityBytes, alignment: 8)
+
+    deinit { identityScratch.deallocate() }
 }
 
 /// The projection's data, as one value so that a batch is applied under one exclusive access.
@@ -335,12 +341,18 @@ struct ProjectionState {
                 guard let key = record.key, key.count > 0, let keyBase = key.baseAddress else {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
                 }
+                // Hashed where the bytes are (the batch's buffer, the scratch), then copied out.
+                let scratch = prepared.identityScratch
+                let identity = UnsafeRawBufferPointer(start: scratch, count: view.writeConnIdentity(to: scratch))
+                (item.userHash, item.hash) = Self.hashes(key, identity)
                 item.user = !copyingKeys ? key : bytes.append(upTo: key.count) { out in
                     out.copyMemory(from: keyBase, byteCount: key.count)
                     return key.count
                 }
-                item.identity = bytes.append(upTo: EventCodec.maxConnIdentityBytes) { view.writeConnIdentity(to: $0) }
-                (item.userHash, item.hash) = Self.hashes(item.user, item.identity)
+                item.identity = bytes.append(upTo: identity.count) { out in
+                    out.copyMemory(from: scratch, byteCount: identity.count)
+                    return identity.count
+                }
             }
             pending.append(item)
         }
