@@ -360,54 +360,68 @@ struct ProjectionState {
 
     /// Applies a prepared batch, in order.
     mutating func apply(prepared: PreparedBatch) {
-        // Pass 1: prefetch each connection event's slots.
-        let connectionMask = connectionSlots.count - 1
-        let userMask = userSlots.count - 1
-        do {
-            let slots = connectionSlots.buffer
-            let userSlots = self.userSlots.buffer
-            for item in prepared.pending where item.hash != 0 {
-                if let base = slots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.hash) & connectionMask)) }
-                if let base = userSlots.baseAddress { presencelog_prefetch(base + (Int(truncatingIfNeeded: item.userHash) & userMask)) }
-            }
+        var refused = 0
+        var start = 0
+        let count = prepared.pending.count
+        while start < count {
+            let chunk = start..<min(count, start + Self.chunkEvents)
+            if count > 1 { prefetch(prepared, chunk) }
+            refused += apply(prepared, chunk)
+            start = chunk.upperBound
         }
-        if prepared.pending.count > 1 {
-            // Pass 2: probe the slots (now cached) for candidate records and prefetch them.
-            do {
-                let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
-                let records = connections.pointer, userRecords = users.pointer
-                prepared.pending.withUnsafeMutableBufferPointer { pending in
-                    for i in pending.indices where pending[i].hash != 0 {
-                        let (candidate, empty) = Self.probe(slots, pending[i].hash)
-                        pending[i].candidate = Int32(candidate)
-                        pending[i].emptySlot = empty <= Int(Int32.max) ? Int32(empty) : -1
-                        if candidate >= 0 { presencelog_prefetch(records + candidate) }
-                        let userCandidate = Self.probe(userSlots, pending[i].userHash).candidate
-                        pending[i].userCandidate = Int32(userCandidate)
-                        if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
-                    }
+        eventsApplied += count - refused
+        refusedEvents += refused
+        if let end = prepared.endOffset { nextOffset = end }
+    }
+
+    /// Events of a batch taken through the passes together: enough for the prefetches of one pass to
+    /// land before the next needs them, few enough that what they bring in is still in the core's own
+    /// cache when the events are applied.
+    /// (1,024: five rounds of one-core replays of the 10M-event log gave user time 1.34 s against
+    /// 1.36 s for 256, 1.40 s for 2,048 and 1.41 s for whole batches of up to 8,192.)
+    static let chunkEvents = 1 << 10
+
+    /// Passes 1-3 over `chunk` of `prepared`: prefetch each connection event's slots, then probe them
+    /// for candidate records and prefetch those, then prefetch the candidates' keys.
+    private func prefetch(_ prepared: PreparedBatch, _ chunk: Range<Int>) {
+        let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
+        let records = connections.pointer, userRecords = users.pointer
+        let arena = connectionArena.pointer, userArena = self.userArena.pointer
+        prepared.pending.withUnsafeMutableBufferPointer { pending in
+            guard let connectionBase = slots.baseAddress, let userBase = userSlots.baseAddress else { return }
+            let connectionMask = slots.count - 1, userMask = userSlots.count - 1
+            for i in chunk where pending[i].hash != 0 {
+                presencelog_prefetch(connectionBase + (Int(truncatingIfNeeded: pending[i].hash) & connectionMask))
+                presencelog_prefetch(userBase + (Int(truncatingIfNeeded: pending[i].userHash) & userMask))
+            }
+            for i in chunk where pending[i].hash != 0 {
+                let (candidate, empty) = Self.probe(slots, pending[i].hash)
+                pending[i].candidate = Int32(candidate)
+                pending[i].emptySlot = empty <= Int(Int32.max) ? Int32(empty) : -1
+                if candidate >= 0 { presencelog_prefetch(records + candidate) }
+                let userCandidate = Self.probe(userSlots, pending[i].userHash).candidate
+                pending[i].userCandidate = Int32(userCandidate)
+                if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
+            }
+            for i in chunk where pending[i].hash != 0 {
+                let item = pending[i]
+                if item.candidate >= 0 {
+                    presencelog_prefetch(arena + Int(records[Int(item.candidate)].keyOffset))
+                } else if item.userCandidate >= 0 {
+                    presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
                 }
             }
-            // Pass 3: prefetch the candidates' keys.
-            do {
-                let records = connections.pointer, userRecords = users.pointer
-                let arena = connectionArena.pointer, userArena = self.userArena.pointer
-                for item in prepared.pending where item.hash != 0 {
-                    if item.candidate >= 0 {
-                        presencelog_prefetch(arena + Int(records[Int(item.candidate)].keyOffset))
-                    } else if item.userCandidate >= 0 {
-                        presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
-                    }
-                }
-            }
         }
-        // Pass 4: apply, in order, except what is older than the horizon allows (ingest refuses those;
-        // a log written with a longer horizon may hold some).
+    }
+
+    /// Pass 4: applies `chunk` of `prepared`, in order, except what is older than the horizon allows
+    /// (ingest refuses those; a log written with a longer horizon may hold some). Returns how many it refused.
+    private mutating func apply(_ prepared: PreparedBatch, _ chunk: Range<Int>) -> Int {
         var refused = 0
         let pending = prepared.pending
         var swept = false
         let probedEpoch = connectionSlotsEpoch
-        for i in pending.indices {
+        for i in chunk {
             var item = pending[i]
             if item.offset >= nextSweepCheck {
                 nextSweepCheck = Self.sweepCheck(after: item.offset)
@@ -438,9 +452,7 @@ struct ProjectionState {
             }
             if item.timestamp > maxTimestamp { maxTimestamp = item.timestamp }
         }
-        eventsApplied += pending.count - refused
-        refusedEvents += refused
-        if let end = prepared.endOffset { nextOffset = end }
+        return refused
     }
 
     @inline(__always)
