@@ -100,13 +100,6 @@ struct ByteTable {
         finish(mix(mix(0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1), first) ^ 0xA076_1D64_78BD_642F, second))
     }
 
-    /// `hash(first, empty)` and `hash(first, second)` at once, mixing `first` a single time.
-    @inline(__always)
-    static func hashes(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> (UInt64, UInt64) {
-        let prefix = mix(0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1), first) ^ 0xA076_1D64_78BD_642F
-        return (finish(prefix), finish(mix(prefix, second)))
-    }
-
     @inline(__always)
     private static func finish(_ value: UInt64) -> UInt64 {
         // fmix64 from MurmurHash3.

@@ -17,7 +17,7 @@ import Glibc
 ///     u64 nextOffset, i64 maxTimestamp, u64 eventsApplied, u64 refusedEvents, i64 horizon,
 ///     u64 onlineUsers, u64 openConnections, u64 nextSweep
 ///     6 × (u64 count, u64 capacity, u64 byteCount, bytes)
-///                                       user slots, users, user ids, connection slots, connections, keys
+///                                       user slots, users, user ids, connection slots, connections, long connection keys
 ///     u64 gateways, then each: u32 n, n bytes of name, i64 last heartbeat, u64 downs, downs × i64
 ///     u32 CRC-32C of everything before it
 ///
@@ -41,8 +41,10 @@ public enum Checkpoint {
 
     /// Version 3: connection keys are user id + `EventCodec.View.writeConnIdentity` (value layout 2).
     /// Version 4: the connection count of the next sweep is stored (sweeps fall at fixed offsets).
+    /// Version 5: a connection's key lies in its record when short, and no hash is stored
+    /// (`ProjectionState.Connection`).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 4
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 5
     }
 
     /// The checkpoint folder of a data directory.

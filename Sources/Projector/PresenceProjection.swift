@@ -200,12 +200,12 @@ final class PreparedBatch {
     let bytes = FlatStorage<UInt8>(capacity: 1 << 16)
     /// The offset after the batch's last record; nil for an empty batch.
     var endOffset: Int64?
-    /// Where `prepare` builds each connection identity and hashes it before copying it into `bytes`.
+    /// Where `prepare` builds each connection key and hashes it before copying it into `bytes`.
     /// Hashing it in `bytes` read it back from lines just written, often lines the folding thread (on
     /// another core) read last, so each load waited for the stores' ownership round trip.
-    let identityScratch = UnsafeMutableRawPointer.allocate(byteCount: EventCodec.maxConnIdentityBytes, alignment: 8)
+    let keyScratch = UnsafeMutableRawPointer.allocate(byteCount: ProjectionState.maxKeyBytes + ProjectionState.inlineKeyBytes + 8, alignment: 8)
 
-    deinit { identityScratch.deallocate() }
+    deinit { keyScratch.deallocate() }
 }
 
 /// The projection's data, as one value so that a batch is applied under one exclusive access.
@@ -222,15 +222,19 @@ struct ProjectionState {
         var keyLength: UInt16
     }
 
+    /// A connection: one 64-byte line, key included when it is short. The key is the user id followed
+    /// by the connection identity (`EventCodec.View.writeConnIdentity`); up to `inlineKeyBytes` long
+    /// it lies in `key`, zero-padded, so that finding a connection reads its slot and this line and
+    /// nothing else; a longer one lies in `connectionArena`, at the offset in `key.0`. No hash is
+    /// stored: a rehash computes it again from the key.
     struct Connection {
-        var hash: UInt64
         /// Smallest connect ts, or `noStart`.
         var start: Int64 = ProjectionState.noStart
         /// Largest disconnect ts, or `none`.
         var disconnect: Int64 = ProjectionState.none
         /// Resolved end, or `none` while open (or not yet resolved).
         var end: Int64 = ProjectionState.none
-        var keyOffset: UInt32
+        var key: (UInt64, UInt64, UInt64)
         var user: Int32
         var gateway: Int32
         var nextOfUser: Int32
@@ -238,13 +242,19 @@ struct ProjectionState {
         var reason: UInt8 = 0
     }
 
+    /// Connection keys up to this long are kept in their record.
+    static let inlineKeyBytes = 24
+
     /// One event of the batch being applied, decoded.
     struct Pending {
         var offset: Int64
         var timestamp: Int64
         /// The user id (empty for gateway events).
         var user: UnsafeRawBufferPointer
-        var identity: UnsafeRawBufferPointer
+        /// The connection's key: the user id, then the connection identity. The memory after it is
+        /// zero up to `inlineKeyBytes` (and to a multiple of eight bytes), so that its words can be
+        /// read whole.
+        var key: UnsafeRawBufferPointer
         var gateway: UnsafeRawBufferPointer
         var hash: UInt64 = 0
         var userHash: UInt64 = 0
@@ -303,17 +313,16 @@ struct ProjectionState {
     }
 
     /// Decodes and hashes the records of `batch` into `prepared`, copying the bytes the fold needs
-    /// (user id, connection identity, gateway), so that `prepared` outlives the batch's buffers. Reads
-    /// no projection state: a replay prepares on one thread while another applies. Without
-    /// `copyingKeys`, the user ids and gateways stay where the batch holds them (only the connection
-    /// identity, which no record holds whole, is written out): for a caller that applies `prepared`
-    /// before the batch's buffers go.
+    /// (connection key, gateway), so that `prepared` outlives the batch's buffers. Reads no projection
+    /// state: a replay prepares on one thread while another applies. Without `copyingKeys`, the
+    /// gateways stay where the batch holds them (the connection key, which no record holds whole, is
+    /// always written out): for a caller that applies `prepared` before the batch's buffers go.
     static func prepare(_ batch: UnsafeBufferPointer<RecordView>, into prepared: PreparedBatch,
                         copyingKeys: Bool = true) throws(PresenceProjection.ApplyError) {
-        // Each record needs at most its key, its value twice (gateway, identity) and two bytes; the
-        // slack lets the last identity be written with `append(upTo:)`'s bound.
-        var room = EventCodec.maxConnIdentityBytes
-        for record in batch { room += max(record.key?.count ?? 0, 0) + 2 * (record.value?.count ?? 0) + 2 }
+        // Each record needs at most its key, its value twice (gateway, identity), two bytes and the
+        // connection key's padding.
+        var room = 0
+        for record in batch { room += max(record.key?.count ?? 0, 0) + 2 * (record.value?.count ?? 0) + 2 + Self.inlineKeyBytes + 8 }
         // Filled as a local array (taken out of `prepared`, so still unique): appending to a class's
         // array property checks exclusive access at run time, for every record.
         var pending: [Pending] = []
@@ -336,23 +345,29 @@ struct ProjectionState {
                 return view.gateway.count
             }
             let none = UnsafeRawBufferPointer(start: nil, count: 0)
-            var item = Pending(offset: record.offset, timestamp: record.timestamp, user: none, identity: none, gateway: gateway, kind: view.kind)
+            var item = Pending(offset: record.offset, timestamp: record.timestamp, user: none, key: none, gateway: gateway, kind: view.kind)
             if !view.kind.isGatewayEvent {
-                guard let key = record.key, key.count > 0, let keyBase = key.baseAddress else {
+                guard let user = record.key, user.count > 0, let userBase = user.baseAddress else {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has no user id")
                 }
-                // Hashed where the bytes are (the batch's buffer, the scratch), then copied out.
-                let scratch = prepared.identityScratch
-                let identity = UnsafeRawBufferPointer(start: scratch, count: view.writeConnIdentity(to: scratch))
-                (item.userHash, item.hash) = Self.hashes(key, identity)
-                item.user = !copyingKeys ? key : bytes.append(upTo: key.count) { out in
-                    out.copyMemory(from: keyBase, byteCount: key.count)
-                    return key.count
+                guard user.count <= PresenceEvent.Limits.fieldBytes else {
+                    throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has a user id of \(user.count) bytes (at most \(PresenceEvent.Limits.fieldBytes))")
                 }
-                item.identity = bytes.append(upTo: identity.count) { out in
-                    out.copyMemory(from: scratch, byteCount: identity.count)
-                    return identity.count
+                // Built and hashed in the scratch (hashing in `bytes` would read back lines just
+                // written), zero-padded, then copied out whole.
+                let scratch = prepared.keyScratch
+                scratch.copyMemory(from: userBase, byteCount: user.count)
+                let length = user.count + view.writeConnIdentity(to: scratch + user.count)
+                let padded = max(Self.inlineKeyBytes, (length + 7) & ~7)
+                (scratch + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+                item.userHash = Self.hash(user)
+                item.hash = Self.hash(UnsafeRawBufferPointer(start: scratch, count: length))
+                let copied = bytes.append(upTo: padded) { out in
+                    out.copyMemory(from: scratch, byteCount: padded)
+                    return padded
                 }
+                item.key = UnsafeRawBufferPointer(rebasing: copied[..<length])
+                item.user = UnsafeRawBufferPointer(rebasing: copied[..<user.count])
             }
             pending.append(item)
         }
@@ -406,7 +421,7 @@ struct ProjectionState {
             for i in chunk where pending[i].hash != 0 {
                 let item = pending[i]
                 if item.candidate >= 0 {
-                    presencelog_prefetch(arena + Int(records[Int(item.candidate)].keyOffset))
+                    if item.key.count > Self.inlineKeyBytes { presencelog_prefetch(arena + Int(records[Int(item.candidate)].key.0)) }
                 } else if item.userCandidate >= 0 {
                     presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
                 }
@@ -457,16 +472,16 @@ struct ProjectionState {
 
     @inline(__always)
     private mutating func applyConnectionEvent(_ isConnect: Bool, _ item: Pending) {
-        let hash = item.hash, user = item.user, identity = item.identity, gateway = item.gateway, timestamp = item.timestamp
+        let hash = item.hash, user = item.user, key = item.key, gateway = item.gateway, timestamp = item.timestamp
         var c: Int
         var inserted = false
         // Pass 2's probe ended at an empty slot without a candidate, and that slot is still empty: no
         // connection of this hash has been placed since (linear probing fills a chain's first empty
         // slot, and slots are emptied only by replacing the table), so the connection is new and goes there.
         let provenNew = item.candidate < 0 && item.emptySlot >= 0 && connectionSlots[Int(item.emptySlot)] == 0
-        if item.candidate >= 0 && connectionMatches(Int(item.candidate), hash: hash, user, identity) {
+        if item.candidate >= 0 && connectionMatches(Int(item.candidate), key) {
             c = Int(item.candidate)
-        } else if !provenNew, let found = findConnection(user, identity, hash: hash) {
+        } else if !provenNew, let found = findConnection(key, hash: hash) {
             c = found
         } else {
             let u: Int
@@ -475,8 +490,7 @@ struct ProjectionState {
             } else {
                 u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
-            c = insertConnection(user, identity, hash: hash, user: u, gateway: gateway,
-                                 slot: provenNew ? Int(item.emptySlot) : nil)
+            c = insertConnection(key, hash: hash, user: u, gateway: gateway, slot: provenNew ? Int(item.emptySlot) : nil)
             inserted = true
         }
         if !inserted && isForgotten(connections[c]) {
@@ -587,8 +601,10 @@ struct ProjectionState {
         for c in 0..<old.count where !isForgotten(old[c]) {
             var connection = old[c]
             let index = kept.count
-            keptArena.append(bytes: UnsafeRawBufferPointer(start: oldArena.pointer + Int(connection.keyOffset), count: Int(connection.keyLength)))
-            connection.keyOffset = UInt32(keptArena.count - Int(connection.keyLength))
+            if Int(connection.keyLength) > Self.inlineKeyBytes {
+                connection.key.0 = UInt64(keptArena.count)
+                keptArena.append(bytes: UnsafeRawBufferPointer(start: oldArena.pointer + Int(old[c].key.0), count: Int(connection.keyLength)))
+            }
             connection.nextOfUser = users[Int(connection.user)].firstConnection
             users[Int(connection.user)].firstConnection = Int32(index)
             kept.append(connection)
@@ -597,8 +613,7 @@ struct ProjectionState {
         connectionArena = keptArena
         var size = 1 << 12
         while kept.count * 2 > size { size *= 2 }
-        let records = kept.pointer
-        connectionSlots = Self.rehash(count: kept.count, size: size) { records[$0].hash }
+        connectionSlots = Self.rehash(count: kept.count, size: size) { connectionHash(of: $0) }
         forgottenConnections += old.count - keep
     }
 
@@ -657,14 +672,31 @@ struct ProjectionState {
 
     // MARK: Tables
 
+    /// Whether connection `index` has `key` (a prepared key: zero-padded to `inlineKeyBytes`).
     @inline(__always)
-    private func connectionMatches(_ index: Int, hash: UInt64, _ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer) -> Bool {
+    private func connectionMatches(_ index: Int, _ key: UnsafeRawBufferPointer) -> Bool {
         let record = connections[index]
-        guard record.hash == hash, Int(record.keyLength) == user.count + identity.count else { return false }
-        return Self.equal(UnsafeRawBufferPointer(connectionArena.buffer), Int(record.keyOffset), user, identity)
+        guard Int(record.keyLength) == key.count, let base = key.baseAddress else { return false }
+        if key.count <= Self.inlineKeyBytes {
+            return record.key.0 == base.loadUnaligned(as: UInt64.self)
+                && record.key.1 == base.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                && record.key.2 == base.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        }
+        return Self.equal(UnsafeRawBufferPointer(connectionArena.buffer), Int(record.key.0), key, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    private func findConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
+    /// The hash connection `c` is placed by (`hash` of its key).
+    private func connectionHash(of c: Int) -> UInt64 {
+        let record = connections[c]
+        let length = Int(record.keyLength)
+        if length > Self.inlineKeyBytes {
+            return Self.hash(UnsafeRawBufferPointer(start: connectionArena.pointer + Int(record.key.0), count: length))
+        }
+        var words = record.key
+        return withUnsafeBytes(of: &words) { Self.hash(UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+    }
+
+    private func findConnection(_ key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
         let mask = connectionSlots.count - 1
         var slot = Int(truncatingIfNeeded: hash) & mask
         while true {
@@ -672,7 +704,7 @@ struct ProjectionState {
             if entry == 0 { return nil }
             if entry >> 32 == hash >> 32 {
                 let index = Int(entry & 0xFFFF_FFFF) - 1
-                if connectionMatches(index, hash: hash, user, identity) { return index }
+                if connectionMatches(index, key) { return index }
             }
             slot = (slot + 1) & mask
         }
@@ -683,23 +715,27 @@ struct ProjectionState {
         var size = connectionSlots.count
         while expected > 0 && expected * 2 > size && size < 1 << 40 { size *= 2 }
         guard size > connectionSlots.count else { return }
-        let records = connections.pointer
-        connectionSlots = Self.rehash(count: connections.count, size: size) { records[$0].hash }
+        connectionSlots = Self.rehash(count: connections.count, size: size) { connectionHash(of: $0) }
     }
 
     /// Appends a new connection and places it in the slot table: at `slot` when the caller knows it to
     /// be the first empty slot of the hash's probe sequence, else where a probe finds one.
-    private mutating func insertConnection(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer, hash: UInt64,
-                                           user u: Int, gateway: UnsafeRawBufferPointer, slot: Int? = nil) -> Int {
+    private mutating func insertConnection(_ key: UnsafeRawBufferPointer, hash: UInt64, user u: Int,
+                                           gateway: UnsafeRawBufferPointer, slot: Int?) -> Int {
         // The gateway first: a call that may change `self` between loading `connections` and appending
         // to it would make the compiler retain the table around it.
         let g = gatewayIndex(gateway)
         let c = connections.count
-        connections.append(Connection(hash: hash, keyOffset: UInt32(connectionArena.count), user: Int32(u),
-                                      gateway: Int32(g), nextOfUser: users[u].firstConnection,
-                                      keyLength: UInt16(user.count + identity.count)))
-        connectionArena.append(bytes: user)
-        connectionArena.append(bytes: identity)
+        var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        if key.count > Self.inlineKeyBytes {
+            words.0 = UInt64(connectionArena.count)
+            connectionArena.append(bytes: key)
+        } else if let base = key.baseAddress {
+            words = (base.loadUnaligned(as: UInt64.self), base.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                     base.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        }
+        connections.append(Connection(key: words, user: Int32(u), gateway: Int32(g), nextOfUser: users[u].firstConnection,
+                                      keyLength: UInt16(key.count)))
         users[u].firstConnection = Int32(c)
         if let slot {
             connectionSlots[slot] = Self.slotEntry(hash, index: c)
@@ -815,12 +851,8 @@ struct ProjectionState {
         ByteTable.hash(first, second) | 1
     }
 
-    /// `hash(user)` and `hash(user, identity)`, reading the user id once.
-    @inline(__always)
-    static func hashes(_ user: UnsafeRawBufferPointer, _ identity: UnsafeRawBufferPointer) -> (user: UInt64, connection: UInt64) {
-        let (userHash, connectionHash) = ByteTable.hashes(user, identity)
-        return (userHash | 1, connectionHash | 1)
-    }
+    /// The longest connection key: a user id and a connection identity.
+    static let maxKeyBytes = PresenceEvent.Limits.fieldBytes + EventCodec.maxConnIdentityBytes
 
     // MARK: Queries
 
@@ -962,7 +994,9 @@ extension ProjectionState {
         }
         for c in 0..<connections.count {
             let connection = connections[c]
-            guard Int(connection.keyOffset) + Int(connection.keyLength) <= connectionArena.count, Int(connection.user) < users.count,
+            let length = Int(connection.keyLength)
+            guard length <= Self.inlineKeyBytes || connection.key.0 <= UInt64(max(0, connectionArena.count - length)),
+                  length <= Self.maxKeyBytes, Int(connection.user) < users.count,
                   connection.user >= 0, Int(connection.gateway) < gateways.count, connection.gateway >= 0,
                   Int(connection.nextOfUser) < connections.count
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }

@@ -17,6 +17,8 @@ import Testing
         // Enough distinct connections that the tables grew several times.
         var events = PropertyTests.randomEvents(500, using: &random)
         for i in 0..<5000 { events.append(connect("user-\(i % 700)", "c-\(i)", Int64(i), gateway: "gw-\(i % 5)")) }
+        // And keys too long for their records, kept in the arena.
+        events += PropertyTests.randomEvents(300, userPrefix: PropertyTests.longUserPrefix, using: &random)
         let original = fold(events)
         let (path, bytes) = try Checkpoint.write(original, to: dir)
         #expect(bytes > 0)

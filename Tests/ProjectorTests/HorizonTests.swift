@@ -32,7 +32,8 @@ import Testing
 
     /// Sweeping forgotten connections out of memory is invisible: the same events give the same states
     /// whether the tables are swept after every event or never, and the swept tables stay small.
-    @Test func sweepingForgottenConnectionsChangesNoStateAndBoundsMemory() {
+    @Test(arguments: ["u", PropertyTests.longUserPrefix])
+    func sweepingForgottenConnectionsChangesNoStateAndBoundsMemory(userPrefix: String) {
         var random = SplitMix(seed: 42)
         let horizon: Int64 = 1_000
         let swept = PresenceProjection(horizon: horizon), kept = PresenceProjection(horizon: horizon)
@@ -43,7 +44,7 @@ import Testing
         for step in 0..<20_000 {
             time += Int64.random(in: 0...3, using: &random)
             let u = Int.random(in: 0..<50, using: &random)
-            let user = "u\(u)"
+            let user = "\(userPrefix)\(u)"
             let ts = time - Int64.random(in: 0...(horizon / 2), using: &random)  // late, within the horizon
             let event: PresenceEvent
             switch Int.random(in: 0..<10, using: &random) {
@@ -71,7 +72,8 @@ import Testing
 /// fold record by record number connections alike. (Sweeps at the end of each batch, as before, gave
 /// three different tables here.)
 @Suite struct SweepPlacementTests {
-    @Test func theSameRecordsBuildTheSameTablesHoweverTheyAreBatched() throws {
+    @Test(arguments: ["u", PropertyTests.longUserPrefix])
+    func theSameRecordsBuildTheSameTablesHoweverTheyAreBatched(userPrefix: String) throws {
         var random = SplitMix(seed: 7)
         var buffer = RecordBuffer()
         var time: Int64 = 0
@@ -79,7 +81,7 @@ import Testing
         // (at 65,536 connections) and later ones forget most of them.
         for k in 0..<150_000 {
             time += Int64.random(in: 0...2, using: &random)
-            let user = "u\(Int.random(in: 0..<2_000, using: &random))"
+            let user = "\(userPrefix)\(Int.random(in: 0..<2_000, using: &random))"
             EventCodec.append(connect(user, "c\(k)", time, gateway: "gw-\(k % 3)"), to: &buffer)
             if k % 10 != 0 { EventCodec.append(disconnect(user, "c\(k)", time + Int64.random(in: 0...5, using: &random)), to: &buffer) }
             if k % 40_000 == 39_999 { EventCodec.append(down("gw-1", time), to: &buffer) }

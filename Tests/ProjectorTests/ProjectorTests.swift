@@ -125,8 +125,12 @@ typealias State = PresenceProjection.UserState
 }
 
 @Suite struct PropertyTests {
+    /// A user id prefix long enough that every connection key (user id and connection identity) is
+    /// longer than a record holds inline (`ProjectionState.inlineKeyBytes`), so it is kept in the arena.
+    static let longUserPrefix = "a-user-id-long-enough-for-the-arena-"
+
     /// Random events over few users, conns and gateways, so that they collide often.
-    static func randomEvents(_ count: Int, using random: inout some RandomNumberGenerator) -> [PresenceEvent] {
+    static func randomEvents(_ count: Int, userPrefix: String = "u", using random: inout some RandomNumberGenerator) -> [PresenceEvent] {
         (0..<count).map { _ in
             let ts = Int64.random(in: 0...1000, using: &random)
             let gateway = "gw-\(Int.random(in: 1...3, using: &random))"
@@ -134,7 +138,7 @@ typealias State = PresenceProjection.UserState
             case 0: return down(gateway, ts)
             case 1: return .gateway(.heartbeat, gateway: gateway, timestamp: ts)
             default:
-                let user = "u\(Int.random(in: 0..<6, using: &random))"
+                let user = "\(userPrefix)\(Int.random(in: 0..<6, using: &random))"
                 let conn = "\(user)-dev-\(String(Int.random(in: 0..<4, using: &random), radix: 16))0a"
                 let g = "gw-\(conn.utf8.reduce(0) { $0 &+ Int($1) } % 3 + 1)"  // one gateway per connection
                 return Int.random(in: 0..<2, using: &random) == 0 ? connect(user, conn, ts, gateway: g) : disconnect(user, conn, ts, gateway: g)
@@ -142,10 +146,11 @@ typealias State = PresenceProjection.UserState
         }
     }
 
-    @Test func anyOrderAndAnyRepeatsGiveTheReferenceState() {
+    @Test(arguments: ["u", longUserPrefix])
+    func anyOrderAndAnyRepeatsGiveTheReferenceState(userPrefix: String) {
         var random = SystemRandomNumberGenerator()
         for round in 0..<400 {
-            let events = Self.randomEvents(Int.random(in: 1...60, using: &random), using: &random)
+            let events = Self.randomEvents(Int.random(in: 1...60, using: &random), userPrefix: userPrefix, using: &random)
             let expected = ReferenceFold.states(events)
             let inOrder = fold(events).allStates()
             #expect(inOrder == expected, "round \(round): \(events)")
@@ -159,10 +164,11 @@ typealias State = PresenceProjection.UserState
 
     /// A replay sizes the connection table ahead (`reserveConnections`): the connections already in it
     /// are found again, and the state is the same as without.
-    @Test func reservingConnectionSlotsChangesNoState() {
+    @Test(arguments: ["u", longUserPrefix])
+    func reservingConnectionSlotsChangesNoState(userPrefix: String) {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<50 {
-            let events = Self.randomEvents(120, using: &random)
+            let events = Self.randomEvents(120, userPrefix: userPrefix, using: &random)
             let plain = fold(events)
             let reserved = PresenceProjection()
             for (index, event) in events.enumerated() {
