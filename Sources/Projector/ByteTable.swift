@@ -123,13 +123,22 @@ struct ByteTable {
             h = (h << 31) | (h >> 33)
             i += 8
         }
-        if i < n {
-            var tail: UInt64 = 0
-            var shift: UInt64 = 0
-            while i < n {
-                tail |= UInt64(base.load(fromByteOffset: i, as: UInt8.self)) << shift
-                shift += 8
-                i += 1
+        let rest = n - i
+        if rest > 0 {
+            // The last 1-7 bytes, read in at most two loads, without reading outside `bytes`: the
+            // last eight bytes shifted when there are eight; else two overlapping four-byte loads
+            // (4-7 bytes) or the first, middle and last byte (1-3). Each is a one-to-one function
+            // of the bytes for a given count, and the count is mixed in.
+            let tail: UInt64
+            if n >= 8 {
+                tail = base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) >> UInt64(8 * (8 - rest))
+            } else if rest >= 4 {
+                tail = UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                    | UInt64(base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
+            } else {
+                tail = UInt64(base.load(fromByteOffset: i, as: UInt8.self))
+                    | UInt64(base.load(fromByteOffset: i + rest / 2, as: UInt8.self)) << 8
+                    | UInt64(base.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
             }
             h = (h ^ tail ^ (UInt64(n) << 56)) &* 0x4CF5_AD43_2745_937F
         }

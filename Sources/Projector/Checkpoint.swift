@@ -43,8 +43,10 @@ public enum Checkpoint {
     /// Version 4: the connection count of the next sweep is stored (sweeps fall at fixed offsets).
     /// Version 5: a connection's key lies in its record when short, and no hash is stored
     /// (`ProjectionState.Connection`).
+    /// Version 6: `ByteTable.hash` reads a key's last bytes in at most two loads (the slot tables
+    /// saved depend on the hash).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 5
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 6
     }
 
     /// The checkpoint folder of a data directory.

@@ -196,6 +196,26 @@ typealias State = PresenceProjection.UserState
         #expect(unexpected == 0)
     }
 
+    /// Keys are hashed a word at a time and their last bytes in one or two loads: every byte of a key
+    /// must count, and nothing after it (the tables place and find keys by this hash).
+    @Test func aKeysHashDependsOnEveryByteOfItAndNothingAfter() {
+        for n in 1...40 {
+            let key = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 1) }
+            func hash(_ bytes: [UInt8], followedBy filler: UInt8) -> UInt64 {
+                (bytes + [UInt8](repeating: filler, count: 8)).withUnsafeBytes { ByteTable.hash(UnsafeRawBufferPointer(rebasing: $0[..<bytes.count]), UnsafeRawBufferPointer(start: nil, count: 0)) }
+            }
+            let original = hash(key, followedBy: 0)
+            #expect(hash(key, followedBy: 0xFF) == original, "length \(n): the bytes after the key changed its hash")
+            var blind: [Int] = []
+            for position in 0..<n {
+                var changed = key
+                changed[position] ^= 0x10
+                if hash(changed, followedBy: 0) == original { blind.append(position) }
+            }
+            #expect(blind.isEmpty, "length \(n): changing byte(s) \(blind) left the hash as it was")
+        }
+    }
+
     @Test func stateAtATimeIsTheFoldOfTheEventsUpToIt() {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<100 {
