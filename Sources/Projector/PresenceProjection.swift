@@ -816,9 +816,23 @@ struct ProjectionState {
         (hash >> 32) << 32 | UInt64(index + 1)
     }
 
+    /// A slot table of `size` slots holding records `0..<count`. The records' hashes are taken 64 at a
+    /// time and their home slots prefetched before they are placed, so that the misses overlap.
     private static func rehash(count: Int, size: Int, hash: (Int) -> UInt64) -> FlatStorage<UInt64> {
         let slots = FlatStorage<UInt64>(capacity: size, count: size)
-        for index in 0..<count { place(hash(index), index: index, in: slots) }
+        let mask = size - 1
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 64) { hashes in
+            var first = 0
+            while first < count {
+                let n = min(64, count - first)
+                for k in 0..<n {
+                    hashes[k] = hash(first + k)
+                    presencelog_prefetch(slots.pointer + (Int(truncatingIfNeeded: hashes[k]) & mask))
+                }
+                for k in 0..<n { place(hashes[k], index: first + k, in: slots) }
+                first += n
+            }
+        }
         return slots
     }
 
