@@ -91,7 +91,7 @@ public enum EventCodec {
         position += writeField(gateway, to: out + position)
         if let id { position += writeField(id, to: out + position) }
         let textCount = connBytes.count - run
-        if let base = connBytes.baseAddress, textCount > 0 { (out + position).copyMemory(from: base, byteCount: textCount) }
+        if let base = connBytes.baseAddress, textCount > 0 { (out + position).copyShort(from: base, count: textCount) }
         position += textCount
         out.storeBytes(of: tailMark | UInt8(run / 2), toByteOffset: position, as: UInt8.self)
         return position + 1
@@ -100,7 +100,7 @@ public enum EventCodec {
     @inline(__always)
     private static func writeField(_ field: UnsafeRawBufferPointer, to out: UnsafeMutableRawPointer) -> Int {
         let size = Varint.writeUnsigned(UInt64(field.count), to: out)
-        if let base = field.baseAddress, field.count > 0 { (out + size).copyMemory(from: base, byteCount: field.count) }
+        if let base = field.baseAddress, field.count > 0 { (out + size).copyShort(from: base, count: field.count) }
         return size + field.count
     }
 
@@ -155,11 +155,11 @@ public enum EventCodec {
             out.storeBytes(of: UInt8(truncatingIfNeeded: connHex.count), toByteOffset: 1, as: UInt8.self)
             var position = 2
             if let base = connHex.baseAddress, connHex.count > 0 {
-                (out + position).copyMemory(from: base, byteCount: connHex.count)
+                (out + position).copyShort(from: base, count: connHex.count)
                 position += connHex.count
             }
             if let base = storedConn.baseAddress, storedConn.count > 0 {
-                (out + position).copyMemory(from: base, byteCount: storedConn.count)
+                (out + position).copyShort(from: base, count: storedConn.count)
                 position += storedConn.count
             }
             return position

@@ -90,7 +90,7 @@ public final class NDJSONEventParser {
         // The key (the user id) and the value are built side by side, so the buffer takes them in one copy.
         var keyLength = -1
         if let user = fields.user, let userBase = user.baseAddress {
-            value.copyMemory(from: userBase, byteCount: user.count)
+            value.copyShort(from: userBase, count: user.count)
             keyLength = user.count
         }
         let valueStart = max(keyLength, 0)

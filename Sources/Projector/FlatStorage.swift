@@ -1,3 +1,4 @@
+import SegmentLog
 import Dispatch
 import Synchronization
 
@@ -133,7 +134,7 @@ final class FlatStorage<Element: BitwiseCopyable> {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         if count + bytes.count > capacity { grow(to: max(capacity * 2, count + bytes.count)) }
         if count >= warmCheck { warmAhead() }
-        UnsafeMutableRawPointer(pointer + count).copyMemory(from: base, byteCount: bytes.count)
+        UnsafeMutableRawPointer(pointer + count).copyShort(from: base, count: bytes.count)
         count += bytes.count
     }
 

@@ -341,7 +341,7 @@ struct ProjectionState {
                 throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
             }
             let gateway = !copyingKeys ? view.gateway : bytes.append(upTo: view.gateway.count) { out in
-                if let base = view.gateway.baseAddress { out.copyMemory(from: base, byteCount: view.gateway.count) }
+                if let base = view.gateway.baseAddress { out.copyShort(from: base, count: view.gateway.count) }
                 return view.gateway.count
             }
             let none = UnsafeRawBufferPointer(start: nil, count: 0)
@@ -356,14 +356,18 @@ struct ProjectionState {
                 // Built and hashed in the scratch (hashing in `bytes` would read back lines just
                 // written), zero-padded, then copied out whole.
                 let scratch = prepared.keyScratch
-                scratch.copyMemory(from: userBase, byteCount: user.count)
+                // Zero the words the key ends in first (the padding), then write it over them.
+                for word in 0..<(Self.inlineKeyBytes / 8) { scratch.storeBytes(of: 0, toByteOffset: 8 * word, as: UInt64.self) }
+                scratch.copyShort(from: userBase, count: user.count)
                 let length = user.count + view.writeConnIdentity(to: scratch + user.count)
                 let padded = max(Self.inlineKeyBytes, (length + 7) & ~7)
-                (scratch + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+                if padded > Self.inlineKeyBytes {
+                    (scratch + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
+                }
                 item.userHash = Self.hash(user)
                 item.hash = Self.hash(UnsafeRawBufferPointer(start: scratch, count: length))
                 let copied = bytes.append(upTo: padded) { out in
-                    out.copyMemory(from: scratch, byteCount: padded)
+                    out.copyShort(from: scratch, count: padded)
                     return padded
                 }
                 item.key = UnsafeRawBufferPointer(rebasing: copied[..<length])

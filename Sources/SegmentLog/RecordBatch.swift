@@ -163,12 +163,12 @@ final class RecordBatchEncoder {
                 cursor += Varint.write(Int64(keyLength), to: cursor)
                 let keyStart = storageBase + Int(entry.start)
                 if keyLength > 0 {
-                    cursor.copyMemory(from: keyStart, byteCount: keyLength)
+                    cursor.copyShort(from: keyStart, count: keyLength)
                     cursor += keyLength
                 }
                 cursor += Varint.write(Int64(valueLength), to: cursor)
                 if valueLength > 0 {
-                    cursor.copyMemory(from: keyStart + max(keyLength, 0), byteCount: valueLength)
+                    cursor.copyShort(from: keyStart + max(keyLength, 0), count: valueLength)
                     cursor += valueLength
                 }
                 cursor.storeBytes(of: 0, as: UInt8.self)

@@ -24,6 +24,28 @@ import Testing
     }
 }
 
+/// `copyShort` copies ids for every event with overlapping word loads and stores: it must copy exactly
+/// the bytes asked for, at every length and alignment, and leave the bytes around them alone.
+@Suite struct CopyShortTests {
+    @Test func copiesExactlyTheBytesAskedForAtEveryLengthAndAlignment() {
+        let source = (0..<200).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        for count in 0...100 {
+            for shift in 0..<8 {
+                var target = [UInt8](repeating: 0xEE, count: 120)
+                source.withUnsafeBytes { from in
+                    target.withUnsafeMutableBytes { to in
+                        (to.baseAddress! + 8 + shift).copyShort(from: from.baseAddress! + shift, count: count)
+                    }
+                }
+                let copied = Array(target[(8 + shift)..<(8 + shift + count)]) == Array(source[shift..<(shift + count)])
+                let before = target[..<(8 + shift)].allSatisfy { $0 == 0xEE }
+                let after = target[(8 + shift + count)...].allSatisfy { $0 == 0xEE }
+                #expect(copied && before && after, "count \(count), shift \(shift)")
+            }
+        }
+    }
+}
+
 @Suite struct CRC32CTests {
     @Test func matchesTheStandardCheckValue() {
         // The CRC-32C check value from RFC 3720 / the Castagnoli catalogue.
