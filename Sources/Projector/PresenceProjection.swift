@@ -846,16 +846,25 @@ struct ProjectionState {
         return bytesEqual(base + offset, first) && bytesEqual(base + offset + first.count, second)
     }
 
-    /// Compares `bytes` with the same number of bytes at `stored`, eight at a time (ids are short).
+    /// Compares `bytes` with the same number of bytes at `stored`: eight at a time, the last eight
+    /// overlapping, or two overlapping halves of four, never reading outside either (ids are short).
     @inline(__always)
     private static func bytesEqual(_ stored: UnsafeRawPointer, _ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let base = bytes.baseAddress else { return true }
         let n = bytes.count
-        var i = 0
-        while n - i >= 8 {
-            if stored.loadUnaligned(fromByteOffset: i, as: UInt64.self) != base.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
-            i += 8
+        if n >= 8 {
+            var i = 0
+            while n - i > 8 {
+                if stored.loadUnaligned(fromByteOffset: i, as: UInt64.self) != base.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+                i += 8
+            }
+            return stored.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) == base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self)
         }
+        if n >= 4 {
+            return stored.loadUnaligned(as: UInt32.self) == base.loadUnaligned(as: UInt32.self)
+                && stored.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self) == base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)
+        }
+        var i = 0
         while i < n {
             if stored.load(fromByteOffset: i, as: UInt8.self) != base.load(fromByteOffset: i, as: UInt8.self) { return false }
             i += 1
