@@ -45,8 +45,9 @@ public enum Checkpoint {
     /// (`ProjectionState.Connection`).
     /// Version 6: `ByteTable.hash` reads a key's last bytes in at most two loads (the slot tables
     /// saved depend on the hash).
+    /// Version 7: a connection's hash is made from its parts (`ProjectionState.connectionHash`).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 6
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 7
     }
 
     /// The checkpoint folder of a data directory.

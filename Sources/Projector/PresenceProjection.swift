@@ -200,12 +200,6 @@ final class PreparedBatch {
     let bytes = FlatStorage<UInt8>(capacity: 1 << 16)
     /// The offset after the batch's last record; nil for an empty batch.
     var endOffset: Int64?
-    /// Where `prepare` builds each connection key and hashes it before copying it into `bytes`.
-    /// Hashing it in `bytes` read it back from lines just written, often lines the folding thread (on
-    /// another core) read last, so each load waited for the stores' ownership round trip.
-    let keyScratch = UnsafeMutableRawPointer.allocate(byteCount: ProjectionState.maxKeyBytes + ProjectionState.inlineKeyBytes + 8, alignment: 8)
-
-    deinit { keyScratch.deallocate() }
 }
 
 /// The projection's data, as one value so that a batch is applied under one exclusive access.
@@ -353,21 +347,21 @@ struct ProjectionState {
                 guard user.count <= PresenceEvent.Limits.fieldBytes else {
                     throw PresenceProjection.ApplyError(description: "record at offset \(record.offset) has a user id of \(user.count) bytes (at most \(PresenceEvent.Limits.fieldBytes))")
                 }
-                // Built and hashed in the scratch (hashing in `bytes` would read back lines just
-                // written), zero-padded, then copied out whole.
-                let scratch = prepared.keyScratch
-                // Zero the words the key ends in first (the padding), then write it over them.
-                for word in 0..<(Self.inlineKeyBytes / 8) { scratch.storeBytes(of: 0, toByteOffset: 8 * word, as: UInt64.self) }
-                scratch.copyShort(from: userBase, count: user.count)
-                let length = user.count + view.writeConnIdentity(to: scratch + user.count)
-                let padded = max(Self.inlineKeyBytes, (length + 7) & ~7)
-                if padded > Self.inlineKeyBytes {
-                    (scratch + length).initializeMemory(as: UInt8.self, repeating: 0, count: padded - length)
-                }
+                // Hashed from where its parts lie (the batch's buffer), never read back from `bytes`:
+                // a load of bytes just stored in pieces waits for the stores (and in a replay reading
+                // ahead, for lines the folding core read last).
                 item.userHash = Self.hash(user)
-                item.hash = Self.hash(UnsafeRawBufferPointer(start: scratch, count: length))
+                item.hash = Self.connectionHash(userHash: item.userHash, relative: view.connIsRelative,
+                                                connHex: view.connHex, storedConn: view.storedConn)
+                let length = user.count + 2 + view.connHex.count + view.storedConn.count
+                let padded = max(Self.inlineKeyBytes, (length + 7) & ~7)
                 let copied = bytes.append(upTo: padded) { out in
-                    out.copyShort(from: scratch, count: padded)
+                    // The words the key ends in zeroed first (the padding), then the key written over them.
+                    var word = length & ~7
+                    while word < padded { out.storeBytes(of: 0, toByteOffset: word, as: UInt64.self); word += 8 }
+                    out.copyShort(from: userBase, count: user.count)
+                    let written = view.writeConnIdentity(to: out + user.count)
+                    assert(user.count + written == length, "identity of \(written) bytes, \(length - user.count) expected")
                     return padded
                 }
                 item.key = UnsafeRawBufferPointer(rebasing: copied[..<length])
@@ -691,15 +685,36 @@ struct ProjectionState {
         return Self.equal(UnsafeRawBufferPointer(connectionArena.buffer), Int(record.key.0), key, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    /// The hash connection `c` is placed by (`hash` of its key).
+    /// The hash connection `c` is placed by, from its stored key.
     private func connectionHash(of c: Int) -> UInt64 {
         let record = connections[c]
         let length = Int(record.keyLength)
         if length > Self.inlineKeyBytes {
-            return Self.hash(UnsafeRawBufferPointer(start: connectionArena.pointer + Int(record.key.0), count: length))
+            return Self.connectionHash(key: UnsafeRawBufferPointer(start: connectionArena.pointer + Int(record.key.0), count: length))
         }
         var words = record.key
-        return withUnsafeBytes(of: &words) { Self.hash(UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+        return withUnsafeBytes(of: &words) { Self.connectionHash(key: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+    }
+
+    /// The hash of a connection key from its parts: the user's hash, and the identity's
+    /// (`EventCodec.View.writeConnIdentity`: marker, packed digits' count, packed digits, text).
+    @inline(__always)
+    static func connectionHash(userHash: UInt64, relative: Bool, connHex: UnsafeRawBufferPointer,
+                               storedConn: UnsafeRawBufferPointer) -> UInt64 {
+        ByteTable.hash(connHex, storedConn, seed: userHash ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)) | 1
+    }
+
+    /// `connectionHash` of a stored key (user id, then identity): the identity starts at its marker,
+    /// the first byte 0xFE or 0xFF (no UTF-8 user id holds one).
+    static func connectionHash(key: UnsafeRawBufferPointer) -> UInt64 {
+        guard let marker = key.firstIndex(where: { $0 >= 0xFE }), marker + 2 <= key.count, let base = key.baseAddress else {
+            preconditionFailure("a stored connection key without its identity")
+        }
+        let packed = Int(key[marker + 1])
+        let hexStart = marker + 2, textStart = min(key.count, hexStart + packed)
+        return connectionHash(userHash: hash(UnsafeRawBufferPointer(start: base, count: marker)), relative: key[marker] == 0xFF,
+                              connHex: UnsafeRawBufferPointer(start: base + hexStart, count: textStart - hexStart),
+                              storedConn: UnsafeRawBufferPointer(start: base + textStart, count: key.count - textStart))
     }
 
     private func findConnection(_ key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
