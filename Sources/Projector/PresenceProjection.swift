@@ -705,10 +705,11 @@ struct ProjectionState {
     }
 
     /// `connectionHash` of a stored key (user id, then identity): the identity starts at its marker,
-    /// the first byte 0xFE or 0xFF (no UTF-8 user id holds one).
+    /// the first byte 0xFE or 0xFF (no UTF-8 user id holds one). A key without one (only a damaged
+    /// checkpoint could hold it) gets a hash of its bytes: placed, never matched by an event.
     static func connectionHash(key: UnsafeRawBufferPointer) -> UInt64 {
         guard let marker = key.firstIndex(where: { $0 >= 0xFE }), marker + 2 <= key.count, let base = key.baseAddress else {
-            preconditionFailure("a stored connection key without its identity")
+            return hash(key)
         }
         let packed = Int(key[marker + 1])
         let hexStart = marker + 2, textStart = min(key.count, hexStart + packed)
