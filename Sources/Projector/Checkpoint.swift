@@ -46,8 +46,9 @@ public enum Checkpoint {
     /// Version 6: `ByteTable.hash` reads a key's last bytes in at most two loads (the slot tables
     /// saved depend on the hash).
     /// Version 7: a connection's hash is made from its parts (`ProjectionState.connectionHash`).
+    /// Version 8: a connection record keeps its user id's length (where its key splits).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 7
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 8
     }
 
     /// The checkpoint folder of a data directory.

@@ -220,7 +220,7 @@ struct ProjectionState {
     /// by the connection identity (`EventCodec.View.writeConnIdentity`); up to `inlineKeyBytes` long
     /// it lies in `key`, zero-padded, so that finding a connection reads its slot and this line and
     /// nothing else; a longer one lies in `connectionArena`, at the offset in `key.0`. No hash is
-    /// stored: a rehash computes it again from the key.
+    /// stored: a rehash computes it again from the key, split where `userLength` says.
     struct Connection {
         /// Smallest connect ts, or `noStart`.
         var start: Int64 = ProjectionState.noStart
@@ -234,6 +234,8 @@ struct ProjectionState {
         var nextOfUser: Int32
         var keyLength: UInt16
         var reason: UInt8 = 0
+        /// The user id's length in the key, less one (ids are 1 to 256 bytes).
+        var userLengthLessOne: UInt8
     }
 
     /// Connection keys up to this long are kept in their record.
@@ -490,7 +492,7 @@ struct ProjectionState {
             } else {
                 u = findUser(user, hash: item.userHash) ?? insertUser(user, hash: item.userHash)
             }
-            c = insertConnection(key, hash: hash, user: u, gateway: gateway, slot: provenNew ? Int(item.emptySlot) : nil)
+            c = insertConnection(key, userLength: user.count, hash: hash, user: u, gateway: gateway, slot: provenNew ? Int(item.emptySlot) : nil)
             inserted = true
         }
         if !inserted && isForgotten(connections[c]) {
@@ -688,12 +690,13 @@ struct ProjectionState {
     /// The hash connection `c` is placed by, from its stored key.
     private func connectionHash(of c: Int) -> UInt64 {
         let record = connections[c]
-        let length = Int(record.keyLength)
+        let length = Int(record.keyLength), userLength = Int(record.userLengthLessOne) + 1
         if length > Self.inlineKeyBytes {
-            return Self.connectionHash(key: UnsafeRawBufferPointer(start: connectionArena.pointer + Int(record.key.0), count: length))
+            let key = UnsafeRawBufferPointer(start: connectionArena.pointer + Int(record.key.0), count: length)
+            return Self.connectionHash(key: key, userLength: userLength)
         }
         var words = record.key
-        return withUnsafeBytes(of: &words) { Self.connectionHash(key: UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+        return withUnsafeBytes(of: &words) { Self.connectionHash(key: UnsafeRawBufferPointer(rebasing: $0[..<length]), userLength: userLength) }
     }
 
     /// The hash of a connection key from its parts: the user's hash, and the identity's
@@ -704,13 +707,13 @@ struct ProjectionState {
         ByteTable.hash(connHex, storedConn, seed: userHash ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)) | 1
     }
 
-    /// `connectionHash` of a stored key (user id, then identity): the identity starts at its marker,
-    /// the first byte 0xFE or 0xFF (no UTF-8 user id holds one). A key without one (only a damaged
-    /// checkpoint could hold it) gets a hash of its bytes: placed, never matched by an event.
-    static func connectionHash(key: UnsafeRawBufferPointer) -> UInt64 {
-        guard let marker = key.firstIndex(where: { $0 >= 0xFE }), marker + 2 <= key.count, let base = key.baseAddress else {
-            return hash(key)
-        }
+    /// `connectionHash` of a stored key: the user id (`userLength` bytes), then the identity (its
+    /// marker, 0xFF for a conn stored relative to the user id, the packed digits' count, the digits,
+    /// the text). A key too short for that (only a damaged checkpoint could hold one; loading checks)
+    /// gets a hash of its bytes: placed, never matched by an event.
+    static func connectionHash(key: UnsafeRawBufferPointer, userLength: Int) -> UInt64 {
+        let marker = userLength
+        guard marker + 2 <= key.count, let base = key.baseAddress else { return hash(key) }
         let packed = Int(key[marker + 1])
         let hexStart = marker + 2, textStart = min(key.count, hexStart + packed)
         return connectionHash(userHash: hash(UnsafeRawBufferPointer(start: base, count: marker)), relative: key[marker] == 0xFF,
@@ -742,7 +745,7 @@ struct ProjectionState {
 
     /// Appends a new connection and places it in the slot table: at `slot` when the caller knows it to
     /// be the first empty slot of the hash's probe sequence, else where a probe finds one.
-    private mutating func insertConnection(_ key: UnsafeRawBufferPointer, hash: UInt64, user u: Int,
+    private mutating func insertConnection(_ key: UnsafeRawBufferPointer, userLength: Int, hash: UInt64, user u: Int,
                                            gateway: UnsafeRawBufferPointer, slot: Int?) -> Int {
         // The gateway first: a call that may change `self` between loading `connections` and appending
         // to it would make the compiler retain the table around it.
@@ -757,7 +760,7 @@ struct ProjectionState {
                      base.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
         }
         connections.append(Connection(key: words, user: Int32(u), gateway: Int32(g), nextOfUser: users[u].firstConnection,
-                                      keyLength: UInt16(key.count)))
+                                      keyLength: UInt16(key.count), userLengthLessOne: UInt8(userLength - 1)))
         users[u].firstConnection = Int32(c)
         if let slot {
             connectionSlots[slot] = Self.slotEntry(hash, index: c)
@@ -1041,7 +1044,7 @@ extension ProjectionState {
             let connection = connections[c]
             let length = Int(connection.keyLength)
             guard length <= Self.inlineKeyBytes || connection.key.0 <= UInt64(max(0, connectionArena.count - length)),
-                  length <= Self.maxKeyBytes, Int(connection.user) < users.count,
+                  length <= Self.maxKeyBytes, Int(connection.userLengthLessOne) + 3 <= length, Int(connection.user) < users.count,
                   connection.user >= 0, Int(connection.gateway) < gateways.count, connection.gateway >= 0,
                   Int(connection.nextOfUser) < connections.count
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }

@@ -196,6 +196,11 @@ typealias State = PresenceProjection.UserState
         #expect(unexpected == 0)
     }
 
+    /// A connection record is one cache line: finding a connection reads its slot and that line.
+    @Test func aConnectionRecordIsOneCacheLine() {
+        #expect(MemoryLayout<ProjectionState.Connection>.size == 64 && MemoryLayout<ProjectionState.Connection>.stride == 64)
+    }
+
     /// Keys are hashed a word at a time and their last bytes in one or two loads: every byte of a key
     /// must count, and nothing after it (the tables place and find keys by this hash).
     @Test func aKeysHashDependsOnEveryByteOfItAndNothingAfter() {
