@@ -47,8 +47,9 @@ public enum Checkpoint {
     /// saved depend on the hash).
     /// Version 7: a connection's hash is made from its parts (`ProjectionState.connectionHash`).
     /// Version 8: a connection record keeps its user id's length (where its key splits).
+    /// Version 9: connection slots are 32-bit words (`Slots`).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 8
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 9
     }
 
     /// The checkpoint folder of a data directory.

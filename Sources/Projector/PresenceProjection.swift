@@ -265,9 +265,14 @@ struct ProjectionState {
     var userSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12)
     var users = FlatStorage<User>(capacity: 1 << 12)
     var userArena = FlatStorage<UInt8>(capacity: 1 << 16)
-    var connectionSlots = FlatStorage<UInt64>(capacity: 1 << 12, count: 1 << 12) {
+    /// 32-bit slots with as many index bits as the table has slots' bits (`Slots`).
+    var connectionSlots = FlatStorage<UInt32>(capacity: 1 << 12, count: 1 << 12) {
         didSet { connectionSlotsEpoch &+= 1 }
     }
+    /// The index bits of a connection slot: log2 of the table's size.
+    var connectionIndexBits: Int { connectionSlots.count.trailingZeroBitCount }
+    /// The index bits of a user slot (64-bit slots, 32-bit tags).
+    static let userIndexBits = 32
     /// Changes whenever `connectionSlots` is replaced (growth, sweep): slots found before then are void.
     var connectionSlotsEpoch = 0
     var connections = FlatStorage<Connection>(capacity: 1 << 12)
@@ -404,6 +409,7 @@ struct ProjectionState {
         let slots = connectionSlots.buffer, userSlots = self.userSlots.buffer
         let records = connections.pointer, userRecords = users.pointer
         let arena = connectionArena.pointer, userArena = self.userArena.pointer
+        let connectionBits = connectionIndexBits
         prepared.pending.withUnsafeMutableBufferPointer { pending in
             guard let connectionBase = slots.baseAddress, let userBase = userSlots.baseAddress else { return }
             let connectionMask = slots.count - 1, userMask = userSlots.count - 1
@@ -412,11 +418,11 @@ struct ProjectionState {
                 presencelog_prefetch(userBase + (Int(truncatingIfNeeded: pending[i].userHash) & userMask))
             }
             for i in chunk where pending[i].hash != 0 {
-                let (candidate, empty) = Self.probe(slots, pending[i].hash)
+                let (candidate, empty) = Slots.probe(slots, pending[i].hash, indexBits: connectionBits)
                 pending[i].candidate = Int32(candidate)
                 pending[i].emptySlot = empty <= Int(Int32.max) ? Int32(empty) : -1
                 if candidate >= 0 { presencelog_prefetch(records + candidate) }
-                let userCandidate = Self.probe(userSlots, pending[i].userHash).candidate
+                let userCandidate = Slots.probe(userSlots, pending[i].userHash, indexBits: Self.userIndexBits).candidate
                 pending[i].userCandidate = Int32(userCandidate)
                 if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
             }
@@ -615,7 +621,7 @@ struct ProjectionState {
         connectionArena = keptArena
         var size = 1 << 12
         while kept.count * 2 > size { size *= 2 }
-        connectionSlots = Self.rehash(count: kept.count, size: size) { connectionHash(of: $0) }
+        connectionSlots = Slots.rehash(UInt32.self, count: kept.count, size: size, indexBits: size.trailingZeroBitCount) { connectionHash(of: $0) }
         forgottenConnections += old.count - keep
     }
 
@@ -722,13 +728,13 @@ struct ProjectionState {
     }
 
     private func findConnection(_ key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
-        let mask = connectionSlots.count - 1
+        let mask = connectionSlots.count - 1, bits = connectionIndexBits
         var slot = Int(truncatingIfNeeded: hash) & mask
         while true {
             let entry = connectionSlots[slot]
             if entry == 0 { return nil }
-            if entry >> 32 == hash >> 32 {
-                let index = Int(entry & 0xFFFF_FFFF) - 1
+            if Slots.matches(entry, hash, indexBits: bits) {
+                let index = Slots.index(entry, indexBits: bits)
                 if connectionMatches(index, key) { return index }
             }
             slot = (slot + 1) & mask
@@ -738,9 +744,9 @@ struct ProjectionState {
     /// Grows the connection slot table (load at most 1/2) to hold `expected` connections.
     mutating func reserveConnections(_ expected: Int) {
         var size = connectionSlots.count
-        while expected > 0 && expected * 2 > size && size < 1 << 40 { size *= 2 }
+        while expected > 0 && expected * 2 > size && size < 1 << 32 { size *= 2 }
         guard size > connectionSlots.count else { return }
-        connectionSlots = Self.rehash(count: connections.count, size: size) { connectionHash(of: $0) }
+        connectionSlots = Slots.rehash(UInt32.self, count: connections.count, size: size, indexBits: size.trailingZeroBitCount) { connectionHash(of: $0) }
     }
 
     /// Appends a new connection and places it in the slot table: at `slot` when the caller knows it to
@@ -763,9 +769,9 @@ struct ProjectionState {
                                       keyLength: UInt16(key.count), userLengthLessOne: UInt8(userLength - 1)))
         users[u].firstConnection = Int32(c)
         if let slot {
-            connectionSlots[slot] = Self.slotEntry(hash, index: c)
+            connectionSlots[slot] = Slots.entry(hash, index: c, indexBits: connectionIndexBits)
         } else {
-            Self.place(hash, index: c, in: connectionSlots)
+            Slots.place(hash, index: c, in: connectionSlots, indexBits: connectionIndexBits)
         }
         if connections.count * 2 > connectionSlots.count { reserveConnections(connections.count) }
         return c
@@ -777,8 +783,8 @@ struct ProjectionState {
         while true {
             let entry = userSlots[slot]
             if entry == 0 { return nil }
-            if entry >> 32 == hash >> 32 {
-                let index = Int(entry & 0xFFFF_FFFF) - 1
+            if Slots.matches(entry, hash, indexBits: Self.userIndexBits) {
+                let index = Slots.index(entry, indexBits: Self.userIndexBits)
                 if userMatches(index, hash: hash, user) { return index }
             }
             slot = (slot + 1) & mask
@@ -792,28 +798,14 @@ struct ProjectionState {
         return Self.equal(UnsafeRawBufferPointer(userArena.buffer), Int(record.keyOffset), user, UnsafeRawBufferPointer(start: nil, count: 0))
     }
 
-    /// The index in the first slot of `hash`'s probe sequence whose tag matches (a guess to prefetch),
-    /// or -1 and the empty slot that ended the sequence: then nothing of this hash is in the table.
-    @inline(__always)
-    private static func probe(_ slots: UnsafeBufferPointer<UInt64>, _ hash: UInt64) -> (candidate: Int, empty: Int) {
-        let mask = slots.count - 1
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        while true {
-            let entry = slots[slot]
-            if entry == 0 { return (-1, slot) }
-            if entry >> 32 == hash >> 32 { return (Int(entry & 0xFFFF_FFFF) - 1, -1) }
-            slot = (slot + 1) & mask
-        }
-    }
-
     private mutating func insertUser(_ user: UnsafeRawBufferPointer, hash: UInt64) -> Int {
         let u = users.count
         users.append(User(hash: hash, keyOffset: UInt32(userArena.count), keyLength: UInt16(user.count)))
         userArena.append(bytes: user)
-        Self.place(hash, index: u, in: userSlots)
+        Slots.place(hash, index: u, in: userSlots, indexBits: Self.userIndexBits)
         if users.count * 4 > userSlots.count * 3 {  // users: load up to 3/4 keeps them within 64 bytes each
             let records = users.pointer
-            userSlots = Self.rehash(count: users.count, size: userSlots.count * 2) { records[$0].hash }
+            userSlots = Slots.rehash(UInt64.self, count: users.count, size: userSlots.count * 2, indexBits: Self.userIndexBits) { records[$0].hash }
         }
         return u
     }
@@ -826,39 +818,6 @@ struct ProjectionState {
             gatewayHeartbeat.append(Self.none)
         }
         return g
-    }
-
-    private static func place(_ hash: UInt64, index: Int, in slots: FlatStorage<UInt64>) {
-        let mask = slots.count - 1
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        while slots[slot] != 0 { slot = (slot + 1) & mask }
-        slots[slot] = slotEntry(hash, index: index)
-    }
-
-    /// A slot's value: the hash's top 32 bits as a tag, and index + 1 (0 is an empty slot).
-    @inline(__always)
-    private static func slotEntry(_ hash: UInt64, index: Int) -> UInt64 {
-        (hash >> 32) << 32 | UInt64(index + 1)
-    }
-
-    /// A slot table of `size` slots holding records `0..<count`. The records' hashes are taken 64 at a
-    /// time and their home slots prefetched before they are placed, so that the misses overlap.
-    private static func rehash(count: Int, size: Int, hash: (Int) -> UInt64) -> FlatStorage<UInt64> {
-        let slots = FlatStorage<UInt64>(capacity: size, count: size)
-        let mask = size - 1
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 64) { hashes in
-            var first = 0
-            while first < count {
-                let n = min(64, count - first)
-                for k in 0..<n {
-                    hashes[k] = hash(first + k)
-                    presencelog_prefetch(slots.pointer + (Int(truncatingIfNeeded: hashes[k]) & mask))
-                }
-                for k in 0..<n { place(hashes[k], index: first + k, in: slots) }
-                first += n
-            }
-        }
-        return slots
     }
 
     @inline(__always)
@@ -1003,11 +962,11 @@ extension ProjectionState {
         userSlots = try storage(UInt64.self)
         users = try storage(User.self)
         userArena = try storage(UInt8.self)
-        connectionSlots = try storage(UInt64.self)
+        connectionSlots = try storage(UInt32.self)
         connections = try storage(Connection.self)
         connectionArena = try storage(UInt8.self)
-        for slots in [userSlots, connectionSlots] where slots.count < 16 || slots.count & (slots.count - 1) != 0 {
-            throw LogError(.corrupt, "checkpoint slot table of \(slots.count) is not a power of two")
+        for size in [userSlots.count, connectionSlots.count] where size < 16 || size & (size - 1) != 0 || size > 1 << 32 {
+            throw LogError(.corrupt, "checkpoint slot table of \(size) is not a power of two")
         }
         guard users.count * 4 <= userSlots.count * 3, connections.count * 2 <= connectionSlots.count else {
             throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
