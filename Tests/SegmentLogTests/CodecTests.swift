@@ -1,3 +1,4 @@
+import CCRC32C
 import Testing
 @testable import SegmentLog
 
@@ -51,6 +52,24 @@ import Testing
         // The CRC-32C check value from RFC 3720 / the Castagnoli catalogue.
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+    }
+
+    /// Long buffers are checksummed in three interleaved stripes joined at the end: the result must be
+    /// the table path's at every length around the stripes' sizes, from any starting checksum.
+    @Test func theStripedPathAgreesWithTheTablePath() {
+        var random = SystemRandomNumberGenerator()
+        let bytes = (0..<(3 * 4096 * 3 + 100)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let lengths = [0, 1, 7, 8, 4095, 12_287, 12_288, 12_289, 12_295, 24_576, 24_583, 36_864, bytes.count]
+            + (0..<20).map { _ in Int.random(in: 0...bytes.count, using: &random) }
+        bytes.withUnsafeBytes { buffer in
+            for length in lengths {
+                for start in [UInt32(0), UInt32.random(in: 0...UInt32.max, using: &random)] {
+                    let fast = presencelog_crc32c(start, buffer.baseAddress, length)
+                    let table = presencelog_crc32c_portable(start, buffer.baseAddress, length)
+                    #expect(fast == table, "length \(length), start \(start)")
+                }
+            }
+        }
     }
 }
 
