@@ -100,19 +100,37 @@ public struct RecordBatchHeader: Sendable, Equatable {
 
 /// One record read from a batch. Its key and value point into the reader's buffer and are valid only
 /// inside the closure that receives them.
+///
+/// 40 bytes: the key and value are kept as start and count (-1 for null), not as optional buffer
+/// pointers (24 bytes each), since a batch's records are written into an array and read back for
+/// every event.
 public struct RecordView {
     public let offset: Int64
     public let timestamp: Int64
-    /// nil for a null key.
-    public let key: UnsafeRawBufferPointer?
-    /// nil for a null value.
-    public let value: UnsafeRawBufferPointer?
+    @usableFromInline let keyStart: UnsafeRawPointer?
+    @usableFromInline let valueStart: UnsafeRawPointer?
+    @usableFromInline let keyCount: Int32
+    @usableFromInline let valueCount: Int32
 
+    /// nil for a null key.
+    @inlinable public var key: UnsafeRawBufferPointer? {
+        keyCount < 0 ? nil : UnsafeRawBufferPointer(start: keyStart, count: Int(keyCount))
+    }
+
+    /// nil for a null value.
+    @inlinable public var value: UnsafeRawBufferPointer? {
+        valueCount < 0 ? nil : UnsafeRawBufferPointer(start: valueStart, count: Int(valueCount))
+    }
+
+    /// Keys and values are under 2 GiB (a batch is far smaller).
+    @inlinable
     public init(offset: Int64, timestamp: Int64, key: UnsafeRawBufferPointer?, value: UnsafeRawBufferPointer?) {
         self.offset = offset
         self.timestamp = timestamp
-        self.key = key
-        self.value = value
+        keyStart = key?.baseAddress
+        keyCount = key.map { Int32(truncatingIfNeeded: $0.count) } ?? -1
+        valueStart = value?.baseAddress
+        valueCount = value.map { Int32(truncatingIfNeeded: $0.count) } ?? -1
     }
 }
 
