@@ -52,12 +52,22 @@ replay_out=$("$bin/presence" replay --quiet --data bench-data/log --checkpoint)
 # process that runs right after another has freed its memory gets pages the host has already backed,
 # and runs faster (up to 0.45 s on the 10M stream), so a fixed order would favour the second.
 replay_rates=(); single_rates=()
+timing=$(mktemp); trap 'rm -f "$timing"' EXIT
 seconds_of() { sed -n 's/.* in \([0-9.]*\) s:.*/\1/p'; }
 for run in $(seq 1 "$runs"); do
     modes=("" "--single-thread"); (( run % 2 == 0 )) && modes=("--single-thread" "")
     for mode in "${modes[@]}"; do
-        line=$("$bin/presence" replay --quiet $mode --data bench-data/log | head -1)
-        echo "replay run $run ${mode:-(reading ahead)}: $line"
+        # User and system seconds too, where GNU time is installed: system time is the VM's fresh-page
+        # cost, which decides whether a run is fast more than the code does (BENCHMARKS.md).
+        times=""
+        if [[ -x /usr/bin/time ]]; then
+            line=$(/usr/bin/time -f "%U %S" -o "$timing" "$bin/presence" replay --quiet $mode --data bench-data/log | head -1)
+            read -r user_s system_s < "$timing"
+            times=" (user $user_s s, system $system_s s)"
+        else
+            line=$("$bin/presence" replay --quiet $mode --data bench-data/log | head -1)
+        fi
+        echo "replay run $run ${mode:-(reading ahead)}: $line$times"
         rate=$(echo "$events / $(echo "$line" | seconds_of)" | bc -l)
         if [[ -n "$mode" ]]; then single_rates+=("$rate"); else replay_rates+=("$rate"); fi
     done
