@@ -520,6 +520,12 @@ struct ProjectionState {
         }
         if isConnect {
             guard timestamp < current.start else { return }  // a repeat or a later connect changes nothing
+            if inserted && current.disconnect == Self.none && gatewayDowns[Int(current.gateway)].isEmpty {
+                // The common case, a new connection on a gateway that never went down: it opens.
+                connections[c].start = timestamp
+                opened(user: Int(current.user))
+                return
+            }
             let wasOpen = !inserted && isOpen(current)
             let before = inserted ? Self.none : contribution(current)
             connections[c].start = timestamp
@@ -528,6 +534,15 @@ struct ProjectionState {
             resolve(c, wasOpen: wasOpen, before: before)
         } else {
             guard timestamp > current.disconnect else { return }
+            if !inserted && isOpen(current) && gatewayDowns[Int(current.gateway)].isEmpty {
+                // The common case, an open connection closing on a gateway that never went down: rules
+                // 1 and 5 alone (it was open, so it had no disconnect and gave the user no last_seen).
+                connections[c].disconnect = timestamp
+                connections[c].end = timestamp
+                connections[c].reason = ConnectionRules.EndReason.disconnect.rawValue
+                closed(user: Int(current.user), lastSeen: max(current.start, timestamp))
+                return
+            }
             let wasOpen = !inserted && isOpen(current)
             let before = inserted ? Self.none : contribution(current)
             connections[c].disconnect = timestamp
@@ -635,6 +650,23 @@ struct ProjectionState {
     private func contribution(_ connection: Connection) -> Int64 {
         guard connection.end != Self.none else { return Self.none }
         return connection.start == Self.noStart ? connection.end : max(connection.start, connection.end)
+    }
+
+    /// A connection of user `u` opened (what `resolve` does for it, without the rules' general case).
+    @inline(__always)
+    private mutating func opened(user u: Int) {
+        users[u].open += 1
+        if users[u].open == 1 { onlineUsers += 1 }
+        openConnections += 1
+    }
+
+    /// An open connection of user `u` closed, its contribution to last_seen `lastSeen`.
+    @inline(__always)
+    private mutating func closed(user u: Int, lastSeen: Int64) {
+        users[u].open -= 1
+        if users[u].open == 0 { onlineUsers -= 1 }
+        openConnections -= 1
+        if lastSeen > users[u].lastSeen { users[u].lastSeen = lastSeen }
     }
 
     /// Re-applies the rules to connection `c` and carries the change over to its user.
