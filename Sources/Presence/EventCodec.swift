@@ -148,8 +148,8 @@ public enum EventCodec {
         /// connection: `0xFE | relative`, the packed digits' count, the packed digits, the conn's text.
         /// Equal for equal (user, conn) and different otherwise, since the encoding is canonical; and
         /// since no UTF-8 user id holds a 0xFE or 0xFF byte, user id + identity never equals another
-        /// user id + identity. Returns the count.
-        @inline(__always)
+        /// user id + identity. Returns the count. Inlinable: the projector calls it for every event.
+        @inlinable @inline(__always)
         public func writeConnIdentity(to out: UnsafeMutableRawPointer) -> Int {
             out.storeBytes(of: connIsRelative ? 0xFF : 0xFE, as: UInt8.self)
             out.storeBytes(of: UInt8(truncatingIfNeeded: connHex.count), toByteOffset: 1, as: UInt8.self)
