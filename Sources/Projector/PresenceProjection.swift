@@ -278,6 +278,9 @@ struct ProjectionState {
     var connections = FlatStorage<Connection>(capacity: 1 << 12)
     var connectionArena = FlatStorage<UInt8>(capacity: 1 << 16)
     var gateways = ByteTable(capacity: 64)
+    /// Gateway names of up to 15 bytes seen lately, with their index (`gatewayIndex`): each entry is the
+    /// name's two words (the length in the top byte of the second) and the index. Derived, not saved.
+    let gatewayMemo = FlatStorage<UInt64>(capacity: 3 * 64, count: 3 * 64)
     /// Each gateway's gateway_down times, ascending, without repeats.
     var gatewayDowns: [[Int64]] = []
     var gatewayHeartbeat: [Int64] = []
@@ -842,7 +845,33 @@ struct ProjectionState {
         return u
     }
 
+    /// The index of `gateway`, interned if new. Short names (the usual case) are answered from
+    /// `gatewayMemo` without hashing or comparing bytes: every new connection asks.
+    @inline(__always)
     private mutating func gatewayIndex(_ gateway: UnsafeRawBufferPointer) -> Int {
+        let n = gateway.count
+        guard n > 0 && n < 16, let base = gateway.baseAddress else { return internGateway(gateway) }
+        var low: UInt64 = 0, high = UInt64(n) << 56
+        if n >= 8 {
+            low = base.loadUnaligned(as: UInt64.self)
+            if n > 8 { high |= base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) >> UInt64(8 * (16 - n)) }
+        } else if n >= 4 {
+            low = UInt64(base.loadUnaligned(as: UInt32.self)) | UInt64(base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
+        } else {
+            low = UInt64(base.load(as: UInt8.self)) | UInt64(base.load(fromByteOffset: n / 2, as: UInt8.self)) << 8
+                | UInt64(base.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
+        }
+        let memo = gatewayMemo.pointer
+        let entry = 3 * Int(truncatingIfNeeded: ((low ^ high) &* 0x9E37_79B9_7F4A_7C15) >> 58)
+        if memo[entry] == low && memo[entry + 1] == high { return Int(memo[entry + 2]) }
+        let g = internGateway(gateway)
+        memo[entry] = low
+        memo[entry + 1] = high
+        memo[entry + 2] = UInt64(g)
+        return g
+    }
+
+    private mutating func internGateway(_ gateway: UnsafeRawBufferPointer) -> Int {
         let empty = UnsafeRawBufferPointer(start: gateway.baseAddress, count: 0)
         let (g, inserted) = gateways.intern(gateway, empty, hash: ByteTable.hash(gateway, empty))
         if inserted {

@@ -196,6 +196,30 @@ typealias State = PresenceProjection.UserState
         #expect(unexpected == 0)
     }
 
+    /// Gateway names up to 15 bytes are looked up through a memo of their packed bytes: names of every
+    /// length that differ in one byte must keep their own gateway, asked once or many times.
+    @Test func gatewayNamesOfEveryLengthKeepTheirOwnGateway() {
+        let projection = PresenceProjection()
+        var expected: [String: Int64] = [:]
+        var time: Int64 = 1
+        for length in 1...20 {
+            let base = String((0..<length).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) })
+            for position in [0, length / 2, length - 1] {
+                var bytes = Array(base.utf8)
+                bytes[position] = UInt8(ascii: "Z")
+                for name in [base, String(decoding: bytes, as: UTF8.self)] {
+                    for _ in 0..<2 {
+                        projection.apply(.gateway(.heartbeat, gateway: name, timestamp: time))
+                        expected[name] = time
+                        time += 1
+                    }
+                }
+            }
+        }
+        let beats = Dictionary(uniqueKeysWithValues: projection.gatewayHeartbeats().map { ($0.gateway, $0.lastHeartbeat ?? -1) })
+        #expect(beats == expected)
+    }
+
     /// A connection record is one cache line: finding a connection reads its slot and that line.
     @Test func aConnectionRecordIsOneCacheLine() {
         #expect(MemoryLayout<ProjectionState.Connection>.size == 64 && MemoryLayout<ProjectionState.Connection>.stride == 64)
