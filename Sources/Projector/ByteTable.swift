@@ -94,6 +94,19 @@ struct ByteTable {
         }
     }
 
+    /// `hash(first, empty)` in two steps: `prefix(first)` mixes the bytes, `finish(prefix:)` ends it. A
+    /// caller that also hashes more after `first` seeds that with the prefix, so the two hashes need not
+    /// wait for each other.
+    @inline(__always)
+    static func prefix(_ first: UnsafeRawBufferPointer) -> UInt64 {
+        mix(0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1), first)
+    }
+
+    @inline(__always)
+    static func finish(prefix: UInt64) -> UInt64 {
+        finish(prefix ^ 0xA076_1D64_78BD_642F)
+    }
+
     /// A 64-bit hash of `first ++ second` (with the split point mixed in), eight bytes at a time;
     /// `seed` makes it depend on something else as well (a connection's on its user's hash).
     @inline(__always)

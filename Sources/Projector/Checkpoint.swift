@@ -48,8 +48,9 @@ public enum Checkpoint {
     /// Version 7: a connection's hash is made from its parts (`ProjectionState.connectionHash`).
     /// Version 8: a connection record keeps its user id's length (where its key splits).
     /// Version 9: connection slots are 32-bit words (`Slots`).
+    /// Version 10: a connection's hash is seeded with its user id's mixed bytes, not the user's hash.
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 9
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 10
     }
 
     /// The checkpoint folder of a data directory.

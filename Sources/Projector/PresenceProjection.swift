@@ -360,8 +360,9 @@ struct ProjectionState {
                 // Hashed from where its parts lie (the batch's buffer), never read back from `bytes`:
                 // a load of bytes just stored in pieces waits for the stores (and in a replay reading
                 // ahead, for lines the folding core read last).
-                item.userHash = Self.hash(user)
-                item.hash = Self.connectionHash(userHash: item.userHash, relative: view.connIsRelative,
+                let userPrefix = ByteTable.prefix(user)
+                item.userHash = ByteTable.finish(prefix: userPrefix) | 1  // = Self.hash(user)
+                item.hash = Self.connectionHash(userPrefix: userPrefix, relative: view.connIsRelative,
                                                 connHex: view.connHex, storedConn: view.storedConn)
                 let length = user.count + 2 + view.connHex.count + view.storedConn.count
                 let padded = max(Self.inlineKeyBytes, (length + 7) & ~7)
@@ -740,12 +741,13 @@ struct ProjectionState {
         return withUnsafeBytes(of: &words) { Self.connectionHash(key: UnsafeRawBufferPointer(rebasing: $0[..<length]), userLength: userLength) }
     }
 
-    /// The hash of a connection key from its parts: the user's hash, and the identity's
-    /// (`EventCodec.View.writeConnIdentity`: marker, packed digits' count, packed digits, text).
+    /// The hash of a connection key from its parts: the user id's mixed bytes (`ByteTable.prefix`, what
+    /// the user's own hash finishes), and the identity's (`EventCodec.View.writeConnIdentity`: marker,
+    /// packed digits' count, packed digits, text).
     @inline(__always)
-    static func connectionHash(userHash: UInt64, relative: Bool, connHex: UnsafeRawBufferPointer,
+    static func connectionHash(userPrefix: UInt64, relative: Bool, connHex: UnsafeRawBufferPointer,
                                storedConn: UnsafeRawBufferPointer) -> UInt64 {
-        ByteTable.hash(connHex, storedConn, seed: userHash ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)) | 1
+        ByteTable.hash(connHex, storedConn, seed: userPrefix ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)) | 1
     }
 
     /// `connectionHash` of a stored key: the user id (`userLength` bytes), then the identity (its
@@ -757,7 +759,7 @@ struct ProjectionState {
         guard marker + 2 <= key.count, let base = key.baseAddress else { return hash(key) }
         let packed = Int(key[marker + 1])
         let hexStart = marker + 2, textStart = min(key.count, hexStart + packed)
-        return connectionHash(userHash: hash(UnsafeRawBufferPointer(start: base, count: marker)), relative: key[marker] == 0xFF,
+        return connectionHash(userPrefix: ByteTable.prefix(UnsafeRawBufferPointer(start: base, count: marker)), relative: key[marker] == 0xFF,
                               connHex: UnsafeRawBufferPointer(start: base + hexStart, count: textStart - hexStart),
                               storedConn: UnsafeRawBufferPointer(start: base + textStart, count: key.count - textStart))
     }
