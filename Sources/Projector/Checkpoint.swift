@@ -49,8 +49,9 @@ public enum Checkpoint {
     /// Version 8: a connection record keeps its user id's length (where its key splits).
     /// Version 9: connection slots are 32-bit words (`Slots`).
     /// Version 10: a connection's hash is seeded with its user id's mixed bytes, not the user's hash.
+    /// Version 11: hashes keep their low bit (`ProjectionState.nonzero`).
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 10
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 11
     }
 
     /// The checkpoint folder of a data directory.

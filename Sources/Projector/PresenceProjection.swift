@@ -361,7 +361,7 @@ struct ProjectionState {
                 // a load of bytes just stored in pieces waits for the stores (and in a replay reading
                 // ahead, for lines the folding core read last).
                 let userPrefix = ByteTable.prefix(user)
-                item.userHash = ByteTable.finish(prefix: userPrefix) | 1  // = Self.hash(user)
+                item.userHash = Self.nonzero(ByteTable.finish(prefix: userPrefix))  // = Self.hash(user)
                 item.hash = Self.connectionHash(userPrefix: userPrefix, relative: view.connIsRelative,
                                                 connHex: view.connHex, storedConn: view.storedConn)
                 let length = user.count + 2 + view.connHex.count + view.storedConn.count
@@ -747,7 +747,7 @@ struct ProjectionState {
     @inline(__always)
     static func connectionHash(userPrefix: UInt64, relative: Bool, connHex: UnsafeRawBufferPointer,
                                storedConn: UnsafeRawBufferPointer) -> UInt64 {
-        ByteTable.hash(connHex, storedConn, seed: userPrefix ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)) | 1
+        nonzero(ByteTable.hash(connHex, storedConn, seed: userPrefix ^ (relative ? 0x2545_F491_4F6C_DD1D : 0)))
     }
 
     /// `connectionHash` of a stored key: the user id (`userLength` bytes), then the identity (its
@@ -917,8 +917,15 @@ struct ProjectionState {
 
     @inline(__always)
     static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) -> UInt64 {
-        // Never 0: pass 1 uses 0 for "not a connection event".
-        ByteTable.hash(first, second) | 1
+        nonzero(ByteTable.hash(first, second))
+    }
+
+    /// `hash` made never 0 (pass 1 takes 0 for "not a connection event") without touching its other
+    /// values: forcing the low bit on instead, as this did until 2026-11-30, sent every record's home
+    /// slot to an odd index and left half of each table's home slots unused.
+    @inline(__always)
+    static func nonzero(_ hash: UInt64) -> UInt64 {
+        hash == 0 ? 1 : hash
     }
 
     /// The longest connection key: a user id and a connection identity.

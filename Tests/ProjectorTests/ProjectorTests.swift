@@ -1,3 +1,4 @@
+import Foundation
 import Presence
 import Testing
 @testable import Projector
@@ -194,6 +195,24 @@ typealias State = PresenceProjection.UserState
         var unexpected = 0
         for i in 0..<(1 << 22) where slots[i] != (i % 4099 == 0 ? UInt64(i) + 1 : 0) { unexpected += 1 }
         #expect(unexpected == 0)
+    }
+
+    /// The tables place records by the hash's low bits and tell them apart by its top bits: ids that
+    /// differ little (sequential numbers, as user and connection ids often are) must spread over both
+    /// as random values would.
+    @Test func sequentialIdsSpreadOverSlotsAndTagsAsRandomOnesWould() {
+        let count = 200_000, slotBits = 18
+        var slots = [UInt8](repeating: 0, count: 1 << slotBits), tags = [UInt8](repeating: 0, count: 1 << 16)
+        for i in 0..<count {
+            let hash = Array("u\(i)".utf8).withUnsafeBytes { ProjectionState.hash($0) }
+            slots[Int(truncatingIfNeeded: hash) & ((1 << slotBits) - 1)] = 1
+            tags[Int(truncatingIfNeeded: hash >> 48)] = 1
+        }
+        // Random values leave about e^(-load) of the buckets empty.
+        func emptyShare(_ buckets: [UInt8]) -> Double { Double(buckets.count - buckets.reduce(0) { $0 + Int($1) }) / Double(buckets.count) }
+        let slotExpected = exp(-Double(count) / Double(1 << slotBits)), tagExpected = exp(-Double(count) / Double(1 << 16))
+        #expect(abs(emptyShare(slots) - slotExpected) < 0.01, "empty slots \(emptyShare(slots)), random \(slotExpected)")
+        #expect(abs(emptyShare(tags) - tagExpected) < 0.01, "empty tags \(emptyShare(tags)), random \(tagExpected)")
     }
 
     /// Gateway names up to 15 bytes are looked up through a memo of their packed bytes: names of every
