@@ -116,12 +116,11 @@ struct ByteTable {
 
     @inline(__always)
     private static func finish(_ value: UInt64) -> UInt64 {
-        // fmix64 from MurmurHash3.
+        // Half of MurmurHash3's fmix64: the mixing steps before already multiplied every word in, so
+        // one more multiply spreads the high bits and the shift brings them down to the slot bits.
         var h = value
         h ^= h >> 33
         h = h &* 0xFF51_AFD7_ED55_8CCD
-        h ^= h >> 33
-        h = h &* 0xC4CE_B9FE_1A85_EC53
         h ^= h >> 33
         return h
     }

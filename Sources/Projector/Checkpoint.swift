@@ -50,8 +50,9 @@ public enum Checkpoint {
     /// Version 9: connection slots are 32-bit words (`Slots`).
     /// Version 10: a connection's hash is seeded with its user id's mixed bytes, not the user's hash.
     /// Version 11: hashes keep their low bit (`ProjectionState.nonzero`).
+    /// Version 12: `ByteTable`'s hashes end with half of fmix64.
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 11
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 12
     }
 
     /// The checkpoint folder of a data directory.
