@@ -53,7 +53,10 @@ replay_out=$("$bin/presence" replay --quiet --data bench-data/log --checkpoint)
 # and runs faster (up to 0.45 s on the 10M stream), so a fixed order would favour the second.
 replay_rates=(); single_rates=()
 timing=$(mktemp); trap 'rm -f "$timing"' EXIT
-seconds_of() { sed -n 's/.* in \([0-9.]*\) s:.*/\1/p'; }
+# A replay line's own rate ("…: 10.15M events/s"), from its timer rather than the rounded seconds.
+rate_of() {
+    sed -n 's/.*: \([0-9.]*\)\([kM]\{0,1\}\) events\/s.*/\1 \2/p' | awk '{ m = ($2 == "M") ? 1e6 : ($2 == "k") ? 1e3 : 1; printf "%.0f", $1 * m }'
+}
 for run in $(seq 1 "$runs"); do
     modes=("" "--single-thread"); (( run % 2 == 0 )) && modes=("--single-thread" "")
     for mode in "${modes[@]}"; do
@@ -68,7 +71,7 @@ for run in $(seq 1 "$runs"); do
             line=$("$bin/presence" replay --quiet $mode --data bench-data/log | head -1)
         fi
         echo "replay run $run ${mode:-(reading ahead)}: $line$times"
-        rate=$(echo "$events / $(echo "$line" | seconds_of)" | bc -l)
+        rate=$(echo "$line" | rate_of)
         if [[ -n "$mode" ]]; then single_rates+=("$rate"); else replay_rates+=("$rate"); fi
     done
 done
