@@ -108,7 +108,7 @@ struct ByteTable {
     }
 
     /// A 64-bit hash of `first ++ second` (with the split point mixed in), eight bytes at a time;
-    /// `seed` makes it depend on something else as well (a connection's on its user's hash).
+    /// `seed` makes it depend on something else as well (a connection's on its user id's `prefix`).
     @inline(__always)
     static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
         finish(mix(mix(seed ^ (0x9E37_79B9_7F4A_7C15 &* UInt64(first.count &+ 1)), first) ^ 0xA076_1D64_78BD_642F, second))

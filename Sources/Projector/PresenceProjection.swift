@@ -220,7 +220,7 @@ struct ProjectionState {
     /// by the connection identity (`EventCodec.View.writeConnIdentity`); up to `inlineKeyBytes` long
     /// it lies in `key`, zero-padded, so that finding a connection reads its slot and this line and
     /// nothing else; a longer one lies in `connectionArena`, at the offset in `key.0`. No hash is
-    /// stored: a rehash computes it again from the key, split where `userLength` says.
+    /// stored: a rehash computes it again from the key, split after its user id (`userLengthLessOne`).
     struct Connection {
         /// Smallest connect ts, or `noStart`.
         var start: Int64 = ProjectionState.noStart
@@ -245,7 +245,7 @@ struct ProjectionState {
     struct Pending {
         var offset: Int64
         var timestamp: Int64
-        /// The user id (empty for gateway events).
+        /// The user id (the start of `key`; empty for gateway events).
         var user: UnsafeRawBufferPointer
         /// The connection's key: the user id, then the connection identity. The memory after it is
         /// zero up to `inlineKeyBytes` (and to a multiple of eight bytes), so that its words can be
