@@ -136,26 +136,30 @@ struct ByteTable {
             h = (h << 31) | (h >> 33)
             i += 8
         }
-        let rest = n - i
-        if rest > 0 {
-            // The last 1-7 bytes, read in at most two loads, without reading outside `bytes`: the
-            // last eight bytes shifted when there are eight; else two overlapping four-byte loads
-            // (4-7 bytes) or the first, middle and last byte (1-3). Each is a one-to-one function
-            // of the bytes for a given count, and the count is mixed in.
-            let tail: UInt64
-            if n >= 8 {
-                tail = base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) >> UInt64(8 * (8 - rest))
-            } else if rest >= 4 {
-                tail = UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
-                    | UInt64(base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
-            } else {
-                tail = UInt64(base.load(fromByteOffset: i, as: UInt8.self))
-                    | UInt64(base.load(fromByteOffset: i + rest / 2, as: UInt8.self)) << 8
-                    | UInt64(base.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
-            }
-            h = (h ^ tail ^ (UInt64(n) << 56)) &* 0x4CF5_AD43_2745_937F
+        if i < n {
+            // The last 1-7 bytes, with the count mixed in.
+            h = (h ^ word(base, from: i, to: n) ^ (UInt64(n) << 56)) &* 0x4CF5_AD43_2745_937F
         }
         return h
+    }
+
+    /// Bytes `i ..< n` at `base` (1 to 8 of them) as one word, read in at most two loads that stay
+    /// inside `0 ..< n`: the last eight bytes shifted when there are eight; else two overlapping
+    /// four-byte loads (4-7 bytes) or the first, middle and last byte (1-3). One-to-one for a given
+    /// count (which callers mix in), not the bytes' plain little-endian value.
+    @inline(__always)
+    static func word(_ base: UnsafeRawPointer, from i: Int, to n: Int) -> UInt64 {
+        let rest = n - i
+        if n >= 8 {
+            return base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) >> UInt64(8 * (8 - rest))
+        }
+        if rest >= 4 {
+            return UInt64(base.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                | UInt64(base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
+        }
+        return UInt64(base.load(fromByteOffset: i, as: UInt8.self))
+            | UInt64(base.load(fromByteOffset: i + rest / 2, as: UInt8.self)) << 8
+            | UInt64(base.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
     }
 }
 

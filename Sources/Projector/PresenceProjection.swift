@@ -312,17 +312,17 @@ struct ProjectionState {
     // MARK: Applying a batch
 
     mutating func apply(batch: UnsafeBufferPointer<RecordView>) throws(PresenceProjection.ApplyError) {
-        try Self.prepare(batch, into: prepared, copyingKeys: false)
+        try Self.prepare(batch, into: prepared, outlivingBatch: false)
         apply(prepared: prepared)
     }
 
     /// Decodes and hashes the records of `batch` into `prepared`, copying the bytes the fold needs
     /// (connection key, gateway), so that `prepared` outlives the batch's buffers. Reads no projection
-    /// state: a replay prepares on one thread while another applies. Without `copyingKeys`, the
+    /// state: a replay prepares on one thread while another applies. Without `outlivingBatch`, the
     /// gateways stay where the batch holds them (the connection key, which no record holds whole, is
     /// always written out): for a caller that applies `prepared` before the batch's buffers go.
     static func prepare(_ batch: UnsafeBufferPointer<RecordView>, into prepared: PreparedBatch,
-                        copyingKeys: Bool = true) throws(PresenceProjection.ApplyError) {
+                        outlivingBatch: Bool = true) throws(PresenceProjection.ApplyError) {
         // Each record needs at most its key, its value twice (gateway, identity), two bytes and the
         // connection key's padding.
         var room = 0
@@ -344,7 +344,7 @@ struct ProjectionState {
             do throws(EventCodec.DecodeError) { view = try EventCodec.view(value) } catch {
                 throw PresenceProjection.ApplyError(description: "record at offset \(record.offset): \(error.description)")
             }
-            let gateway = !copyingKeys ? view.gateway : bytes.append(upTo: view.gateway.count) { out in
+            let gateway = !outlivingBatch ? view.gateway : bytes.append(upTo: view.gateway.count) { out in
                 if let base = view.gateway.baseAddress { out.copyShort(from: base, count: view.gateway.count) }
                 return view.gateway.count
             }
@@ -544,7 +544,9 @@ struct ProjectionState {
                 connections[c].disconnect = timestamp
                 connections[c].end = timestamp
                 connections[c].reason = ConnectionRules.EndReason.disconnect.rawValue
-                closed(user: Int(current.user), lastSeen: max(current.start, timestamp))
+                let u = Int(current.user)
+                closed(user: u)
+                users[u].lastSeen = max(users[u].lastSeen, current.start, timestamp)
                 return
             }
             let wasOpen = !inserted && isOpen(current)
@@ -640,7 +642,7 @@ struct ProjectionState {
         connectionArena = keptArena
         var size = 1 << 12
         while kept.count * 2 > size { size *= 2 }
-        connectionSlots = Slots.rehash(UInt32.self, count: kept.count, size: size, indexBits: size.trailingZeroBitCount) { connectionHash(of: $0) }
+        connectionSlots = rehashedConnections(size: size)
         forgottenConnections += old.count - keep
     }
 
@@ -656,7 +658,7 @@ struct ProjectionState {
         return connection.start == Self.noStart ? connection.end : max(connection.start, connection.end)
     }
 
-    /// A connection of user `u` opened (what `resolve` does for it, without the rules' general case).
+    /// A connection of user `u` opened: rule 4's counts.
     @inline(__always)
     private mutating func opened(user u: Int) {
         users[u].open += 1
@@ -664,13 +666,12 @@ struct ProjectionState {
         openConnections += 1
     }
 
-    /// An open connection of user `u` closed, its contribution to last_seen `lastSeen`.
+    /// An open connection of user `u` closed: rule 4's counts.
     @inline(__always)
-    private mutating func closed(user u: Int, lastSeen: Int64) {
+    private mutating func closed(user u: Int) {
         users[u].open -= 1
         if users[u].open == 0 { onlineUsers -= 1 }
         openConnections -= 1
-        if lastSeen > users[u].lastSeen { users[u].lastSeen = lastSeen }
     }
 
     /// Re-applies the rules to connection `c` and carries the change over to its user.
@@ -693,11 +694,7 @@ struct ProjectionState {
         let u = Int(connection.user)
         let nowOpen = resolution.isOpen
         if nowOpen != wasOpen {
-            let count = users[u].open + (nowOpen ? 1 : -1)
-            if count == 1 && nowOpen { onlineUsers += 1 }
-            if count == 0 && !nowOpen { onlineUsers -= 1 }
-            users[u].open = count
-            openConnections += nowOpen ? 1 : -1
+            if nowOpen { opened(user: u) } else { closed(user: u) }
         }
         let after = contribution(connections[c])
         if after > users[u].lastSeen {
@@ -783,7 +780,12 @@ struct ProjectionState {
         var size = connectionSlots.count
         while expected > 0 && expected * 2 > size && size < 1 << 32 { size *= 2 }
         guard size > connectionSlots.count else { return }
-        connectionSlots = Slots.rehash(UInt32.self, count: connections.count, size: size, indexBits: size.trailingZeroBitCount) { connectionHash(of: $0) }
+        connectionSlots = rehashedConnections(size: size)
+    }
+
+    /// A connection slot table of `size` slots holding every connection.
+    private func rehashedConnections(size: Int) -> FlatStorage<UInt32> {
+        Slots.rehash(UInt32.self, count: connections.count, size: size, indexBits: size.trailingZeroBitCount) { connectionHash(of: $0) }
     }
 
     /// Appends a new connection and places it in the slot table: at `slot` when the caller knows it to
@@ -853,16 +855,8 @@ struct ProjectionState {
     private mutating func gatewayIndex(_ gateway: UnsafeRawBufferPointer) -> Int {
         let n = gateway.count
         guard n > 0 && n < 16, let base = gateway.baseAddress else { return internGateway(gateway) }
-        var low: UInt64 = 0, high = UInt64(n) << 56
-        if n >= 8 {
-            low = base.loadUnaligned(as: UInt64.self)
-            if n > 8 { high |= base.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) >> UInt64(8 * (16 - n)) }
-        } else if n >= 4 {
-            low = UInt64(base.loadUnaligned(as: UInt32.self)) | UInt64(base.loadUnaligned(fromByteOffset: n - 4, as: UInt32.self)) << 32
-        } else {
-            low = UInt64(base.load(as: UInt8.self)) | UInt64(base.load(fromByteOffset: n / 2, as: UInt8.self)) << 8
-                | UInt64(base.load(fromByteOffset: n - 1, as: UInt8.self)) << 16
-        }
+        let low = ByteTable.word(base, from: 0, to: min(n, 8))
+        let high = UInt64(n) << 56 | (n > 8 ? ByteTable.word(base, from: 8, to: n) : 0)
         let memo = gatewayMemo.pointer
         let entry = 3 * Int(truncatingIfNeeded: ((low ^ high) &* 0x9E37_79B9_7F4A_7C15) >> 58)
         if memo[entry] == low && memo[entry + 1] == high { return Int(memo[entry + 2]) }

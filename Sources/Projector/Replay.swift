@@ -38,7 +38,7 @@ public enum Replay {
             let handoff = Handoff()
             DispatchQueue.global(qos: .userInitiated).async {
                 defer { handoff.readerFinished() }
-                readBatches(reader.value, from: firstOffset, limit: limit, at: time, logDirectory: logDirectory, copyingKeys: true,
+                readBatches(reader.value, from: firstOffset, limit: limit, at: time, logDirectory: logDirectory, outlivingBatch: true,
                             next: handoff.nextFree, publish: handoff.publish)
             }
             var more = true
@@ -49,7 +49,7 @@ public enum Replay {
             handoff.waitForReader()
         } else {
             let slot = Handoff.Slot()
-            readBatches(reader.value, from: firstOffset, limit: limit, at: time, logDirectory: logDirectory, copyingKeys: false,
+            readBatches(reader.value, from: firstOffset, limit: limit, at: time, logDirectory: logDirectory, outlivingBatch: false,
                         next: { slot.end = nil; return slot }, publish: { _ = fold.take(slot) })
         }
         if let failure = fold.failure { throw failure }
@@ -109,10 +109,10 @@ public enum Replay {
     /// The reading side of `run`: every batch from `firstOffset` to `limit`, prepared into the slots
     /// `next` gives and handed on with `publish`, then a slot that ends the read (with the read's
     /// summary, or the error).
-    /// `copyingKeys`: whether the prepared batches must outlive the read's buffers (they do when another
+    /// `outlivingBatch`: whether the prepared batches must outlive the read's buffers (they do when another
     /// thread applies them; on this thread each is applied within `publish`).
     private static func readBatches(_ reader: LogReader, from firstOffset: Int64, limit: Int64, at time: Int64?,
-                                    logDirectory: String, copyingKeys: Bool, next: () -> Handoff.Slot, publish: () -> Void) {
+                                    logDirectory: String, outlivingBatch: Bool, next: () -> Handoff.Slot, publish: () -> Void) {
         var produced = 0
         var sampled = false
         var kept: [RecordView] = []
@@ -132,13 +132,13 @@ public enum Replay {
                 slot.projectedTotal = nil
                 do throws(PresenceProjection.ApplyError) {
                     if time == nil || records.allSatisfy({ $0.timestamp <= cutoff }) {
-                        try ProjectionState.prepare(records, into: slot.batch, copyingKeys: copyingKeys)
+                        try ProjectionState.prepare(records, into: slot.batch, outlivingBatch: outlivingBatch)
                     } else {
                         kept.removeAll(keepingCapacity: true)
                         for record in records where record.timestamp <= cutoff { kept.append(record) }
                         slot.skipped = records.count - kept.count
                         try kept.withUnsafeBufferPointer { (kept) throws(PresenceProjection.ApplyError) in
-                            try ProjectionState.prepare(kept, into: slot.batch, copyingKeys: copyingKeys)
+                            try ProjectionState.prepare(kept, into: slot.batch, outlivingBatch: outlivingBatch)
                         }
                     }
                 } catch {
