@@ -12,7 +12,9 @@ struct AuditCommand: ParsableCommand {
             timestamps within the batch's bounds) and the index files against the log; folds the whole \
             log and checks that the newest checkpoint equals the fold at its offset; and counts anomalies \
             with examples: disconnects without a connect, repeated events, connections open for long, \
-            events far out of order, and events refused by the late-arrival horizon. A damaged batch is \
+            events far out of order, and events refused by the late-arrival horizon; and, for information, \
+            the sessions of reused connection ids (a device that reconnects with the same id: not an \
+            anomaly). A damaged batch is \
             located by file, batch number and byte position. Exit 0 when clean, 1 for anomalies only \
             (including index files to rebuild and a torn tail), 2 for corruption.
             """
@@ -66,6 +68,11 @@ struct AuditCommand: ParsableCommand {
             let examples = anomaly.examples.isEmpty ? "" : " (e.g. \(anomaly.examples.joined(separator: "; ")))"
             print("  \(anomaly.name): \(grouped(anomaly.count))\(anomaly.count > 0 ? examples : "")")
         }
+        print("information:")
+        for count in report.information {
+            let examples = count.examples.isEmpty ? "" : " (e.g. \(count.examples.joined(separator: "; ")))"
+            print("  \(count.name): \(grouped(count.count))\(count.count > 0 ? examples : "")")
+        }
         switch report.exitCode {
         case 0: print("result: clean")
         case 1: print("result: anomalies (exit 1)")
@@ -96,9 +103,13 @@ struct AuditCommand: ParsableCommand {
         }
         fields.append("\"events\":\(report.eventsFolded)")
         fields.append("\"users\":\(report.users)")
-        fields.append("\"anomalies\":[" + report.anomalies.map {
-            "{\"name\":\(string($0.name)),\"count\":\($0.count),\"examples\":[\($0.examples.map(string).joined(separator: ","))]}"
-        }.joined(separator: ",") + "]")
+        func counts(_ list: [PresenceProjection.Anomaly]) -> String {
+            "[" + list.map {
+                "{\"name\":\(string($0.name)),\"count\":\($0.count),\"examples\":[\($0.examples.map(string).joined(separator: ","))]}"
+            }.joined(separator: ",") + "]"
+        }
+        fields.append("\"anomalies\":" + counts(report.anomalies))
+        fields.append("\"information\":" + counts(report.information))
         print("{" + fields.joined(separator: ",") + "}")
     }
 }

@@ -201,7 +201,13 @@ struct HistoryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "history",
         abstract: "A user's sessions: device (conn), gateway, start, end, end reason, duration.",
-        discussion: "Answers \"was Bob online at 09:30?\": every session that overlaps --from ... --to, in order of start."
+        discussion: """
+            Answers "was Bob online at 09:30?": every session that overlaps --from ... --to, in order of \
+            start, by the rules in docs/ARCHITECTURE.md (a device that reconnects with the same conn id \
+            has one session per connect after an end). A session whose start is unknown (a disconnect \
+            with no connect before it: the log began mid-session) is listed with start "-" (null in \
+            JSON) and counts only for last seen.
+            """
     )
 
     enum Format: String, ExpressibleByArgument, CaseIterable { case table, json }
@@ -221,6 +227,8 @@ struct HistoryCommand: ParsableCommand {
     @Option(help: "table or json.")
     var format: Format = .table
 
+    @OptionGroup var horizon: HorizonOption
+
     func validate() throws {
         try validateUserOption(user)
     }
@@ -236,7 +244,8 @@ struct HistoryCommand: ParsableCommand {
     private func history() throws {
         let fromTime = try from.map { try parseTime($0, option: "--from") }
         let toTime = try to.map { try parseTime($0, option: "--to") }
-        let sessions = try History.sessions(logDirectory: presenceLogPath(data), user: user, from: fromTime, to: toTime)
+        let sessions = try History.sessions(logDirectory: presenceLogPath(data), user: user, horizon: try horizon.forReading(data: data),
+                                            from: fromTime, to: toTime)
         switch format {
         case .json:
             for session in sessions {

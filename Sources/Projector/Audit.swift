@@ -23,6 +23,8 @@ public enum Audit {
         public var storage: LogVerifier.Report
         public var checkpoint: CheckpointCheck?
         public var anomalies: [PresenceProjection.Anomaly]
+        /// Counts given for information, not anomalies (sessions of a reused connection id).
+        public var information: [PresenceProjection.Anomaly]
         public var eventsFolded: Int
         public var users: Int
 
@@ -75,6 +77,6 @@ public enum Audit {
             }
         }
         return Report(storage: storage, checkpoint: check, anomalies: fresh.anomalies(openLongerThan: options.openLongerThan),
-                      eventsFolded: fresh.eventsApplied, users: fresh.userCount)
+                      information: fresh.auditInformation(), eventsFolded: fresh.eventsApplied, users: fresh.userCount)
     }
 }

@@ -19,6 +19,10 @@ import Glibc
 ///     6 × (u64 count, u64 capacity, u64 byteCount, bytes)
 ///                                       user slots, users, user ids, connection slots, connections, long connection keys
 ///     u64 gateways, then each: u32 n, n bytes of name, i64 last heartbeat, u64 downs, downs × i64
+///     u64 key histories, then each: 7 × i64 base, 7 × i64 tail (`ConnectionRules.Sessions.fields`),
+///         i64 last end, i64 last event time, u64 kept at trim, u64 events, events × (i64 ts,
+///         u64 gateway << 1 | is connect)
+///     u64 free histories, then each: u64 index
 ///     u32 CRC-32C of everything before it
 ///
 /// Integers are little-endian (the records are stored as they lie in memory, so a checkpoint is for
@@ -51,8 +55,9 @@ public enum Checkpoint {
     /// Version 10: a connection's hash is seeded with its user id's mixed bytes, not the user's hash.
     /// Version 11: hashes keep their low bit (`ProjectionState.nonzero`).
     /// Version 12: `ByteTable`'s hashes end with half of fmix64.
+    /// Version 13: presence rules v2 (a reused connection id starts a new session): key histories.
     static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 12
+        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 13
     }
 
     /// The checkpoint folder of a data directory.

@@ -44,7 +44,7 @@ public final class PresenceProjection {
         public let description: String
     }
 
-    private var state = ProjectionState()
+    var state = ProjectionState()
 
     /// A projection that refuses events older than its newest event time minus `horizon` (ms), as
     /// ingest does; it must be the horizon the log was written with.
@@ -168,10 +168,12 @@ public final class PresenceProjection {
         var last = state.gatewayHeartbeat[g]
         for c in 0..<state.connections.count where state.connections[c].gateway == Int32(g) {
             let connection = state.connections[c]
-            if connection.start != ProjectionState.noStart {
-                last = max(last, connection.start)
-                if connection.end == ProjectionState.none { open += 1 }
+            if state.isOpen(connection) { open += 1 }
+            if connection.reason & ProjectionState.reusedKey != 0 {
+                last = max(last, state.histories[Int(connection.disconnect)].lastEventTime)
+                continue
             }
+            if connection.start != ProjectionState.noStart { last = max(last, connection.start) }
             last = max(last, connection.disconnect)
         }
         return (open, last == ProjectionState.none ? nil : last)
@@ -216,23 +218,31 @@ struct ProjectionState {
         var keyLength: UInt16
     }
 
-    /// A connection: one 64-byte line, key included when it is short. The key is the user id followed
-    /// by the connection identity (`EventCodec.View.writeConnIdentity`); up to `inlineKeyBytes` long
-    /// it lies in `key`, zero-padded, so that finding a connection reads its slot and this line and
-    /// nothing else; a longer one lies in `connectionArena`, at the offset in `key.0`. No hash is
-    /// stored: a rehash computes it again from the key, split after its user id (`userLengthLessOne`).
+    /// A connection key (user, conn): one 64-byte line, key included when it is short. The key is the
+    /// user id followed by the connection identity (`EventCodec.View.writeConnIdentity`); up to
+    /// `inlineKeyBytes` long it lies in `key`, zero-padded, so that finding a connection reads its slot
+    /// and this line and nothing else; a longer one lies in `connectionArena`, at the offset in `key.0`.
+    /// No hash is stored: a rehash computes it again from the key, split after its user id
+    /// (`userLengthLessOne`).
+    ///
+    /// A *simple* key has at most one connect and at most one disconnect, no earlier than the connect:
+    /// one session, whose times lie here. Any other key is a history (`reusedKey` set in `reason`,
+    /// its events in `histories[disconnect]`, see `KeyHistory`); then `start` is the open session's
+    /// start (`noStart` when none is open), `end` the key's latest end while none is open, `gateway` the
+    /// gateway of its latest session.
     struct Connection {
-        /// Smallest connect ts, or `noStart`.
+        /// The connect's ts, or `noStart`.
         var start: Int64 = ProjectionState.noStart
-        /// Largest disconnect ts, or `none`.
+        /// The disconnect's ts, or `none`; for a history, its index in `histories`.
         var disconnect: Int64 = ProjectionState.none
-        /// Resolved end, or `none` while open (or not yet resolved).
+        /// The session's end, or `none` while open.
         var end: Int64 = ProjectionState.none
         var key: (UInt64, UInt64, UInt64)
         var user: Int32
         var gateway: Int32
         var nextOfUser: Int32
         var keyLength: UInt16
+        /// `ConnectionRules.EndReason` of the end, or 0; with `reusedKey` set for a history.
         var reason: UInt8 = 0
         /// The user id's length in the key, less one (ids are 1 to 256 bytes).
         var userLengthLessOne: UInt8
@@ -283,6 +293,10 @@ struct ProjectionState {
     let gatewayMemo = FlatStorage<UInt64>(capacity: 3 * 64, count: 3 * 64)
     /// Each gateway's gateway_down times, ascending, without repeats.
     var gatewayDowns: [[Int64]] = []
+    /// The events of keys that are not simple (`KeyHistory`), by the index their record holds.
+    var histories: [KeyHistory] = []
+    /// Indices of `histories` free for reuse.
+    var freeHistories: [Int32] = []
     var gatewayHeartbeat: [Int64] = []
     /// Where `apply(batch:)` decodes a batch.
     let prepared = PreparedBatch()
@@ -505,55 +519,81 @@ struct ProjectionState {
             c = insertConnection(key, userLength: user.count, hash: hash, user: u, gateway: gateway, slot: provenNew ? Int(item.emptySlot) : nil)
             inserted = true
         }
-        if !inserted && isForgotten(connections[c]) {
-            // Closed before the horizon: forgotten, whether or not a sweep has removed it yet. It starts
-            // afresh, as if it had never been seen (its old contribution stays in the user's last_seen).
-            connections[c].start = Self.noStart
-            connections[c].disconnect = Self.none
-            connections[c].end = Self.none
-            connections[c].reason = 0
-            connections[c].gateway = Int32(gatewayIndex(gateway))
+        if !inserted && isForgotten(connections[c], newest: max(maxTimestamp, timestamp)) {
+            // Every session ended, and every event came, before the horizon (counted from this event
+            // when it is the newest, so that whether a key is forgotten does not depend on which of a
+            // burst of events comes first): forgotten, whether or not a sweep has removed it yet. It
+            // starts afresh, as if never seen (its old sessions stay in the user's last_seen).
+            forget(c, gateway: gateway)
             inserted = true
         }
         let current = connections[c]
-        if let audit {
-            if isConnect ? timestamp == current.start : timestamp == current.disconnect { audit.repeated(at: item.offset) }
-            if inserted && !isConnect && audit.disconnectFirst.count < AuditTally.candidates {
-                audit.disconnectFirst.append((item.offset, c))
-            }
+        if current.reason & Self.reusedKey != 0 {
+            let event = ConnectionRules.KeyEvent(timestamp: timestamp, gateway: isConnect ? Int32(gatewayIndex(gateway)) : -1, isConnect: isConnect)
+            if !applyToHistory(c, event) { audit?.repeated(at: item.offset) }
+            return
         }
         if isConnect {
-            guard timestamp < current.start else { return }  // a repeat or a later connect changes nothing
-            if inserted && current.disconnect == Self.none && gatewayDowns[Int(current.gateway)].isEmpty {
-                // The common case, a new connection on a gateway that never went down: it opens.
+            if inserted {
                 connections[c].start = timestamp
-                opened(user: Int(current.user))
+                if gatewayDowns[Int(current.gateway)].isEmpty {
+                    // The common case, a new connection on a gateway that never went down: it opens.
+                    opened(user: Int(current.user))
+                } else {
+                    resolve(c, wasOpen: false, before: Self.none)
+                }
                 return
             }
-            let wasOpen = !inserted && isOpen(current)
-            let before = inserted ? Self.none : contribution(current)
-            connections[c].start = timestamp
-            // The earliest connect names the connection's gateway (a disconnect may have named it first).
-            if !inserted { connections[c].gateway = Int32(gatewayIndex(gateway)) }
-            resolve(c, wasOpen: wasOpen, before: before)
+            let g = Int32(gatewayIndex(gateway))
+            if current.start == Self.noStart && timestamp <= current.disconnect {
+                // Known only from its disconnect: a connect at or before it makes the one session. The
+                // connect names the session's gateway.
+                connections[c].start = timestamp
+                connections[c].gateway = g
+                resolve(c, wasOpen: false, before: contribution(current))
+            } else if timestamp == current.start && g == current.gateway {
+                audit?.repeated(at: item.offset)
+            } else {
+                promote(c, adding: .init(timestamp: timestamp, gateway: g, isConnect: true))
+            }
         } else {
-            guard timestamp > current.disconnect else { return }
-            if !inserted && isOpen(current) && gatewayDowns[Int(current.gateway)].isEmpty {
-                // The common case, an open connection closing on a gateway that never went down: rules
-                // 1 and 5 alone (it was open, so it had no disconnect and gave the user no last_seen).
+            if inserted {
+                audit?.disconnectFirst(at: item.offset, connection: c)
                 connections[c].disconnect = timestamp
-                connections[c].end = timestamp
-                connections[c].reason = ConnectionRules.EndReason.disconnect.rawValue
-                let u = Int(current.user)
-                closed(user: u)
-                users[u].lastSeen = max(users[u].lastSeen, current.start, timestamp)
+                resolve(c, wasOpen: false, before: Self.none)
                 return
             }
-            let wasOpen = !inserted && isOpen(current)
-            let before = inserted ? Self.none : contribution(current)
-            connections[c].disconnect = timestamp
-            resolve(c, wasOpen: wasOpen, before: before)
+            if current.disconnect == Self.none && timestamp >= current.start {
+                if isOpen(current) && gatewayDowns[Int(current.gateway)].isEmpty {
+                    // The common case, an open connection closing on a gateway that never went down: it
+                    // was open, so it gave the user no last_seen yet.
+                    connections[c].disconnect = timestamp
+                    connections[c].end = timestamp
+                    connections[c].reason = ConnectionRules.EndReason.disconnect.rawValue
+                    let u = Int(current.user)
+                    closed(user: u)
+                    users[u].lastSeen = max(users[u].lastSeen, timestamp)
+                    return
+                }
+                connections[c].disconnect = timestamp
+                resolve(c, wasOpen: isOpen(current), before: contribution(current))
+            } else if timestamp == current.disconnect {
+                audit?.repeated(at: item.offset)
+            } else {
+                promote(c, adding: .init(timestamp: timestamp, gateway: -1, isConnect: false))
+            }
         }
+    }
+
+    /// Resets forgotten key `c` to a new key on `gateway`, freeing its history.
+    private mutating func forget(_ c: Int, gateway: UnsafeRawBufferPointer) {
+        audit?.forgot(sessionCounts(c))
+        if connections[c].reason & Self.reusedKey != 0 { freeHistory(Int(connections[c].disconnect)) }
+        connections[c].start = Self.noStart
+        connections[c].disconnect = Self.none
+        connections[c].end = Self.none
+        connections[c].reason = 0
+        connections[c].gateway = Int32(gatewayIndex(gateway))
     }
 
     /// Applies a gateway_down; false when the same one was applied before.
@@ -567,11 +607,21 @@ struct ProjectionState {
         }
         if low < gatewayDowns[g].count && gatewayDowns[g][low] == timestamp { return false }  // seen before
         gatewayDowns[g].insert(timestamp, at: low)
-        // Every connection of this gateway that started at or before it and is open or ends later.
+        // Every simple key of this gateway that started at or before it and is open or ends later, and
+        // every history with a session begun on this gateway at or before it.
         let g32 = Int32(g)
-        for c in 0..<connections.count where connections[c].gateway == g32 {
+        for c in 0..<connections.count {
             let connection = connections[c]
-            guard connection.start != Self.noStart, connection.start <= timestamp else { continue }
+            if connection.reason & Self.reusedKey != 0 {
+                let h = Int(connection.disconnect)
+                let touched = (histories[h].base.isOpen && histories[h].base.gateway == g32)
+                    || histories[h].events.contains { $0.isConnect && $0.gateway == g32 && $0.timestamp <= timestamp }
+                guard touched else { continue }
+                rederive(h)
+                updateFromHistory(c, wasOpen: isOpen(connection), before: contribution(connection))
+                continue
+            }
+            guard connection.gateway == g32, connection.start != Self.noStart, connection.start <= timestamp else { continue }
             guard connection.end == Self.none || connection.end > timestamp else { continue }
             resolve(c, wasOpen: connection.end == Self.none, before: contribution(connection))
         }
@@ -584,13 +634,29 @@ struct ProjectionState {
         maxTimestamp == Int64.min || maxTimestamp < Int64.min + horizon ? Int64.min : maxTimestamp - horizon
     }
 
-    /// A closed connection whose every event time is older than the horizon: no event that can still be
-    /// applied can change it (they are all at or after `forgetBefore`), except to reuse its id, which
-    /// then starts a new connection. Forgotten connections are inert, so when a sweep removes them
-    /// changes no state.
+    /// A key with no open session whose every end and every event is older than the horizon: no event
+    /// that can still be applied can change its sessions (they are all at or after `forgetBefore`);
+    /// one that reuses its id starts a new session, as the rules say, and a disconnect of it would
+    /// change nothing, but counts, once forgotten, as a session of unknown start. Forgotten keys are
+    /// inert, so when a sweep removes them changes no state.
     @inline(__always)
     private func isForgotten(_ connection: Connection) -> Bool {
-        connection.end != Self.none && contribution(connection) < forgetBefore
+        connection.end != Self.none && settledTime(connection) < forgetBefore
+    }
+
+    /// `isForgotten` with `newest` as the newest event time.
+    @inline(__always)
+    private func isForgotten(_ connection: Connection, newest: Int64) -> Bool {
+        connection.end != Self.none && newest >= Int64.min + horizon && settledTime(connection) < newest - horizon
+    }
+
+    /// The latest of a closed key's event times and end.
+    @inline(__always)
+    private func settledTime(_ connection: Connection) -> Int64 {
+        if connection.reason & Self.reusedKey != 0 {
+            return max(connection.end, histories[Int(connection.disconnect)].lastEventTime)
+        }
+        return max(connection.end, connection.disconnect, connection.start == Self.noStart ? Self.none : connection.start)
     }
 
     /// Removes the forgotten connections from the tables when they have grown to twice what the last
@@ -618,16 +684,32 @@ struct ProjectionState {
         (offset / sweepCheckInterval + 1) * sweepCheckInterval
     }
 
-    /// Rebuilds the connection tables without the forgotten connections.
+    /// Rebuilds the connection tables without the forgotten connections, and the histories without
+    /// theirs and without their events before the horizon.
     mutating func sweepForgotten() {
         let old = connections, oldArena = connectionArena
+        var forgotten = [Bool](repeating: false, count: old.count)
         var keep = 0
-        for c in 0..<old.count where !isForgotten(old[c]) { keep += 1 }
+        for c in 0..<old.count {
+            if isForgotten(old[c]) { forgotten[c] = true } else { keep += 1 }
+        }
+        if !histories.isEmpty {
+            // The histories of the keys kept, renumbered in key order, without their events before the horizon.
+            var kept: [KeyHistory] = []
+            for c in 0..<old.count where old[c].reason & Self.reusedKey != 0 && !forgotten[c] {
+                kept.append(histories[Int(old[c].disconnect)])
+                old[c].disconnect = Int64(kept.count - 1)
+            }
+            histories = kept
+            freeHistories = []
+            let cut = forgetBefore
+            for h in histories.indices { trim(h, before: cut) }
+        }
         guard keep < old.count else { return }
         let kept = FlatStorage<Connection>(capacity: max(1 << 12, keep + keep / 4))
         let keptArena = FlatStorage<UInt8>(capacity: 1 << 16)
         for u in 0..<users.count { users[u].firstConnection = -1 }
-        for c in 0..<old.count where !isForgotten(old[c]) {
+        for c in 0..<old.count where !forgotten[c] {
             var connection = old[c]
             let index = kept.count
             if Int(connection.keyLength) > Self.inlineKeyBytes {
@@ -647,15 +729,15 @@ struct ProjectionState {
     }
 
     @inline(__always)
-    private func isOpen(_ connection: Connection) -> Bool {
+    func isOpen(_ connection: Connection) -> Bool {
         connection.end == Self.none && connection.start != Self.noStart
     }
 
-    /// Rule 5's contribution of a connection as it stands, or `none` while it is open.
+    /// Rule 5: a key's latest end as it stands, or `none`.
     @inline(__always)
-    private func contribution(_ connection: Connection) -> Int64 {
-        guard connection.end != Self.none else { return Self.none }
-        return connection.start == Self.noStart ? connection.end : max(connection.start, connection.end)
+    func contribution(_ connection: Connection) -> Int64 {
+        if connection.end != Self.none { return connection.end }
+        return connection.reason & Self.reusedKey != 0 ? histories[Int(connection.disconnect)].lastEnd : Self.none
     }
 
     /// A connection of user `u` opened: rule 4's counts.
@@ -674,7 +756,7 @@ struct ProjectionState {
         openConnections -= 1
     }
 
-    /// Re-applies the rules to connection `c` and carries the change over to its user.
+    /// Re-applies the rules to simple key `c` and carries the change over to its user.
     @inline(__always)
     private mutating func resolve(_ c: Int, wasOpen: Bool, before: Int64) {
         let connection = connections[c]
@@ -691,8 +773,16 @@ struct ProjectionState {
         }
         connections[c].end = resolution.end ?? Self.none
         connections[c].reason = resolution.reason?.rawValue ?? 0
+        carryOver(c, wasOpen: wasOpen, before: before)
+    }
+
+    /// Carries a change of key `c` (open before: `wasOpen`; latest end before: `before`) over to its
+    /// user's open count and last_seen.
+    @inline(__always)
+    mutating func carryOver(_ c: Int, wasOpen: Bool, before: Int64) {
+        let connection = connections[c]
         let u = Int(connection.user)
-        let nowOpen = resolution.isOpen
+        let nowOpen = isOpen(connection)
         if nowOpen != wasOpen {
             if nowOpen { opened(user: u) } else { closed(user: u) }
         }
@@ -997,6 +1087,24 @@ extension ProjectionState {
             try put(UInt64(gatewayDowns[g].count))
             for down in gatewayDowns[g] { try put(UInt64(bitPattern: down)) }
         }
+        func put(_ sessions: ConnectionRules.Sessions) throws {
+            for field in sessions.fields { try put(UInt64(bitPattern: field)) }
+        }
+        try put(UInt64(histories.count))
+        for history in histories {
+            try put(history.base)
+            try put(history.tail)
+            try put(UInt64(bitPattern: history.lastEnd))
+            try put(UInt64(bitPattern: history.lastEventTime))
+            try put(UInt64(history.keptAtTrim))
+            try put(UInt64(history.events.count))
+            for event in history.events {
+                try put(UInt64(bitPattern: event.timestamp))
+                try put(UInt64(UInt32(bitPattern: event.gateway)) << 1 | (event.isConnect ? 1 : 0))
+            }
+        }
+        try put(UInt64(freeHistories.count))
+        for free in freeHistories { try put(UInt64(free)) }
     }
 
     init(reading reader: CheckpointReader) throws {
@@ -1052,6 +1160,42 @@ extension ProjectionState {
             }
             gatewayDowns.append(list.map { Int64(littleEndian: $0) })
         }
+        func sessions() throws -> ConnectionRules.Sessions {
+            var fields: [Int64] = []
+            for _ in 0..<ConnectionRules.Sessions.fieldCount { fields.append(try reader.i64()) }
+            guard let sessions = ConnectionRules.Sessions(fields: fields) else { throw LogError(.corrupt, "checkpoint key history is out of range") }
+            return sessions
+        }
+        let historyCount = Int(try reader.u64())
+        guard historyCount >= 0, historyCount <= reader.remaining / 64 else { throw LogError(.corrupt, "checkpoint is cut short") }
+        histories.reserveCapacity(historyCount)
+        for _ in 0..<historyCount {
+            let base = try sessions(), tail = try sessions()
+            let lastEnd = try reader.i64(), lastEventTime = try reader.i64()
+            let keptAtTrim = try reader.u64(), eventCount = Int(try reader.u64())
+            guard keptAtTrim <= UInt64(Int32.max), eventCount >= 0, eventCount <= reader.remaining / 16 else {
+                throw LogError(.corrupt, "checkpoint is cut short")
+            }
+            var events: [ConnectionRules.KeyEvent] = []
+            events.reserveCapacity(eventCount)
+            for _ in 0..<eventCount {
+                let timestamp = try reader.i64(), packed = try reader.u64()
+                events.append(.init(timestamp: timestamp, gateway: Int32(bitPattern: UInt32(truncatingIfNeeded: packed >> 1)), isConnect: packed & 1 == 1))
+            }
+            var history = KeyHistory(lastEventTime: lastEventTime, events: events)
+            history.base = base
+            history.tail = tail
+            history.lastEnd = lastEnd
+            history.keptAtTrim = Int32(keptAtTrim)
+            histories.append(history)
+        }
+        let freeCount = Int(try reader.u64())
+        guard freeCount >= 0, freeCount <= historyCount, freeCount <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
+        for _ in 0..<freeCount {
+            let free = try reader.u64()
+            guard free < UInt64(historyCount) else { throw LogError(.corrupt, "checkpoint key history is out of range") }
+            freeHistories.append(Int32(free))
+        }
     }
 
     /// Checks that every record's references point inside the tables (after the CRC matched: this guards
@@ -1069,79 +1213,15 @@ extension ProjectionState {
             guard length <= Self.inlineKeyBytes || connection.key.0 <= UInt64(max(0, connectionArena.count - length)),
                   length <= Self.maxKeyBytes, Int(connection.userLengthLessOne) + 3 <= length, Int(connection.user) < users.count,
                   connection.user >= 0, Int(connection.gateway) < gateways.count, connection.gateway >= 0,
-                  Int(connection.nextOfUser) < connections.count
+                  Int(connection.nextOfUser) < connections.count,
+                  connection.reason & Self.reusedKey == 0 || (connection.disconnect >= 0 && connection.disconnect < Int64(histories.count))
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
         }
-    }
-}
-
-// MARK: Auditing
-
-/// What `presence audit` counts while it folds: filled only when a projection audits.
-final class AuditTally {
-    static let examples = 5
-    static let candidates = 10_000
-    let outOfOrderThreshold: Int64
-    var repeatedEvents = 0
-    var repeatedExamples: [Int64] = []
-    var outOfOrder = 0
-    var outOfOrderExamples: [(offset: Int64, behind: Int64)] = []
-    var refusedExamples: [Int64] = []
-    /// Disconnects that created their connection (offset, connection), to check at the end.
-    var disconnectFirst: [(offset: Int64, connection: Int)] = []
-
-    init(outOfOrderThreshold: Int64) {
-        self.outOfOrderThreshold = outOfOrderThreshold
-    }
-
-    func repeated(at offset: Int64) {
-        repeatedEvents += 1
-        if repeatedExamples.count < Self.examples { repeatedExamples.append(offset) }
-    }
-}
-
-extension PresenceProjection {
-    /// An anomaly `presence audit` reports: a count and a few examples.
-    public struct Anomaly: Sendable, Equatable {
-        public var name: String
-        public var count: Int
-        public var examples: [String]
-    }
-
-    /// Starts counting anomalies; call before applying anything. `outOfOrder`: how far (ms) behind the
-    /// newest event time an event may arrive before it counts as far out of order.
-    public func startAuditing(outOfOrder: Int64) {
-        state.audit = AuditTally(outOfOrderThreshold: outOfOrder)
-    }
-
-    /// The anomalies counted so far. `openLongerThan` (ms): open connections that started this long before
-    /// the newest event time are reported.
-    public func anomalies(openLongerThan: Int64) -> [Anomaly] {
-        guard let audit = state.audit else { return [] }
-        var result: [Anomaly] = []
-        var withoutConnect = 0
-        var longOpen = 0
-        var longOpenExamples: [String] = []
-        for c in 0..<state.connections.count {
-            let connection = state.connections[c]
-            if connection.start == ProjectionState.noStart { withoutConnect += 1; continue }
-            if connection.end == ProjectionState.none && connection.start < state.maxTimestamp - openLongerThan {
-                longOpen += 1
-                if longOpenExamples.count < AuditTally.examples {
-                    let user = String(decoding: state.userKey(Int(connection.user)), as: UTF8.self)
-                    longOpenExamples.append("user \(user): open since \(Timestamp.format(connection.start))")
-                }
-            }
+        for history in histories {
+            let gatewayCount = Int32(gateways.count)
+            var valid = history.base.gateway < gatewayCount && history.tail.gateway < gatewayCount
+            for event in history.events where event.gateway >= gatewayCount || event.gateway < (event.isConnect ? 0 : -1) { valid = false }
+            guard valid else { throw LogError(.corrupt, "checkpoint key history names a gateway outside the tables") }
         }
-        let disconnectExamples = audit.disconnectFirst.filter { state.connections[$0.connection].start == ProjectionState.noStart }
-            .prefix(AuditTally.examples).map { "offset \($0.offset) (user \(String(decoding: state.userKey(Int(state.connections[$0.connection].user)), as: UTF8.self)))" }
-        result.append(Anomaly(name: "disconnect without connect", count: withoutConnect, examples: Array(disconnectExamples)))
-        result.append(Anomaly(name: "repeated events", count: audit.repeatedEvents, examples: audit.repeatedExamples.map { "offset \($0)" }))
-        result.append(Anomaly(name: "connections open longer than \(openLongerThan / 3_600_000)h", count: longOpen, examples: longOpenExamples))
-        result.append(Anomaly(name: "events more than \(audit.outOfOrderThreshold / 1000)s out of order", count: audit.outOfOrder,
-                              examples: audit.outOfOrderExamples.map { "offset \($0.offset): \($0.behind / 1000)s behind the newest event" }))
-        result.append(Anomaly(name: "events refused (older than the late-arrival horizon)", count: state.refusedEvents,
-                              examples: audit.refusedExamples.map { "offset \($0)" }))
-        return result
     }
 }

@@ -9,8 +9,9 @@ import Testing
         let p = fold([connect("bob", "c", 10 * day), connect("amy", "a", 9 * day - 1), disconnect("bob", "c", 9 * day + 5)])
         #expect(p.state(of: "amy") == nil)
         #expect(p.refusedEvents == 1)
-        // Bob's disconnect is within the horizon but before his connect: it closes the connection.
-        #expect(p.state(of: "bob") == State(user: "bob", online: false, lastSeen: 10 * day, connections: 0))
+        // Bob's disconnect is within the horizon, a day before his connect: it ended a session of unknown
+        // start then; the connect started another.
+        #expect(p.state(of: "bob") == State(user: "bob", online: true, lastSeen: 9 * day + 5, connections: 1))
         let longer = PresenceProjection(horizon: 2 * day)
         for event in [connect("bob", "c", 10 * day), connect("amy", "a", 9 * day - 1)] { longer.apply(event) }
         #expect(longer.state(of: "amy")?.online == true)
@@ -21,11 +22,11 @@ import Testing
         let hour: Int64 = 3_600_000
         let p = PresenceProjection(horizon: hour)
         for event in [connect("bob", "c", 0), disconnect("bob", "c", 10), connect("amy", "a", 2 * hour)] { p.apply(event) }
-        // Within the horizon a later connect of a closed connection changes nothing (rule 1)...
+        // Within the horizon a later connect of a closed key starts a new session (rule 1)...
         let q = PresenceProjection(horizon: 3 * hour)
         for event in [connect("bob", "c", 0), disconnect("bob", "c", 10), connect("amy", "a", 2 * hour), connect("bob", "c", 2 * hour + 5)] { q.apply(event) }
-        #expect(q.state(of: "bob") == State(user: "bob", online: false, lastSeen: 10, connections: 0))
-        // ...past it, the connection is forgotten: the id starts a new connection; last_seen is kept.
+        #expect(q.state(of: "bob") == State(user: "bob", online: true, lastSeen: 10, connections: 1))
+        // ...and past it too, where the key was forgotten: the same answer; last_seen is kept.
         p.apply(connect("bob", "c", 2 * hour + 5))
         #expect(p.state(of: "bob") == State(user: "bob", online: true, lastSeen: 10, connections: 1))
     }
