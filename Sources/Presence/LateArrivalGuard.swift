@@ -31,6 +31,29 @@ public struct LateArrivalGuard: Sendable {
     }
 }
 
+/// The late-arrival horizon as the presence log writer's admission check: the server's writer decides on
+/// its commit thread, in log order, whether a request's events are within the horizon of the newest
+/// event time written before them, exactly as the projection will when it applies them. So two requests
+/// committed together cannot both pass a check made before either was written and then see one of them
+/// skipped by the fold: an event acknowledged is an event applied, and one refused is never written.
+public final class LateArrivalAdmission: AppendAdmission {
+    private var lateArrivals: LateArrivalGuard
+
+    /// `lateArrivals`: the log's horizon and the newest event time the writer starts after.
+    public init(_ lateArrivals: LateArrivalGuard) {
+        self.lateArrivals = lateArrivals
+    }
+
+    public func admit(_ records: RecordBuffer) -> (record: Int, reason: String)? {
+        var trial = lateArrivals
+        for index in 0..<records.count {
+            do throws(EventParseError) { try trial.admit(records.timestamp(at: index)) } catch { return (index, error.reason) }
+        }
+        lateArrivals = trial
+        return nil
+    }
+}
+
 /// The late-arrival horizon a data directory's presence log is written with, kept in `DATA/horizon`
 /// (milliseconds, one line). It decides which events ingest refuses, so every command that folds the
 /// log must use the same one: the first writer stores it, later writers must agree, readers take it.

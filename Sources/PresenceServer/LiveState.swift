@@ -53,7 +53,10 @@ public final class LiveState: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
-        self.writer = LogWriter(log: log)
+        // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
+        // what the writer acknowledges, the projection applies.
+        let newest = projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp
+        self.writer = LogWriter(log: log, admission: LateArrivalAdmission(LateArrivalGuard(horizon: horizon, newest: newest)))
         self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
@@ -82,10 +85,13 @@ public final class LiveState: @unchecked Sendable {
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
                         let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
+                        let refusedBefore = projection.refusedEvents
                         do { try projection.apply(batch: views) } catch {
                             // The records were validated before the append; a failure here is a bug, not input.
                             assertionFailure("a committed record did not apply: \(error)")
                         }
+                        // The writer's admission check refuses what the fold would: none is skipped here.
+                        assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
                         if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
                     lock.unlock()

@@ -182,6 +182,7 @@ public enum PresenceHTTPServer {
         var records = RecordBuffer()
         var problems: [(line: Int, reason: String)] = []
         var lateArrivals = state.lateArrivalGuard()
+        var recordLines: [Int] = []  // the body's line number of each record
         body.withUnsafeReadableBytes { raw in
             var number = 0
             var start = 0
@@ -194,6 +195,7 @@ public enum PresenceHTTPServer {
                 if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
                 do throws(EventParseError) {
                     try parser.append(line, to: &records, admittedBy: &lateArrivals)
+                    while recordLines.count < records.count { recordLines.append(number) }
                 } catch {
                     problems.append((number, error.reason))
                 }
@@ -216,6 +218,14 @@ public enum PresenceHTTPServer {
         do {
             let ack = try await state.append(records)
             return json(.ok, "{\"first_offset\":\(ack.offsets.lowerBound),\"last_offset\":\(ack.offsets.upperBound)}")
+        } catch let failure as LogError where failure.code == .refused {
+            // Checked again on the commit thread against what was written since (a concurrent request
+            // may have moved the newest event time on): refused whole, nothing written.
+            var out: [UInt8] = Array("{\"error\":{\"code\":\"invalid_events\",\"message\":\"1 line rejected; nothing was written\",\"lines\":[{\"line\":".utf8)
+            out.append(contentsOf: "\(failure.recordIndex.flatMap { recordLines.indices.contains($0) ? recordLines[$0] : nil } ?? 0),\"reason\":".utf8)
+            EventJSON.appendString(failure.message, to: &out)
+            out.append(contentsOf: "}]}}".utf8)
+            return json(.badRequest, String(decoding: out, as: UTF8.self))
         } catch let failure as LogError {
             return error(.serviceUnavailable, "log_unavailable", failure.message)
         }

@@ -16,14 +16,19 @@ public struct LogError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidArgument
         /// The log was closed, or failed earlier and refuses further writes.
         case closed
+        /// The writer's admission check (`AppendAdmission`) refused the request; nothing of it was written.
+        case refused
     }
 
     public let code: Code
     public let message: String
+    /// With `refused`: the index, in the request, of the record that was refused.
+    public var recordIndex: Int?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, recordIndex: Int? = nil) {
         self.code = code
         self.message = message
+        self.recordIndex = recordIndex
     }
 
     public var description: String { message }

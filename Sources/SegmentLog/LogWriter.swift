@@ -9,6 +9,17 @@ public struct AppendResult: Sendable, Equatable {
     public let durableEndOffset: Int64
 }
 
+/// A check each append request must pass on the commit thread, in log order, just before it is
+/// written: for a rule whose answer depends on everything written before the request (the presence
+/// log's late-arrival horizon, which moves with the newest event time written), so that what the
+/// writer acknowledges and what a reader of the log later decides agree. Called on the commit thread
+/// only, one request at a time: an implementation keeps its state without a lock.
+public protocol AppendAdmission: AnyObject {
+    /// nil to admit `records` (the check then counts them as written), or the refusal: the index of the
+    /// first record refused and why. A refused request leaves the check's state as it was.
+    func admit(_ records: RecordBuffer) -> (record: Int, reason: String)?
+}
+
 /// Group commit in front of a `Log`: any number of producers append concurrently; one commit thread
 /// gathers what is pending into batches, writes them, fsyncs once (under `Durability.always`) and then
 /// acknowledges every request of the commit, in order.
@@ -33,6 +44,8 @@ public final class LogWriter: @unchecked Sendable {
 
     private let log: Log
     private let configuration: LogConfiguration
+    /// Checked for every request on the commit thread (see `AppendAdmission`).
+    private let admission: (any AppendAdmission)?
     private let finished = DispatchSemaphore(value: 0)
     /// The commit thread's buffer for merging requests.
     private var combined = RecordBuffer()
@@ -44,10 +57,13 @@ public final class LogWriter: @unchecked Sendable {
         let completion: @Sendable (Result<AppendResult, LogError>) -> Void
     }
 
-    /// Starts the commit thread for `log`, which the writer owns from now on.
-    public init(log: Log) {
+    /// Starts the commit thread for `log`, which the writer owns from now on. `admission`, if given,
+    /// decides on the commit thread, in log order, which requests are written; a refused one fails with
+    /// `LogError.Code.refused` and nothing of it is written.
+    public init(log: Log, admission: (any AppendAdmission)? = nil) {
         self.log = log
         self.configuration = log.configuration
+        self.admission = admission
         self.publishedEnd = log.endOffset
         self.publishedDurableEnd = log.durableEndOffset
         let thread = Thread { [self] in
@@ -71,7 +87,8 @@ public final class LogWriter: @unchecked Sendable {
     }
 
     /// Queues `records` for the next commit; `completion` runs on the commit thread once they are written
-    /// (and, under `Durability.always`, durable), or failed. Completions run in append order.
+    /// (and, under `Durability.always`, durable), or failed. Completions of written requests run in log
+    /// order; a request the admission check refuses is answered when its commit starts.
     public func append(_ records: RecordBuffer, completion: @escaping @Sendable (Result<AppendResult, LogError>) -> Void) {
         guard !records.isEmpty else {
             completion(.failure(LogError(.invalidArgument, "nothing to append")))
@@ -163,6 +180,15 @@ public final class LogWriter: @unchecked Sendable {
     }
 
     private func commit(_ requests: [Pending]) {
+        var requests = requests
+        if let admission {
+            // Refused requests are answered at once and left out of the commit.
+            requests.removeAll { request in
+                guard let refusal = admission.admit(request.records) else { return false }
+                request.completion(.failure(LogError(.refused, refusal.reason, recordIndex: refusal.record)))
+                return true
+            }
+        }
         var ranges: [ClosedRange<Int64>] = []
         ranges.reserveCapacity(requests.count)
         var failure: LogError?

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 @Suite struct HorizonTests {
@@ -47,4 +50,62 @@ import Testing
         let whatIf = try CLI.presence(["replay", "--data", data, "--horizon", "24h"])
         #expect(whatIf.stdout.contains("refused 3 events older than the late-arrival horizon (24h)"), "\(whatIf.stdout)")
     }
+}
+
+/// Acknowledged means applied: the late-arrival check and the append are one step on the server's
+/// commit thread, so of two concurrent requests straddling the horizon, the one committed second is
+/// refused whole if the first moved the newest event time past it, and never written.
+@Suite struct ConcurrentHorizonTests {
+    @Test func concurrentPostersStraddlingTheHorizonGetOnlyAcknowledgementsTheFoldApplies() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let server = try RunningServer(data: data, extra: ["--horizon", "1m"])
+        let gateway = try token("gw-1", gateway: true)
+        let start: Int64 = 1_705_309_200_000  // 2024-01-15T09:00:00Z
+        func line(_ user: String, _ ts: Int64) -> Data {
+            Data(#"{"type":"connect","user":"\#(user)","conn":"c","gateway":"gw-1","ts":\#(ts)}"#.utf8)
+        }
+        #expect(try server.request("POST", "/v1/events", token: gateway, body: line("first", start)).status == 200)
+        var newest = start
+        let acknowledged = Locked(0), refused = Locked(0)
+        for round in 0..<60 {
+            // Both pass a check against `newest`; once the first is written, the second is 30 s behind
+            // the newest minus the horizon.
+            let bodies = [line("ahead-\(round)", newest + 90_000), line("behind-\(round)", newest - 30_000)]
+            let port = server.port
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                let reply = post(port: port, token: gateway, body: bodies[i])
+                if reply.status == 200 {
+                    acknowledged.update { $0 += 1 }
+                } else {
+                    #expect(i == 1 && reply.status == 400 && reply.body.contains("older than the late-arrival horizon"), "\(reply.status) \(reply.body)")
+                    refused.update { $0 += 1 }
+                }
+            }
+            newest += 90_000
+        }
+        #expect(server.stop() == 0)
+        // Every acknowledged event is in the log, and the fold applies every event of the log.
+        let written = try CLI.presence(["dump", "--data", data]).stdout.lines.filter { !$0.contains("\"heartbeat\"") && !$0.contains("\"gateway_down\"") }
+        #expect(written.count == 1 + acknowledged.get(), "\(written.count) events written, \(acknowledged.get()) acknowledged")
+        let audit = try CLI.presence(["audit", "--data", data])
+        #expect(audit.stdout.contains("events refused (older than the late-arrival horizon): 0"), "\(audit.stdout)")
+        #expect(acknowledged.get() + refused.get() == 120 && acknowledged.get() >= 60)
+    }
+}
+
+/// POST /v1/events to a server on `port` from any thread.
+private func post(port: Int, token: String, body: Data) -> (status: Int, body: String) {
+    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/events")!)
+    request.httpMethod = "POST"
+    request.httpBody = body
+    request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+    let done = DispatchSemaphore(value: 0)
+    let reply = Locked((status: -1, body: ""))
+    URLSession.shared.dataTask(with: request) { data, response, _ in
+        reply.set(((response as? HTTPURLResponse)?.statusCode ?? -1, String(decoding: data ?? Data(), as: UTF8.self)))
+        done.signal()
+    }.resume()
+    done.wait()
+    return reply.get()
 }

@@ -3,9 +3,10 @@
 // Model: device sessions start as a Poisson process; each picks a user by Zipf-like popularity
 // (a few users are very active, most rarely connect), one of that user's 1-3 devices, and a
 // gateway; it lasts a lognormal time (median 5 min) and then disconnects, unless the device
-// vanishes (3%, no disconnect: the gateway's crash or lease handles it). Timestamps carry a small
-// jitter (0-40 ms), so neighbouring events are sometimes slightly out of order, as from several
-// gateways. The same arguments always print the same bytes.
+// vanishes (3%, no disconnect: the gateway's crash or lease handles it). Each session has a fresh
+// connection id, or with --reuse-conns the device's own (a device then has many sessions of one id).
+// Timestamps carry a small jitter (0-40 ms), so neighbouring events are sometimes slightly out of
+// order, as from several gateways. The same arguments always print the same bytes.
 //
 //   presence-gen --events 10000000 --users 1000000 --seed 42 > stream.ndjson
 
@@ -20,6 +21,8 @@ struct Options {
     var gateways = 16
     var sessionsPerSecond = 60.0
     var integerTimestamps = false
+    /// Connection ids name the device ("u42-phone"), so every session of a device reuses its id.
+    var reuseConns = false
 }
 
 func usage() -> Never {
@@ -33,6 +36,8 @@ func usage() -> Never {
           --gateways N             gateways gw-1 ... gw-N (default 16)
           --sessions-per-second R  session arrival rate (default 60)
           --ms                     write ts as epoch milliseconds instead of ISO-8601
+          --reuse-conns            conn ids name the device (u42-phone): every session of a device
+                                   reuses its id, as gateways that key sockets by device do
 
         """.utf8))
     exit(1)
@@ -54,6 +59,7 @@ func parseOptions() -> Options {
         case "--gateways": options.gateways = Int(value(arg)) ?? { usage() }()
         case "--sessions-per-second": options.sessionsPerSecond = Double(value(arg)) ?? { usage() }()
         case "--ms": options.integerTimestamps = true
+        case "--reuse-conns": options.reuseConns = true
         case "-h", "--help": usage()
         default:
             FileHandle.standardError.write(Data("presence-gen: unknown argument \(arg)\n".utf8))
@@ -219,8 +225,11 @@ struct Generator {
             let user = Array("u\(userNumber)".utf8)
             let deviceCount = 1 + userNumber % 3
             let device = Self.devices[(userNumber / 3 + random.below(deviceCount)) % Self.devices.count]
-            var conn = user + Array("-\(device)-".utf8)
-            for _ in 0..<4 { conn.append(Self.hex[random.below(16)]) }
+            var conn = user + Array("-\(device)".utf8)
+            if !options.reuseConns {
+                conn.append(UInt8(ascii: "-"))
+                for _ in 0..<4 { conn.append(Self.hex[random.below(16)]) }
+            }
             let gateway = Array("gw-\(1 + random.below(options.gateways))".utf8)
             let session = Session(user: user, conn: conn, gateway: gateway)
             emit(.connect, session, at: startTime + Int64(random.below(40)))
