@@ -19,10 +19,10 @@ import Glibc
 ///     6 × (u64 count, u64 capacity, u64 byteCount, bytes)
 ///                                       user slots, users, user ids, connection slots, connections, long connection keys
 ///     u64 gateways, then each: u32 n, n bytes of name, i64 last heartbeat, u64 downs, downs × i64
-///     u64 key histories, then each: 7 × i64 base, 7 × i64 tail (`ConnectionRules.Sessions.fields`),
-///         i64 last end, i64 last event time, u64 kept at trim, u64 events, events × (i64 ts,
-///         u64 gateway << 1 | is connect)
+///     (u64 count, u64 capacity, u64 byteCount, bytes)      key histories (`KeyHistory`)
 ///     u64 free histories, then each: u64 index
+///     2 × (u64 count, u64 capacity, u64 byteCount, bytes, u64 size classes, then each: u64 n, n × u64)
+///                                       the histories' events and snapshots, with their free blocks (`BlockArena`)
 ///     u32 CRC-32C of everything before it
 ///
 /// Integers are little-endian (the records are stored as they lie in memory, so a checkpoint is for

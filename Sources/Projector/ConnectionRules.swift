@@ -67,17 +67,20 @@ public enum ConnectionRules {
     // MARK: Any key
 
     /// One event of a connection key, as the rules see it.
-    public struct KeyEvent: Equatable, Sendable {
+    public struct KeyEvent: Equatable, Sendable, BitwiseCopyable {
         public var timestamp: Int64
         /// A connect's gateway, as an index into the caller's gateway table. The rules ignore a
         /// disconnect's gateway (callers keep -1 there, or what they need for display).
         public var gateway: Int32
-        public var isConnect: Bool
+        /// 1 for a connect, 2 for a disconnect (plain bytes: the projector checkpoints these as they lie).
+        var kind: UInt8
+
+        public var isConnect: Bool { kind == 1 }
 
         public init(timestamp: Int64, gateway: Int32, isConnect: Bool) {
             self.timestamp = timestamp
             self.gateway = gateway
-            self.isConnect = isConnect
+            self.kind = isConnect ? 1 : 2
         }
     }
 
@@ -105,7 +108,7 @@ public enum ConnectionRules {
     /// Rules 1-3 as a state machine over one key's events, fed in the rules' order (`precedes`), with
     /// `settle` before each event and once at the end for the gateway_downs in between. A plain value
     /// of fixed size: the projector keeps one per key whose ids are reused, and checkpoints it as it is.
-    public struct Sessions: Equatable, Sendable {
+    public struct Sessions: Equatable, Sendable, BitwiseCopyable {
         public static let noTime = Int64.min
 
         /// The open session's start (meaningful while `isOpen`).
@@ -118,30 +121,18 @@ public enum ConnectionRules {
         public private(set) var count: Int32 = 0
         /// Sessions of unknown start so far (at most one: only a key's first session can be one).
         public private(set) var unknownStarts: Int32 = 0
-        public private(set) var isOpen = false
+        /// 1 while a session is open (a plain byte: the projector checkpoints these as they lie).
+        private var open: UInt8 = 0
         /// `EndReason` of the latest end, or 0.
         public private(set) var lastReason: UInt8 = 0
 
+        public var isOpen: Bool { open != 0 }
+
         public init() {}
 
-        /// Its fields as integers, for checkpoints (`init(fields:)` reads them back).
-        var fields: [Int64] {
-            [start, lastEnd, Int64(gateway), Int64(count), Int64(unknownStarts), isOpen ? 1 : 0, Int64(lastReason)]
-        }
-        static let fieldCount = 7
-
-        /// Reads `fields` back; nil when they cannot come from a real fold.
-        init?(fields: [Int64]) {
-            guard fields.count == Self.fieldCount, fields[2] >= -1, fields[2] <= Int64(Int32.max), fields[3] >= 0, fields[3] <= Int64(Int32.max),
-                  fields[4] == 0 || fields[4] == 1, fields[5] == 0 || fields[5] == 1, fields[6] >= 0, fields[6] <= 2
-            else { return nil }
-            start = fields[0]
-            lastEnd = fields[1]
-            gateway = Int32(fields[2])
-            count = Int32(fields[3])
-            unknownStarts = Int32(fields[4])
-            isOpen = fields[5] == 1
-            lastReason = UInt8(fields[6])
+        /// Whether its fields could come from a fold (a checkpoint's are checked with it).
+        var isValid: Bool {
+            open <= 1 && lastReason <= 2 && gateway >= -1 && count >= 0 && (unknownStarts == 0 || unknownStarts == 1)
         }
 
         /// Rule 3: ends the open session at the first gateway_down of its gateway at or after its start,
@@ -150,7 +141,7 @@ public enum ConnectionRules {
         @inline(__always)
         public mutating func settle(before time: Int64, downs: UnsafeBufferPointer<Int64>) -> EndedSession? {
             guard isOpen, !downs.isEmpty, let down = ConnectionRules.firstAtOrAfter(start, in: downs), down < time else { return nil }
-            isOpen = false
+            open = 0
             lastEnd = down
             lastReason = EndReason.gatewayDown.rawValue
             return EndedSession(start: start, end: down, reason: .gatewayDown, gateway: gateway)
@@ -162,14 +153,14 @@ public enum ConnectionRules {
         public mutating func apply(_ event: KeyEvent) -> EndedSession? {
             if event.isConnect {
                 guard !isOpen else { return nil }  // a repeat
-                isOpen = true
+                open = 1
                 start = event.timestamp
                 gateway = event.gateway
                 count += 1
                 return nil
             }
             if isOpen {
-                isOpen = false
+                open = 0
                 lastEnd = event.timestamp
                 lastReason = EndReason.disconnect.rawValue
                 return EndedSession(start: start, end: event.timestamp, reason: .disconnect, gateway: gateway)

@@ -128,6 +128,17 @@ final class FlatStorage<Element: BitwiseCopyable> {
         count += 1
     }
 
+    /// Appends `n` elements and returns the index of the first; they hold what the memory held (zero
+    /// when it is fresh): the caller writes them.
+    @inline(__always)
+    func extend(by n: Int) -> Int {
+        if count + n > capacity { grow(to: max(capacity * 2, count + n)) }
+        if count >= warmCheck { warmAhead() }
+        let first = count
+        count += n
+        return first
+    }
+
     /// Appends raw bytes (for byte storage).
     @inline(__always)
     func append(bytes: UnsafeRawBufferPointer) where Element == UInt8 {

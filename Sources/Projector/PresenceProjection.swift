@@ -293,8 +293,10 @@ struct ProjectionState {
     let gatewayMemo = FlatStorage<UInt64>(capacity: 3 * 64, count: 3 * 64)
     /// Each gateway's gateway_down times, ascending, without repeats.
     var gatewayDowns: [[Int64]] = []
-    /// The events of keys that are not simple (`KeyHistory`), by the index their record holds.
-    var histories: [KeyHistory] = []
+    /// Keys that are not simple (`KeyHistory`), by the index their record holds, and their events.
+    var histories = FlatStorage<KeyHistory>(capacity: 1 << 10)
+    var historyEvents = BlockArena<ConnectionRules.KeyEvent>(smallest: 4)
+    var historySnapshots = BlockArena<ConnectionRules.Sessions>(smallest: 1)
     /// Indices of `histories` free for reuse.
     var freeHistories: [Int32] = []
     var gatewayHeartbeat: [Int64] = []
@@ -320,7 +322,8 @@ struct ProjectionState {
     /// Bytes in use (untouched capacity costs no memory): slots, records and id bytes.
     var memoryBytes: (users: Int, connections: Int) {
         (userSlots.bytesInUse + users.bytesInUse + userArena.bytesInUse,
-         connectionSlots.bytesInUse + connections.bytesInUse + connectionArena.bytesInUse)
+         connectionSlots.bytesInUse + connections.bytesInUse + connectionArena.bytesInUse
+            + histories.bytesInUse + historyEvents.bytesInUse + historySnapshots.bytesInUse)
     }
 
     // MARK: Applying a batch
@@ -444,12 +447,29 @@ struct ProjectionState {
                 pending[i].userCandidate = Int32(userCandidate)
                 if userCandidate >= 0 { presencelog_prefetch(userRecords + userCandidate) }
             }
-            for i in chunk where pending[i].hash != 0 {
-                let item = pending[i]
-                if item.candidate >= 0 {
-                    if item.key.count > Self.inlineKeyBytes { presencelog_prefetch(arena + Int(records[Int(item.candidate)].key.0)) }
-                } else if item.userCandidate >= 0 {
-                    presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
+            let histories = self.histories.pointer, historyEvents = self.historyEvents.storage.pointer
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: chunk.count) { reused in
+                var found = 0
+                for i in chunk where pending[i].hash != 0 {
+                    let item = pending[i]
+                    if item.candidate >= 0 {
+                        let record = records + Int(item.candidate)
+                        if item.key.count > Self.inlineKeyBytes { presencelog_prefetch(arena + Int(record.pointee.key.0)) }
+                        // A key with many sessions: its history's first line (`KeyHistory`).
+                        if record.pointee.reason & Self.reusedKey != 0 {
+                            let h = Int(record.pointee.disconnect)
+                            presencelog_prefetch(histories + h)
+                            reused[found] = h
+                            found += 1
+                        }
+                    } else if item.userCandidate >= 0 {
+                        presencelog_prefetch(userArena + Int(userRecords[Int(item.userCandidate)].keyOffset))
+                    }
+                }
+                // Pass 3b, for those: the slot of the history's events where the event goes.
+                for k in 0..<found {
+                    let history = histories + reused[k]
+                    presencelog_prefetch(historyEvents + history.pointee.first + Int(history.pointee.count))
                 }
             }
         }
@@ -615,9 +635,9 @@ struct ProjectionState {
             if connection.reason & Self.reusedKey != 0 {
                 let h = Int(connection.disconnect)
                 let touched = (histories[h].base.isOpen && histories[h].base.gateway == g32)
-                    || histories[h].events.contains { $0.isConnect && $0.gateway == g32 && $0.timestamp <= timestamp }
+                    || events(of: h).contains { $0.isConnect && $0.gateway == g32 && $0.timestamp <= timestamp }
                 guard touched else { continue }
-                rederive(h)
+                replay(h, from: 0)
                 updateFromHistory(c, wasOpen: isOpen(connection), before: contribution(connection))
                 continue
             }
@@ -688,29 +708,20 @@ struct ProjectionState {
     /// theirs and without their events before the horizon.
     mutating func sweepForgotten() {
         let old = connections, oldArena = connectionArena
-        var forgotten = [Bool](repeating: false, count: old.count)
         var keep = 0
-        for c in 0..<old.count {
-            if isForgotten(old[c]) { forgotten[c] = true } else { keep += 1 }
-        }
-        if !histories.isEmpty {
-            // The histories of the keys kept, renumbered in key order, without their events before the horizon.
-            var kept: [KeyHistory] = []
-            for c in 0..<old.count where old[c].reason & Self.reusedKey != 0 && !forgotten[c] {
-                kept.append(histories[Int(old[c].disconnect)])
-                old[c].disconnect = Int64(kept.count - 1)
-            }
-            histories = kept
-            freeHistories = []
-            let cut = forgetBefore
-            for h in histories.indices { trim(h, before: cut) }
-        }
+        for c in 0..<old.count where !isForgotten(old[c]) { keep += 1 }
         guard keep < old.count else { return }
         let kept = FlatStorage<Connection>(capacity: max(1 << 12, keep + keep / 4))
         let keptArena = FlatStorage<UInt8>(capacity: 1 << 16)
         for u in 0..<users.count { users[u].firstConnection = -1 }
-        for c in 0..<old.count where !forgotten[c] {
+        for c in 0..<old.count {
             var connection = old[c]
+            // A forgotten key's history goes back on its free list (after `isForgotten` read it). A kept
+            // one loses its events before the horizon as it grows (`applyToHistory`).
+            if isForgotten(connection) {
+                if connection.reason & Self.reusedKey != 0 { freeHistory(Int(connection.disconnect)) }
+                continue
+            }
             let index = kept.count
             if Int(connection.keyLength) > Self.inlineKeyBytes {
                 connection.key.0 = UInt64(keptArena.count)
@@ -1087,24 +1098,11 @@ extension ProjectionState {
             try put(UInt64(gatewayDowns[g].count))
             for down in gatewayDowns[g] { try put(UInt64(bitPattern: down)) }
         }
-        func put(_ sessions: ConnectionRules.Sessions) throws {
-            for field in sessions.fields { try put(UInt64(bitPattern: field)) }
-        }
-        try put(UInt64(histories.count))
-        for history in histories {
-            try put(history.base)
-            try put(history.tail)
-            try put(UInt64(bitPattern: history.lastEnd))
-            try put(UInt64(bitPattern: history.lastEventTime))
-            try put(UInt64(history.keptAtTrim))
-            try put(UInt64(history.events.count))
-            for event in history.events {
-                try put(UInt64(bitPattern: event.timestamp))
-                try put(UInt64(UInt32(bitPattern: event.gateway)) << 1 | (event.isConnect ? 1 : 0))
-            }
-        }
+        try put(histories)
         try put(UInt64(freeHistories.count))
         for free in freeHistories { try put(UInt64(free)) }
+        try historyEvents.encode(to: sink, put: put, putStorage: put)
+        try historySnapshots.encode(to: sink, put: put, putStorage: put)
     }
 
     init(reading reader: CheckpointReader) throws {
@@ -1160,42 +1158,12 @@ extension ProjectionState {
             }
             gatewayDowns.append(list.map { Int64(littleEndian: $0) })
         }
-        func sessions() throws -> ConnectionRules.Sessions {
-            var fields: [Int64] = []
-            for _ in 0..<ConnectionRules.Sessions.fieldCount { fields.append(try reader.i64()) }
-            guard let sessions = ConnectionRules.Sessions(fields: fields) else { throw LogError(.corrupt, "checkpoint key history is out of range") }
-            return sessions
-        }
-        let historyCount = Int(try reader.u64())
-        guard historyCount >= 0, historyCount <= reader.remaining / 64 else { throw LogError(.corrupt, "checkpoint is cut short") }
-        histories.reserveCapacity(historyCount)
-        for _ in 0..<historyCount {
-            let base = try sessions(), tail = try sessions()
-            let lastEnd = try reader.i64(), lastEventTime = try reader.i64()
-            let keptAtTrim = try reader.u64(), eventCount = Int(try reader.u64())
-            guard keptAtTrim <= UInt64(Int32.max), eventCount >= 0, eventCount <= reader.remaining / 16 else {
-                throw LogError(.corrupt, "checkpoint is cut short")
-            }
-            var events: [ConnectionRules.KeyEvent] = []
-            events.reserveCapacity(eventCount)
-            for _ in 0..<eventCount {
-                let timestamp = try reader.i64(), packed = try reader.u64()
-                events.append(.init(timestamp: timestamp, gateway: Int32(bitPattern: UInt32(truncatingIfNeeded: packed >> 1)), isConnect: packed & 1 == 1))
-            }
-            var history = KeyHistory(lastEventTime: lastEventTime, events: events)
-            history.base = base
-            history.tail = tail
-            history.lastEnd = lastEnd
-            history.keptAtTrim = Int32(keptAtTrim)
-            histories.append(history)
-        }
+        histories = try storage(KeyHistory.self)
         let freeCount = Int(try reader.u64())
-        guard freeCount >= 0, freeCount <= historyCount, freeCount <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
-        for _ in 0..<freeCount {
-            let free = try reader.u64()
-            guard free < UInt64(historyCount) else { throw LogError(.corrupt, "checkpoint key history is out of range") }
-            freeHistories.append(Int32(free))
-        }
+        guard freeCount >= 0, freeCount <= histories.count, freeCount <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
+        for _ in 0..<freeCount { freeHistories.append(Int32(truncatingIfNeeded: try reader.u64())) }
+        historyEvents = try BlockArena(smallest: 4, storage: try storage(ConnectionRules.KeyEvent.self), reader: reader)
+        historySnapshots = try BlockArena(smallest: 1, storage: try storage(ConnectionRules.Sessions.self), reader: reader)
     }
 
     /// Checks that every record's references point inside the tables (after the CRC matched: this guards
@@ -1217,11 +1185,8 @@ extension ProjectionState {
                   connection.reason & Self.reusedKey == 0 || (connection.disconnect >= 0 && connection.disconnect < Int64(histories.count))
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
         }
-        for history in histories {
-            let gatewayCount = Int32(gateways.count)
-            var valid = history.base.gateway < gatewayCount && history.tail.gateway < gatewayCount
-            for event in history.events where event.gateway >= gatewayCount || event.gateway < (event.isConnect ? 0 : -1) { valid = false }
-            guard valid else { throw LogError(.corrupt, "checkpoint key history names a gateway outside the tables") }
+        do throws(PresenceProjection.ApplyError) { try validateHistories() } catch {
+            throw LogError(.corrupt, "checkpoint \(error.description)")
         }
     }
 }

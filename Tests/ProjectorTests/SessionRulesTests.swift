@@ -66,13 +66,20 @@ import Testing
 
     /// Many sessions of one key, in order and late: the history's trims (past the horizon) and its
     /// replays (for late events) keep to the rules.
-    @Test func aLongLivedDeviceKeepsEverySessionRight() {
+    @Test func aLongLivedDeviceKeepsEverySessionRight() throws {
         var random = SplitMix(seed: 9)
         let horizon: Int64 = 5_000
-        let projection = PresenceProjection(horizon: horizon)
+        var projection = PresenceProjection(horizon: horizon)
         var events: [PresenceEvent] = []
         var time: Int64 = 0
-        for _ in 0..<3_000 {
+        let scratch = Scratch()
+        for step in 0..<3_000 {
+            if step == 1_500 {
+                // Halfway, through a checkpoint: the history, its snapshots and free blocks come back.
+                let (path, _) = try Checkpoint.write(projection, to: scratch.path)
+                projection = try Checkpoint.load(path)
+                #expect(projection.allStates() == ReferenceFold.states(events))
+            }
             time += Int64.random(in: 1...20, using: &random)
             let ts = time - Int64.random(in: 0...50, using: &random)  // a little late, now and then
             let event = Bool.random(using: &random) ? connect("bob", "phone", ts, gateway: "gw-\(Int.random(in: 1...2, using: &random))")
@@ -81,7 +88,28 @@ import Testing
             projection.apply(event)
         }
         #expect(projection.allStates() == ReferenceFold.states(events))
-        #expect(projection.state.histories.first.map { $0.events.count < 1_200 } == true, "events before the horizon are folded away")
+        #expect(projection.state.histories.count == 1 && projection.state.histories[0].count < 1_200, "events before the horizon are folded away")
+    }
+
+    /// Events arriving late among thousands of one key's events: each placed by replaying only from the
+    /// snapshot before it, the state always the reference fold's.
+    @Test func lateEventsAmongManySessionsReplayFromTheSnapshotBeforeThem() {
+        var random = SplitMix(seed: 12)
+        let projection = PresenceProjection()
+        var events: [PresenceEvent] = []
+        for i in 0..<2_000 { events.append(i % 2 == 0 ? connect("bob", "phone", Int64(i) * 10) : disconnect("bob", "phone", Int64(i) * 10)) }
+        for event in events { projection.apply(event) }
+        for round in 0..<200 {
+            // A disconnect inside a session, or a connect inside a gap, anywhere in the history.
+            let at = Int64.random(in: 0..<20_000, using: &random)
+            let event = Bool.random(using: &random) ? disconnect("bob", "phone", at) : connect("bob", "phone", at, gateway: "gw-\(round % 3)")
+            events.append(event)
+            projection.apply(event)
+            if round % 20 == 0 { projection.apply(down("gw-\(round % 3)", at + 3)); events.append(down("gw-\(round % 3)", at + 3)) }
+        }
+        #expect(projection.allStates() == ReferenceFold.states(events))
+        let sessions = ReferenceFold.sessions(events)
+        #expect(sessions.count > 1_000)
     }
 }
 

@@ -23,6 +23,9 @@ struct Options {
     var integerTimestamps = false
     /// Connection ids name the device ("u42-phone"), so every session of a device reuses its id.
     var reuseConns = false
+    /// Connection ids end in the session's number in hex, never twice the same (the default's four
+    /// random digits repeat now and then for a busy user's device).
+    var uniqueConns = false
 }
 
 func usage() -> Never {
@@ -38,6 +41,8 @@ func usage() -> Never {
           --ms                     write ts as epoch milliseconds instead of ISO-8601
           --reuse-conns            conn ids name the device (u42-phone): every session of a device
                                    reuses its id, as gateways that key sockets by device do
+          --unique-conns           conn ids end in the session's number (never reused), instead of
+                                   four random hex digits (which a busy device repeats now and then)
 
         """.utf8))
     exit(1)
@@ -60,6 +65,7 @@ func parseOptions() -> Options {
         case "--sessions-per-second": options.sessionsPerSecond = Double(value(arg)) ?? { usage() }()
         case "--ms": options.integerTimestamps = true
         case "--reuse-conns": options.reuseConns = true
+        case "--unique-conns": options.uniqueConns = true
         case "-h", "--help": usage()
         default:
             FileHandle.standardError.write(Data("presence-gen: unknown argument \(arg)\n".utf8))
@@ -145,6 +151,8 @@ struct Generator {
     var total = 0.0
     var sessions: [Int: Session] = [:]
     var nextSession = 0
+    /// Sessions started (for --unique-conns).
+    var started = 0
     var pending = Heap()
     var out: [UInt8] = []
     var emitted = 0
@@ -226,7 +234,10 @@ struct Generator {
             let deviceCount = 1 + userNumber % 3
             let device = Self.devices[(userNumber / 3 + random.below(deviceCount)) % Self.devices.count]
             var conn = user + Array("-\(device)".utf8)
-            if !options.reuseConns {
+            if options.uniqueConns {
+                conn.append(contentsOf: Array("-\(String(started, radix: 16))".utf8))
+                started += 1
+            } else if !options.reuseConns {
                 conn.append(UInt8(ascii: "-"))
                 for _ in 0..<4 { conn.append(Self.hex[random.below(16)]) }
             }
