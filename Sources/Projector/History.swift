@@ -103,7 +103,8 @@ public enum History {
                 if at == downs[Int(g)].count || downs[Int(g)][at] != event.timestamp { downs[Int(g)].insert(event.timestamp, at: at) }
             case .connect, .disconnect:
                 let keyEvent = ConnectionRules.KeyEvent(timestamp: event.timestamp, gateway: g, isConnect: event.kind == .connect)
-                var generations = keys[event.conn] ?? [[]]
+                // Taken out of the dictionary, so that the arrays are changed in place, not copied.
+                var generations = keys.removeValue(forKey: event.conn) ?? [[]]
                 if let current = generations.last, !current.isEmpty, isForgotten(current, newest: max(newest, event.timestamp)) {
                     generations.append([])
                 }
@@ -133,7 +134,7 @@ public enum History {
         func isForgotten(_ events: [ConnectionRules.KeyEvent], newest: Int64) -> Bool {
             guard newest >= Int64.min + horizon else { return false }
             let forgetBefore = newest - horizon
-            guard let last = events.map(\.timestamp).max(), last < forgetBefore else { return false }
+            guard let last = events.last?.timestamp, last < forgetBefore else { return false }  // events are in order: the last is the newest
             var state = ConnectionRules.Sessions()
             _ = run(events, &state) { _, _ in }
             return !state.isOpen && state.lastEnd < forgetBefore
