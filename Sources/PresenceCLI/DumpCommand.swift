@@ -16,7 +16,8 @@ struct DumpCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
     var data: String
 
-    @Option(help: ArgumentHelp("Start at this log offset.", valueName: "offset"))
+    // .unconditional: "-1" is read as a value (then refused by name), not taken for an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Start at this log offset (0 or more).", valueName: "offset"))
     var fromOffset: Int64?
 
     @Option(help: ArgumentHelp("Only events at or after this time (ISO-8601 or epoch ms).", valueName: "time"))
@@ -40,7 +41,7 @@ struct DumpCommand: ParsableCommand {
     }
 
     private func dump() throws {
-        if let fromOffset, fromOffset < 0 { throw ValidationError("--from-offset must not be negative") }
+        if let fromOffset, fromOffset < 0 { throw ValidationError("--from-offset must be a log offset ≥ 0, not \(fromOffset)") }
         let fromTime = try from.map { try parseTime($0, option: "--from") }
         let toTime = try to.map { try parseTime($0, option: "--to") }
         let users = Set(user.map { Array($0.utf8) })

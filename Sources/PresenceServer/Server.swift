@@ -53,7 +53,7 @@ public enum PresenceHTTPServer {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestMetricsMiddleware())
         // One structured line per request (method, path, status, duration) at debug level (--log-level debug).
         router.add(middleware: LogRequestsMiddleware(.debug))
         // Hummingbird's own errors (no such route) in the API's JSON form, like every other error.
@@ -71,6 +71,11 @@ public enum PresenceHTTPServer {
         router.post("v1/events") { request, _ in
             let claims = try await authenticate(request, tokens)
             guard claims.isGateway else { return error(.forbidden, "forbidden", "only a gateway token may post events") }
+            // The node's own name is reserved: its heartbeats and gateway_downs are what keep its sockets'
+            // users online, and a token of that name could end them all.
+            guard claims.sub.value != state.node else {
+                return error(.forbidden, "forbidden", "'\(state.node)' is this node's own gateway name (--node); a gateway token of that name may not post events")
+            }
             var request = request
             let body: ByteBuffer
             do {
@@ -78,11 +83,11 @@ public enum PresenceHTTPServer {
             } catch is NIOTooManyBytesError {
                 return error(.contentTooLarge, "body_too_large", "the body is over the \(configuration.maxBodyBytes)-byte limit")
             }
-            return try await ingest(body, state: state)
+            return try await ingest(body, gateway: claims.sub.value, state: state)
         }
         router.get("v1/users/:id/presence") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let user = try context.parameters.require("id")
+            let claims = try await authenticateUser(request, tokens)
+            let user = try pathParameter(context, "id", what: "user id")
             // Presence is shared with members of a common conversation (and with oneself).
             guard state.conversations.shareAConversation(claims.sub.value, user) else {
                 return error(.forbidden, "forbidden", "you share no conversation with '\(user)'")
@@ -97,9 +102,9 @@ public enum PresenceHTTPServer {
             }
         }
         router.post("v1/conversations") { request, _ in
-            let claims = try await authenticate(request, tokens)
-            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
-            guard let members = body["members"] as? [String], !members.isEmpty else {
+            let claims = try await authenticateUser(request, tokens)
+            let members = try await decodeBody(NewConversation.self, request, limit: configuration.maxBodyBytes).members
+            guard !members.isEmpty else {
                 return error(.badRequest, "invalid_request", "\"members\" must be a non-empty array of user ids")
             }
             var unique: [String] = []
@@ -117,19 +122,19 @@ public enum PresenceHTTPServer {
             return json(.created, "{\"id\":\"\(id)\"}")
         }
         router.post("v1/conversations/:id/messages") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let id = try context.parameters.require("id")
+            let claims = try await authenticateUser(request, tokens)
+            let id = try pathParameter(context, "id", what: "conversation id")
             _ = try members(of: id, for: claims.sub.value, state: state).get()
-            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
-            guard let content = body["content"] as? String, !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
+            let content = try await decodeBody(NewMessage.self, request, limit: configuration.maxBodyBytes).content
+            guard !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
                 return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
             }
             let (seq, timestamp) = try await state.conversations.post(to: id, sender: claims.sub.value, content: content)
             return json(.created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
         }
         router.get("v1/conversations/:id") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let id = try context.parameters.require("id")
+            let claims = try await authenticateUser(request, tokens)
+            let id = try pathParameter(context, "id", what: "conversation id")
             let body = try snapshot(of: id, for: claims.sub.value, afterSeq: request.uri.queryParameters.get("after_seq"),
                                     limit: request.uri.queryParameters.get("limit"), state: state).get()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
@@ -176,12 +181,16 @@ public enum PresenceHTTPServer {
         )
     }
 
-    /// Validates every line, then appends them all as one request: all or nothing.
-    static func ingest(_ body: ByteBuffer, state: LiveState) async throws -> Response {
+    /// Validates every line, then appends them all as one request: all or nothing. The sender is the
+    /// gateway `gateway` (its token's name): a line naming another gateway refuses the whole body (403).
+    static func ingest(_ body: ByteBuffer, gateway: String, state: LiveState) async throws -> Response {
         let parser = NDJSONEventParser()
         var records = RecordBuffer()
         var problems: [(line: Int, reason: String)] = []
+        var foreign: [(line: Int, reason: String)] = []
+        let ownGateway = Array(gateway.utf8)
         var lateArrivals = state.lateArrivalGuard()
+        lateArrivals.refuser = .server
         body.withUnsafeReadableBytes { raw in
             var number = 0
             var start = 0
@@ -193,24 +202,21 @@ public enum PresenceHTTPServer {
                 start = end + 1
                 if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
                 do throws(EventParseError) {
-                    try parser.append(line, to: &records, admittedBy: &lateArrivals)
+                    if let named = try parser.append(line, to: &records, admittedBy: &lateArrivals, boundTo: ownGateway) {
+                        foreign.append((number, "names gateway \"\(named)\"; this token is for gateway \"\(gateway)\""))
+                    }
                 } catch {
                     problems.append((number, error.reason))
                 }
             }
         }
+        // A gateway speaks only for itself: one line naming another refuses the body, before any other
+        // problem is looked at.
+        if !foreign.isEmpty {
+            return lineErrors(.forbidden, "forbidden", "\(foreign.count) line\(foreign.count == 1 ? " names" : "s name") another gateway than the token's; nothing was written", foreign)
+        }
         if !problems.isEmpty {
-            var out: [UInt8] = Array("{\"error\":{\"code\":\"invalid_events\",\"message\":".utf8)
-            EventJSON.appendString("\(problems.count) line\(problems.count == 1 ? "" : "s") rejected; nothing was written", to: &out)
-            out.append(contentsOf: ",\"lines\":[".utf8)
-            for (index, problem) in problems.prefix(1000).enumerated() {
-                if index > 0 { out.append(44) }
-                out.append(contentsOf: "{\"line\":\(problem.line),\"reason\":".utf8)
-                EventJSON.appendString(problem.reason, to: &out)
-                out.append(125)
-            }
-            out.append(contentsOf: "]}}".utf8)
-            return json(.badRequest, String(decoding: out, as: UTF8.self))
+            return lineErrors(.badRequest, "invalid_events", "\(problems.count) line\(problems.count == 1 ? "" : "s") rejected; nothing was written", problems)
         }
         guard !records.isEmpty else { return error(.badRequest, "empty_body", "the body holds no events") }
         do {
@@ -219,6 +225,21 @@ public enum PresenceHTTPServer {
         } catch let failure as LogError {
             return error(.serviceUnavailable, "log_unavailable", failure.message)
         }
+    }
+
+    /// `{"error":{"code":..,"message":..,"lines":[{"line":N,"reason":".."},..]}}` (the first 1000 lines).
+    static func lineErrors(_ status: HTTPResponse.Status, _ code: String, _ message: String, _ lines: [(line: Int, reason: String)]) -> Response {
+        var out: [UInt8] = Array("{\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
+        EventJSON.appendString(message, to: &out)
+        out.append(contentsOf: ",\"lines\":[".utf8)
+        for (index, problem) in lines.prefix(1000).enumerated() {
+            if index > 0 { out.append(44) }
+            out.append(contentsOf: "{\"line\":\(problem.line),\"reason\":".utf8)
+            EventJSON.appendString(problem.reason, to: &out)
+            out.append(125)
+        }
+        out.append(contentsOf: "]}}".utf8)
+        return json(status, String(decoding: out, as: UTF8.self))
     }
 
     /// The members of conversation `id`, if `caller` is one of them: 404 for an unknown conversation,
@@ -283,8 +304,21 @@ public enum PresenceHTTPServer {
         (projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)).appendJSONFields(to: &out)
     }
 
-    /// The request body as a JSON object; throws the 400 or 413 to send.
-    static func jsonBody(_ request: Request, limit: Int) async throws -> [String: Any] {
+    /// `POST /v1/conversations`' body.
+    struct NewConversation: Decodable, JSONBodyShape {
+        var members: [String]
+        static let example = #"{"members":["alice","bob"]}"#
+    }
+
+    /// `POST /v1/conversations/{id}/messages`' body.
+    struct NewMessage: Decodable, JSONBodyShape {
+        var content: String
+        static let example = #"{"content":"hey"}"#
+    }
+
+    /// The request body as `Body`, after `StrictJSON`'s rules (the events' rules: valid UTF-8 and
+    /// escapes, no field twice); throws the 400 (naming what is wrong) or 413 to send.
+    static func decodeBody<Body: Decodable & JSONBodyShape>(_ type: Body.Type, _ request: Request, limit: Int) async throws -> Body {
         var request = request
         let body: ByteBuffer
         do {
@@ -294,10 +328,30 @@ public enum PresenceHTTPServer {
         } catch {
             throw APIError(.badRequest, "invalid_request", "the body could not be read: \(error)")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] else {
-            throw APIError(.badRequest, "invalid_json", "the body must be a JSON object")
+        return try decodeJSON(Body.self, Array(body.readableBytesView), what: "the body")
+    }
+
+    /// `bytes` as `Body` (a JSON object), or the 400 that says what is wrong with it; `what` names it
+    /// ("the body", "the frame").
+    static func decodeJSON<Body: Decodable & JSONBodyShape>(_ type: Body.Type, _ bytes: [UInt8], what: String) throws -> Body {
+        do throws(EventParseError) {
+            try StrictJSON.check(bytes)
+        } catch {
+            throw APIError(.badRequest, "invalid_json", "\(what) is not valid JSON: \(error.reason)")
         }
-        return object
+        guard bytes.first(where: { $0 != 32 && $0 != 9 && $0 != 10 && $0 != 13 }) == 123 else {
+            throw APIError(.badRequest, "invalid_json", "\(what) must be a JSON object, such as \(Body.example)")
+        }
+        do {
+            return try JSONDecoder().decode(Body.self, from: Data(bytes))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw APIError(.badRequest, "invalid_request", "\(what) has no \"\(key.stringValue)\": it should be like \(Body.example)")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let field = context.codingPath.first?.stringValue ?? "?"
+            throw APIError(.badRequest, "invalid_request", "\"\(field)\" in \(what) has the wrong type: it should be like \(Body.example)")
+        } catch {
+            throw APIError(.badRequest, "invalid_request", "\(what) is not of the expected form \(Body.example)")
+        }
     }
 
     /// The claims of the request's bearer token; throws the 401 to send.
@@ -311,6 +365,31 @@ public enum PresenceHTTPServer {
             throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(TokenAuthority.explain(error))")
         }
     }
+
+    /// A path parameter, percent-decoded (`%F0%9F%99%82` is 🙂, `%20` a space, `%2F` a slash: the router
+    /// splits the path before decoding, so an encoded slash stays inside the id); 400 when it is not
+    /// percent-encoded UTF-8 or is no id at all (user and conversation ids are 1 to 256 bytes).
+    static func pathParameter(_ context: some RequestContext, _ name: String, what: String) throws -> String {
+        let raw = try context.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw APIError(.badRequest, "invalid_request", "the \(what) in the path, '\(raw)', is not valid percent-encoded UTF-8")
+        }
+        guard !decoded.isEmpty, decoded.utf8.count <= PresenceEvent.Limits.userBytes else {
+            throw APIError(.badRequest, "invalid_request", "the \(what) in the path is \(decoded.utf8.count) bytes; ids are 1 to \(PresenceEvent.Limits.userBytes) bytes")
+        }
+        return decoded
+    }
+
+    /// The claims of a user's token; throws the 401 to send, or a 403 for a gateway token: a gateway
+    /// may post events and nothing else (it is no member of any conversation, and sees no one's presence).
+    static func authenticateUser(_ request: Request, _ tokens: TokenAuthority) async throws -> PresenceClaims {
+        let claims = try await authenticate(request, tokens)
+        guard !claims.isGateway else { throw gatewayRefused }
+        return claims
+    }
+
+    /// The answer to a gateway token on a route for users.
+    static let gatewayRefused = APIError(.forbidden, "forbidden", "a gateway token may only post events (POST /v1/events); this route takes a user's token")
 
     /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
     /// `limit` is capped anyway, and no seq is that large).
@@ -384,6 +463,12 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
         let list = allowed.map(\.rawValue).sorted().joined(separator: ", ")
         throw HTTPError(.methodNotAllowed, headers: [.allow: list], message: "\(request.uri.path) takes \(list), not \(request.method)")
     }
+}
+
+/// A JSON body's form, for the errors that refuse another.
+protocol JSONBodyShape {
+    /// A valid example, as errors show it.
+    static var example: String { get }
 }
 
 /// An error answered as `{"error":{"code":"...","message":"..."}}` with its status. Handlers throw it;

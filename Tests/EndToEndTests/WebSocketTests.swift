@@ -168,13 +168,17 @@ import Testing
         let data = dir.file("data")
         let server = try RunningServer(data: data, extra: ["--heartbeat-interval", "100ms", "--lease", "3s"])
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let events = """
+        // Each gateway posts its own events (a gateway's token speaks only for its gateway).
+        let gw7 = """
             {"type":"connect","user":"carol","conn":"c1","gateway":"gw-7","ts":\(now - 11_000)}
             {"type":"heartbeat","gateway":"gw-7","ts":\(now - 10_000)}
+            """
+        let gw8 = """
             {"type":"connect","user":"dave","conn":"d1","gateway":"gw-8","ts":\(now - 11_000)}
             {"type":"heartbeat","gateway":"gw-8","ts":\(now + 60_000)}
             """
-        #expect(try server.request("POST", "/v1/events", token: try token("gw-7", gateway: true), body: Data(events.utf8)).status == 200)
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-7", gateway: true), body: Data(gw7.utf8)).status == 200)
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-8", gateway: true), body: Data(gw8.utf8)).status == 200)
         var dump: [String] = []
         for _ in 0..<100 {
             dump = try CLI.presence(["dump", "--data", data]).stdout.lines

@@ -22,8 +22,10 @@ struct Options {
     var integerTimestamps = false
 }
 
-func usage() -> Never {
-    FileHandle.standardError.write(Data("""
+/// Prints the usage and exits: on standard output with 0 when it was asked for (--help), on standard
+/// error with 64 (bad arguments, as `presence` exits) after a mistake.
+func usage(asked: Bool = false) -> Never {
+    (asked ? FileHandle.standardOutput : FileHandle.standardError).write(Data("""
         usage: presence-gen [--events N] [--users N] [--seed N] [--start TIME] [--gateways N]
                             [--sessions-per-second R] [--ms]
           --events N               events to print (default 1000000)
@@ -33,9 +35,10 @@ func usage() -> Never {
           --gateways N             gateways gw-1 ... gw-N (default 16)
           --sessions-per-second R  session arrival rate (default 60)
           --ms                     write ts as epoch milliseconds instead of ISO-8601
+          -h, --help               show this help
 
         """.utf8))
-    exit(1)
+    exit(asked ? 0 : 64)
 }
 
 func parseOptions() -> Options {
@@ -54,7 +57,7 @@ func parseOptions() -> Options {
         case "--gateways": options.gateways = Int(value(arg)) ?? { usage() }()
         case "--sessions-per-second": options.sessionsPerSecond = Double(value(arg)) ?? { usage() }()
         case "--ms": options.integerTimestamps = true
-        case "-h", "--help": usage()
+        case "-h", "--help": usage(asked: true)
         default:
             FileHandle.standardError.write(Data("presence-gen: unknown argument \(arg)\n".utf8))
             usage()
