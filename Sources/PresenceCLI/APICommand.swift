@@ -27,12 +27,15 @@ let apiSummary = """
                                     {"first_offset","last_offset"} on disk
       POST /v1/conversations        user token: {"members":["alice","bob"]}
                                     (2 to 256, the caller among them) -> 201
-                                    {"id"}
+                                    {"id"}; 200 and the same id when two
+                                    members already have their conversation
       POST /v1/conversations/{id}/messages
                                     member: {"content":"..."} -> 201
                                     {"seq","ts"}
-      GET  /v1/conversations/{id}?after_seq=N&limit=M
-                                    member: {"conversation_id","messages":
+      GET  /v1/conversations/{id}?after_seq=N|before_seq=N&limit=M
+                                    member: the newest messages (or those after
+                                    or before a seq), in seq order, at most M
+                                    (50; 200 at most): {"conversation_id","messages":
                                     [{"seq","sender","content","ts"}],
                                     "has_more","presence":{member:{"online",
                                     "last_seen","connections"}},

@@ -18,6 +18,8 @@ public final class ConversationStore: @unchecked Sendable {
     private let lock = NSLock()
     private var conversations: [String: Conversation] = [:]
     private var memberships: [String: Set<String>] = [:]
+    /// The first conversation of exactly two members, by the pair (sorted): creating it again returns it.
+    private var pairs: [[String]: String] = [:]
     let writer: LogWriter
     /// Told of each new message once it is durable, in log order, on the commit thread (set once,
     /// before the server starts).
@@ -79,6 +81,7 @@ public final class ConversationStore: @unchecked Sendable {
             guard let members = object["members"] as? [String], conversations[id] == nil else { return nil }
             conversations[id] = Conversation(members: members)
             for member in members { memberships[member, default: []].insert(id) }
+            if members.count == 2, pairs[members.sorted()] == nil { pairs[members.sorted()] = id }
             return nil
         case "message":
             guard let sender = object["sender"] as? String, let content = object["content"] as? String, conversations[id] != nil else { return nil }
@@ -114,14 +117,17 @@ public final class ConversationStore: @unchecked Sendable {
         return (try result.get(), timestamp)
     }
 
-    /// Creates a conversation; returns its id.
-    public func create(members: [String], by creator: String) async throws -> String {
+    /// Creates a conversation; returns its id, and false for `created` when `members` are two users who
+    /// already have a conversation of exactly the two of them (that one is returned: a chat client opens
+    /// "the" chat with a person, whoever asks first). Two requests racing for a new pair may still make two.
+    public func create(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
+        if members.count == 2, let existing = lock.withLock({ pairs[members.sorted()] }) { return (existing, false) }
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         } while lock.withLock({ conversations[id] != nil })
         _ = try await append(id: id, object: ["type": "created", "members": members, "by": creator])
-        return id
+        return (id, true)
     }
 
     /// Posts a message; returns its seq and time.
@@ -150,21 +156,46 @@ public final class ConversationStore: @unchecked Sendable {
         }
     }
 
-    /// Writes the JSON array of the messages with seq > `afterSeq`, at most `limit`, through `write`
-    /// (their encoded bytes, under the lock, without copying the messages); returns whether more follow.
-    public func writeMessagesJSON(of id: String, afterSeq: Int, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
+    /// Which messages a page holds: at most `limit` of them, always in seq order.
+    public enum Page: Sendable, Equatable {
+        /// The oldest ones with seq > the given one (reading forward from a cursor).
+        case after(Int)
+        /// The newest ones with seq < the given one (scrolling back from the oldest one shown).
+        case before(Int)
+        /// The newest ones (a chat opens at the bottom).
+        case latest
+    }
+
+    /// Writes the JSON array of the messages of `page`, at most `limit`, through `write` (their encoded
+    /// bytes, under the lock, without copying the messages); returns whether more lie beyond the page
+    /// in its direction (newer ones for `.after`, older ones for `.before` and `.latest`).
+    public func writeMessagesJSON(of id: String, page: Page, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
         lock.withLock {
             guard let all = conversations[id]?.messages else {
                 write(UnsafeRawBufferPointer(start: nil, count: 0))
                 return false
             }
-            let start = min(max(afterSeq, 0), all.count)
-            let end = min(start + limit, all.count)
+            // Message seq n is at index n - 1.
+            let start: Int, end: Int, more: Bool
+            switch page {
+            case .after(let seq):
+                start = min(max(seq, 0), all.count)
+                end = min(start + limit, all.count)
+                more = end < all.count
+            case .before(let seq):
+                end = min(max(seq - 1, 0), all.count)
+                start = max(end - limit, 0)
+                more = start > 0
+            case .latest:
+                end = all.count
+                start = max(end - limit, 0)
+                more = start > 0
+            }
             for index in start..<end {
                 if index > start { withUnsafeBytes(of: UInt8(44)) { write($0) } }
                 all[index].json.withUnsafeBytes(write)
             }
-            return end < all.count
+            return more
         }
     }
 

@@ -118,8 +118,9 @@ public enum PresenceHTTPServer {
             guard unique.contains(claims.sub.value) else {
                 return error(.forbidden, "forbidden", "you must be a member of the conversations you create")
             }
-            let id = try await state.conversations.create(members: unique, by: claims.sub.value)
-            return json(.created, "{\"id\":\"\(id)\"}")
+            let (id, created) = try await state.conversations.create(members: unique, by: claims.sub.value)
+            // Two users' existing chat is answered again: 200 and its id, instead of 201 and a new one.
+            return json(created ? .created : .ok, "{\"id\":\"\(id)\"}")
         }
         router.post("v1/conversations/:id/messages") { request, context in
             let claims = try await authenticateUser(request, tokens)
@@ -135,8 +136,9 @@ public enum PresenceHTTPServer {
         router.get("v1/conversations/:id") { request, context in
             let claims = try await authenticateUser(request, tokens)
             let id = try pathParameter(context, "id", what: "conversation id")
-            let body = try snapshot(of: id, for: claims.sub.value, afterSeq: request.uri.queryParameters.get("after_seq"),
-                                    limit: request.uri.queryParameters.get("limit"), state: state).get()
+            let query = request.uri.queryParameters
+            let body = try snapshot(of: id, for: claims.sub.value, afterSeq: query.get("after_seq"), beforeSeq: query.get("before_seq"),
+                                    limit: query.get("limit"), state: state).get()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
         // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
@@ -250,18 +252,30 @@ public enum PresenceHTTPServer {
         return .success(members)
     }
 
-    /// The body of `GET /v1/conversations/{id}` for `caller`: the messages after `afterSeq` (at most
-    /// `limit`, default 50, capped at 200) and every other member's presence with the cursor it reflects.
-    /// Written straight into the buffer: the messages' JSON is encoded once, when they are posted.
-    static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, limit limitText: String?,
-                         state: LiveState) -> Result<ByteBuffer, APIError> {
+    /// The body of `GET /v1/conversations/{id}` for `caller`: a page of messages (at most `limit`,
+    /// default 50, capped at 200: the oldest after `afterSeq`, the newest before `beforeSeq`, or with
+    /// neither the newest of all, as a chat opens at the bottom), always in seq order, and every other
+    /// member's presence with the cursor it reflects. Written straight into the buffer: the messages'
+    /// JSON is encoded once, when they are posted.
+    static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, beforeSeq beforeText: String? = nil,
+                         limit limitText: String?, state: LiveState) -> Result<ByteBuffer, APIError> {
         let members: [String]
         switch self.members(of: id, for: caller, state: state) {
         case .success(let found): members = found
         case .failure(let error): return .failure(error)
         }
-        guard let afterSeq = wholeNumber(afterText ?? "0") else {
-            return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0"))
+        let page: ConversationStore.Page
+        switch (afterText, beforeText) {
+        case (.some, .some):
+            return .failure(APIError(.badRequest, "invalid_request", "give after_seq (older to newer) or before_seq (newer to older), not both"))
+        case (.some(let text), nil):
+            guard let seq = wholeNumber(text) else { return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0")) }
+            page = .after(seq)
+        case (nil, .some(let text)):
+            guard let seq = wholeNumber(text) else { return .failure(APIError(.badRequest, "invalid_request", "before_seq must be a whole number >= 0")) }
+            page = .before(seq)
+        case (nil, nil):
+            page = .latest
         }
         guard let limit = wholeNumber(limitText ?? "50"), limit >= 1 else {
             return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1 (above 200 it counts as 200)"))
@@ -272,7 +286,7 @@ public enum PresenceHTTPServer {
         EventJSON.appendString(id, to: &out)
         out.append(contentsOf: ",\"messages\":[".utf8)
         buffer.writeBytes(out)
-        let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        let hasMore = state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
         // Presence of every other member and the cursor it reflects, read together.

@@ -263,7 +263,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return response
         }
         guard case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: caller, afterSeq: target.afterSeq,
-                                                                   limit: target.limit, state: state)
+                                                                   beforeSeq: target.beforeSeq, limit: target.limit, state: state)
         else {
             cached = nil
             return nil
@@ -395,10 +395,12 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// A request head read from raw bytes, as far as `SnapshotFastPath` needs it.
 struct RequestHead {
-    /// A `GET /v1/conversations/{id}[?after_seq=N][&limit=N]` target, with a plain id (nothing to decode).
+    /// A `GET /v1/conversations/{id}[?after_seq=N|before_seq=N][&limit=N]` target, with a plain id
+    /// (nothing to decode).
     struct SnapshotTarget: Equatable {
         var id: String
         var afterSeq: String?
+        var beforeSeq: String?
         var limit: String?
     }
 
@@ -578,7 +580,7 @@ struct RequestHead {
             }
         }
         guard idEnd > idStart else { return nil }
-        var result = SnapshotTarget(id: text(idStart..<idEnd), afterSeq: nil, limit: nil)
+        var result = SnapshotTarget(id: text(idStart..<idEnd), afterSeq: nil, beforeSeq: nil, limit: nil)
         var pairStart = idEnd + 1
         while pairStart < target.upperBound {
             var pairEnd = pairStart
@@ -587,6 +589,8 @@ struct RequestHead {
             let value = text((equals + 1)..<pairEnd)
             if equals - pairStart == 9 && memcmp(bytes + pairStart, "after_seq", 9) == 0 {
                 result.afterSeq = value
+            } else if equals - pairStart == 10 && memcmp(bytes + pairStart, "before_seq", 10) == 0 {
+                result.beforeSeq = value
             } else if equals - pairStart == 5 && memcmp(bytes + pairStart, "limit", 5) == 0 {
                 result.limit = value
             } else {
