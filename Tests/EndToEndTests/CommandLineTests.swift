@@ -132,3 +132,49 @@ import Testing
         #expect(otherHorizon.stderr.contains("written with another late-arrival horizon (24h)"), "\(otherHorizon.stderr)")
     }
 }
+
+/// `dump --to-offset`, `--limit` and `--follow`, against a log that grows while it is read.
+@Suite(.serialized) struct DumpWindowTests {
+    static func line(_ n: Int) -> String {
+        #"{"type":"connect","user":"u\#(n)","conn":"c\#(n)","gateway":"gw-1","ts":"2024-01-15T09:00:\#(n < 10 ? "0" : "")\#(n)Z"}"#
+    }
+
+    @Test func toOffsetAndLimitBoundTheDump() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        try CLI.presence(["ingest", "--data", data, "--quiet", "-"], input: Data((0..<10).map(Self.line).joined(separator: "\n").utf8))
+        let window = try CLI.presence(["dump", "--data", data, "--from-offset", "3", "--to-offset", "5", "--offsets"])
+        #expect(window.stdout.lines.map { $0.prefix(12) } == ["{\"offset\":3,", "{\"offset\":4,", "{\"offset\":5,"], "\(window.stdout)")
+        let limited = try CLI.presence(["dump", "--data", data, "--limit", "2"])
+        #expect(limited.stdout.lines == [Self.line(0), Self.line(1)].map { $0.replacingOccurrences(of: "Z\"}", with: ".000Z\"}") }, "\(limited.stdout)")
+        let filtered = try CLI.presence(["dump", "--data", data, "--user", "u7", "--user", "u8", "--limit", "1"])
+        #expect(filtered.stdout.lines.count == 1 && filtered.stdout.contains("\"u7\""), "\(filtered.stdout)")
+        #expect(try CLI.presence(["dump", "--data", data, "--limit", "0"]).status == 64)
+        #expect(try CLI.presence(["dump", "--data", data, "--to-offset", "-2"]).stderr.contains("--to-offset must be a log offset ≥ 0, not -2"))
+    }
+
+    @Test func followPrintsEventsAsTheyAreAppended() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        try CLI.presence(["ingest", "--data", data, "--quiet", "-"], input: Data((0..<2).map(Self.line).joined(separator: "\n").utf8))
+        // --follow with --limit 4 ends by itself once two more events have come.
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: CLI.presence)
+        follower.arguments = ["dump", "--data", data, "--follow", "--limit", "4", "--offsets"]
+        let out = Pipe()
+        follower.standardOutput = out
+        try follower.run()
+        usleep(500_000)
+        #expect(follower.isRunning, "--follow stopped at the end of the log")
+        for n in 2..<5 {
+            try CLI.presence(["ingest", "--data", data, "--quiet", "-"], input: Data(Self.line(n).utf8))
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while follower.isRunning && Date() < deadline { usleep(50_000) }
+        if follower.isRunning { follower.terminate() }
+        follower.waitUntilExit()
+        #expect(follower.terminationStatus == 0)
+        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).lines
+        #expect(lines.map { $0.prefix(12) } == ["{\"offset\":0,", "{\"offset\":1,", "{\"offset\":2,", "{\"offset\":3,"], "\(lines)")
+    }
+}
