@@ -30,8 +30,9 @@ let apiSummary = """
                                     {"id"}; 200 and the same id when two
                                     members already have their conversation
       POST /v1/conversations/{id}/messages
-                                    member: {"content":"..."} -> 201
-                                    {"seq","ts"}
+                                    member: {"content":"...","client_id":"..."}
+                                    -> 201 {"seq","ts"} (200 for a client_id
+                                    already used: its first seq)
       GET  /v1/conversations/{id}?after_seq=N|before_seq=N&limit=M
                                     member: the newest messages (or those after
                                     or before a seq), in seq order, at most M
@@ -56,6 +57,11 @@ let apiSummary = """
                    "sender","content","ts"}
       send         {"op":"close","conversation":"<id>"}
       get          {"type":"closed","conversation"}
+      send         {"op":"send","conversation":"<id>","content":"...",
+                   "client_id":"..."} (client_id optional)
+      get          {"type":"sent","conversation","client_id","seq","ts"};
+                   a client_id already used is answered with its first seq,
+                   and nothing is posted again (over HTTP too: 200)
 
     Tokens: `presence token --user U` (a user) or `--user NAME --gateway` (a
     gateway, for POST /v1/events only). docs/ARCHITECTURE.md, "HTTP and

@@ -7,7 +7,7 @@ import SegmentLog
 /// Each record's key is the conversation id; its value a JSON object, one of:
 ///
 ///     {"type":"created","members":["alice","bob"],"by":"alice"}
-///     {"type":"message","sender":"alice","content":"hey"}
+///     {"type":"message","sender":"alice","content":"hey"}          ("client_id":"…" when the sender gave one)
 ///
 /// and its timestamp the server's time of the request (ms). A message's `seq` is its position among
 /// the conversation's messages in log order, counted from 1, so the log need not store it and a
@@ -20,6 +20,15 @@ public final class ConversationStore: @unchecked Sendable {
     private var memberships: [String: Set<String>] = [:]
     /// The first conversation of exactly two members, by the pair (sorted): creating it again returns it.
     private var pairs: [[String]: String] = [:]
+    /// Messages posted with a client id, by conversation, sender and client id: a retry gets the seq
+    /// and time of the first (rebuilt from the log, so this holds across restarts and reconnects).
+    private var sentByClientID: [SentKey: (seq: Int, timestamp: Int64)] = [:]
+
+    struct SentKey: Hashable {
+        let conversation: String
+        let sender: String
+        let clientID: String
+    }
     let writer: LogWriter
     /// Told of each new message once it is durable, in log order, on the commit thread (set once,
     /// before the server starts).
@@ -87,6 +96,9 @@ public final class ConversationStore: @unchecked Sendable {
             guard let sender = object["sender"] as? String, let content = object["content"] as? String, conversations[id] != nil else { return nil }
             let seq = (conversations[id]?.messages.count ?? 0) + 1
             conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
+            if let clientID = object["client_id"] as? String {
+                sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] = (seq, timestamp)
+            }
             return seq
         default:
             return nil
@@ -130,10 +142,19 @@ public final class ConversationStore: @unchecked Sendable {
         return (id, true)
     }
 
-    /// Posts a message; returns its seq and time.
-    public func post(to id: String, sender: String, content: String) async throws -> (seq: Int, timestamp: Int64) {
-        let (seq, timestamp) = try await append(id: id, object: ["type": "message", "sender": sender, "content": content])
-        return (seq ?? 0, timestamp)
+    /// Posts a message; returns its seq and time. With a `clientID` (the sender's own id for the
+    /// message, so that it can retry after a lost answer), a message this sender already posted to this
+    /// conversation with that id is not posted again: its seq and time are returned, with `repeated`.
+    /// (Two sends of one client id racing on two connections may both be posted.)
+    public func post(to id: String, sender: String, content: String, clientID: String? = nil) async throws
+        -> (seq: Int, timestamp: Int64, repeated: Bool) {
+        if let clientID, let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
+            return (sent.seq, sent.timestamp, true)
+        }
+        var object: [String: Any] = ["type": "message", "sender": sender, "content": content]
+        if let clientID { object["client_id"] = clientID }
+        let (seq, timestamp) = try await append(id: id, object: object)
+        return (seq ?? 0, timestamp, false)
     }
 
     /// The seq of the newest message of `id` (0 when it has none).

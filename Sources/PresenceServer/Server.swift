@@ -126,12 +126,12 @@ public enum PresenceHTTPServer {
             let claims = try await authenticateUser(request, tokens)
             let id = try pathParameter(context, "id", what: "conversation id")
             _ = try members(of: id, for: claims.sub.value, state: state).get()
-            let content = try await decodeBody(NewMessage.self, request, limit: configuration.maxBodyBytes).content
-            guard !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
-                return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
-            }
-            let (seq, timestamp) = try await state.conversations.post(to: id, sender: claims.sub.value, content: content)
-            return json(.created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
+            let message = try await decodeBody(NewMessage.self, request, limit: configuration.maxBodyBytes)
+            if let problem = messageProblem(content: message.content, clientID: message.clientID) { return error(.badRequest, "invalid_request", problem) }
+            let (seq, timestamp, repeated) = try await state.conversations.post(to: id, sender: claims.sub.value, content: message.content,
+                                                                                clientID: message.clientID)
+            // A retried client_id is answered as the first time, with 200: nothing new was created.
+            return json(repeated ? .ok : .created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
         }
         router.get("v1/conversations/:id") { request, context in
             let claims = try await authenticateUser(request, tokens)
@@ -327,7 +327,21 @@ public enum PresenceHTTPServer {
     /// `POST /v1/conversations/{id}/messages`' body.
     struct NewMessage: Decodable, JSONBodyShape {
         var content: String
+        /// The sender's own id for the message: a retry with the same one is not posted twice.
+        var clientID: String?
+        enum CodingKeys: String, CodingKey { case content, clientID = "client_id" }
         static let example = #"{"content":"hey"}"#
+    }
+
+    /// What is wrong with a message's content or client id, or nil.
+    static func messageProblem(content: String, clientID: String?) -> String? {
+        guard !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
+            return "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes"
+        }
+        if let clientID, clientID.isEmpty || clientID.utf8.count > PresenceEvent.Limits.fieldBytes {
+            return "\"client_id\" must be a string of 1 to \(PresenceEvent.Limits.fieldBytes) bytes"
+        }
+        return nil
     }
 
     /// The request body as `Body`, after `StrictJSON`'s rules (the events' rules: valid UTF-8 and

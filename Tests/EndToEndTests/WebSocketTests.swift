@@ -202,3 +202,23 @@ import Testing
         return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
     }
 }
+
+/// `{"op":"send",..}` over the socket, with a real client (tools/checks/ws_scenarios.py, "send").
+@Suite(.serialized) struct WebSocketSendTests {
+    @Test func messagesSentOverTheSocketAreAnsweredWithTheirSeqAndNotPostedTwice() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let chat = try WebSocketTests.Chat(data: data)
+        try chat.run("send")
+        // The client ids are in the log: after a restart a retry is still answered with the first seq.
+        #expect(chat.server.stop() == 0)
+        let again = try RunningServer(data: data)
+        let retried = try again.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                        body: Data(#"{"content":"over the socket","client_id":"c-1"}"#.utf8))
+        #expect(retried.status == 200 && retried.body.hasPrefix("{\"seq\":1,"), "\(retried.status) \(retried.body)")
+        let fresh = try again.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                      body: Data(#"{"content":"third","client_id":"c-3"}"#.utf8))
+        #expect(fresh.status == 201 && fresh.body.hasPrefix("{\"seq\":3,"), "\(fresh.status) \(fresh.body)")
+        #expect(again.stop() == 0)
+    }
+}
