@@ -41,6 +41,10 @@ let apiSummary = """
                                     "has_more","presence":{member:{"online",
                                     "last_seen","connections"}},
                                     "presence_cursor"}
+      GET  /v1/me/conversations     user token: the inbox, most recent first:
+                                    {"conversations":[{"id","members",
+                                    "last_message","presence":{..}}],
+                                    "presence_cursor"}
       GET  /v1/users/{id}/presence  a user sharing a conversation with {id}
                                     (or {id} itself): {"user","online",
                                     "last_seen","connections","presence_cursor"}

@@ -66,6 +66,17 @@ public final class ConversationStore: @unchecked Sendable {
     struct Conversation {
         var members: [String]
         var messages: [Message] = []
+        /// When it was created (the record's time, ms).
+        var createdAt: Int64 = 0
+    }
+
+    /// One of a user's conversations, as the inbox shows it.
+    public struct Summary: Sendable {
+        public var id: String
+        public var members: [String]
+        public var lastMessage: Message?
+        /// The last message's time, else the creation time (ms): the inbox's order.
+        public var activity: Int64
     }
 
     /// Rebuilds the store from the messages log and starts its writer.
@@ -88,7 +99,7 @@ public final class ConversationStore: @unchecked Sendable {
         switch type {
         case "created":
             guard let members = object["members"] as? [String], conversations[id] == nil else { return nil }
-            conversations[id] = Conversation(members: members)
+            conversations[id] = Conversation(members: members, createdAt: timestamp)
             for member in members { memberships[member, default: []].insert(id) }
             if members.count == 2, pairs[members.sorted()] == nil { pairs[members.sorted()] = id }
             return nil
@@ -218,6 +229,17 @@ public final class ConversationStore: @unchecked Sendable {
             }
             return more
         }
+    }
+
+    /// The conversations `user` is a member of, the most recently active first (ties by id).
+    public func conversations(of user: String) -> [Summary] {
+        lock.withLock {
+            (memberships[user] ?? []).compactMap { id -> Summary? in
+                guard let conversation = conversations[id] else { return nil }
+                let last = conversation.messages.last
+                return Summary(id: id, members: conversation.members, lastMessage: last, activity: last?.timestamp ?? conversation.createdAt)
+            }
+        }.sorted { $0.activity != $1.activity ? $0.activity > $1.activity : $0.id < $1.id }
     }
 
     /// Whether `a` and `b` are members of a common conversation (or the same user).

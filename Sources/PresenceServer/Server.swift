@@ -141,6 +141,11 @@ public enum PresenceHTTPServer {
                                     limit: query.get("limit"), state: state).get()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
+        // The inbox: the caller's conversations, each with its last message and the peers' presence.
+        router.get("v1/me/conversations") { request, _ in
+            let claims = try await authenticateUser(request, tokens)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: inbox(of: claims.sub.value, state: state)))
+        }
         // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
         router.get("v1/ws") { request, _ in
             _ = try await WebSocketSessions.authenticate(request, tokens)
@@ -296,6 +301,33 @@ public enum PresenceHTTPServer {
         }
         buffer.writeBytes(out)
         return .success(buffer)
+    }
+
+    /// The body of `GET /v1/me/conversations`: `{"conversations":[{"id","members","last_message",
+    /// "presence"}],"presence_cursor":N}`, the most recently active first; every presence is read in one
+    /// go with the cursor, as a snapshot's is.
+    static func inbox(of caller: String, state: LiveState) -> ByteBuffer {
+        let summaries = state.conversations.conversations(of: caller)
+        var out: [UInt8] = Array("{\"conversations\":[".utf8)
+        state.read { projection in
+            for (index, summary) in summaries.enumerated() {
+                if index > 0 { out.append(44) }
+                out.append(contentsOf: "{\"id\":".utf8)
+                EventJSON.appendString(summary.id, to: &out)
+                out.append(contentsOf: ",\"members\":[".utf8)
+                for (position, member) in summary.members.enumerated() {
+                    if position > 0 { out.append(44) }
+                    EventJSON.appendString(member, to: &out)
+                }
+                out.append(contentsOf: "],\"last_message\":".utf8)
+                if let last = summary.lastMessage { out.append(contentsOf: last.json) } else { out.append(contentsOf: "null".utf8) }
+                out.append(contentsOf: ",\"presence\":".utf8)
+                appendPresence(of: summary.members, except: caller, projection, to: &out)
+                out.append(125)
+            }
+            out.append(contentsOf: "],\"presence_cursor\":\(projection.nextOffset)}".utf8)
+        }
+        return ByteBuffer(bytes: out)
     }
 
     /// `{"bob":{"online":..,"last_seen":..,"connections":..},..}` for every member but `caller`.

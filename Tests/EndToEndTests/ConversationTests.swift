@@ -115,6 +115,43 @@ import Testing
         #expect(server.stop() == 0)
     }
 
+    @Test func theInboxListsTheCallersConversationsMostRecentFirstWithPeersPresence() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        let alice = try token("alice"), bob = try token("bob")
+        func create(_ members: String, by creator: String) throws -> String {
+            let created = try server.request("POST", "/v1/conversations", token: creator, body: body(#"{"members":[\#(members)]}"#))
+            usleep(5_000)  // distinct times, so the order is the activity's
+            return String(created.body.split(separator: "\"")[3])
+        }
+        let withBob = try create(#""alice","bob""#, by: alice)
+        let withCarol = try create(#""alice","carol""#, by: alice)
+        let group = try create(#""alice","bob","carol""#, by: alice)
+        _ = try create(#""bob","carol""#, by: bob)
+        #expect(try server.request("POST", "/v1/conversations/\(withBob)/messages", token: bob, body: body(#"{"content":"old"}"#)).status == 201)
+        usleep(5_000)
+        #expect(try server.request("POST", "/v1/conversations/\(withCarol)/messages", token: alice, body: body(#"{"content":"new"}"#)).status == 201)
+        let connect = #"{"type":"connect","user":"carol","conn":"c1","gateway":"gw-1","ts":"2024-01-15T09:00:00Z"}"#
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-1", gateway: true), body: body(connect)).status == 200)
+        let inbox = try server.request("GET", "/v1/me/conversations", token: alice)
+        #expect(inbox.status == 200, "\(inbox.body)")
+        let object = try JSONSerialization.jsonObject(with: Data(inbox.body.utf8)) as? [String: Any]
+        let list = object?["conversations"] as? [[String: Any]] ?? []
+        #expect(list.map { $0["id"] as? String ?? "" } == [withCarol, withBob, group], "\(inbox.body)")
+        #expect((list.first?["last_message"] as? [String: Any])?["content"] as? String == "new", "\(inbox.body)")
+        #expect(((list.first?["presence"] as? [String: Any])?["carol"] as? [String: Any])?["online"] as? Bool == true, "\(inbox.body)")
+        #expect((list.dropFirst().first?["last_message"] as? [String: Any])?["seq"] as? Int == 1, "\(inbox.body)")
+        #expect(list.last?["last_message"] is NSNull, "\(inbox.body)")
+        #expect((list.last?["presence"] as? [String: Any]).map { Set($0.keys) } == ["bob", "carol"], "\(inbox.body)")
+        #expect(list.last?["members"] as? [String] == ["alice", "bob", "carol"], "\(inbox.body)")
+        #expect(object?["presence_cursor"] as? Int == 1, "\(inbox.body)")
+        // Someone with no conversation has an empty inbox; a gateway has none at all.
+        #expect(try server.request("GET", "/v1/me/conversations", token: try token("dave")).body == #"{"conversations":[],"presence_cursor":1}"#)
+        #expect(try server.request("GET", "/v1/me/conversations", token: try token("gw-1", gateway: true)).status == 403)
+        #expect(try server.request("GET", "/v1/me/conversations").status == 401)
+        #expect(server.stop() == 0)
+    }
+
     @Test func creatingTheConversationOfTwoUsersAgainReturnsIt() throws {
         let dir = Scratch()
         let data = dir.file("data")
