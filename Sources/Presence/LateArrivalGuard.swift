@@ -8,6 +8,11 @@ public struct LateArrivalGuard: Sendable {
     public let horizon: Int64
     /// The newest event time seen (the log's, then the admitted events').
     public private(set) var newest: Int64?
+    /// Who is refusing, for the reason's wording: `ingest` (the newest time is the log's and the
+    /// input's), or a running server, whose own heartbeats carry its wall clock.
+    public var refuser: Refuser = .ingest
+
+    public enum Refuser: Sendable { case ingest, server }
 
     public init(horizon: Int64, newest: Int64?) {
         self.horizon = horizon
@@ -17,7 +22,17 @@ public struct LateArrivalGuard: Sendable {
     /// Admits an event time, or throws the reason it is refused.
     public mutating func admit(_ timestamp: Int64) throws(EventParseError) {
         if let newest, timestamp < newest - horizon {
-            throw EventParseError("event time \(Timestamp.format(timestamp)) is older than the late-arrival horizon: the newest event is \(Timestamp.format(newest)) and the horizon is \(Self.durationText(horizon)); refused")
+            let head = "event time \(Timestamp.format(timestamp)) is older than the late-arrival horizon: "
+            let tail = "and the horizon is \(Self.durationText(horizon)); refused"
+            switch refuser {
+            case .ingest:
+                throw EventParseError(head + "the newest event is \(Timestamp.format(newest)) " + tail)
+            case .server:
+                // A server's log moves with its clock (its heartbeats), so the cause is usually an old
+                // timestamp or a history that belongs in the log before the server starts.
+                throw EventParseError(head + "the newest event time in this server's log is \(Timestamp.format(newest)) (the node's own heartbeats keep it at the server's clock) "
+                                      + tail + "; to load older history, `presence ingest` it into the data directory before `presence serve`")
+            }
         }
         newest = max(newest ?? timestamp, timestamp)
     }

@@ -84,6 +84,19 @@ public final class NDJSONEventParser {
         try append(fields, to: &buffer)
     }
 
+    /// As `append(_:to:admittedBy:)`, for a sender bound to one gateway (a gateway's token): a valid
+    /// line whose `gateway` is not `gateway` is not admitted or appended, and its gateway is returned so
+    /// the caller can refuse it by name. Nil when the line was appended.
+    public func append(_ line: UnsafeRawBufferPointer, to buffer: inout RecordBuffer, admittedBy lateArrivals: inout LateArrivalGuard,
+                       boundTo gateway: [UInt8]) throws(EventParseError) -> String? {
+        var fields = Fields()
+        try parseFields(line, into: &fields)
+        if let named = fields.gateway, !named.elementsEqual(gateway) { return String(decoding: named, as: UTF8.self) }
+        if let timestamp = fields.timestamp { try lateArrivals.admit(timestamp) }
+        try append(fields, to: &buffer)
+        return nil
+    }
+
     private func append(_ fields: Fields, to buffer: inout RecordBuffer) throws(EventParseError) {
         guard let kind = fields.kind, let gateway = fields.gateway, let timestamp = fields.timestamp
         else { throw EventParseError("internal: fields missing after validation") }
@@ -363,7 +376,7 @@ private func firstSpecialByte(_ p: UnsafeRawPointer, from start: Int, _ n: Int) 
 
 /// A cursor over one line's bytes with the JSON pieces the event schema needs. A value type with
 /// mutating methods, so the hot loop pays no reference counting or dynamic exclusivity checks.
-private struct JSONScanner {
+struct JSONScanner {
     let base: UnsafeRawPointer
     let end: Int
     /// Where strings with escapes are decoded to (room for a whole line).

@@ -8,12 +8,14 @@ struct IngestCommand: ParsableCommand {
         commandName: "ingest",
         abstract: "Append NDJSON presence events to the log.",
         discussion: """
-            Reads one event per line from FILE (or standard input, '-'), for example:
+            Reads one event per line from FILE (or standard input, '-'), for example (one line in the file):
 
-            {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1","ts":"2024-01-15T09:41:03.120Z"}
+              {"type":"connect","user":"bob","conn":"bob-phone-7f3a","gateway":"gw-1",
+               "ts":"2024-01-15T09:41:03.120Z"}
 
             Good lines are appended; each bad line is reported on standard error with its number and the \
             reason, and the command exits 2. With --strict nothing is written if any line is bad.
+
             Under --fsync always (the default) an event is acknowledged only once it is on disk; \
             --report-acks prints each acknowledgement as a JSON line on standard output.
             """
@@ -37,18 +39,18 @@ struct IngestCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Roll to a new segment when event time spans this long (e.g. 1h).", valueName: "duration"))
     var segmentAge: String = "1h"
 
-    @Option(help: ArgumentHelp("How long a commit waits for more appends, in milliseconds.", valueName: "ms"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("How long a commit waits for more appends, in milliseconds.", valueName: "ms"))
     var commitWindow: Double = 2
 
-    @Option(help: ArgumentHelp("0 for LZ4's fast compressor, 1-12 for LZ4 HC at that level (smaller, slower to write, as fast to read).", valueName: "level"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("0 for LZ4's fast compressor, 1-12 for LZ4 HC at that level (smaller, slower to write, as fast to read).", valueName: "level"))
     var compressionLevel: Int = LogConfiguration().compressionLevel
 
     @OptionGroup var horizon: HorizonOption
 
-    @Option(help: ArgumentHelp("Tuning: the most records in one batch.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Tuning: the most records in one batch.", valueName: "n"))
     var batchRecords: Int = LogConfiguration().maxBatchRecords
 
-    @Option(help: ArgumentHelp("Tuning: the most event-time milliseconds one batch spans.", valueName: "ms"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Tuning: the most event-time milliseconds one batch spans.", valueName: "ms"))
     var batchSpan: Int64 = LogConfiguration().maxBatchTimestampSpan
 
     @Flag(help: "Print each durable acknowledgement as {\"first_offset\":…,\"last_offset\":…,\"durable_end_offset\":…}.")
@@ -87,10 +89,10 @@ struct IngestCommand: ParsableCommand {
             inputFD = 0
         } else {
             inputFD = open(input, O_RDONLY | O_CLOEXEC)
-            guard inputFD >= 0 else { throw ValidationError("cannot open input '\(input)': \(String(cString: strerror(errno)))") }
+            guard inputFD >= 0 else { throw CommandFailure("cannot open input '\(input)': \(String(cString: strerror(errno)))") }
             var info = stat()
             if fstat(inputFD, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR {
-                throw ValidationError("input '\(input)' is a directory")
+                throw CommandFailure("input '\(input)' is a directory")
             }
         }
         defer { if inputFD != 0 { close(inputFD) } }
@@ -163,14 +165,14 @@ struct IngestCommand: ParsableCommand {
         let bytesAfter = logBytesOnDisk(log.directory)
         let added = bytesAfter - bytesBefore
         let endOffset = writer.endOffset
-        var summary = "ingested \(grouped(accepted)) events"
-        if rejected > 0 { summary += ", rejected \(grouped(rejected)) lines" }
+        var summary = "ingested \(counted(accepted, "event"))"
+        if rejected > 0 { summary += ", rejected \(counted(rejected, "line"))" }
         summary += " in \(fixed(elapsed, 2)) s (\(rateText(Double(accepted) / elapsed)) events/s)"
         if accepted > 0 {
             summary += "; offsets \(firstOffset)-\(endOffset - 1), durable through \(writer.durableEndOffset - 1) (fsync \(durability))"
             summary += "; \(bytesText(added)) added on disk, \(fixed(Double(added) / Double(accepted), 1)) bytes/event"
         }
-        summary += "; log holds \(grouped(Int(endOffset))) events in \(bytesText(bytesAfter))"
+        summary += "; log holds \(counted(Int(endOffset), "event")) in \(bytesText(bytesAfter))"
         printError(summary)
         if rejected > 0 { throw ExitCode(2) }
     }
@@ -280,7 +282,7 @@ final class LineReader {
             let n = read(fd, buffer + filled, capacity - filled)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ValidationError("reading input failed: \(String(cString: strerror(errno)))")
+                throw CommandFailure("reading input failed: \(String(cString: strerror(errno)))")
             }
             if n == 0 { eof = true } else { bytesRead += Int64(n); filled += n }
             var start = 0

@@ -1,10 +1,14 @@
 import ArgumentParser
 import Presence
+import PresenceServer
 import SegmentLog
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// This build's version, as `presence --version` prints it.
+let presenceVersion = "0.9.0"
 
 @main
 struct PresenceCommand: AsyncParsableCommand {
@@ -13,21 +17,73 @@ struct PresenceCommand: AsyncParsableCommand {
         abstract: "PresenceLog: a durable, Kafka-format log of who is online, and the tools around it.",
         discussion: """
             Every command takes --data DIR, the data directory (created on first ingest). Events go to \
-            the log DIR/presence. Exit codes: 0 success, 1 failure, 2 input lines rejected, 3 the log is corrupt.
+            the log DIR/presence.
+
+            \(ExitStatus.summary)
             """,
-        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, AuditCommand.self, ServeCommand.self, TokenCommand.self]
+        version: presenceVersion,
+        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, AuditCommand.self, ServeCommand.self, TokenCommand.self, APICommand.self]
     )
+
+    /// ArgumentParser's `help` shows the top-level help, and exits 0, for a topic it does not know:
+    /// `presence help nosuch` is a mistake, said as one.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "help", let topic = arguments.dropFirst().first(where: { !$0.hasPrefix("-") }),
+           !configuration.subcommands.contains(where: { $0.configuration.commandName == topic }) {
+            let topics = configuration.subcommands.compactMap { $0.configuration.commandName }.joined(separator: ", ")
+            printError("error: no help topic '\(topic)': use one of \(topics)")
+            Glibc.exit(ExitStatus.badArguments.rawValue)
+        }
+        await main(nil)
+    }
+}
+
+/// The exit codes every command uses, and their documentation (README "Exit codes", `presence help`).
+enum ExitStatus: Int32 {
+    case success = 0
+    /// I/O, a data directory in use, the port taken: the command was right, the machine said no.
+    case failure = 1
+    /// Input lines rejected (ingest).
+    case rejected = 2
+    /// The log (or a checkpoint, for audit) is corrupt.
+    case corrupt = 3
+    /// Bad arguments: an unknown or missing option, a value out of range, a --data with no log. The
+    /// same code ArgumentParser gives its own parse errors (sysexits' EX_USAGE).
+    case badArguments = 64
+
+    var exitCode: ExitCode { ExitCode(rawValue) }
+
+    static let summary = """
+        Exit codes: 0 success, 1 failure (I/O, the data directory in use, the port taken), 2 input lines \
+        rejected, 3 the log is corrupt, 64 bad arguments (an unknown or missing option, a value out of \
+        range, a --data without a log). `audit` answers with its own: 0 clean, 1 anomalies, 2 corrupt.
+        """
+}
+
+/// A failure that is not the arguments' fault (I/O on the input or output): exit 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Maps a failure to the exit codes the commands document, after printing it.
 func fail(_ error: any Error) -> ExitCode {
     if let error = error as? LogError {
         printError("error: \(error.message)")
-        return error.code == .corrupt ? ExitCode(3) : ExitCode(1)
+        switch error.code {
+        case .corrupt: return ExitStatus.corrupt.exitCode
+        case .invalidArgument: return ExitStatus.badArguments.exitCode
+        default: return ExitStatus.failure.exitCode
+        }
     }
-    if let error = error as? ValidationError { printError("error: \(error.message)"); return ExitCode(1) }
+    if let error = error as? ValidationError { printError("error: \(error.message)"); return ExitStatus.badArguments.exitCode }
+    if let error = error as? ServerError {
+        printError("error: \(error.description)")
+        return error.isUsage ? ExitStatus.badArguments.exitCode : ExitStatus.failure.exitCode
+    }
     printError("error: \(error)")
-    return ExitCode(1)
+    return ExitStatus.failure.exitCode
 }
 
 /// Writes a line to standard error, unbuffered.
@@ -46,7 +102,7 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
         let n = write(fd, base + done, bytes.count - done)
         if n < 0 {
             if errno == EINTR { continue }
-            throw ValidationError("write to output failed: \(String(cString: strerror(errno)))")
+            throw CommandFailure("write to output failed: \(String(cString: strerror(errno)))")
         }
         done += n
     }
@@ -103,6 +159,11 @@ func now() -> Double {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+}
+
+/// 1 -> "1 event", 1234 -> "1,234 events": a count with its noun, singular for one.
+func counted(_ n: Int, _ noun: String) -> String {
+    "\(grouped(n)) \(noun)\(n == 1 ? "" : "s")"
 }
 
 /// 1234567 -> "1,234,567".

@@ -25,7 +25,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Fold only events whose time is at or before this (ISO-8601 or epoch ms).", valueName: "time"))
     var until: String?
 
-    @Option(help: ArgumentHelp("Fold only records below this log offset.", valueName: "offset"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Fold only records below this log offset (0 or more).", valueName: "offset"))
     var untilOffset: Int64?
 
     @OptionGroup var horizon: HorizonOption
@@ -44,7 +44,11 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         do {
-            try replay()
+            // Writing a checkpoint makes this a writer of DIR: a running server (or ingest) holds the
+            // writer lock, and checkpoints appearing under it would be loaded by its next start. Take the
+            // lock for the whole replay, and refuse before reading or writing anything if another has it.
+            let writerLock = checkpoint ? try lockForCheckpoint() : nil
+            try withExtendedLifetime(writerLock) { try replay() }
         } catch {
             throw fail(error)
         }
@@ -52,7 +56,7 @@ struct ReplayCommand: ParsableCommand {
 
     private func replay() throws {
         if until != nil && untilOffset != nil { throw ValidationError("give --until or --until-offset, not both") }
-        if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must not be negative") }
+        if let untilOffset, untilOffset < 0 { throw ValidationError("--until-offset must be a log offset ≥ 0, not \(untilOffset)") }
         let time = try until.map { try parseTime($0, option: "--until") }
         let started = now()
         let horizonMilliseconds = try horizon.forReading(data: data)
@@ -83,13 +87,13 @@ struct ReplayCommand: ParsableCommand {
         if summary.events + summary.skippedAfterTime == 0 {
             print("replayed no events: the log has none after offset \(projection.nextOffset - 1) (ready in \(fixed(elapsed, 2)) s)")
         } else {
-            print("replayed \(grouped(summary.events)) events (offsets \(firstOffset)-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
+            print("replayed \(counted(summary.events, "event")) (offsets \(firstOffset)-\(summary.endOffset - 1)) in \(fixed(elapsed, 2)) s: \(rateText(Double(summary.events) / elapsed)) events/s")
         }
-        if summary.skippedAfterTime > 0 { print("skipped \(grouped(summary.skippedAfterTime)) events after \(until ?? "")") }
+        if summary.skippedAfterTime > 0 { print("skipped \(counted(summary.skippedAfterTime, "event")) after \(until ?? "")") }
         if projection.refusedEvents > 0 {
-            print("refused \(grouped(projection.refusedEvents)) events older than the late-arrival horizon (\(LateArrivalGuard.durationText(horizonMilliseconds)))")
+            print("refused \(counted(projection.refusedEvents, "event")) older than the late-arrival horizon (\(LateArrivalGuard.durationText(horizonMilliseconds)))")
         }
-        print("\(grouped(projection.userCount)) users, \(grouped(projection.onlineUsers)) online now, \(grouped(projection.openConnectionCount)) connections open, \(grouped(projection.connectionCount)) connections remembered" + (projection.forgottenConnectionCount > 0 ? " (\(grouped(projection.forgottenConnectionCount)) closed before the horizon forgotten)" : ""))
+        print("\(counted(projection.userCount, "user")), \(grouped(projection.onlineUsers)) online now, \(counted(projection.openConnectionCount, "connection")) open, \(counted(projection.connectionCount, "connection")) remembered" + (projection.forgottenConnectionCount > 0 ? " (\(grouped(projection.forgottenConnectionCount)) closed before the horizon forgotten)" : ""))
         if projection.maxTimestamp != Int64.min { print("newest event time \(Timestamp.format(projection.maxTimestamp))") }
         let perUser = projection.userCount > 0 ? Double(memory.users) / Double(projection.userCount) : 0
         let perConnection = projection.connectionCount > 0 ? Double(memory.connections) / Double(projection.connectionCount) : 0
@@ -102,14 +106,30 @@ struct ReplayCommand: ParsableCommand {
     }
 }
 
+extension ReplayCommand {
+    /// The data directory's writer lock, for `--checkpoint`; an existing DIR only (a replay creates nothing).
+    private func lockForCheckpoint() throws -> DataDirectory {
+        _ = try LogReader(directory: presenceLogPath(data))  // the log must be there: no directory is created
+        do {
+            return try DataDirectory(path: data)
+        } catch {
+            guard error.code == .locked else { throw error }
+            throw LogError(.locked, "--checkpoint: \(error.message), or replay without --checkpoint (which only reads); nothing was written")
+        }
+    }
+}
+
 struct StateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "state",
         abstract: "Who is online and when each user was last seen, now or at a time.",
         discussion: """
             Folds the log (events up to --at, when given) and prints each user's state, sorted by user id. \
-            --format json prints one object per line:
-            {"user":"bob","online":false,"last_seen":"2024-01-15T09:42:00.000Z","connections":0}
+            --format json prints one object per line, such as:
+
+              {"user":"bob","online":false,"last_seen":"2024-01-15T09:42:00.000Z",
+               "connections":0}
+
             A user the log never mentions is offline with a null last_seen.
             """
     )
@@ -153,7 +173,12 @@ struct StateCommand: ParsableCommand {
             let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
             if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: logEnd, notAfter: time ?? .max,
                                                             horizon: horizonMilliseconds) {
-                for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
+                // A checkpoint newer than --at is the usual case for a state in the past, not news; any
+                // other skip (damage, another layout or horizon) is still said.
+                for skipped in report.skipped {
+                    if time != nil && skipped.hasSuffix(": holds events after the requested time") { continue }
+                    printError("checkpoint skipped: \(skipped)")
+                }
                 if report.used != nil { projection = loaded }
             }
         }
@@ -181,16 +206,19 @@ struct StateCommand: ParsableCommand {
                 }
             }
         case .table:
-            let width = max(4, states.map { $0.user.count }.max() ?? 0)
-            out.append(contentsOf: ("user".padding(toLength: width) + "  online  last seen                 connections\n").utf8)
+            // Columns line up on a terminal by display width: 用 and 🙂 take two columns, a combining accent none.
+            let width = max(4, states.map { displayWidth($0.user) }.max() ?? 0)
+            out.append(contentsOf: ("user".padding(toWidth: width) + "  online  last seen                 connections\n").utf8)
             for state in states {
                 let lastSeen = state.lastSeen.map(Timestamp.format) ?? "-"
-                let line = state.user.padding(toLength: width) + "  " + (state.online ? "yes" : "no").padding(toLength: 6) + "  "
+                let line = state.user.padding(toWidth: width) + "  " + (state.online ? "yes" : "no").padding(toLength: 6) + "  "
                     + lastSeen.padding(toLength: 24) + "  " + String(state.connections) + "\n"
                 out.append(contentsOf: line.utf8)
             }
             let at = time.map { " at \(Timestamp.format($0))" } ?? ""
-            out.append(contentsOf: "\(grouped(states.count)) users shown\(at); \(grouped(projection.onlineUsers)) of \(grouped(projection.userCount)) online; state through offset \(max(summary.endOffset, projection.nextOffset) - 1)\n".utf8)
+            // Both counts are of the users shown (with --user, of those users; else of every user).
+            let online = states.reduce(0) { $0 + ($1.online ? 1 : 0) }
+            out.append(contentsOf: "\(counted(states.count, "user")) shown\(at); \(grouped(online)) of \(grouped(states.count)) online; state through offset \(max(summary.endOffset, projection.nextOffset) - 1)\n".utf8)
         }
         try out.withUnsafeBytes { try writeAll(1, $0) }
         if let torn = summary.tornTail { printError("warning: \(torn)") }
@@ -215,8 +243,12 @@ struct HistoryCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The data directory.", valueName: "dir"))
     var data: String
 
-    @Option(help: ArgumentHelp("The user.", valueName: "user"))
-    var user: String
+    // An array, so that a second --user is seen and refused rather than silently replacing the first.
+    @Option(name: .customLong("user"), help: ArgumentHelp("The user (once: run history once per user).", valueName: "user"))
+    var users: [String] = []
+
+    /// The one user asked about (`validate` saw to it).
+    var user: String { users.first ?? "" }
 
     @Option(help: ArgumentHelp("Only sessions still open at or after this time.", valueName: "time"))
     var from: String?
@@ -230,6 +262,10 @@ struct HistoryCommand: ParsableCommand {
     @OptionGroup var horizon: HorizonOption
 
     func validate() throws {
+        guard users.count == 1 else {
+            throw ValidationError(users.isEmpty ? "Missing expected argument '--user <user>'"
+                                  : "--user is given \(users.count) times (\(users.joined(separator: ", "))); history shows one user's sessions: run it once per user")
+        }
         try validateUserOption(user)
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import NIOPosix
 import Prometheus
 import Presence
@@ -15,14 +16,22 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             One process: the log writer, the live projection and the HTTP and WebSocket server. On start it \
             opens DIR (recovering the log if needed), loads the newest checkpoint, replays the log after it, \
-            and ends with a gateway_down the connections its previous run left open (after a kill -9). \
+            and ends with a gateway_down the connections its previous run left open (after a kill -9).
+
             While running it appends its own heartbeat every --heartbeat-interval, and a gateway_down for \
             any gateway whose heartbeats stopped more than --lease ago. On SIGTERM or SIGINT it stops \
             accepting, ends the open sockets with disconnects, flushes, closes the log cleanly and writes \
             a checkpoint.
+
             Tokens are HS256 JWTs (`presence token` mints them) signed with the secret in \
-            PRESENCE_TOKEN_SECRET or --secret-file; --dev uses a built-in development secret.
-            Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port).
+            PRESENCE_TOKEN_SECRET or --secret-file (at least 32 bytes either way); --dev uses a built-in \
+            development secret. A gateway token posts events for its own gateway only; one named like \
+            this node (--node) may post nothing.
+
+            Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port). \
+            Nothing is created in DIR before the port is bound.
+
+            \(apiSummary)
             """
     )
 
@@ -32,10 +41,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The address to listen on.")
     var host: String = "127.0.0.1"
 
-    @Option(help: "The port to listen on (0: any free port).")
+    @Option(parsing: .unconditional, help: "The port to listen on (0: any free port).")
     var port: Int = 8080
 
-    @Option(help: ArgumentHelp("A file holding the token secret (at least 16 bytes).", valueName: "file"))
+    @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
 
     @Flag(help: "Use the built-in development token secret. Never in production.")
@@ -52,10 +61,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical; debug logs every request and WebSocket session.", valueName: "level"))
     var logLevel: String = "info"
 
-    @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open.", valueName: "name"))
+    @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
 
-    @Option(help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
 
     @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
@@ -64,7 +73,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A gateway whose heartbeats stop for longer than this gets a gateway_down at its last heartbeat.", valueName: "duration"))
     var lease: String = "60s"
 
-    @Option(help: ArgumentHelp("Threads that serve connections (default: one per core). Where other busy processes share the cores, fewer can answer more: on this project's 2-core machine with the load generator on one core, 1 answers the snapshot about 1.25x faster (BENCHMARKS.md).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Threads that serve connections (default: one per core). Where other busy processes share the cores, fewer can answer more: on this project's 2-core machine with the load generator on one core, 1 answers the snapshot about 1.25x faster (BENCHMARKS.md).", valueName: "n"))
     var eventLoops: Int?
 
     func run() async throws {
@@ -98,8 +107,10 @@ struct ServeCommand: AsyncParsableCommand {
                 printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
             }
             let tokens = await TokenAuthority(secret: secret)
+            // The port before the data directory: a server that cannot listen creates nothing in DIR.
+            if port != 0 { try await checkCanListen(host: host, port: port) }
             let registry = PrometheusCollectorRegistry()
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            MetricsSystem.bootstrap(HelpfulMetricsFactory(registry: registry))
             guard !node.isEmpty, node.utf8.count <= PresenceEvent.Limits.fieldBytes else { throw ValidationError("--node must be 1 to \(PresenceEvent.Limits.fieldBytes) bytes") }
             let heartbeat = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
             let leaseTime = try parseDuration(lease, option: "--lease")
@@ -116,7 +127,12 @@ struct ServeCommand: AsyncParsableCommand {
                 var line = "listening on \(host):\(bound)\n"
                 line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
             }
-            try await app.runService()
+            do {
+                try await app.runService()
+            } catch let error as IOError {
+                // The port was free a moment ago (checked above) and was taken since.
+                throw listenError(error, host: host, port: port)
+            }
             try await group?.shutdownGracefully()
             keeper.cancel()
             await keeper.value
@@ -129,14 +145,45 @@ struct ServeCommand: AsyncParsableCommand {
     }
 }
 
+extension ServeCommand {
+    /// Binds `host:port` and lets it go at once, to refuse a port in use (or an address this machine
+    /// does not have) with a message that names it, before anything is opened or created.
+    func checkCanListen(host: String, port: Int) async throws {
+        do {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).get()
+            try await channel.close()
+        } catch let error as IOError {
+            throw listenError(error, host: host, port: port)
+        } catch {
+            throw ServerError("cannot listen on \(host):\(port): \(error)")
+        }
+    }
+
+    /// A failure to listen, in words: which address, and what to do.
+    func listenError(_ error: IOError, host: String, port: Int) -> ServerError {
+        if error.errnoCode == EADDRINUSE {
+            return ServerError("cannot listen on \(host):\(port): the address is already in use (another server?); stop it or choose another --port")
+        }
+        return ServerError("cannot listen on \(host):\(port): \(String(cString: strerror(error.errnoCode)))")
+    }
+}
+
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
         abstract: "Mint a bearer token for a user or a gateway.",
-        discussion: "Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev."
+        discussion: """
+            Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev.
+
+            A gateway token (--gateway) may post events naming its own gateway (--user) and nothing else. \
+            The server's own gateway name (serve --node, default presence-node) is reserved: the server \
+            refuses events from a gateway token of that name (this command cannot know a server's name).
+            """
     )
 
-    @Option(help: "The user id (or gateway name, with --gateway) the token speaks for.")
+    @Option(help: "The user id (or gateway name, with --gateway) the token speaks for: 1 to 256 bytes of UTF-8.")
     var user: String
 
     @Option(help: ArgumentHelp("How long the token is valid, e.g. 1h.", valueName: "duration"))
@@ -145,7 +192,7 @@ struct TokenCommand: AsyncParsableCommand {
     @Flag(help: "A gateway token (may post events).")
     var gateway = false
 
-    @Option(help: ArgumentHelp("A file holding the token secret.", valueName: "file"))
+    @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
 
     @Flag(help: "Use the built-in development secret.")
@@ -153,7 +200,9 @@ struct TokenCommand: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
+            if let problem = PresenceClaims.subjectProblem(user) {
+                throw ValidationError("--user: a token for '\(user.prefix(40))\(user.count > 40 ? "…" : "")' cannot be minted: \(problem)")
+            }
             let seconds = Double(try parseDuration(ttl, option: "--ttl")) / 1000
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")

@@ -7,7 +7,7 @@ import SegmentLog
 /// Each record's key is the conversation id; its value a JSON object, one of:
 ///
 ///     {"type":"created","members":["alice","bob"],"by":"alice"}
-///     {"type":"message","sender":"alice","content":"hey"}
+///     {"type":"message","sender":"alice","content":"hey"}          ("client_id":"…" when the sender gave one)
 ///
 /// and its timestamp the server's time of the request (ms). A message's `seq` is its position among
 /// the conversation's messages in log order, counted from 1, so the log need not store it and a
@@ -18,6 +18,17 @@ public final class ConversationStore: @unchecked Sendable {
     private let lock = NSLock()
     private var conversations: [String: Conversation] = [:]
     private var memberships: [String: Set<String>] = [:]
+    /// The first conversation of exactly two members, by the pair (sorted): creating it again returns it.
+    private var pairs: [[String]: String] = [:]
+    /// Messages posted with a client id, by conversation, sender and client id: a retry gets the seq
+    /// and time of the first (rebuilt from the log, so this holds across restarts and reconnects).
+    private var sentByClientID: [SentKey: (seq: Int, timestamp: Int64)] = [:]
+
+    struct SentKey: Hashable {
+        let conversation: String
+        let sender: String
+        let clientID: String
+    }
     let writer: LogWriter
     /// Told of each new message once it is durable, in log order, on the commit thread (set once,
     /// before the server starts).
@@ -55,6 +66,17 @@ public final class ConversationStore: @unchecked Sendable {
     struct Conversation {
         var members: [String]
         var messages: [Message] = []
+        /// When it was created (the record's time, ms).
+        var createdAt: Int64 = 0
+    }
+
+    /// One of a user's conversations, as the inbox shows it.
+    public struct Summary: Sendable {
+        public var id: String
+        public var members: [String]
+        public var lastMessage: Message?
+        /// The last message's time, else the creation time (ms): the inbox's order.
+        public var activity: Int64
     }
 
     /// Rebuilds the store from the messages log and starts its writer.
@@ -77,13 +99,17 @@ public final class ConversationStore: @unchecked Sendable {
         switch type {
         case "created":
             guard let members = object["members"] as? [String], conversations[id] == nil else { return nil }
-            conversations[id] = Conversation(members: members)
+            conversations[id] = Conversation(members: members, createdAt: timestamp)
             for member in members { memberships[member, default: []].insert(id) }
+            if members.count == 2, pairs[members.sorted()] == nil { pairs[members.sorted()] = id }
             return nil
         case "message":
             guard let sender = object["sender"] as? String, let content = object["content"] as? String, conversations[id] != nil else { return nil }
             let seq = (conversations[id]?.messages.count ?? 0) + 1
             conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
+            if let clientID = object["client_id"] as? String {
+                sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] = (seq, timestamp)
+            }
             return seq
         default:
             return nil
@@ -114,20 +140,32 @@ public final class ConversationStore: @unchecked Sendable {
         return (try result.get(), timestamp)
     }
 
-    /// Creates a conversation; returns its id.
-    public func create(members: [String], by creator: String) async throws -> String {
+    /// Creates a conversation; returns its id, and false for `created` when `members` are two users who
+    /// already have a conversation of exactly the two of them (that one is returned: a chat client opens
+    /// "the" chat with a person, whoever asks first). Two requests racing for a new pair may still make two.
+    public func create(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
+        if members.count == 2, let existing = lock.withLock({ pairs[members.sorted()] }) { return (existing, false) }
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         } while lock.withLock({ conversations[id] != nil })
         _ = try await append(id: id, object: ["type": "created", "members": members, "by": creator])
-        return id
+        return (id, true)
     }
 
-    /// Posts a message; returns its seq and time.
-    public func post(to id: String, sender: String, content: String) async throws -> (seq: Int, timestamp: Int64) {
-        let (seq, timestamp) = try await append(id: id, object: ["type": "message", "sender": sender, "content": content])
-        return (seq ?? 0, timestamp)
+    /// Posts a message; returns its seq and time. With a `clientID` (the sender's own id for the
+    /// message, so that it can retry after a lost answer), a message this sender already posted to this
+    /// conversation with that id is not posted again: its seq and time are returned, with `repeated`.
+    /// (Two sends of one client id racing on two connections may both be posted.)
+    public func post(to id: String, sender: String, content: String, clientID: String? = nil) async throws
+        -> (seq: Int, timestamp: Int64, repeated: Bool) {
+        if let clientID, let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
+            return (sent.seq, sent.timestamp, true)
+        }
+        var object: [String: Any] = ["type": "message", "sender": sender, "content": content]
+        if let clientID { object["client_id"] = clientID }
+        let (seq, timestamp) = try await append(id: id, object: object)
+        return (seq ?? 0, timestamp, false)
     }
 
     /// The seq of the newest message of `id` (0 when it has none).
@@ -150,22 +188,58 @@ public final class ConversationStore: @unchecked Sendable {
         }
     }
 
-    /// Writes the JSON array of the messages with seq > `afterSeq`, at most `limit`, through `write`
-    /// (their encoded bytes, under the lock, without copying the messages); returns whether more follow.
-    public func writeMessagesJSON(of id: String, afterSeq: Int, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
+    /// Which messages a page holds: at most `limit` of them, always in seq order.
+    public enum Page: Sendable, Equatable {
+        /// The oldest ones with seq > the given one (reading forward from a cursor).
+        case after(Int)
+        /// The newest ones with seq < the given one (scrolling back from the oldest one shown).
+        case before(Int)
+        /// The newest ones (a chat opens at the bottom).
+        case latest
+    }
+
+    /// Writes the JSON array of the messages of `page`, at most `limit`, through `write` (their encoded
+    /// bytes, under the lock, without copying the messages); returns whether more lie beyond the page
+    /// in its direction (newer ones for `.after`, older ones for `.before` and `.latest`).
+    public func writeMessagesJSON(of id: String, page: Page, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
         lock.withLock {
             guard let all = conversations[id]?.messages else {
                 write(UnsafeRawBufferPointer(start: nil, count: 0))
                 return false
             }
-            let start = min(max(afterSeq, 0), all.count)
-            let end = min(start + limit, all.count)
+            // Message seq n is at index n - 1.
+            let start: Int, end: Int, more: Bool
+            switch page {
+            case .after(let seq):
+                start = min(max(seq, 0), all.count)
+                end = min(start + limit, all.count)
+                more = end < all.count
+            case .before(let seq):
+                end = min(max(seq - 1, 0), all.count)
+                start = max(end - limit, 0)
+                more = start > 0
+            case .latest:
+                end = all.count
+                start = max(end - limit, 0)
+                more = start > 0
+            }
             for index in start..<end {
                 if index > start { withUnsafeBytes(of: UInt8(44)) { write($0) } }
                 all[index].json.withUnsafeBytes(write)
             }
-            return end < all.count
+            return more
         }
+    }
+
+    /// The conversations `user` is a member of, the most recently active first (ties by id).
+    public func conversations(of user: String) -> [Summary] {
+        lock.withLock {
+            (memberships[user] ?? []).compactMap { id -> Summary? in
+                guard let conversation = conversations[id] else { return nil }
+                let last = conversation.messages.last
+                return Summary(id: id, members: conversation.members, lastMessage: last, activity: last?.timestamp ?? conversation.createdAt)
+            }
+        }.sorted { $0.activity != $1.activity ? $0.activity > $1.activity : $0.id < $1.id }
     }
 
     /// Whether `a` and `b` are members of a common conversation (or the same user).

@@ -26,6 +26,44 @@ struct FastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
+        var logger = logger
+        logger.handler = ClientMistakesAtDebug(base: logger.handler)
         await base.handle(value: value, logger: logger)
+    }
+}
+
+/// Logs as `base` does, except the line HummingbirdWebSocket writes at error level when a connection's
+/// first request could not be read ("Error handling upgrade result": garbage, bare-LF line ends, a
+/// connection closed before or while its request came): a client's mistake, answered with a 400 by
+/// `SnapshotFastPath`, is not a server error, so it is logged at debug level.
+struct ClientMistakesAtDebug: LogHandler {
+    var base: any LogHandler
+
+    var logLevel: Logger.Level {
+        get { base.logLevel }
+        set { base.logLevel = newValue }
+    }
+
+    var metadata: Logger.Metadata {
+        get { base.metadata }
+        set { base.metadata = newValue }
+    }
+
+    var metadataProvider: Logger.MetadataProvider? {
+        get { base.metadataProvider }
+        set { base.metadataProvider = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { base[metadataKey: key] }
+        set { base[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        guard event.level >= .error, event.message.description == "Error handling upgrade result" else { return base.log(event: event) }
+        guard base.logLevel <= .debug else { return }
+        var event = event
+        event.level = .debug
+        base.log(event: event)
     }
 }

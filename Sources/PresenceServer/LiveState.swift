@@ -55,8 +55,9 @@ public final class LiveState: @unchecked Sendable {
         self.projection = projection
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
         // what the writer acknowledges, the projection applies.
-        let newest = projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp
-        self.writer = LogWriter(log: log, admission: LateArrivalAdmission(LateArrivalGuard(horizon: horizon, newest: newest)))
+        var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
+        lateArrivals.refuser = .server
+        self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
         self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }

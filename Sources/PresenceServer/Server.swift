@@ -53,7 +53,7 @@ public enum PresenceHTTPServer {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestMetricsMiddleware())
         // One structured line per request (method, path, status, duration) at debug level (--log-level debug).
         router.add(middleware: LogRequestsMiddleware(.debug))
         // Hummingbird's own errors (no such route) in the API's JSON form, like every other error.
@@ -71,6 +71,11 @@ public enum PresenceHTTPServer {
         router.post("v1/events") { request, _ in
             let claims = try await authenticate(request, tokens)
             guard claims.isGateway else { return error(.forbidden, "forbidden", "only a gateway token may post events") }
+            // The node's own name is reserved: its heartbeats and gateway_downs are what keep its sockets'
+            // users online, and a token of that name could end them all.
+            guard claims.sub.value != state.node else {
+                return error(.forbidden, "forbidden", "'\(state.node)' is this node's own gateway name (--node); a gateway token of that name may not post events")
+            }
             var request = request
             let body: ByteBuffer
             do {
@@ -78,11 +83,11 @@ public enum PresenceHTTPServer {
             } catch is NIOTooManyBytesError {
                 return error(.contentTooLarge, "body_too_large", "the body is over the \(configuration.maxBodyBytes)-byte limit")
             }
-            return try await ingest(body, state: state)
+            return try await ingest(body, gateway: claims.sub.value, state: state)
         }
         router.get("v1/users/:id/presence") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let user = try context.parameters.require("id")
+            let claims = try await authenticateUser(request, tokens)
+            let user = try pathParameter(context, "id", what: "user id")
             // Presence is shared with members of a common conversation (and with oneself).
             guard state.conversations.shareAConversation(claims.sub.value, user) else {
                 return error(.forbidden, "forbidden", "you share no conversation with '\(user)'")
@@ -97,9 +102,9 @@ public enum PresenceHTTPServer {
             }
         }
         router.post("v1/conversations") { request, _ in
-            let claims = try await authenticate(request, tokens)
-            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
-            guard let members = body["members"] as? [String], !members.isEmpty else {
+            let claims = try await authenticateUser(request, tokens)
+            let members = try await decodeBody(NewConversation.self, request, limit: configuration.maxBodyBytes).members
+            guard !members.isEmpty else {
                 return error(.badRequest, "invalid_request", "\"members\" must be a non-empty array of user ids")
             }
             var unique: [String] = []
@@ -113,26 +118,33 @@ public enum PresenceHTTPServer {
             guard unique.contains(claims.sub.value) else {
                 return error(.forbidden, "forbidden", "you must be a member of the conversations you create")
             }
-            let id = try await state.conversations.create(members: unique, by: claims.sub.value)
-            return json(.created, "{\"id\":\"\(id)\"}")
+            let (id, created) = try await state.conversations.create(members: unique, by: claims.sub.value)
+            // Two users' existing chat is answered again: 200 and its id, instead of 201 and a new one.
+            return json(created ? .created : .ok, "{\"id\":\"\(id)\"}")
         }
         router.post("v1/conversations/:id/messages") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let id = try context.parameters.require("id")
+            let claims = try await authenticateUser(request, tokens)
+            let id = try pathParameter(context, "id", what: "conversation id")
             _ = try members(of: id, for: claims.sub.value, state: state).get()
-            let body = try await jsonBody(request, limit: configuration.maxBodyBytes)
-            guard let content = body["content"] as? String, !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
-                return error(.badRequest, "invalid_request", "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes")
-            }
-            let (seq, timestamp) = try await state.conversations.post(to: id, sender: claims.sub.value, content: content)
-            return json(.created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
+            let message = try await decodeBody(NewMessage.self, request, limit: configuration.maxBodyBytes)
+            if let problem = messageProblem(content: message.content, clientID: message.clientID) { return error(.badRequest, "invalid_request", problem) }
+            let (seq, timestamp, repeated) = try await state.conversations.post(to: id, sender: claims.sub.value, content: message.content,
+                                                                                clientID: message.clientID)
+            // A retried client_id is answered as the first time, with 200: nothing new was created.
+            return json(repeated ? .ok : .created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
         }
         router.get("v1/conversations/:id") { request, context in
-            let claims = try await authenticate(request, tokens)
-            let id = try context.parameters.require("id")
-            let body = try snapshot(of: id, for: claims.sub.value, afterSeq: request.uri.queryParameters.get("after_seq"),
-                                    limit: request.uri.queryParameters.get("limit"), state: state).get()
+            let claims = try await authenticateUser(request, tokens)
+            let id = try pathParameter(context, "id", what: "conversation id")
+            let query = request.uri.queryParameters
+            let body = try snapshot(of: id, for: claims.sub.value, afterSeq: query.get("after_seq"), beforeSeq: query.get("before_seq"),
+                                    limit: query.get("limit"), state: state).get()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+        }
+        // The inbox: the caller's conversations, each with its last message and the peers' presence.
+        router.get("v1/me/conversations") { request, _ in
+            let claims = try await authenticateUser(request, tokens)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: inbox(of: claims.sub.value, state: state)))
         }
         // Without an upgrade, /v1/ws explains itself: 401 without a valid token, 426 with one.
         router.get("v1/ws") { request, _ in
@@ -176,12 +188,16 @@ public enum PresenceHTTPServer {
         )
     }
 
-    /// Validates every line, then appends them all as one request: all or nothing.
-    static func ingest(_ body: ByteBuffer, state: LiveState) async throws -> Response {
+    /// Validates every line, then appends them all as one request: all or nothing. The sender is the
+    /// gateway `gateway` (its token's name): a line naming another gateway refuses the whole body (403).
+    static func ingest(_ body: ByteBuffer, gateway: String, state: LiveState) async throws -> Response {
         let parser = NDJSONEventParser()
         var records = RecordBuffer()
         var problems: [(line: Int, reason: String)] = []
+        var foreign: [(line: Int, reason: String)] = []
+        let ownGateway = Array(gateway.utf8)
         var lateArrivals = state.lateArrivalGuard()
+        lateArrivals.refuser = .server
         var recordLines: [Int] = []  // the body's line number of each record
         body.withUnsafeReadableBytes { raw in
             var number = 0
@@ -194,25 +210,22 @@ public enum PresenceHTTPServer {
                 start = end + 1
                 if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
                 do throws(EventParseError) {
-                    try parser.append(line, to: &records, admittedBy: &lateArrivals)
+                    if let named = try parser.append(line, to: &records, admittedBy: &lateArrivals, boundTo: ownGateway) {
+                        foreign.append((number, "names gateway \"\(named)\"; this token is for gateway \"\(gateway)\""))
+                    }
                     while recordLines.count < records.count { recordLines.append(number) }
                 } catch {
                     problems.append((number, error.reason))
                 }
             }
         }
+        // A gateway speaks only for itself: one line naming another refuses the body, before any other
+        // problem is looked at.
+        if !foreign.isEmpty {
+            return lineErrors(.forbidden, "forbidden", "\(foreign.count) line\(foreign.count == 1 ? " names" : "s name") another gateway than the token's; nothing was written", foreign)
+        }
         if !problems.isEmpty {
-            var out: [UInt8] = Array("{\"error\":{\"code\":\"invalid_events\",\"message\":".utf8)
-            EventJSON.appendString("\(problems.count) line\(problems.count == 1 ? "" : "s") rejected; nothing was written", to: &out)
-            out.append(contentsOf: ",\"lines\":[".utf8)
-            for (index, problem) in problems.prefix(1000).enumerated() {
-                if index > 0 { out.append(44) }
-                out.append(contentsOf: "{\"line\":\(problem.line),\"reason\":".utf8)
-                EventJSON.appendString(problem.reason, to: &out)
-                out.append(125)
-            }
-            out.append(contentsOf: "]}}".utf8)
-            return json(.badRequest, String(decoding: out, as: UTF8.self))
+            return lineErrors(.badRequest, "invalid_events", "\(problems.count) line\(problems.count == 1 ? "" : "s") rejected; nothing was written", problems)
         }
         guard !records.isEmpty else { return error(.badRequest, "empty_body", "the body holds no events") }
         do {
@@ -231,6 +244,21 @@ public enum PresenceHTTPServer {
         }
     }
 
+    /// `{"error":{"code":..,"message":..,"lines":[{"line":N,"reason":".."},..]}}` (the first 1000 lines).
+    static func lineErrors(_ status: HTTPResponse.Status, _ code: String, _ message: String, _ lines: [(line: Int, reason: String)]) -> Response {
+        var out: [UInt8] = Array("{\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
+        EventJSON.appendString(message, to: &out)
+        out.append(contentsOf: ",\"lines\":[".utf8)
+        for (index, problem) in lines.prefix(1000).enumerated() {
+            if index > 0 { out.append(44) }
+            out.append(contentsOf: "{\"line\":\(problem.line),\"reason\":".utf8)
+            EventJSON.appendString(problem.reason, to: &out)
+            out.append(125)
+        }
+        out.append(contentsOf: "]}}".utf8)
+        return json(status, String(decoding: out, as: UTF8.self))
+    }
+
     /// The members of conversation `id`, if `caller` is one of them: 404 for an unknown conversation,
     /// 403 for a caller outside it.
     static func members(of id: String, for caller: String, state: LiveState) -> Result<[String], APIError> {
@@ -239,18 +267,30 @@ public enum PresenceHTTPServer {
         return .success(members)
     }
 
-    /// The body of `GET /v1/conversations/{id}` for `caller`: the messages after `afterSeq` (at most
-    /// `limit`, default 50, capped at 200) and every other member's presence with the cursor it reflects.
-    /// Written straight into the buffer: the messages' JSON is encoded once, when they are posted.
-    static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, limit limitText: String?,
-                         state: LiveState) -> Result<ByteBuffer, APIError> {
+    /// The body of `GET /v1/conversations/{id}` for `caller`: a page of messages (at most `limit`,
+    /// default 50, capped at 200: the oldest after `afterSeq`, the newest before `beforeSeq`, or with
+    /// neither the newest of all, as a chat opens at the bottom), always in seq order, and every other
+    /// member's presence with the cursor it reflects. Written straight into the buffer: the messages'
+    /// JSON is encoded once, when they are posted.
+    static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, beforeSeq beforeText: String? = nil,
+                         limit limitText: String?, state: LiveState) -> Result<ByteBuffer, APIError> {
         let members: [String]
         switch self.members(of: id, for: caller, state: state) {
         case .success(let found): members = found
         case .failure(let error): return .failure(error)
         }
-        guard let afterSeq = wholeNumber(afterText ?? "0") else {
-            return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0"))
+        let page: ConversationStore.Page
+        switch (afterText, beforeText) {
+        case (.some, .some):
+            return .failure(APIError(.badRequest, "invalid_request", "give after_seq (older to newer) or before_seq (newer to older), not both"))
+        case (.some(let text), nil):
+            guard let seq = wholeNumber(text) else { return .failure(APIError(.badRequest, "invalid_request", "after_seq must be a whole number >= 0")) }
+            page = .after(seq)
+        case (nil, .some(let text)):
+            guard let seq = wholeNumber(text) else { return .failure(APIError(.badRequest, "invalid_request", "before_seq must be a whole number >= 0")) }
+            page = .before(seq)
+        case (nil, nil):
+            page = .latest
         }
         guard let limit = wholeNumber(limitText ?? "50"), limit >= 1 else {
             return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1 (above 200 it counts as 200)"))
@@ -261,7 +301,7 @@ public enum PresenceHTTPServer {
         EventJSON.appendString(id, to: &out)
         out.append(contentsOf: ",\"messages\":[".utf8)
         buffer.writeBytes(out)
-        let hasMore = state.conversations.writeMessagesJSON(of: id, afterSeq: afterSeq, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        let hasMore = state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
         // Presence of every other member and the cursor it reflects, read together.
@@ -271,6 +311,33 @@ public enum PresenceHTTPServer {
         }
         buffer.writeBytes(out)
         return .success(buffer)
+    }
+
+    /// The body of `GET /v1/me/conversations`: `{"conversations":[{"id","members","last_message",
+    /// "presence"}],"presence_cursor":N}`, the most recently active first; every presence is read in one
+    /// go with the cursor, as a snapshot's is.
+    static func inbox(of caller: String, state: LiveState) -> ByteBuffer {
+        let summaries = state.conversations.conversations(of: caller)
+        var out: [UInt8] = Array("{\"conversations\":[".utf8)
+        state.read { projection in
+            for (index, summary) in summaries.enumerated() {
+                if index > 0 { out.append(44) }
+                out.append(contentsOf: "{\"id\":".utf8)
+                EventJSON.appendString(summary.id, to: &out)
+                out.append(contentsOf: ",\"members\":[".utf8)
+                for (position, member) in summary.members.enumerated() {
+                    if position > 0 { out.append(44) }
+                    EventJSON.appendString(member, to: &out)
+                }
+                out.append(contentsOf: "],\"last_message\":".utf8)
+                if let last = summary.lastMessage { out.append(contentsOf: last.json) } else { out.append(contentsOf: "null".utf8) }
+                out.append(contentsOf: ",\"presence\":".utf8)
+                appendPresence(of: summary.members, except: caller, projection, to: &out)
+                out.append(125)
+            }
+            out.append(contentsOf: "],\"presence_cursor\":\(projection.nextOffset)}".utf8)
+        }
+        return ByteBuffer(bytes: out)
     }
 
     /// `{"bob":{"online":..,"last_seen":..,"connections":..},..}` for every member but `caller`.
@@ -293,8 +360,35 @@ public enum PresenceHTTPServer {
         (projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)).appendJSONFields(to: &out)
     }
 
-    /// The request body as a JSON object; throws the 400 or 413 to send.
-    static func jsonBody(_ request: Request, limit: Int) async throws -> [String: Any] {
+    /// `POST /v1/conversations`' body.
+    struct NewConversation: Decodable, JSONBodyShape {
+        var members: [String]
+        static let example = #"{"members":["alice","bob"]}"#
+    }
+
+    /// `POST /v1/conversations/{id}/messages`' body.
+    struct NewMessage: Decodable, JSONBodyShape {
+        var content: String
+        /// The sender's own id for the message: a retry with the same one is not posted twice.
+        var clientID: String?
+        enum CodingKeys: String, CodingKey { case content, clientID = "client_id" }
+        static let example = #"{"content":"hey"}"#
+    }
+
+    /// What is wrong with a message's content or client id, or nil.
+    static func messageProblem(content: String, clientID: String?) -> String? {
+        guard !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
+            return "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes"
+        }
+        if let clientID, clientID.isEmpty || clientID.utf8.count > PresenceEvent.Limits.fieldBytes {
+            return "\"client_id\" must be a string of 1 to \(PresenceEvent.Limits.fieldBytes) bytes"
+        }
+        return nil
+    }
+
+    /// The request body as `Body`, after `StrictJSON`'s rules (the events' rules: valid UTF-8 and
+    /// escapes, no field twice); throws the 400 (naming what is wrong) or 413 to send.
+    static func decodeBody<Body: Decodable & JSONBodyShape>(_ type: Body.Type, _ request: Request, limit: Int) async throws -> Body {
         var request = request
         let body: ByteBuffer
         do {
@@ -304,10 +398,30 @@ public enum PresenceHTTPServer {
         } catch {
             throw APIError(.badRequest, "invalid_request", "the body could not be read: \(error)")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] else {
-            throw APIError(.badRequest, "invalid_json", "the body must be a JSON object")
+        return try decodeJSON(Body.self, Array(body.readableBytesView), what: "the body")
+    }
+
+    /// `bytes` as `Body` (a JSON object), or the 400 that says what is wrong with it; `what` names it
+    /// ("the body", "the frame").
+    static func decodeJSON<Body: Decodable & JSONBodyShape>(_ type: Body.Type, _ bytes: [UInt8], what: String) throws -> Body {
+        do throws(EventParseError) {
+            try StrictJSON.check(bytes)
+        } catch {
+            throw APIError(.badRequest, "invalid_json", "\(what) is not valid JSON: \(error.reason)")
         }
-        return object
+        guard bytes.first(where: { $0 != 32 && $0 != 9 && $0 != 10 && $0 != 13 }) == 123 else {
+            throw APIError(.badRequest, "invalid_json", "\(what) must be a JSON object, such as \(Body.example)")
+        }
+        do {
+            return try JSONDecoder().decode(Body.self, from: Data(bytes))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw APIError(.badRequest, "invalid_request", "\(what) has no \"\(key.stringValue)\": it should be like \(Body.example)")
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            let field = context.codingPath.first?.stringValue ?? "?"
+            throw APIError(.badRequest, "invalid_request", "\"\(field)\" in \(what) has the wrong type: it should be like \(Body.example)")
+        } catch {
+            throw APIError(.badRequest, "invalid_request", "\(what) is not of the expected form \(Body.example)")
+        }
     }
 
     /// The claims of the request's bearer token; throws the 401 to send.
@@ -321,6 +435,31 @@ public enum PresenceHTTPServer {
             throw APIError(.unauthorized, "unauthorized", "the token is not valid: \(TokenAuthority.explain(error))")
         }
     }
+
+    /// A path parameter, percent-decoded (`%F0%9F%99%82` is 🙂, `%20` a space, `%2F` a slash: the router
+    /// splits the path before decoding, so an encoded slash stays inside the id); 400 when it is not
+    /// percent-encoded UTF-8 or is no id at all (user and conversation ids are 1 to 256 bytes).
+    static func pathParameter(_ context: some RequestContext, _ name: String, what: String) throws -> String {
+        let raw = try context.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw APIError(.badRequest, "invalid_request", "the \(what) in the path, '\(raw)', is not valid percent-encoded UTF-8")
+        }
+        guard !decoded.isEmpty, decoded.utf8.count <= PresenceEvent.Limits.userBytes else {
+            throw APIError(.badRequest, "invalid_request", "the \(what) in the path is \(decoded.utf8.count) bytes; ids are 1 to \(PresenceEvent.Limits.userBytes) bytes")
+        }
+        return decoded
+    }
+
+    /// The claims of a user's token; throws the 401 to send, or a 403 for a gateway token: a gateway
+    /// may post events and nothing else (it is no member of any conversation, and sees no one's presence).
+    static func authenticateUser(_ request: Request, _ tokens: TokenAuthority) async throws -> PresenceClaims {
+        let claims = try await authenticate(request, tokens)
+        guard !claims.isGateway else { throw gatewayRefused }
+        return claims
+    }
+
+    /// The answer to a gateway token on a route for users.
+    static let gatewayRefused = APIError(.forbidden, "forbidden", "a gateway token may only post events (POST /v1/events); this route takes a user's token")
 
     /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
     /// `limit` is capped anyway, and no seq is that large).
@@ -394,6 +533,12 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
         let list = allowed.map(\.rawValue).sorted().joined(separator: ", ")
         throw HTTPError(.methodNotAllowed, headers: [.allow: list], message: "\(request.uri.path) takes \(list), not \(request.method)")
     }
+}
+
+/// A JSON body's form, for the errors that refuse another.
+protocol JSONBodyShape {
+    /// A valid example, as errors show it.
+    static var example: String { get }
 }
 
 /// An error answered as `{"error":{"code":"...","message":"..."}}` with its status. Handlers throw it;

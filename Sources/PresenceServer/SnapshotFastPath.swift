@@ -16,7 +16,7 @@ import Glibc
 /// (BENCHMARKS.md), so this handler sits at the very front of each connection's pipeline (added by
 /// `FastPathChannel` before Hummingbird's handlers) and reads requests itself. A request it can
 /// answer at once — a complete `GET /v1/conversations/{id}` over HTTP/1.1 with no body, whose bearer
-/// token was already verified (the cache in `TokenAuthority`) and whose caller is a member, while no
+/// token was already verified (the cache in `TokenAuthority`), is a user's, and whose caller is a member, while no
 /// request handed to the codec is still waiting for its answer — it answers with the same body the
 /// route builds (`PresenceHTTPServer.snapshot`) and the route's headers. Every other request goes to
 /// the codec byte for byte and in order, and the handler stays out of the way until the codec has
@@ -88,17 +88,29 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     /// The error that ends the connection once the answers to earlier requests have gone.
     private var refuseAfterForwarded: Refusal?
+    /// Answers still to end before the connection closes (0: no close planned). An HTTP/1.0 request
+    /// without `Connection: keep-alive` is its connection's last, and Hummingbird (whose request type
+    /// has no HTTP version) would keep the connection open after answering it.
+    private var closeAfterAnswers = 0
+
+    /// Whether the answer being written is the connection's last (`ResponseEnds` marks its head).
+    var closesAfterCurrentAnswer: Bool { closeAfterAnswers == 1 }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    /// The codec's answer to a forwarded request has ended (from `ResponseEnds`).
-    func responseEnded() {
+    /// The codec's answer to a forwarded request has ended (from `ResponseEnds`); returns whether the
+    /// connection closes once it is written.
+    @discardableResult
+    func responseEnded() -> Bool {
         if forwarded > 0 { forwarded -= 1 }
         if forwarded == 0, let refusal = refuseAfterForwarded {
             refuseAfterForwarded = nil
             send(refusal)
         }
+        guard closeAfterAnswers > 0 else { return false }
+        closeAfterAnswers -= 1
+        return closeAfterAnswers == 0
     }
 
     /// The HTTP codec could not parse the connection's first request (from `MalformedRequests`). No
@@ -190,6 +202,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     else { return }  // wait for the rest
                     continue
                 case .notForUs:
+                    if RequestHead.isHTTP10WithoutKeepAlive(buffer) { closeAfterAnswers = forwarded + 1 }
                     mode = .passthrough
                     continue
                 case .complete(let parsed):
@@ -233,7 +246,9 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The response to a request this handler can answer, or nil to hand it on. `head` was read from
     /// the start of `request`.
     private func answer(_ head: RequestHead, request: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        guard let target = head.snapshot, let tokenRange = head.bearerToken, let claims = claims(tokenRange, in: request) else { return nil }
+        // A gateway token is the route's to refuse (403): it may only post events.
+        guard let target = head.snapshot, let tokenRange = head.bearerToken, let claims = claims(tokenRange, in: request), !claims.isGateway
+        else { return nil }
         let caller = claims.sub.value
         // The versions the body depends on, read before it is built: a change while it is built shows
         // as a newer version next time, never as a stale body taken for current.
@@ -248,7 +263,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return response
         }
         guard case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: caller, afterSeq: target.afterSeq,
-                                                                   limit: target.limit, state: state)
+                                                                   beforeSeq: target.beforeSeq, limit: target.limit, state: state)
         else {
             cached = nil
             return nil
@@ -360,18 +375,32 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            if case .end = unwrapOutboundIn(data) { fastPath?.responseEnded() }
-            context.write(data, promise: promise)
+            switch unwrapOutboundIn(data) {
+            case .head(var head) where fastPath?.closesAfterCurrentAnswer == true:
+                head.headerFields[.connection] = "close"
+                context.write(wrapOutboundOut(.head(head)), promise: promise)
+            case .end where fastPath?.responseEnded() == true:
+                // The connection's last answer (HTTP/1.0 without keep-alive): close once it is written.
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.cascade(to: promise)
+                written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+                context.write(data, promise: written)
+            default:
+                context.write(data, promise: promise)
+            }
         }
     }
 }
 
 /// A request head read from raw bytes, as far as `SnapshotFastPath` needs it.
 struct RequestHead {
-    /// A `GET /v1/conversations/{id}[?after_seq=N][&limit=N]` target, with a plain id (nothing to decode).
+    /// A `GET /v1/conversations/{id}[?after_seq=N|before_seq=N][&limit=N]` target, with a plain id
+    /// (nothing to decode).
     struct SnapshotTarget: Equatable {
         var id: String
         var afterSeq: String?
+        var beforeSeq: String?
         var limit: String?
     }
 
@@ -501,6 +530,20 @@ struct RequestHead {
         }
     }
 
+    /// Whether `buffer` starts with an HTTP/1.0 request whose head (as far as it has come) has no
+    /// `Connection: keep-alive`: the connection's last request, after whose answer it closes.
+    static func isHTTP10WithoutKeepAlive(_ buffer: ByteBuffer) -> Bool {
+        let head = String(decoding: buffer.readableBytesView.prefix(SnapshotFastPath.maxHeadBytes), as: UTF8.self)
+        let lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
+        guard let first = lines.first, first.hasSuffix(" HTTP/1.0") else { return false }
+        for line in lines.dropFirst() {
+            if line.isEmpty { break }
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "connection", parts[1].lowercased().contains("keep-alive") { return false }
+        }
+        return true
+    }
+
     /// `METHOD SP target SP HTTP/1.1`, printable ASCII, an origin-form target.
     private static func readRequestLine(_ bytes: UnsafePointer<UInt8>, _ line: Range<Int>, into head: inout RequestHead) -> Bool {
         var methodEnd = line.lowerBound
@@ -537,7 +580,7 @@ struct RequestHead {
             }
         }
         guard idEnd > idStart else { return nil }
-        var result = SnapshotTarget(id: text(idStart..<idEnd), afterSeq: nil, limit: nil)
+        var result = SnapshotTarget(id: text(idStart..<idEnd), afterSeq: nil, beforeSeq: nil, limit: nil)
         var pairStart = idEnd + 1
         while pairStart < target.upperBound {
             var pairEnd = pairStart
@@ -546,6 +589,8 @@ struct RequestHead {
             let value = text((equals + 1)..<pairEnd)
             if equals - pairStart == 9 && memcmp(bytes + pairStart, "after_seq", 9) == 0 {
                 result.afterSeq = value
+            } else if equals - pairStart == 10 && memcmp(bytes + pairStart, "before_seq", 10) == 0 {
+                result.beforeSeq = value
             } else if equals - pairStart == 5 && memcmp(bytes + pairStart, "limit", 5) == 0 {
                 result.limit = value
             } else {

@@ -1,5 +1,6 @@
 import Foundation
 import JWTKit
+import Presence
 
 /// Who a bearer token speaks for.
 public struct PresenceClaims: JWTPayload, Equatable {
@@ -19,8 +20,29 @@ public struct PresenceClaims: JWTPayload, Equatable {
 
     public var isGateway: Bool { role == Role.gateway.rawValue }
 
+    /// The longest subject: it becomes a user id (or a gateway name) in the log, 1 to 256 bytes.
+    public static let maxSubjectBytes = PresenceEvent.Limits.userBytes
+
     public func verify(using algorithm: some JWTAlgorithm) async throws {
         try exp.verifyNotExpired()
+        // A subject the log cannot hold would be refused by every later `ingest` of a dump.
+        let bytes = sub.value.utf8.count
+        guard bytes >= 1, bytes <= Self.maxSubjectBytes else { throw SubjectOutOfLimits(bytes: bytes) }
+    }
+
+    /// Why `subject` cannot be a token's subject, or nil when it can (`presence token` asks before minting).
+    public static func subjectProblem(_ subject: String) -> String? {
+        let bytes = subject.utf8.count
+        guard bytes >= 1, bytes <= maxSubjectBytes else { return SubjectOutOfLimits(bytes: bytes).description }
+        return nil
+    }
+}
+
+/// A token's `sub` outside the ids' limits.
+struct SubjectOutOfLimits: Error, CustomStringConvertible {
+    let bytes: Int
+    var description: String {
+        "its subject (sub) is \(bytes) bytes; user ids and gateway names are 1 to \(PresenceClaims.maxSubjectBytes) bytes of UTF-8"
     }
 }
 
@@ -75,30 +97,50 @@ public struct TokenAuthority: Sendable {
                 break
             }
         }
+        if let error = error as? SubjectOutOfLimits { return "the token cannot be used: \(error.description)" }
         if error is DecodingError { return "the token's payload is not a PresenceLog token (it needs sub, exp and role)" }
         return "\(error)"
     }
 
+    /// The shortest secret accepted, from any source: HS256's hash output, 32 bytes. jwt-kit asserts it
+    /// (in debug builds; a coming release makes it a precondition), and a shorter key is easier to guess.
+    public static let minimumSecretBytes = 32
+
     /// Reads the token secret: `PRESENCE_TOKEN_SECRET`, else the file `secretFile`, else (with `dev`) the
-    /// development secret. Returns nil when there is none.
+    /// development secret. Returns nil when there is none; throws when the one given is too short
+    /// (the same rule for the variable and the file).
     public static func secret(file secretFile: String?, dev: Bool) throws -> String? {
-        if let value = ProcessInfo.processInfo.environment["PRESENCE_TOKEN_SECRET"], !value.isEmpty { return value }
+        if let value = ProcessInfo.processInfo.environment["PRESENCE_TOKEN_SECRET"], !value.isEmpty {
+            return try checked(value, from: "PRESENCE_TOKEN_SECRET")
+        }
         if let secretFile {
             guard let text = FileManager.default.contents(atPath: secretFile).map({ String(decoding: $0, as: UTF8.self) }) else {
                 throw ServerError("cannot read the token secret file '\(secretFile)'")
             }
-            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard trimmed.utf8.count >= 16 else { throw ServerError("the token secret in '\(secretFile)' is shorter than 16 bytes") }
-            return trimmed
+            return try checked(text.trimmingCharacters(in: .whitespacesAndNewlines), from: "'\(secretFile)'")
         }
         return dev ? developmentSecret : nil
+    }
+
+    /// `secret` if it is long enough; `source` names where it came from in the error.
+    static func checked(_ secret: String, from source: String) throws -> String {
+        guard secret.utf8.count >= minimumSecretBytes else {
+            throw ServerError("the token secret in \(source) is shorter than \(minimumSecretBytes) bytes", isUsage: true)
+        }
+        return secret
     }
 }
 
 /// A configuration or start-up problem of the server, said plainly.
 public struct ServerError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The problem is in what the command was given (an option, a variable), not in the machine: the
+    /// CLI exits with its bad-arguments code.
+    public let isUsage: Bool
+    public init(_ description: String, isUsage: Bool = false) {
+        self.description = description
+        self.isUsage = isUsage
+    }
 }
 
 /// Tokens that verified, with their claims, until they expire.

@@ -13,6 +13,8 @@ import SegmentLog
 ///
 ///     {"op":"open","conversation":"<id>"}   → {"type":"opened","conversation":..,"presence":{..},"presence_cursor":N}
 ///     {"op":"close","conversation":"<id>"}  → {"type":"closed","conversation":..}
+///     {"op":"send","conversation":"<id>","content":"..","client_id":".."}
+///                                           → {"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}
 ///
 /// While a conversation is open, every change of another member's shown presence (online, or offline
 /// with a new last seen) is pushed once durable, in log order:
@@ -73,31 +75,75 @@ enum WebSocketSessions {
         logger.debug("websocket closed", metadata: ["user": "\(session.user)", "conn": "\(session.conn)", "overflowed": "\(session.overflowed)"])
     }
 
-    /// Answers one client frame.
+    /// A client frame: `{"op":"open"|"close","conversation":..}` or
+    /// `{"op":"send","conversation":..,"content":..,"client_id":..}`.
+    struct ClientFrame: Decodable, JSONBodyShape {
+        var op: String
+        var conversation: String?
+        var content: String?
+        var clientID: String?
+        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id" }
+        static let example = #"{"op":"open","conversation":"conv_…"}"#
+    }
+
+    /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
+    /// session's next frame is looked at.
     static func handle(_ message: WebSocketMessage, session: PushSession, state: LiveState) async {
         guard case .text(let text) = message else {
             return state.reply(session, errorFrame("invalid_frame", "frames are JSON text"))
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
-            return state.reply(session, errorFrame("invalid_json", "a frame must be a JSON object"))
+        let frame: ClientFrame
+        do {
+            // The same rules as every JSON body (StrictJSON, then the frame's form).
+            frame = try PresenceHTTPServer.decodeJSON(ClientFrame.self, Array(text.utf8), what: "the frame")
+        } catch let error as APIError {
+            return state.reply(session, errorFrame(error.code, error.message))
+        } catch {
+            return state.reply(session, errorFrame("invalid_request", "\(error)"))
         }
-        guard let op = object["op"] as? String else {
-            return state.reply(session, errorFrame("invalid_request", "\"op\" must be \"open\" or \"close\""))
+        guard ["open", "close", "send"].contains(frame.op) else {
+            return state.reply(session, errorFrame("invalid_request", "unknown op '\(frame.op)': use \"open\", \"close\" or \"send\""))
         }
-        guard op == "open" || op == "close" else {
-            return state.reply(session, errorFrame("invalid_request", "unknown op '\(op)': use \"open\" or \"close\""))
-        }
-        guard let conversation = object["conversation"] as? String, !conversation.isEmpty else {
+        guard let conversation = frame.conversation, !conversation.isEmpty else {
             return state.reply(session, errorFrame("invalid_request", "\"conversation\" must be a conversation id"))
         }
-        switch op {
+        switch frame.op {
         case "open":
             switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
             case .success(let members): state.watch(session, conversation: conversation, members: members)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
+        case "send":
+            await send(frame, to: conversation, session: session, state: state)
         default:
             state.unwatch(session, conversation: conversation)
+        }
+    }
+
+    /// `{"op":"send",..}`: posts the message as `POST /v1/conversations/{id}/messages` does and answers
+    /// `{"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}` once it is durable; a
+    /// `client_id` this sender already used in this conversation is answered with the first seq and
+    /// time, and nothing is posted (a client that lost the answer sends again).
+    static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: LiveState) async {
+        let content = frame.content ?? ""
+        if let problem = PresenceHTTPServer.messageProblem(content: content, clientID: frame.clientID) {
+            return state.reply(session, errorFrame("invalid_request", problem, conversation: conversation))
+        }
+        if case .failure(let error) = PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
+            return state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
+        }
+        do {
+            let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,
+                                                                         clientID: frame.clientID)
+            var out: [UInt8] = Array("{\"type\":\"sent\",\"conversation\":".utf8)
+            EventJSON.appendString(conversation, to: &out)
+            out.append(contentsOf: ",\"client_id\":".utf8)
+            if let clientID = frame.clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            out.append(contentsOf: ",\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}".utf8)
+            state.reply(session, String(decoding: out, as: UTF8.self))
+        } catch {
+            state.reply(session, errorFrame("log_unavailable", "the message was not posted: \((error as? LogError)?.message ?? "\(error)")",
+                                            conversation: conversation))
         }
     }
 

@@ -139,7 +139,7 @@ public enum Checkpoint {
             do {
                 let projection = try load(file.path)
                 if projection.horizon != horizon {
-                    report.skipped.append("\(file.path): written with another late-arrival horizon (\(projection.horizon) ms)")
+                    report.skipped.append("\(file.path): written with another late-arrival horizon (\(LateArrivalGuard.durationText(projection.horizon)))")
                     continue
                 }
                 if projection.maxTimestamp > notAfter && projection.maxTimestamp != Int64.min {

@@ -23,12 +23,16 @@ enum CLI {
         let stderr: String
     }
 
-    /// Runs `executable` with `arguments`, feeding `input` on standard input, and waits for it.
+    /// Runs `executable` with `arguments`, feeding `input` on standard input, and waits for it;
+    /// `environment` adds to (or replaces) the test's own variables.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], input: Data? = nil) throws -> Result {
+    static func run(_ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
@@ -53,8 +57,8 @@ enum CLI {
     }
 
     @discardableResult
-    static func presence(_ arguments: [String], input: Data? = nil) throws -> Result {
-        try run(presence, arguments, input: input)
+    static func presence(_ arguments: [String], input: Data? = nil, environment: [String: String] = [:]) throws -> Result {
+        try run(presence, arguments, input: input, environment: environment)
     }
 
     /// Writes all of `data` to `fd`; false when the reader went away.

@@ -72,3 +72,103 @@ import Testing
         #expect(server.stop() == 0)
     }
 }
+
+/// What a chat client asks for next: its pages newest first, and one conversation per pair of users.
+@Suite(.serialized) struct ChatClientTests {
+    func body(_ json: String) -> Data { Data(json.utf8) }
+    func seqs(_ reply: RunningServer.Reply) -> [Int] {
+        let object = try? JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any]
+        return (object?["messages"] as? [[String: Any]] ?? []).compactMap { $0["seq"] as? Int }
+    }
+    func hasMore(_ reply: RunningServer.Reply) -> Bool? {
+        (try? JSONSerialization.jsonObject(with: Data(reply.body.utf8)) as? [String: Any])?["has_more"] as? Bool
+    }
+
+    @Test func aChatOpensAtTheBottomAndPagesBackWithBeforeSeq() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        let alice = try token("alice")
+        let created = try server.request("POST", "/v1/conversations", token: alice, body: body(#"{"members":["alice","bob"]}"#))
+        let id = String(created.body.split(separator: "\"")[3])
+        for n in 1...7 {
+            #expect(try server.request("POST", "/v1/conversations/\(id)/messages", token: alice, body: body(#"{"content":"m\#(n)"}"#)).status == 201)
+        }
+        // No cursor: the newest, in seq order, and older ones exist. Twice: the second may come from the fast path.
+        for _ in 0..<2 {
+            let bottom = try server.request("GET", "/v1/conversations/\(id)?limit=3", token: alice)
+            #expect(seqs(bottom) == [5, 6, 7] && hasMore(bottom) == true, "\(bottom.body)")
+        }
+        let back = try server.request("GET", "/v1/conversations/\(id)?before_seq=5&limit=3", token: alice)
+        #expect(seqs(back) == [2, 3, 4] && hasMore(back) == true, "\(back.body)")
+        let first = try server.request("GET", "/v1/conversations/\(id)?before_seq=2&limit=3", token: alice)
+        #expect(seqs(first) == [1] && hasMore(first) == false, "\(first.body)")
+        let raw = try RawConnection(port: server.port).exchange("GET /v1/conversations/\(id)?before_seq=5&limit=3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(alice)\r\n\r\n")
+        #expect(raw.body == back.body, "\(raw.body)")
+        // Forward from a cursor is as before.
+        let forward = try server.request("GET", "/v1/conversations/\(id)?after_seq=5", token: alice)
+        #expect(seqs(forward) == [6, 7] && hasMore(forward) == false, "\(forward.body)")
+        let all = try server.request("GET", "/v1/conversations/\(id)", token: alice)
+        #expect(seqs(all) == Array(1...7) && hasMore(all) == false, "\(all.body)")
+        let both = try server.request("GET", "/v1/conversations/\(id)?after_seq=1&before_seq=5", token: alice)
+        #expect(both.status == 400 && both.body.contains("not both"), "\(both.body)")
+        #expect(try server.request("GET", "/v1/conversations/\(id)?before_seq=x", token: alice).status == 400)
+        #expect(server.stop() == 0)
+    }
+
+    @Test func theInboxListsTheCallersConversationsMostRecentFirstWithPeersPresence() throws {
+        let dir = Scratch()
+        let server = try RunningServer(data: dir.file("data"))
+        let alice = try token("alice"), bob = try token("bob")
+        func create(_ members: String, by creator: String) throws -> String {
+            let created = try server.request("POST", "/v1/conversations", token: creator, body: body(#"{"members":[\#(members)]}"#))
+            usleep(5_000)  // distinct times, so the order is the activity's
+            return String(created.body.split(separator: "\"")[3])
+        }
+        let withBob = try create(#""alice","bob""#, by: alice)
+        let withCarol = try create(#""alice","carol""#, by: alice)
+        let group = try create(#""alice","bob","carol""#, by: alice)
+        _ = try create(#""bob","carol""#, by: bob)
+        #expect(try server.request("POST", "/v1/conversations/\(withBob)/messages", token: bob, body: body(#"{"content":"old"}"#)).status == 201)
+        usleep(5_000)
+        #expect(try server.request("POST", "/v1/conversations/\(withCarol)/messages", token: alice, body: body(#"{"content":"new"}"#)).status == 201)
+        let connect = #"{"type":"connect","user":"carol","conn":"c1","gateway":"gw-1","ts":"2024-01-15T09:00:00Z"}"#
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-1", gateway: true), body: body(connect)).status == 200)
+        let inbox = try server.request("GET", "/v1/me/conversations", token: alice)
+        #expect(inbox.status == 200, "\(inbox.body)")
+        let object = try JSONSerialization.jsonObject(with: Data(inbox.body.utf8)) as? [String: Any]
+        let list = object?["conversations"] as? [[String: Any]] ?? []
+        #expect(list.map { $0["id"] as? String ?? "" } == [withCarol, withBob, group], "\(inbox.body)")
+        #expect((list.first?["last_message"] as? [String: Any])?["content"] as? String == "new", "\(inbox.body)")
+        #expect(((list.first?["presence"] as? [String: Any])?["carol"] as? [String: Any])?["online"] as? Bool == true, "\(inbox.body)")
+        #expect((list.dropFirst().first?["last_message"] as? [String: Any])?["seq"] as? Int == 1, "\(inbox.body)")
+        #expect(list.last?["last_message"] is NSNull, "\(inbox.body)")
+        #expect((list.last?["presence"] as? [String: Any]).map { Set($0.keys) } == ["bob", "carol"], "\(inbox.body)")
+        #expect(list.last?["members"] as? [String] == ["alice", "bob", "carol"], "\(inbox.body)")
+        #expect(object?["presence_cursor"] as? Int == 1, "\(inbox.body)")
+        // Someone with no conversation has an empty inbox; a gateway has none at all.
+        #expect(try server.request("GET", "/v1/me/conversations", token: try token("dave")).body == #"{"conversations":[],"presence_cursor":1}"#)
+        #expect(try server.request("GET", "/v1/me/conversations", token: try token("gw-1", gateway: true)).status == 403)
+        #expect(try server.request("GET", "/v1/me/conversations").status == 401)
+        #expect(server.stop() == 0)
+    }
+
+    @Test func creatingTheConversationOfTwoUsersAgainReturnsIt() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        var server = try RunningServer(data: data)
+        let alice = try token("alice"), bob = try token("bob")
+        let first = try server.request("POST", "/v1/conversations", token: alice, body: body(#"{"members":["alice","bob"]}"#))
+        #expect(first.status == 201, "\(first.body)")
+        let again = try server.request("POST", "/v1/conversations", token: bob, body: body(#"{"members":["bob","alice"]}"#))
+        #expect(again.status == 200 && again.body == first.body, "\(again.body)")
+        // A group with the same two and a third is another conversation.
+        let group = try server.request("POST", "/v1/conversations", token: alice, body: body(#"{"members":["alice","bob","carol"]}"#))
+        #expect(group.status == 201 && group.body != first.body, "\(group.body)")
+        // Rebuilt from the log after a restart.
+        #expect(server.stop() == 0)
+        server = try RunningServer(data: data)
+        let afterRestart = try server.request("POST", "/v1/conversations", token: alice, body: body(#"{"members":["alice","bob"]}"#))
+        #expect(afterRestart.status == 200 && afterRestart.body == first.body, "\(afterRestart.body)")
+        #expect(server.stop() == 0)
+    }
+}

@@ -66,7 +66,7 @@ import Testing
         let replay = try CLI.presence(["replay", "--data", dir.file("data")])
         #expect(replay.status == 0)
         #expect(replay.stdout.contains("replayed 7 events (offsets 0-6)"))
-        #expect(replay.stdout.contains("2 users, 1 online now, 1 connections open"))
+        #expect(replay.stdout.contains("2 users, 1 online now, 1 connection open"))
         let partial = try CLI.presence(["replay", "--data", dir.file("data"), "--until-offset", "3"])
         #expect(partial.stdout.contains("replayed 3 events (offsets 0-2)"))
         #expect(partial.stdout.contains("2 users, 2 online now, 3 connections open"))

@@ -168,13 +168,17 @@ import Testing
         let data = dir.file("data")
         let server = try RunningServer(data: data, extra: ["--heartbeat-interval", "100ms", "--lease", "3s"])
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let events = """
+        // Each gateway posts its own events (a gateway's token speaks only for its gateway).
+        let gw7 = """
             {"type":"connect","user":"carol","conn":"c1","gateway":"gw-7","ts":\(now - 11_000)}
             {"type":"heartbeat","gateway":"gw-7","ts":\(now - 10_000)}
+            """
+        let gw8 = """
             {"type":"connect","user":"dave","conn":"d1","gateway":"gw-8","ts":\(now - 11_000)}
             {"type":"heartbeat","gateway":"gw-8","ts":\(now + 60_000)}
             """
-        #expect(try server.request("POST", "/v1/events", token: try token("gw-7", gateway: true), body: Data(events.utf8)).status == 200)
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-7", gateway: true), body: Data(gw7.utf8)).status == 200)
+        #expect(try server.request("POST", "/v1/events", token: try token("gw-8", gateway: true), body: Data(gw8.utf8)).status == 200)
         var dump: [String] = []
         for _ in 0..<100 {
             dump = try CLI.presence(["dump", "--data", data]).stdout.lines
@@ -196,5 +200,25 @@ import Testing
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         formatter.timeZone = TimeZone(identifier: "UTC")
         return formatter.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+}
+
+/// `{"op":"send",..}` over the socket, with a real client (tools/checks/ws_scenarios.py, "send").
+@Suite(.serialized) struct WebSocketSendTests {
+    @Test func messagesSentOverTheSocketAreAnsweredWithTheirSeqAndNotPostedTwice() throws {
+        let dir = Scratch()
+        let data = dir.file("data")
+        let chat = try WebSocketTests.Chat(data: data)
+        try chat.run("send")
+        // The client ids are in the log: after a restart a retry is still answered with the first seq.
+        #expect(chat.server.stop() == 0)
+        let again = try RunningServer(data: data)
+        let retried = try again.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                        body: Data(#"{"content":"over the socket","client_id":"c-1"}"#.utf8))
+        #expect(retried.status == 200 && retried.body.hasPrefix("{\"seq\":1,"), "\(retried.status) \(retried.body)")
+        let fresh = try again.request("POST", "/v1/conversations/\(chat.conversation)/messages", token: try token("alice"),
+                                      body: Data(#"{"content":"third","client_id":"c-3"}"#.utf8))
+        #expect(fresh.status == 201 && fresh.body.hasPrefix("{\"seq\":3,"), "\(fresh.status) \(fresh.body)")
+        #expect(again.stop() == 0)
     }
 }

@@ -481,6 +481,52 @@ def scenario_snapshot(args):
     ok("a connection's kept snapshot gives way to a new message and to a presence change at once")
 
 
+def scenario_send(args):
+    """Messages sent over the socket: answered with their seq once durable; a retried client_id is not
+    posted twice, on the same socket or a new one."""
+    alice = Client(args, args.alice)
+    alice.ready()
+    alice.send({"op": "send", "conversation": args.conversation, "content": "over the socket", "client_id": "c-1"})
+    sent = alice.recv()
+    check(sent.get("type") == "sent" and sent.get("conversation") == args.conversation and sent.get("client_id") == "c-1"
+          and sent.get("seq") == 1 and str(sent.get("ts", "")).endswith("Z"), f"sent with its seq: {sent}")
+    ok("a message sent over the socket: answered with seq 1")
+    alice.send({"op": "send", "conversation": args.conversation, "content": "over the socket", "client_id": "c-1"})
+    again = alice.recv()
+    check(again == sent, f"the retry gets the first answer: {again} vs {sent}")
+    alice.close()
+    other = Client(args, args.alice)
+    other.ready()
+    other.send({"op": "send", "conversation": args.conversation, "content": "over the socket", "client_id": "c-1"})
+    check(other.recv() == sent, "a retry on a new socket gets the first answer")
+    other.send({"op": "send", "conversation": args.conversation, "content": "second"})
+    second = other.recv()
+    check(second.get("type") == "sent" and second.get("seq") == 2 and second.get("client_id") is None, f"without client_id: {second}")
+    ok("a retried client_id is not posted twice, on the same socket or another")
+    snapshot = http(args, "GET", f"/v1/conversations/{args.conversation}", args.bob)
+    check([m["content"] for m in snapshot["messages"]] == ["over the socket", "second"], f"two messages in all: {snapshot}")
+    for bad, code in [({"op": "send", "conversation": args.conversation}, "invalid_request"),
+                      ({"op": "send", "conversation": args.conversation, "content": ""}, "invalid_request"),
+                      ({"op": "send", "conversation": args.conversation, "content": "x", "client_id": 5}, "invalid_request"),
+                      ({"op": "send", "conversation": "conv_nope", "content": "x"}, "not_found")]:
+        other.send(bad)
+        frame = other.recv()
+        check(frame.get("type") == "error" and frame["error"]["code"] == code, f"{bad}: expected {code}, got {frame}")
+    other.send('{"op":"send","conversation":"%s","content":"a","content":"b"}' % args.conversation)
+    frame = other.recv()
+    check(frame.get("type") == "error" and "appears twice" in frame["error"]["message"], f"duplicate field: {frame}")
+    other.close()
+    carol = Client(args, args.carol)
+    carol.ready()
+    carol.send({"op": "send", "conversation": args.conversation, "content": "let me in"})
+    frame = carol.recv()
+    check(frame.get("type") == "error" and frame["error"]["code"] == "forbidden", f"a non-member: {frame}")
+    carol.close()
+    snapshot = http(args, "GET", f"/v1/conversations/{args.conversation}", args.bob)
+    check(len(snapshot["messages"]) == 2, f"nothing refused was posted: {snapshot}")
+    ok("bad sends: error frames, nothing posted")
+
+
 def scenario_hold(args):
     """Connects as Bob, prints the ready frame, and holds the socket until the server goes away."""
     bob = Client(args, args.bob)
@@ -494,7 +540,7 @@ def scenario_hold(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=["push", "cursor", "refused", "slow", "snapshot", "hold"])
+    parser.add_argument("scenario", choices=["push", "cursor", "refused", "slow", "snapshot", "send", "hold"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--conversation", default="")
     for name in ["alice", "bob", "carol", "gateway", "expired"]:

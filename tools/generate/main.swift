@@ -28,10 +28,12 @@ struct Options {
     var uniqueConns = false
 }
 
-func usage() -> Never {
-    FileHandle.standardError.write(Data("""
+/// Prints the usage and exits: on standard output with 0 when it was asked for (--help), on standard
+/// error with 64 (bad arguments, as `presence` exits) after a mistake.
+func usage(asked: Bool = false) -> Never {
+    (asked ? FileHandle.standardOutput : FileHandle.standardError).write(Data("""
         usage: presence-gen [--events N] [--users N] [--seed N] [--start TIME] [--gateways N]
-                            [--sessions-per-second R] [--ms]
+                            [--sessions-per-second R] [--ms] [--reuse-conns | --unique-conns]
           --events N               events to print (default 1000000)
           --users N                distinct users (default 100000)
           --seed N                 random seed (default 42); the same seed prints the same stream
@@ -43,9 +45,10 @@ func usage() -> Never {
                                    reuses its id, as gateways that key sockets by device do
           --unique-conns           conn ids end in the session's number (never reused), instead of
                                    four random hex digits (which a busy device repeats now and then)
+          -h, --help               show this help
 
         """.utf8))
-    exit(1)
+    exit(asked ? 0 : 64)
 }
 
 func parseOptions() -> Options {
@@ -66,7 +69,7 @@ func parseOptions() -> Options {
         case "--ms": options.integerTimestamps = true
         case "--reuse-conns": options.reuseConns = true
         case "--unique-conns": options.uniqueConns = true
-        case "-h", "--help": usage()
+        case "-h", "--help": usage(asked: true)
         default:
             FileHandle.standardError.write(Data("presence-gen: unknown argument \(arg)\n".utf8))
             usage()
