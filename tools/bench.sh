@@ -7,6 +7,9 @@
 #      and decoding ahead), with its memory, then RUNS pairs of it and the same on one core
 #      (`--single-thread`), the order swapped every pair (best and median of each)
 #   5. restart from the checkpoint that replay wrote (`presence replay --resume`, best of 3)
+#   6. rules v2 (issue 13): the same generator with every session of a device reusing its id
+#      (`--reuse-conns`) and with ids never reused (`--unique-conns`), replayed on one core in
+#      alternating runs: the reused-id rate as a share of the unique-id rate
 # Usage: tools/bench.sh [EVENTS] [USERS]    (defaults 10000000 1000000; RUNS=3)
 # The stream is generated once into bench-data/ (ignored by git) and reused.
 set -euo pipefail
@@ -92,3 +95,25 @@ echo "full replay (fold on one core, reading ahead on the other): $(best_and_med
 echo "full replay on one core (--single-thread): $(best_and_median "${single_rates[@]}")"
 echo "projection $memory_line"
 echo "restart from checkpoint: ready in $restart_best s (best of 3; $(echo "$replay_out" | grep '^checkpoint' | sed 's/.*: //'))"
+
+# 6. Reused connection ids against unique ones, on one core, alternating.
+for kind in reuse unique; do
+    file="bench-data/stream-$kind-$events-$users.ndjson"
+    if [[ ! -s "$file" ]]; then
+        "$bin/presence-gen" --events "$events" --users "$users" --seed 42 "--$kind-conns" > "$file.tmp"
+        mv "$file.tmp" "$file"
+    fi
+    if [[ ! -d "bench-data/log-$kind" ]]; then "$bin/presence" ingest --quiet --data "bench-data/log-$kind" "$file" > /dev/null 2>&1; fi
+done
+reuse_rates=(); unique_rates=()
+for run in $(seq 1 "$runs"); do
+    kinds=(unique reuse); (( run % 2 == 0 )) && kinds=(reuse unique)
+    for kind in "${kinds[@]}"; do
+        rate=$("$bin/presence" replay --quiet --single-thread --data "bench-data/log-$kind" | head -1 | rate_of)
+        if [[ $kind == reuse ]]; then reuse_rates+=("$rate"); else unique_rates+=("$rate"); fi
+    done
+done
+reuse_median=$(printf '%s\n' "${reuse_rates[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+unique_median=$(printf '%s\n' "${unique_rates[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+echo "one core, unique ids (--unique-conns): $(best_and_median "${unique_rates[@]}")"
+echo "one core, reused ids (--reuse-conns):  $(best_and_median "${reuse_rates[@]}"); $(echo "$reuse_median / $unique_median" | bc -l | awk "{ printf \"%.2f\", \$1 }") of the unique-id median (target >= 0.5)"

@@ -245,6 +245,8 @@ typealias State = PresenceProjection.UserState
     /// A connection record is one cache line: finding a connection reads its slot and that line.
     @Test func aConnectionRecordIsOneCacheLine() {
         #expect(MemoryLayout<ProjectionState.Connection>.size == 64 && MemoryLayout<ProjectionState.Connection>.stride == 64)
+        // A key history's first 64 bytes (what an event in order touches) are one line too.
+        #expect(MemoryLayout<KeyHistory>.stride == 128 && MemoryLayout<KeyHistory>.offset(of: \.capacity).map { $0 + 4 } == 64)
     }
 
     /// Keys are hashed a word at a time and their last bytes in one or two loads: every byte of a key
