@@ -103,13 +103,13 @@ for kind in reuse unique; do
         "$bin/presence-gen" --events "$events" --users "$users" --seed 42 "--$kind-conns" > "$file.tmp"
         mv "$file.tmp" "$file"
     fi
-    if [[ ! -d "bench-data/log-$kind" ]]; then "$bin/presence" ingest --quiet --data "bench-data/log-$kind" "$file" > /dev/null 2>&1; fi
+    if [[ ! -d "bench-data/log-$kind-$events-$users" ]]; then "$bin/presence" ingest --quiet --data "bench-data/log-$kind-$events-$users" "$file" > /dev/null 2>&1; fi
 done
 reuse_rates=(); unique_rates=()
 for run in $(seq 1 "$runs"); do
     kinds=(unique reuse); (( run % 2 == 0 )) && kinds=(reuse unique)
     for kind in "${kinds[@]}"; do
-        rate=$("$bin/presence" replay --quiet --single-thread --data "bench-data/log-$kind" | head -1 | rate_of)
+        rate=$("$bin/presence" replay --quiet --single-thread --data "bench-data/log-$kind-$events-$users" | head -1 | rate_of)
         if [[ $kind == reuse ]]; then reuse_rates+=("$rate"); else unique_rates+=("$rate"); fi
     done
 done
