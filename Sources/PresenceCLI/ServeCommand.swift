@@ -55,6 +55,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var horizon: HorizonOption
 
+    @Option(help: ArgumentHelp("How far back in event time a posted event's \"id\" is remembered: an event whose id (from the same gateway) the log holds within it is acknowledged with the first offset and not written again (default: the late-arrival horizon).", valueName: "duration"))
+    var idWindow: String?
+
     @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
     var maxBody: String = "4MiB"
 
@@ -116,7 +119,8 @@ struct ServeCommand: AsyncParsableCommand {
             let leaseTime = try parseDuration(lease, option: "--lease")
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node,
+            let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
+            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
                                       pushQueueLimit: pushQueueLimit) { note in logger.notice("\(note)") }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }

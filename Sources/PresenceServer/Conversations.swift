@@ -140,11 +140,23 @@ public final class ConversationStore: @unchecked Sendable {
         return (try result.get(), timestamp)
     }
 
+    /// Requests between their check (a pair's conversation, a client id) and their commit.
+    private let claims = InFlightClaims<String>()
+
     /// Creates a conversation; returns its id, and false for `created` when `members` are two users who
     /// already have a conversation of exactly the two of them (that one is returned: a chat client opens
-    /// "the" chat with a person, whoever asks first). Two requests racing for a new pair may still make two.
+    /// "the" chat with a person, whoever asks first). Requests for one pair are decided one after the
+    /// other (`InFlightClaims`), so two racing make one.
     public func create(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
-        if members.count == 2, let existing = lock.withLock({ pairs[members.sorted()] }) { return (existing, false) }
+        guard members.count == 2 else { return try await createNew(members: members, by: creator) }
+        let pair = members.sorted()
+        return try await claims.holding(["pair\u{0}" + pair.joined(separator: "\u{0}")]) {
+            if let existing = lock.withLock({ pairs[pair] }) { return (existing, false) }
+            return try await createNew(members: members, by: creator)
+        }
+    }
+
+    private func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
@@ -156,16 +168,21 @@ public final class ConversationStore: @unchecked Sendable {
     /// Posts a message; returns its seq and time. With a `clientID` (the sender's own id for the
     /// message, so that it can retry after a lost answer), a message this sender already posted to this
     /// conversation with that id is not posted again: its seq and time are returned, with `repeated`.
-    /// (Two sends of one client id racing on two connections may both be posted.)
+    /// Sends of one client id racing on two connections are decided one after the other.
     public func post(to id: String, sender: String, content: String, clientID: String? = nil) async throws
         -> (seq: Int, timestamp: Int64, repeated: Bool) {
-        if let clientID, let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
-            return (sent.seq, sent.timestamp, true)
+        guard let clientID else {
+            let (seq, timestamp) = try await append(id: id, object: ["type": "message", "sender": sender, "content": content])
+            return (seq ?? 0, timestamp, false)
         }
-        var object: [String: Any] = ["type": "message", "sender": sender, "content": content]
-        if let clientID { object["client_id"] = clientID }
-        let (seq, timestamp) = try await append(id: id, object: object)
-        return (seq ?? 0, timestamp, false)
+        return try await claims.holding(["sent\u{0}\(id)\u{0}\(sender)\u{0}\(clientID)"]) {
+            if let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
+                return (sent.seq, sent.timestamp, true)
+            }
+            let object: [String: Any] = ["type": "message", "sender": sender, "content": content, "client_id": clientID]
+            let (seq, timestamp) = try await append(id: id, object: object)
+            return (seq ?? 0, timestamp, false)
+        }
     }
 
     /// The seq of the newest message of `id` (0 when it has none).

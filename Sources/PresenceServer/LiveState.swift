@@ -30,7 +30,7 @@ public final class LiveState: @unchecked Sendable {
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
     /// directory's stored horizon (else the default). `report` receives recovery and checkpoint notes.
-    public init(data: String, configuration: LogConfiguration, horizon: Int64?, node: String = "presence-node",
+    public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
                 pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
         self.data = data
         self.node = node
@@ -53,6 +53,7 @@ public final class LiveState: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
+        eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
         // what the writer acknowledges, the projection applies.
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
@@ -93,6 +94,7 @@ public final class LiveState: @unchecked Sendable {
                         }
                         // The writer's admission check refuses what the fold would: none is skipped here.
                         assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
+                        eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
                         if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
                     lock.unlock()
@@ -101,6 +103,87 @@ public final class LiveState: @unchecked Sendable {
             }
         }
         return try result.get()
+    }
+
+    /// The event ids written within the window (`EventIDIndex`), kept under `lock` on the commit thread.
+    private var eventIDs: EventIDIndex
+    /// The event ids of requests between their check and their commit.
+    private let idClaims = InFlightClaims<EventIDIndex.Key>()
+
+    /// What `appendEvents` did: each record's offset (a repeat's is its first writing's) and which records
+    /// were repeats, not written again.
+    public struct EventsAck: Sendable {
+        public var offsets: [Int64]
+        public var repeats: [Int]
+    }
+
+    /// A record whose event id the log holds for another event.
+    public struct EventIDConflict: Error, Sendable {
+        public let record: Int
+        public let reason: String
+    }
+
+    /// Appends gateway events, de-duplicated by their event ids (`EventIDIndex`): a record whose id the
+    /// log already holds for the same event is not written again and is acknowledged with the first
+    /// offset; one that holds it for another event refuses the request (`EventIDConflict`, nothing
+    /// written). Requests carrying the same id are decided one after the other (`InFlightClaims`), so a
+    /// retry racing its original is still a repeat.
+    public func appendEvents(_ records: RecordBuffer) async throws -> EventsAck {
+        var identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?] = []
+        identities.reserveCapacity(records.count)
+        for index in 0..<records.count {
+            let timestamp = records.timestamp(at: index)
+            identities.append(records.withRecord(at: index) { EventIDIndex.identify(key: $0, value: $1, timestamp: timestamp) })
+        }
+        let keys = Set(identities.compactMap { $0?.key })
+        if keys.isEmpty {
+            let ack = try await append(records)
+            return EventsAck(offsets: (0..<records.count).map { ack.offsets.lowerBound + Int64($0) }, repeats: [])
+        }
+        return try await idClaims.holding(keys) {
+            // Each record: new (written, its offset known after the commit), or the repeat of an earlier
+            // writing, or of a record earlier in this request.
+            enum Fate { case fresh(Int), earlier(Int64), sameAs(Int) }
+            var fates: [Fate] = []
+            var fresh: [Int] = []
+            try withLock {
+                var inRequest: [EventIDIndex.Key: (record: Int, fingerprint: UInt64)] = [:]
+                for (index, identity) in identities.enumerated() {
+                    guard let identity else {
+                        fates.append(.fresh(fresh.count))
+                        fresh.append(index)
+                        continue
+                    }
+                    let earlier = eventIDs.earlier(identity.key).map { (Int64?.some($0.offset), $0.fingerprint) }
+                        ?? inRequest[identity.key].map { (Int64?.none, $0.fingerprint) }
+                    if let (offset, fingerprint) = earlier {
+                        guard fingerprint == identity.fingerprint else {
+                            let at = offset.map { "at offset \($0)" } ?? "by an earlier line of this request"
+                            throw EventIDConflict(record: index, reason: "event id \"\(identity.key.id)\" was used \(at) for another event of this gateway; refused")
+                        }
+                        if let offset { fates.append(.earlier(offset)) } else if let first = inRequest[identity.key] { fates.append(.sameAs(first.record)) }
+                        continue
+                    }
+                    inRequest[identity.key] = (index, identity.fingerprint)
+                    fates.append(.fresh(fresh.count))
+                    fresh.append(index)
+                }
+            }
+            var first: Int64 = 0
+            if !fresh.isEmpty {
+                first = try await append(fresh.count == records.count ? records : records.subset(fresh)).offsets.lowerBound
+            }
+            var offsets: [Int64] = []
+            var repeats: [Int] = []
+            for (index, fate) in fates.enumerated() {
+                switch fate {
+                case .fresh(let position): offsets.append(first + Int64(position))
+                case .earlier(let offset): offsets.append(offset); repeats.append(index)
+                case .sameAs(let record): offsets.append(offsets[record]); repeats.append(index)
+                }
+            }
+            return EventsAck(offsets: offsets, repeats: repeats)
+        }
     }
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.

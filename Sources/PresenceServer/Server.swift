@@ -228,20 +228,26 @@ public enum PresenceHTTPServer {
             return lineErrors(.badRequest, "invalid_events", "\(problems.count) line\(problems.count == 1 ? "" : "s") rejected; nothing was written", problems)
         }
         guard !records.isEmpty else { return error(.badRequest, "empty_body", "the body holds no events") }
+        func line(of record: Int?) -> Int { record.flatMap { recordLines.indices.contains($0) ? recordLines[$0] : nil } ?? 0 }
+        let ack: LiveState.EventsAck
         do {
-            let ack = try await state.append(records)
-            return json(.ok, "{\"first_offset\":\(ack.offsets.lowerBound),\"last_offset\":\(ack.offsets.upperBound)}")
-        } catch let failure as LogError where failure.code == .refused {
+            ack = try await state.appendEvents(records)
+        } catch {
+            if let conflict = error as? LiveState.EventIDConflict {
+                return lineErrors(.badRequest, "invalid_events", "1 line rejected; nothing was written", [(line(of: conflict.record), conflict.reason)])
+            }
+            guard let failure = error as? LogError else { throw error }
+            guard failure.code == .refused else { return self.error(.serviceUnavailable, "log_unavailable", failure.message) }
             // Checked again on the commit thread against what was written since (a concurrent request
             // may have moved the newest event time on): refused whole, nothing written.
-            var out: [UInt8] = Array("{\"error\":{\"code\":\"invalid_events\",\"message\":\"1 line rejected; nothing was written\",\"lines\":[{\"line\":".utf8)
-            out.append(contentsOf: "\(failure.recordIndex.flatMap { recordLines.indices.contains($0) ? recordLines[$0] : nil } ?? 0),\"reason\":".utf8)
-            EventJSON.appendString(failure.message, to: &out)
-            out.append(contentsOf: "}]}}".utf8)
-            return json(.badRequest, String(decoding: out, as: UTF8.self))
-        } catch let failure as LogError {
-            return error(.serviceUnavailable, "log_unavailable", failure.message)
+            return lineErrors(.badRequest, "invalid_events", "1 line rejected; nothing was written", [(line(of: failure.recordIndex), failure.message)])
         }
+        // The offsets of the body's events; a repeat of an event id already written is at its first offset.
+        var out = "{\"first_offset\":\(ack.offsets.min() ?? 0),\"last_offset\":\(ack.offsets.max() ?? 0)"
+        if !ack.repeats.isEmpty {
+            out += ",\"repeats\":[" + ack.repeats.map { "{\"line\":\(line(of: $0)),\"offset\":\(ack.offsets[$0])}" }.joined(separator: ",") + "]"
+        }
+        return json(.ok, out + "}")
     }
 
     /// `{"error":{"code":..,"message":..,"lines":[{"line":N,"reason":".."},..]}}` (the first 1000 lines).
