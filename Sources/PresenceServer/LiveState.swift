@@ -41,15 +41,10 @@ public final class LiveState: @unchecked Sendable {
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
         let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
-        var projection = PresenceProjection(horizon: horizon)
-        if let (loaded, loadReport) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: log.endOffset, horizon: horizon) {
-            for skipped in loadReport.skipped { report("checkpoint skipped: \(skipped)") }
-            if let used = loadReport.used {
-                projection = loaded
-                report("loaded \(used)")
-            }
-        }
-        let summary = try Replay.run(logDirectory: log.directory, into: projection)
+        let restored = try Replay.restore(data: data, logDirectory: log.directory, horizon: horizon, logEndOffset: log.endOffset)
+        for skipped in restored.checkpoint.skipped { report("checkpoint skipped: \(skipped)") }
+        if let used = restored.checkpoint.used { report("loaded \(used)") }
+        let projection = restored.projection, summary = restored.summary
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection

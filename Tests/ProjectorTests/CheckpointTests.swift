@@ -1,3 +1,4 @@
+import CCRC32C
 import Foundation
 import Presence
 import Testing
@@ -93,5 +94,33 @@ import Testing
         }
         let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         #expect(names == ["presence-00000000000000000004.ckpt", "presence-00000000000000000005.ckpt"])
+    }
+
+    /// The layout fingerprint is computed from what lies in a checkpoint as raw memory: any field moved
+    /// or resized, or a hash changed, gives another fingerprint, and a checkpoint written under it is
+    /// skipped for a replay (nobody has to remember to bump a number).
+    @Test func aCheckpointOfAnotherRecordLayoutIsSkipped() throws {
+        let description = Checkpoint.layoutDescription
+        #expect(Checkpoint.fingerprint(of: description) == Checkpoint.layout)
+        for position in description.indices {
+            var changed = description
+            changed[position] &+= 8  // as if one field had moved by a word
+            #expect(Checkpoint.fingerprint(of: changed) != Checkpoint.layout, "changing item \(position) left the fingerprint as it was")
+        }
+        // A checkpoint whose header carries the fingerprint of a build where one field moved.
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let projection = fold([connect("bob", "c", 100), disconnect("bob", "c", 200), connect("bob", "c", 300)])
+        let (path, _) = try Checkpoint.write(projection, to: dir)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        var moved = description
+        moved[moved.count / 2] &+= 8
+        withUnsafeBytes(of: Checkpoint.fingerprint(of: moved).littleEndian) { bytes.replaceSubrange(8..<16, with: $0) }
+        let crc = bytes.withUnsafeBytes { presencelog_crc32c(0, $0.baseAddress, bytes.count - 4) }
+        withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try Checkpoint.load(path) }
+        let newest = Checkpoint.loadNewest(from: dir, logEndOffset: 10)
+        #expect(newest?.1.used == nil && newest?.1.skipped.first?.contains("another record layout") == true, "\(String(describing: newest?.1))")
     }
 }
