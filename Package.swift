@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "SegmentLog", targets: ["SegmentLog"]),
         .library(name: "Presence", targets: ["Presence"]),
         .library(name: "Projector", targets: ["Projector"]),
+        .library(name: "Chat", targets: ["Chat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,11 +43,14 @@ let package = Package(
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         // The projector: folds presence events into online / last-seen state.
         .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch", "CCRC32C"], swiftSettings: strictSwift),
+        // The chat domain: conversations, membership, messages (their own log), and who may see what
+        // (`Access`). Knows nothing of HTTP.
+        .target(name: "Chat", dependencies: ["SegmentLog", "Presence"], swiftSettings: strictSwift),
         // The query server: HTTP API over the log writer and the live projection.
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector",
+                "SegmentLog", "Presence", "Projector", "Chat",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -89,12 +93,15 @@ let package = Package(
         ),
         // Read-path benchmark.
         .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector", "CPrefetch"], path: "tools/bench", swiftSettings: strictSwift),
-        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
-        .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
-        .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog"], swiftSettings: strictSwift),
+        // What several test targets share (a scratch directory): a module, not copied code.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "PresenceTests", dependencies: ["Presence", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "ChatTests", dependencies: ["Chat", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen"],
+            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport"],
             swiftSettings: strictSwift
         ),
     ]

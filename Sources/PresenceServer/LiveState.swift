@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import Metrics
 import Presence
@@ -17,6 +18,8 @@ public final class LiveState: @unchecked Sendable {
     let data: String
     /// Conversations and messages, in their own log.
     public let conversations: ConversationStore
+    /// Who may see what (`Access`): asked by every route, the fast path, WebSocket opens and pushes.
+    public var access: Access { Access(chat: conversations) }
 
     /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
     public let node: String

@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import Hummingbird
 import Logging
@@ -89,7 +90,7 @@ public enum PresenceHTTPServer {
             let claims = try await authenticateUser(request, tokens)
             let user = try pathParameter(context, "id", what: "user id")
             // Presence is shared with members of a common conversation (and with oneself).
-            guard state.conversations.shareAConversation(claims.sub.value, user) else {
+            guard state.access.maySeePresence(of: user, viewer: claims.sub.value) else {
                 return error(.forbidden, "forbidden", "you share no conversation with '\(user)'")
             }
             return state.read { projection in
@@ -104,21 +105,7 @@ public enum PresenceHTTPServer {
         router.post("v1/conversations") { request, _ in
             let claims = try await authenticateUser(request, tokens)
             let members = try await decodeBody(NewConversation.self, request, limit: configuration.maxBodyBytes).members
-            guard !members.isEmpty else {
-                return error(.badRequest, "invalid_request", "\"members\" must be a non-empty array of user ids")
-            }
-            var unique: [String] = []
-            for member in members where !unique.contains(member) { unique.append(member) }
-            guard unique.allSatisfy({ !$0.isEmpty && $0.utf8.count <= PresenceEvent.Limits.userBytes }) else {
-                return error(.badRequest, "invalid_request", "member ids must be 1 to \(PresenceEvent.Limits.userBytes) bytes")
-            }
-            guard unique.count >= 2, unique.count <= ConversationStore.maxMembers else {
-                return error(.badRequest, "invalid_request", "a conversation has 2 to \(ConversationStore.maxMembers) members")
-            }
-            guard unique.contains(claims.sub.value) else {
-                return error(.forbidden, "forbidden", "you must be a member of the conversations you create")
-            }
-            let (id, created) = try await state.conversations.create(members: unique, by: claims.sub.value)
+            let (id, created) = try await chat { try await state.conversations.create(members: members, by: claims.sub.value) }
             // Two users' existing chat is answered again: 200 and its id, instead of 201 and a new one.
             return json(created ? .created : .ok, "{\"id\":\"\(id)\"}")
         }
@@ -127,9 +114,9 @@ public enum PresenceHTTPServer {
             let id = try pathParameter(context, "id", what: "conversation id")
             _ = try members(of: id, for: claims.sub.value, state: state).get()
             let message = try await decodeBody(NewMessage.self, request, limit: configuration.maxBodyBytes)
-            if let problem = messageProblem(content: message.content, clientID: message.clientID) { return error(.badRequest, "invalid_request", problem) }
-            let (seq, timestamp, repeated) = try await state.conversations.post(to: id, sender: claims.sub.value, content: message.content,
-                                                                                clientID: message.clientID)
+            let (seq, timestamp, repeated) = try await chat {
+                try await state.conversations.post(to: id, sender: claims.sub.value, content: message.content, clientID: message.clientID)
+            }
             // A retried client_id is answered as the first time, with 200: nothing new was created.
             return json(repeated ? .ok : .created, "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")
         }
@@ -268,9 +255,17 @@ public enum PresenceHTTPServer {
     /// The members of conversation `id`, if `caller` is one of them: 404 for an unknown conversation,
     /// 403 for a caller outside it.
     static func members(of id: String, for caller: String, state: LiveState) -> Result<[String], APIError> {
-        guard let members = state.conversations.members(of: id) else { return .failure(APIError(.notFound, "not_found", "no conversation '\(id)'")) }
-        guard members.contains(caller) else { return .failure(APIError(.forbidden, "forbidden", "you are not a member of '\(id)'")) }
-        return .success(members)
+        state.access.conversation(id, for: caller).mapError(APIError.init(chat:))
+    }
+
+    /// Runs a chat operation, answering its refusals (`ChatError`) as the API's errors.
+    static func chat<T>(_ operation: () async throws -> T) async throws -> T {
+        do {
+            return try await operation()
+        } catch {
+            if let refusal = error as? ChatError { throw APIError(chat: refusal) }
+            throw error
+        }
     }
 
     /// The body of `GET /v1/conversations/{id}` for `caller`: a page of messages (at most `limit`,
@@ -379,17 +374,6 @@ public enum PresenceHTTPServer {
         var clientID: String?
         enum CodingKeys: String, CodingKey { case content, clientID = "client_id" }
         static let example = #"{"content":"hey"}"#
-    }
-
-    /// What is wrong with a message's content or client id, or nil.
-    static func messageProblem(content: String, clientID: String?) -> String? {
-        guard !content.isEmpty, content.utf8.count <= ConversationStore.maxContentBytes else {
-            return "\"content\" must be a string of 1 to \(ConversationStore.maxContentBytes) bytes"
-        }
-        if let clientID, clientID.isEmpty || clientID.utf8.count > PresenceEvent.Limits.fieldBytes {
-            return "\"client_id\" must be a string of 1 to \(PresenceEvent.Limits.fieldBytes) bytes"
-        }
-        return nil
     }
 
     /// The request body as `Body`, after `StrictJSON`'s rules (the events' rules: valid UTF-8 and
@@ -558,6 +542,15 @@ struct APIError: HTTPResponseError {
         self.status = status
         self.code = code
         self.message = message
+    }
+
+    /// The answer to a refusal of the chat domain: 400 `invalid_request`, 403 `forbidden`, 404 `not_found`.
+    init(chat refusal: ChatError) {
+        switch refusal.kind {
+        case .invalid: self.init(.badRequest, "invalid_request", refusal.message)
+        case .forbidden: self.init(.forbidden, "forbidden", refusal.message)
+        case .notFound: self.init(.notFound, "not_found", refusal.message)
+        }
     }
 
     var headers: HTTPFields { [:] }

@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -126,12 +127,6 @@ enum WebSocketSessions {
     /// time, and nothing is posted (a client that lost the answer sends again).
     static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: LiveState) async {
         let content = frame.content ?? ""
-        if let problem = PresenceHTTPServer.messageProblem(content: content, clientID: frame.clientID) {
-            return state.reply(session, errorFrame("invalid_request", problem, conversation: conversation))
-        }
-        if case .failure(let error) = PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
-            return state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
-        }
         do {
             let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,
                                                                          clientID: frame.clientID)
@@ -141,6 +136,9 @@ enum WebSocketSessions {
             if let clientID = frame.clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: ",\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}".utf8)
             state.reply(session, String(decoding: out, as: UTF8.self))
+        } catch let refusal as ChatError {
+            let answer = APIError(chat: refusal)
+            state.reply(session, errorFrame(answer.code, answer.message, conversation: conversation))
         } catch {
             state.reply(session, errorFrame("log_unavailable", "the message was not posted: \((error as? LogError)?.message ?? "\(error)")",
                                             conversation: conversation))

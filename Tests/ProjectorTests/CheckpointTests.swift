@@ -2,18 +2,13 @@ import CCRC32C
 import Foundation
 import Presence
 import Testing
+import TestSupport
 @testable import Projector
 
 @Suite struct CheckpointTests {
-    func temporaryDirectory() -> String {
-        let path = NSTemporaryDirectory() + "presencelog-ckpt-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
-
     @Test func aLoadedCheckpointIsTheSameStateAndKeepsFolding() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         var random = SystemRandomNumberGenerator()
         // Enough distinct connections that the tables grew several times.
         var events = PropertyTests.randomEvents(500, using: &random)
@@ -43,8 +38,8 @@ import Testing
     }
 
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let older = fold([connect("bob", "c", 1)])
         older.apply(connect("amy", "a", 2), offset: 1)
         try Checkpoint.write(older, to: dir)
@@ -70,8 +65,8 @@ import Testing
     }
 
     @Test func checkpointsPastTheLogsEndOrAfterTheAskedTimeAreSkipped() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let projection = fold([connect("bob", "c", 1000)])
         projection.apply(disconnect("bob", "c", 2000), offset: 41)
         try Checkpoint.write(projection, to: dir)
@@ -85,8 +80,8 @@ import Testing
     }
 
     @Test func onlyTheNewestTwoAreKept() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let projection = PresenceProjection()
         for i in 0..<5 {
             projection.apply(connect("u\(i)", "c", Int64(i)), offset: Int64(i))
@@ -108,8 +103,8 @@ import Testing
             #expect(Checkpoint.fingerprint(of: changed) != Checkpoint.layout, "changing item \(position) left the fingerprint as it was")
         }
         // A checkpoint whose header carries the fingerprint of a build where one field moved.
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let projection = fold([connect("bob", "c", 100), disconnect("bob", "c", 200), connect("bob", "c", 300)])
         let (path, _) = try Checkpoint.write(projection, to: dir)
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))

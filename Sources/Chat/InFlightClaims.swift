@@ -7,14 +7,16 @@ import Foundation
 /// A request claims all its keys at once or none (it waits while any is held), and a holder always goes
 /// on to finish and release, so waiting never deadlocks. Contention is rare (a retry racing its
 /// original), so a release wakes every waiter to look again.
-final class InFlightClaims<Key: Hashable & Sendable>: @unchecked Sendable {
+public final class InFlightClaims<Key: Hashable & Sendable>: @unchecked Sendable {
     // @unchecked: `held` and `waiting` are touched only under `lock`.
     private let lock = NSLock()
     private var held: Set<Key> = []
     private var waiting: [CheckedContinuation<Void, Never>] = []
 
     /// Waits until none of `keys` is held, then holds them all.
-    func claim(_ keys: Set<Key>) async {
+    public init() {}
+
+    public func claim(_ keys: Set<Key>) async {
         while true {
             if lock.withLock({ () -> Bool in
                 guard held.isDisjoint(with: keys) else { return false }
@@ -33,7 +35,7 @@ final class InFlightClaims<Key: Hashable & Sendable>: @unchecked Sendable {
     }
 
     /// Lets `keys` go and wakes the requests waiting for any key.
-    func release(_ keys: Set<Key>) {
+    public func release(_ keys: Set<Key>) {
         let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
             held.subtract(keys)
             defer { waiting.removeAll() }
@@ -43,7 +45,7 @@ final class InFlightClaims<Key: Hashable & Sendable>: @unchecked Sendable {
     }
 
     /// Holds `keys` for the duration of `body`.
-    func holding<T>(_ keys: Set<Key>, _ body: () async throws -> T) async rethrows -> T {
+    public func holding<T>(_ keys: Set<Key>, _ body: () async throws -> T) async rethrows -> T {
         guard !keys.isEmpty else { return try await body() }
         await claim(keys)
         defer { release(keys) }
