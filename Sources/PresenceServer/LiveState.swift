@@ -295,25 +295,26 @@ public final class LiveState: @unchecked Sendable {
     /// Ends, with a `gateway_down` at this node's last logged time, the connections a previous run of
     /// this node left open (it was killed, or the machine died): nobody stays online after a kill -9.
     public func endPreviousRun() async throws {
-        let (open, last) = read { $0.openConnections(onGateway: node) }
-        guard open > 0, let last else { return }
-        let ack = try await append(own: [.gateway(.gatewayDown, gateway: node, timestamp: last)])
-        report("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(last)), offset \(ack.offsets.lowerBound)")
+        guard let (event, open) = read({ LeasePolicy(node: node, lease: 0).restart(projection: $0) }) else { return }
+        let ack = try await append(own: [event])
+        report("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(event.timestamp)), offset \(ack.offsets.lowerBound)")
     }
 
-    /// Until cancelled: every `interval` appends this node's heartbeat, and a `gateway_down` (at its last
-    /// heartbeat) for every other gateway whose heartbeats stopped more than `lease` ago by the log's
-    /// clock (its newest event time, which this node's own heartbeats move on).
+    /// Until cancelled: every `interval`, what the lease rules say (`LeasePolicy.tick`): this node's
+    /// heartbeat, and a `gateway_down` (at its last heartbeat) for every other gateway whose heartbeats
+    /// stopped more than `lease` ago by the log's clock.
     public func keepAlive(interval: Duration, lease: Int64) async {
+        let policy = LeasePolicy(node: node, lease: lease)
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
             do {
-                try await append(own: [.gateway(.heartbeat, gateway: node, timestamp: Self.now())])
-                let expired = read { $0.expiredLeases(lease: lease, now: $0.maxTimestamp) }.filter { $0.gateway != node }
-                if !expired.isEmpty {
-                    try await append(own: expired.map { .gateway(.gatewayDown, gateway: $0.gateway, timestamp: $0.lastHeartbeat) })
-                    for gateway in expired {
-                        report("lease expired: gateway \(gateway.gateway) silent since \(Timestamp.format(gateway.lastHeartbeat)); appended gateway_down")
+                let now = Self.now()
+                let (heartbeat, downs) = read { policy.tick(now: now, projection: $0) }
+                try await append(own: [heartbeat])
+                if !downs.isEmpty {
+                    try await append(own: downs)
+                    for down in downs {
+                        report("lease expired: gateway \(down.gateway) silent since \(Timestamp.format(down.timestamp)); appended gateway_down")
                     }
                 }
             } catch {

@@ -163,7 +163,7 @@ struct PushHub {
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
             let after = projection.state(of: user)
-            guard Self.shownChange(from: before, to: after), let sessionIDs = watchers[user] else { continue }
+            guard ShownPresence(before) != ShownPresence(after), let sessionIDs = watchers[user] else { continue }
             let frame = Self.presenceFrame(user: user, after, offset: offset)
             for id in sessionIDs.keys {
                 guard let session = sessions[id] else { continue }
@@ -187,14 +187,6 @@ struct PushHub {
     /// Queues `frame` for `session` (a reply to the client), keeping it behind earlier pushes.
     mutating func reply(_ session: PushSession, _ frame: String) {
         if !session.send(frame) { cutOff(session) }
-    }
-
-    /// What a client shows: online or not, and when offline, the last seen time. A second device coming
-    /// or going changes neither.
-    static func shownChange(from before: PresenceProjection.UserState?, to after: PresenceProjection.UserState?) -> Bool {
-        let wasOnline = before?.online ?? false, isOnline = after?.online ?? false
-        if wasOnline != isOnline { return true }
-        return !isOnline && before?.lastSeen != after?.lastSeen
     }
 
     /// `{"type":"presence","user":..,"online":true,"offset":N}`, or with `"online":false,"last_seen":..`.
