@@ -143,7 +143,7 @@ struct IngestCommand: ParsableCommand {
                 printError("line \(number): line is longer than \(PresenceEvent.Limits.lineBytes) bytes; the limit is \(PresenceEvent.Limits.lineBytes)")
                 return acks.failure == nil
             }
-            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { return true }  // blank line
+            if NDJSONLines.isBlank(line) { return true }
             do throws(EventParseError) {
                 try parser.append(line, to: &pending, admittedBy: &lateArrivals)
                 let last = pending.count - 1, timestamp = pending.timestamp(at: last)
@@ -279,7 +279,8 @@ final class Progress {
     }
 }
 
-/// Reads a file descriptor in large chunks and hands out its lines without copying them.
+/// Reads a file descriptor in large chunks and hands out its lines without copying them, cut as
+/// `NDJSONLines` says (a line may straddle two chunks here, which is why this reader exists).
 final class LineReader {
     private let fd: Int32
     private let maxLine: Int
@@ -317,8 +318,7 @@ final class LineReader {
                     skippingOverlong = false
                 } else {
                     lineNumber += 1
-                    var length = newline
-                    if length > 0 && rest[length - 1] == 13 { length -= 1 }
+                    let length = NDJSONLines.trimmed(UnsafeRawBufferPointer(rebasing: rest[..<newline])).count
                     let overlong = length > maxLine
                     let line = UnsafeRawBufferPointer(start: buffer + start, count: overlong ? 0 : length)
                     if try !body(lineNumber, line, overlong) { return }
@@ -344,8 +344,7 @@ final class LineReader {
             }
             if eof && filled > 0 {
                 lineNumber += 1
-                var length = filled
-                if buffer.load(fromByteOffset: length - 1, as: UInt8.self) == 13 { length -= 1 }
+                let length = NDJSONLines.trimmed(UnsafeRawBufferPointer(start: buffer, count: filled)).count
                 _ = try body(lineNumber, UnsafeRawBufferPointer(start: buffer, count: length), length > maxLine)
             }
         }

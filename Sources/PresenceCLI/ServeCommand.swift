@@ -121,7 +121,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
             let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                      pushQueueLimit: pushQueueLimit) { note in logger.notice("\(note)") }
+                                      pushQueueLimit: pushQueueLimit, logger: logger)
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host
@@ -140,7 +140,7 @@ struct ServeCommand: AsyncParsableCommand {
             try await group?.shutdownGracefully()
             keeper.cancel()
             await keeper.value
-            try await state.shutdown { note in logger.notice("\(note)") }
+            try await state.shutdown()
         } catch let exit as ExitCode {
             throw exit
         } catch {

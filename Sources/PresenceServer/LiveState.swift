@@ -1,5 +1,6 @@
 import Chat
 import Foundation
+import Logging
 import Metrics
 import Presence
 import Projector
@@ -25,20 +26,22 @@ public final class LiveState: @unchecked Sendable {
     public let node: String
     /// The late-arrival horizon the log is written with (ms).
     public let horizon: Int64
-    private let report: @Sendable (String) -> Void
+    /// Where the node says what it did (recovery, checkpoints, leases) and what went wrong.
+    private let logger: Logger
 
     /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
     let pushQueueLimit: Int
 
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
-    /// directory's stored horizon (else the default). `report` receives recovery and checkpoint notes.
+    /// directory's stored horizon (else the default). `logger` receives recovery and checkpoint notes.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
-                pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
-        self.report = report
+        self.logger = logger
+        let report: (String) -> Void = { logger.notice("\($0)") }
         let directory = try DataDirectory(path: data)
         self.directory = directory
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
@@ -241,7 +244,7 @@ public final class LiveState: @unchecked Sendable {
         do {
             try await append(own: [PresenceEvent(kind: .disconnect, user: session.user, conn: session.conn, gateway: node, timestamp: Self.now())])
         } catch {
-            report("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
+            logger.error("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
         }
     }
 
@@ -297,7 +300,7 @@ public final class LiveState: @unchecked Sendable {
     public func endPreviousRun() async throws {
         guard let (event, open) = read({ LeasePolicy(node: node, lease: 0).restart(projection: $0) }) else { return }
         let ack = try await append(own: [event])
-        report("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(event.timestamp)), offset \(ack.offsets.lowerBound)")
+        logger.notice("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(event.timestamp)), offset \(ack.offsets.lowerBound)")
     }
 
     /// Until cancelled: every `interval`, what the lease rules say (`LeasePolicy.tick`): this node's
@@ -314,11 +317,11 @@ public final class LiveState: @unchecked Sendable {
                 if !downs.isEmpty {
                     try await append(own: downs)
                     for down in downs {
-                        report("lease expired: gateway \(down.gateway) silent since \(Timestamp.format(down.timestamp)); appended gateway_down")
+                        logger.notice("lease expired: gateway \(down.gateway) silent since \(Timestamp.format(down.timestamp)); appended gateway_down")
                     }
                 }
             } catch {
-                report("keep-alive: \(error)")
+                logger.error("keep-alive: \(error)")
             }
         }
     }
@@ -335,22 +338,22 @@ public final class LiveState: @unchecked Sendable {
 
     /// Ends the sessions still open with their disconnects, flushes and closes the logs cleanly, and
     /// writes a checkpoint.
-    public func shutdown(report: (String) -> Void) async throws {
+    public func shutdown() async throws {
         let left = withLock { hub.removeAll() }
         if !left.isEmpty {
             let now = Self.now()
             do {
                 try await append(own: left.map { PresenceEvent(kind: .disconnect, user: $0.user, conn: $0.conn, gateway: node, timestamp: now) })
-                report("ended \(left.count) open WebSocket session\(left.count == 1 ? "" : "s") with disconnects")
+                logger.notice("ended \(left.count) open WebSocket session\(left.count == 1 ? "" : "s") with disconnects")
             } catch {
-                report("could not append the disconnects of \(left.count) open sessions: \(error)")
+                logger.error("could not append the disconnects of \(left.count) open sessions: \(error)")
             }
         }
         try conversations.writer.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }
-        report("checkpoint \(written.path) " + (next == 0 ? "(the log is empty)" : "through offset \(next - 1)"))
+        logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")
         withExtendedLifetime(directory) {}
     }
 }

@@ -187,15 +187,7 @@ public enum PresenceHTTPServer {
         lateArrivals.refuser = .server
         var recordLines: [Int] = []  // the body's line number of each record
         body.withUnsafeReadableBytes { raw in
-            var number = 0
-            var start = 0
-            while start < raw.count {
-                let end = raw[start...].firstIndex(of: 10) ?? raw.count
-                number += 1
-                var line = UnsafeRawBufferPointer(rebasing: raw[start..<end])
-                if line.last == 13 { line = UnsafeRawBufferPointer(rebasing: line.dropLast()) }
-                start = end + 1
-                if line.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
+            NDJSONLines.forEach(in: raw) { number, line in
                 do throws(EventParseError) {
                     if let named = try parser.append(line, to: &records, admittedBy: &lateArrivals, boundTo: ownGateway) {
                         foreign.append((number, "names gateway \"\(named)\"; this token is for gateway \"\(gateway)\""))
