@@ -99,11 +99,7 @@ extension ProjectionState {
 
     /// Events of a batch taken through the passes together: enough for the prefetches of one pass to
     /// land before the next needs them, few enough that what they bring in is still in the core's own
-    /// cache when the events are applied.
-    /// (128. Rotated rounds of one-core replays of the 10M-event log, user time: first, with 56-byte
-    /// records, 1.34 s for 1,024 against 1.36 s for 256, 1.40 s for 2,048 and 1.41 s for whole batches
-    /// of up to 8,192; later, with one-line records, 1.07 s for 1,024, 1.06 s for 512, 1.03–1.06 s for
-    /// 256, 1.01–1.03 s for 128, 1.00 s for 64.)
+    /// cache when the events are applied. (Chosen by measurement: BENCHMARKS.md, "Fewer lines per event".)
     static let chunkEvents = 1 << 7
 
     /// Passes 1-3 over `chunk` of `prepared`: prefetch each connection event's slots, then probe them

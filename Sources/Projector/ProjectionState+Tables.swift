@@ -208,8 +208,8 @@ extension ProjectionState {
     }
 
     /// `hash` made never 0 (pass 1 takes 0 for "not a connection event") without touching its other
-    /// values: forcing the low bit on instead, as this did until 2026-11-30, sent every record's home
-    /// slot to an odd index and left half of each table's home slots unused.
+    /// values: forcing the low bit on instead would send every record's home slot to an odd index and
+    /// leave half of each table's home slots unused.
     @inline(__always)
     static func nonzero(_ hash: UInt64) -> UInt64 {
         hash == 0 ? 1 : hash
