@@ -130,6 +130,16 @@ public final class NATSServerProcess: @unchecked Sendable {
         signal(SIGKILL)
     }
 
+    /// Freezes the server (SIGSTOP): its sockets stay open but it answers nothing, like a hung machine.
+    public func pause() {
+        if let pid { Glibc.kill(pid, SIGSTOP) }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    public func resume() {
+        if let pid { Glibc.kill(pid, SIGCONT) }
+    }
+
     /// Stops the server with SIGTERM (a clean shutdown) and waits for it to be gone.
     public func stop() {
         signal(SIGTERM)
@@ -145,6 +155,7 @@ public final class NATSServerProcess: @unchecked Sendable {
         }
         if let process, process.isRunning {
             Glibc.kill(process.processIdentifier, number)
+            Glibc.kill(process.processIdentifier, SIGCONT)  // a paused server must run to die of SIGTERM
             process.waitUntilExit()
         }
         if let watchdog, watchdog.isRunning {
