@@ -98,7 +98,9 @@ public struct JetStream: Sendable {
     ///
     /// So the message is stored once (the duplicate window drops the repeats: keep it longer than the time
     /// given here) and this returns only once it is. A refusal by the stream (wrong last sequence, no such
-    /// stream) is thrown at once.
+    /// stream) is thrown at once. With `expectedLastSequence`, a retry refused as "wrong last sequence"
+    /// looks at the message after the expected one: when it carries `messageID`, the first attempt was
+    /// stored, and this returns its PubAck (marked `duplicate`).
     ///
     /// - Throws: ``JetStreamError`` "not acknowledged" with the number of attempts and the last error when
     ///   the deadline passes first: the message may or may not be stored, and publishing it again with the
@@ -120,11 +122,14 @@ public struct JetStream: Sendable {
             } catch let error as JetStreamError where error.code == 503 {
                 lastError = error
             } catch let error as JetStreamError where attempts > 1 && error.errorCode == JetStreamError.ErrorCode.wrongLastSequence {
-                // An earlier attempt may have been stored without its ack reaching us: then the stream's last
-                // sequence moved past the expected one. Only a lookup by id could tell; say so.
-                throw JetStreamError(code: error.code, errorCode: error.errorCode,
-                                     description: "\(error.errorDescription) on attempt \(attempts): an earlier attempt may have been stored",
-                                     subject: subject, attempts: attempts, underlying: error)
+                // The stream checks the expected sequence before the message id, so the retry of an attempt
+                // that was stored (its ack lost) is refused as "wrong last sequence". Then the message right
+                // after the expected sequence is ours exactly when it carries our id.
+                if let expected = expectedLastSequence, let ack = await storedEarlier(error, after: expected, messageID: messageID) {
+                    return ack
+                }
+                throw JetStreamError(code: error.code, errorCode: error.errorCode, description: error.errorDescription,
+                                     subject: subject, attempts: attempts, underlying: error, stream: error.stream)
             }
             let wait = backoff + .milliseconds(Int64(generator.next() % 50))
             guard ContinuousClock.now + wait < deadline else {
@@ -134,6 +139,21 @@ public struct JetStream: Sendable {
             try await Task.sleep(for: wait)
             backoff = min(backoff * 2, .seconds(1))
         }
+    }
+
+    /// The message stored at `sequence` in `stream` (`$JS.API.STREAM.MSG.GET.<stream>`).
+    public func message(stream: String, sequence: UInt64) async throws -> StoredMessage {
+        let answer: StoredMessageAnswer = try await api("STREAM.MSG.GET.\(stream)", body: ["seq": sequence])
+        return answer.message
+    }
+
+    /// The PubAck of an earlier attempt of `messageID`, if the stream that refused a retry with `error`
+    /// holds it right after `expected`.
+    func storedEarlier(_ error: JetStreamError, after expected: UInt64, messageID: String) async -> PubAck? {
+        guard let stream = error.stream, let stored = try? await message(stream: stream, sequence: expected + 1),
+              stored.headers?["Nats-Msg-Id"] == messageID
+        else { return nil }
+        return PubAck(stream: stream, sequence: expected + 1, duplicate: true)
     }
 
     static func isRetryable(_ error: NATSError) -> Bool {
@@ -184,9 +204,9 @@ public struct PullConsumer: Sendable {
     ///   pulls...), `NATSError` `.noResponders` when nobody serves the consumer.
     public func fetch(batch: Int, expires: Duration = .seconds(5), idleHeartbeat: Duration? = nil, noWait: Bool = false) async throws -> [JetStreamMessage] {
         let subject = "\(jetStream.apiPrefix).CONSUMER.MSG.NEXT.\(stream).\(consumer)"
-        var json = #"{"batch":\#(batch),"expires":\#(nanoseconds(expires))"#
+        // no_wait answers 404 at once when nothing is pending; with expires beside it the server waits instead.
+        var json = noWait ? #"{"batch":\#(batch),"no_wait":true"# : #"{"batch":\#(batch),"expires":\#(nanoseconds(expires))"#
         if let idleHeartbeat { json += #","idle_heartbeat":\#(nanoseconds(idleHeartbeat))"# }
-        if noWait { json += #","no_wait":true"# }
         json += "}"
         let messages = try await jetStream.connection.requestMany(
             ByteBuffer(string: json), to: subject, maxAnswers: batch, timeout: expires + .seconds(1),

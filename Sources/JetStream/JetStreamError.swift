@@ -15,14 +15,17 @@ public struct JetStreamError: Error, CustomStringConvertible, Sendable {
     public let attempts: Int?
     /// For a publish never acknowledged: the last error of the attempts.
     public let underlying: (any Error)?
+    /// The stream that refused a publish, when the answer names it.
+    public let stream: String?
 
-    public init(code: Int, errorCode: Int?, description: String, subject: String, attempts: Int? = nil, underlying: (any Error)? = nil) {
+    public init(code: Int, errorCode: Int?, description: String, subject: String, attempts: Int? = nil, underlying: (any Error)? = nil, stream: String? = nil) {
         self.code = code
         self.errorCode = errorCode
         self.errorDescription = description
         self.subject = subject
         self.attempts = attempts
         self.underlying = underlying
+        self.stream = stream
     }
 
     /// JetStream's error numbers this module looks at.

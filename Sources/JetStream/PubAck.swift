@@ -39,7 +39,7 @@ public struct PubAck: Sendable, Equatable {
             throw JetStreamError(code: 0, errorCode: nil, description: "the answer is not a PubAck: '\(String(buffer: payload).prefix(200))'", subject: subject)
         }
         if let error = wire.error {
-            throw JetStreamError(code: error.code, errorCode: error.errCode, description: error.description ?? "no description", subject: subject)
+            throw JetStreamError(code: error.code, errorCode: error.errCode, description: error.description ?? "no description", subject: subject, stream: wire.stream)
         }
         guard let stream = wire.stream, let seq = wire.seq else {
             throw JetStreamError(code: 0, errorCode: nil, description: "the PubAck has no stream or seq: '\(String(buffer: payload).prefix(200))'", subject: subject)

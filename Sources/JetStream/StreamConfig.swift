@@ -1,3 +1,7 @@
+import Foundation
+import NATS
+import NIOCore
+
 /// A stream's configuration, as `$JS.API.STREAM.CREATE` and `UPDATE` take it. Durations travel as
 /// nanoseconds; fields left nil take the server's defaults.
 public struct StreamConfig: Codable, Sendable, Equatable {
@@ -118,4 +122,40 @@ extension KeyedEncodingContainer {
         let (seconds, attoseconds) = duration.components
         try encode(seconds * 1_000_000_000 + attoseconds / 1_000_000_000, forKey: key)
     }
+}
+
+/// A message read from a stream by sequence (`$JS.API.STREAM.MSG.GET`).
+public struct StoredMessage: Decodable, Sendable {
+    public var subject: String
+    public var sequence: UInt64
+    /// The raw header block (`NATS/1.0␍␊...`), if the message has headers.
+    public var headerBlock: [UInt8]?
+    public var data: [UInt8]
+    /// When it was stored (RFC 3339, as the server wrote it).
+    public var time: String
+
+    /// The headers, parsed.
+    public var headers: NATSHeaders? { headerBlock.flatMap { NATSHeaders.parse(ByteBuffer(bytes: $0)) } }
+
+    enum CodingKeys: String, CodingKey {
+        case subject
+        case sequence = "seq"
+        case headerBlock = "hdrs"
+        case data, time
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        subject = try container.decode(String.self, forKey: .subject)
+        sequence = try container.decode(UInt64.self, forKey: .sequence)
+        time = try container.decodeIfPresent(String.self, forKey: .time) ?? ""
+        // The server sends both as base64.
+        headerBlock = try container.decodeIfPresent(String.self, forKey: .headerBlock).flatMap { Data(base64Encoded: $0) }.map { Array($0) }
+        data = try container.decodeIfPresent(String.self, forKey: .data).flatMap { Data(base64Encoded: $0) }.map { Array($0) } ?? []
+    }
+}
+
+/// The answer of `$JS.API.STREAM.MSG.GET`.
+struct StoredMessageAnswer: Decodable {
+    var message: StoredMessage
 }

@@ -207,15 +207,37 @@ public final class NATSConnection: Sendable {
         do {
             let scheduleFlush = try core.withLock { c -> Bool in
                 guard !c.machine.isClosed else { throw NATSError(.connectionClosed, "the connection is closed", subject: subject.text) }
-                var schedule = c.ensureInbox()
                 c.nextToken += 1
                 let token = c.nextToken
-                let reply = WireSubject.inbox(prefix: c.inboxPrefix, token: token)
+                var schedule: Bool
+                let reply: WireSubject
+                var sid: UInt64?
+                switch kind {
+                case .single:
+                    // One answer: it comes to the inbox wildcard, addressed by the last token.
+                    schedule = c.ensureInbox()
+                    reply = .inbox(prefix: c.inboxPrefix, token: token)
+                case .batch:
+                    // Many answers: JetStream delivers them with their own subjects, so they are told apart by a
+                    // subscription of their own (two tokens after the prefix, out of the wildcard's reach).
+                    let batchSid = c.nextSid
+                    c.nextSid += 1
+                    let inbox = c.inboxPrefix + "b." + String(token)
+                    c.subscriptions[batchSid] = Subscriber(subject: inbox, queue: nil, kind: .batch(token: token))
+                    schedule = c.enqueueIfConnected(.sub(subject: inbox, queue: nil, sid: batchSid))
+                    reply = .string(inbox)
+                    sid = batchSid
+                }
                 let op: ClientOp = headers.map { .hpub(subject: subject, reply: reply, headers: $0, payload: payload) }
                     ?? .pub(subject: subject, reply: reply, payload: payload)
-                if try c.enqueue(op, bufferSize: options.reconnectBufferSize) { schedule = true }
+                do {
+                    if try c.enqueue(op, bufferSize: options.reconnectBufferSize) { schedule = true }
+                } catch {
+                    if let sid { c.subscriptions[sid] = nil }
+                    throw error
+                }
                 c.requests[token] = PendingRequest(subject: subject, deadline: .now() + TimeAmount(timeout),
-                                                   attempt: c.liveAttempt, kind: kind)
+                                                   attempt: c.liveAttempt, sid: sid, kind: kind)
                 return schedule
             }
             if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
@@ -446,6 +468,7 @@ public final class NATSConnection: Sendable {
             var lost: [PendingRequest] = []
             for (token, request) in c.requests where request.attempt == attempt {
                 c.requests[token] = nil
+                if let sid = request.sid { c.subscriptions[sid] = nil }  // nothing to UNSUB on a dead socket
                 lost.append(request)
             }
             return (c.machine.connectionLost(), lost)
@@ -500,16 +523,21 @@ public final class NATSConnection: Sendable {
     // MARK: Delivery (on the event loop)
 
     private func deliver(_ message: NATSMessage) {
-        core.withLock { c in
-            guard let subscriber = c.subscriptions[message.sid] else { return }
+        let scheduleFlush = core.withLock { c -> Bool in
+            guard let subscriber = c.subscriptions[message.sid] else { return false }
             switch subscriber.kind {
             case .stream(let continuation):
                 continuation.yield(message)
+                return false
             case .inbox:
-                guard let token = Self.lastTokenNumber(message.subjectBytes), let request = c.requests[token] else { return }
-                if !request.receive(message) { c.requests[token] = nil }
+                guard let token = Self.lastTokenNumber(message.subjectBytes), let request = c.requests[token] else { return false }
+                return request.receive(message) ? false : c.removeRequest(token)
+            case .batch(let token):
+                guard let request = c.requests[token] else { return false }
+                return request.receive(message) ? false : c.removeRequest(token)
             }
         }
+        if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
     }
 
     /// The decimal number after the subject's last dot, read in place.
@@ -547,15 +575,16 @@ public final class NATSConnection: Sendable {
     /// Fails the requests and flushes whose time is up.
     private func sweep() {
         let now = NIODeadline.now()
-        let expired = core.withLock { c -> [(PendingRequest, Bool)] in
+        let (expired, scheduleFlush) = core.withLock { c -> ([(PendingRequest, Bool)], Bool) in
             var expired: [(PendingRequest, Bool)] = []
+            var scheduleFlush = false
             for (token, request) in c.requests {
                 if request.deadline <= now {
                     expired.append((request, false))
-                    c.requests[token] = nil
+                    if c.removeRequest(token) { scheduleFlush = true }
                 } else if request.isStalled(now) {
                     expired.append((request, true))
-                    c.requests[token] = nil
+                    if c.removeRequest(token) { scheduleFlush = true }
                 }
             }
             for index in c.pongWaiters.indices where (c.pongWaiters[index]?.deadline ?? .distantFuture) <= now {
@@ -567,8 +596,9 @@ public final class NATSConnection: Sendable {
                 waiter.continuation?.resume(throwing: NATSError(.timeout, "flush: not reconnected in time"))
                 return true
             }
-            return expired
+            return (expired, scheduleFlush)
         }
+        if scheduleFlush { flushOutbound() }
         for (request, stalled) in expired { request.expire(stalled: stalled) }
     }
 
@@ -615,6 +645,8 @@ extension NATSConnection {
             case stream(AsyncThrowingStream<NATSMessage, any Error>.Continuation)
             /// The request inbox `_INBOX.<id>.*`.
             case inbox
+            /// The inbox of one ``NATSConnection/requestMany(_:to:headers:maxAnswers:timeout:stallTimeout:classify:)``.
+            case batch(token: UInt64)
         }
         var subject: String
         var queue: String?
@@ -656,6 +688,8 @@ extension NATSConnection {
         var deadline: NIODeadline
         /// The connection attempt whose socket the request was written to; nil while it waits in the reconnect buffer.
         var attempt: UInt64?
+        /// The subscription of a batch request's own inbox.
+        var sid: UInt64?
         var kind: Kind
 
         /// Takes an answer; true while more answers are expected.
@@ -785,6 +819,13 @@ extension NATSConnection {
             if flushScheduled { return false }
             flushScheduled = true
             return true
+        }
+
+        /// Forgets a request and unsubscribes its own inbox if it has one; true when a flush must be scheduled.
+        mutating func removeRequest(_ token: UInt64) -> Bool {
+            guard let request = requests.removeValue(forKey: token), let sid = request.sid else { return false }
+            subscriptions[sid] = nil
+            return enqueueIfConnected(.unsub(sid: sid, max: nil))
         }
 
         /// Subscribes the request inbox if not yet done; true when a flush must be scheduled.
