@@ -95,6 +95,13 @@ let package = Package(
         ),
         // Starts real `nats-server` processes on loopback (single servers and JetStream clusters) for tests and benchmarks.
         .target(name: "NATSServerHarness", swiftSettings: strictSwift),
+        // Publish and catch-up rates of one JetStream stream, measured with the NATS client.
+        .executableTarget(
+            name: "nats-bench",
+            dependencies: ["NATS", "JetStream", "NATSServerHarness", .product(name: "NIOCore", package: "swift-nio")],
+            path: "tools/nats-bench",
+            swiftSettings: strictSwift
+        ),
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
         // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
