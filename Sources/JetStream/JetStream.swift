@@ -94,7 +94,9 @@ public struct JetStream: Sendable {
 
     /// Publishes until a ``PubAck`` comes back or `deadline` passes: a publish whose ack times out, finds no
     /// responders (the stream's leader is being elected) or is lost with its connection is sent again with
-    /// the same `Nats-Msg-Id`, after a backoff of 50 ms doubling up to 1 s, with jitter.
+    /// the same `Nats-Msg-Id`, after a backoff of 50 ms doubling up to 500 ms, plus up to 50 ms of jitter (during
+    /// an election every attempt finds no responders at once, so the backoff decides how soon after the election
+    /// the write goes through).
     ///
     /// So the message is stored once (the duplicate window drops the repeats: keep it longer than the time
     /// given here) and this returns only once it is. A refusal by the stream (wrong last sequence, no such
@@ -137,7 +139,7 @@ public struct JetStream: Sendable {
                                      subject: subject, attempts: attempts, underlying: lastError)
             }
             try await Task.sleep(for: wait)
-            backoff = min(backoff * 2, .seconds(1))
+            backoff = min(backoff * 2, .milliseconds(500))
         }
     }
 

@@ -31,6 +31,12 @@ struct ClusterTests {
         let leaderName = try #require(created?.cluster?.leader)
         let leader = try #require(cluster.server(named: leaderName))
 
+        // Publish through a connection given only the leader's address: it learns the other servers from
+        // INFO's connect_urls, and must move to one of them when the leader dies.
+        let publisher = try await NATSConnection.connect(options.withServers([leader.url]))
+        try await eventually("the cluster's servers are known") { publisher.knownServers.count == 3 }
+        let writer = JetStream(publisher, timeout: .seconds(2))
+
         // Publish 300 messages one after the other, each retried with its id until acknowledged; kill the
         // leader after the 100th ack.
         let total = 300
@@ -38,7 +44,7 @@ struct ClusterTests {
         var acked: [UInt64: Int] = [:]  // stream sequence -> message number
         var killedAt: ContinuousClock.Instant?
         for index in 0..<total {
-            let ack = try await js.publish(ByteBuffer(string: "event \(index)"), to: "events.e", messageID: "e-\(index)",
+            let ack = try await writer.publish(ByteBuffer(string: "event \(index)"), to: "events.e", messageID: "e-\(index)",
                                            retryUntil: .now + .seconds(30), attemptTimeout: .seconds(1))
             #expect(acked[ack.sequence] == nil, "sequence \(ack.sequence) acknowledged twice")
             acked[ack.sequence] = index
@@ -63,8 +69,15 @@ struct ClusterTests {
         }
         let consumer = js.pullConsumer(stream: "EVENTS", consumer: "check")
         var read: [String] = []
-        while read.count < total {
-            let batch = try await consumer.fetch(batch: 100, expires: .seconds(2))
+        let readDeadline = ContinuousClock.now + .seconds(30)
+        while read.count < total, ContinuousClock.now < readDeadline {
+            let batch: [JetStreamMessage]
+            do {
+                batch = try await consumer.fetch(batch: 100, expires: .seconds(2))
+            } catch let error as NATSError where error.code == .noResponders {
+                try await Task.sleep(for: .milliseconds(200))  // the new consumer's own leader is not elected yet
+                continue
+            }
             guard !batch.isEmpty else { break }
             read += batch.map { String(buffer: $0.payload) }
             try await batch.last?.ackSync()
@@ -82,9 +95,11 @@ struct ClusterTests {
             cluster: stream leader \(leaderName) killed (SIGKILL) after 100 of \(total) acknowledged publishes; \
             longest wait between two acks \(stall.formatted(.units(allowed: [.seconds, .milliseconds]))); \
             \(killedAt.map { "first ack after the kill \((ackTimes[100] - $0).formatted(.units(allowed: [.seconds, .milliseconds])))" } ?? ""); \
-            \(info.state.messages) stored, new leader \(info.cluster?.leader ?? "?"), client reconnects \(nats.reconnectCount)
+            \(info.state.messages) stored, new leader \(info.cluster?.leader ?? "?"), publisher reconnects \(publisher.reconnectCount)
             """)
         #expect(stall < .seconds(10), "writes stalled for \(stall)")
+        #expect(publisher.reconnectCount >= 1)
+        await publisher.close()
         await nats.close()
     }
 }

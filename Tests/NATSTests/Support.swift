@@ -98,3 +98,12 @@ func natsError(_ body: () async throws -> Void) async -> NATSError? {
         return nil
     }
 }
+
+extension NATSOptions {
+    /// The same options with another server list.
+    func withServers(_ urls: [String]) throws -> NATSOptions {
+        var options = self
+        options.servers = try urls.map(NATSServerAddress.init(parsing:))
+        return options
+    }
+}

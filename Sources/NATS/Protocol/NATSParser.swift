@@ -17,7 +17,7 @@ struct NATSParser {
     /// The longest control line accepted (an INFO with many `connect_urls` is the longest one).
     static let maxControlLine = 64 * 1024
 
-    /// The largest body accepted; the connection lowers it to the server's `max_payload`... plus headroom.
+    /// The largest body accepted (a guard against a hostile size, well above any `max_payload`).
     var maxPayload = 64 * 1024 * 1024
 
     private enum State {
