@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "Presence", targets: ["Presence"]),
         .library(name: "Projector", targets: ["Projector"]),
         .library(name: "Chat", targets: ["Chat"]),
+        .library(name: "NATS", targets: ["NATS"]),
+        .library(name: "JetStream", targets: ["JetStream"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -79,6 +81,31 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // A NATS client on SwiftNIO: the core protocol, request/reply, reconnect. Knows nothing of presence or JetStream.
+        .target(
+            name: "NATS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // JetStream on top of the NATS client: JSON requests on `$JS.API.*`, publish with an ack, pull consumers.
+        .target(
+            name: "JetStream",
+            dependencies: ["NATS", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift
+        ),
+        // Starts real `nats-server` processes on loopback (single servers and JetStream clusters) for tests and benchmarks.
+        .target(name: "NATSServerHarness", swiftSettings: strictSwift),
+        // Publish and catch-up rates of one JetStream stream, measured with the NATS client.
+        .executableTarget(
+            name: "nats-bench",
+            dependencies: ["NATS", "JetStream", "NATSServerHarness", .product(name: "NIOCore", package: "swift-nio")],
+            path: "tools/nats-bench",
+            swiftSettings: strictSwift
+        ),
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
         // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
@@ -99,6 +126,15 @@ let package = Package(
         .testTarget(name: "PresenceTests", dependencies: ["Presence", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "ChatTests", dependencies: ["Chat", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "NATSTests",
+            dependencies: [
+                "NATS", "JetStream", "NATSServerHarness",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport"],
