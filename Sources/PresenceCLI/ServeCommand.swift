@@ -120,7 +120,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
+            let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
                                       pushQueueLimit: pushQueueLimit, logger: logger)
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }

@@ -5,16 +5,33 @@ import Metrics
 import Presence
 import Projector
 import SegmentLog
+import Synchronization
 
-/// The server's state: the presence log's writer and the projection folded from it, kept in step.
+/// A presence node: what `presence serve` runs. It wires the presence log's writer, the projection
+/// folded from it, the chat store, the WebSocket sessions' pushes and the node's leases; the rules it
+/// follows live in the domain modules (`ConnectionRules`, `LeasePolicy`, `ShownPresence`, `Access`,
+/// `ChatRules`, `EventIDIndex`) and it only wires them.
 ///
-/// Appends go through the `LogWriter` (group commit, fsync before the acknowledgement); the commit
-/// thread applies each committed request to the projection, in log order, before the caller is
-/// answered, so a reader that sees an acknowledgement also sees its effect.
-public final class LiveState: @unchecked Sendable {
-    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe.
+/// Its ordering invariants, each checked where it is kept:
+/// 1. **Acknowledged means applied, in log order.** Appends go through the `LogWriter` (group commit,
+///    fsync before the acknowledgement); the commit thread applies each committed request to the
+///    projection, in log order (asserted: the projection's next offset is the commit's first), under
+///    `lock`, before the caller is answered, so a reader that sees an acknowledgement sees its effect.
+/// 2. **Written means applied.** The writer's admission check (`LateArrivalAdmission`) refuses, on the
+///    commit thread and in log order, exactly what the fold would skip (asserted after each apply).
+/// 3. **Pushes follow the log.** The watched users' shown presence is read before and after each apply
+///    under the same lock, and frames are queued in log order after the fsync; an `opened` frame is built
+///    under that lock too, so every shown change after its cursor is pushed and none before it.
+/// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
+///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
+public final class PresenceNode: @unchecked Sendable {
+    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe;
+    // `publishedNextOffset` is atomic.
     private let lock = NSLock()
     private let projection: PresenceProjection
+    /// The projection's next offset, published after each apply: the snapshot's hot path reads it
+    /// without taking `lock`.
+    private let publishedNextOffset = Atomic<Int64>(0)
     let writer: LogWriter
     let data: String
     /// Conversations and messages, in their own log.
@@ -54,6 +71,7 @@ public final class LiveState: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
+        publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
         eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
         // what the writer acknowledges, the projection applies.
@@ -65,6 +83,9 @@ public final class LiveState: @unchecked Sendable {
     }
 
     private let directory: DataDirectory
+
+    /// The log offset the projection has applied up to (its next offset), without taking the lock.
+    public var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
 
     /// Reads the projection under the lock.
     public func read<T>(_ body: (PresenceProjection) throws -> T) rethrows -> T {
@@ -87,6 +108,7 @@ public final class LiveState: @unchecked Sendable {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
+                        assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
                         let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
                         let refusedBefore = projection.refusedEvents
                         do { try projection.apply(batch: views) } catch {
@@ -98,6 +120,7 @@ public final class LiveState: @unchecked Sendable {
                         eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
                         if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
+                    publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
                 }
                 continuation.resume(returning: result)
