@@ -67,9 +67,10 @@ extension PresenceHTTPServer {
         let hasMore = state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
-        // Presence of every other member and the cursor it reflects, read together.
-        state.read { projection in
-            appendPresence(of: members, except: caller, projection, to: &out)
+        // Presence of every other member as the settings in force show it to the caller, and the cursor
+        // it reflects, read together.
+        state.readShown { projection, access in
+            appendPresence(of: members, to: caller, projection, access, to: &out)
             out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset)}".utf8)
         }
         buffer.writeBytes(out)
@@ -82,7 +83,7 @@ extension PresenceHTTPServer {
     static func inbox(of caller: String, state: PresenceNode) -> ByteBuffer {
         let summaries = state.conversations.conversations(of: caller)
         var out: [UInt8] = Array("{\"conversations\":[".utf8)
-        state.read { projection in
+        state.readShown { projection, access in
             for (index, summary) in summaries.enumerated() {
                 if index > 0 { out.append(44) }
                 out.append(contentsOf: "{\"id\":".utf8)
@@ -95,7 +96,7 @@ extension PresenceHTTPServer {
                 out.append(contentsOf: "],\"last_message\":".utf8)
                 if let last = summary.lastMessage { out.append(contentsOf: last.json) } else { out.append(contentsOf: "null".utf8) }
                 out.append(contentsOf: ",\"presence\":".utf8)
-                appendPresence(of: summary.members, except: caller, projection, to: &out)
+                appendPresence(of: summary.members, to: caller, projection, access, to: &out)
                 out.append(125)
             }
             out.append(contentsOf: "],\"presence_cursor\":\(projection.nextOffset)}".utf8)
@@ -103,24 +104,28 @@ extension PresenceHTTPServer {
         return ByteBuffer(bytes: out)
     }
 
-    /// `{"bob":{"online":..,"last_seen":..,"connections":..},..}` for every member but `caller`.
-    static func appendPresence(of members: [String], except caller: String, _ projection: PresenceProjection, to out: inout [UInt8]) {
+    /// `{"bob":{"online":..,"last_seen":..,"connections":..},..}` for every member of one of `viewer`'s
+    /// conversations but `viewer`, as `access` shows them to `viewer` (members share the conversation:
+    /// they are contacts).
+    static func appendPresence(of members: [String], to viewer: String, _ projection: PresenceProjection, _ access: Access,
+                               to out: inout [UInt8]) {
         out.append(123)
         var first = true
-        for member in members where member != caller {
+        for member in members where member != viewer {
             if !first { out.append(44) }
             first = false
             EventJSON.appendString(member, to: &out)
             out.append(contentsOf: ":{".utf8)
-            appendPresenceFields(of: member, projection, to: &out)
+            appendPresenceFields(of: member, projection, access.visibility(of: member, to: viewer, contacts: true), to: &out)
             out.append(125)
         }
         out.append(125)
     }
 
-    /// `"online":..,"last_seen":..,"connections":..` for `user` (offline with no last seen if never seen).
-    static func appendPresenceFields(of user: String, _ projection: PresenceProjection, to out: inout [UInt8]) {
-        (projection.state(of: user) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)).appendJSONFields(to: &out)
+    /// `"online":..,"last_seen":..,"connections":..` for `user` as `visibility` shows it (offline with no
+    /// last seen if never seen, and a hidden field as if never seen).
+    static func appendPresenceFields(of user: String, _ projection: PresenceProjection, _ visibility: Visibility, to out: inout [UInt8]) {
+        (visibility.apply(projection.state(of: user)) ?? .init(user: user, online: false, lastSeen: nil, connections: 0)).appendJSONFields(to: &out)
     }
 
     /// `POST /v1/conversations`' body.

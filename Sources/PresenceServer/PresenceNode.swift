@@ -25,10 +25,11 @@ import Synchronization
 /// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
 ///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
 public final class PresenceNode: @unchecked Sendable {
-    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe;
-    // `publishedNextOffset` is atomic.
-    private let lock = NSLock()
-    private let projection: PresenceProjection
+    // @unchecked: `projection` and `hub` are touched only under `lock`; `writer` is itself thread-safe;
+    // `publishedNextOffset` is atomic. (Internal rather than private for the extensions in
+    // `PresenceNode+Privacy.swift`, which keep to the same rule.)
+    let lock = NSLock()
+    let projection: PresenceProjection
     /// The projection's next offset, published after each apply: the snapshot's hot path reads it
     /// without taking `lock`.
     private let publishedNextOffset = Atomic<Int64>(0)
@@ -36,8 +37,11 @@ public final class PresenceNode: @unchecked Sendable {
     let data: String
     /// Conversations and messages, in their own log.
     public let conversations: ConversationStore
-    /// Who may see what (`Access`): asked by every route, the fast path, WebSocket opens and pushes.
-    public var access: Access { Access(chat: conversations) }
+    /// Users' privacy settings, in their own log.
+    public let privacy: PrivacyStore
+    /// Who may see what (`Access`, with the settings in force): asked by every route, the fast path,
+    /// WebSocket opens and pushes.
+    public var access: Access { Access(chat: conversations, privacy: privacy.current) }
 
     /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
     public let node: String
@@ -79,7 +83,9 @@ public final class PresenceNode: @unchecked Sendable {
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
         self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
+        self.privacy = try PrivacyStore(directory: directory, configuration: configuration, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
+        privacy.applyHook = { [unowned self] user, install in applyPrivacyChange(of: user, install) }
     }
 
     private let directory: DataDirectory
@@ -118,7 +124,9 @@ public final class PresenceNode: @unchecked Sendable {
                         // The writer's admission check refuses what the fold would: none is skipped here.
                         assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
                         eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
-                        if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
+                        if let watch, !watch.users.isEmpty {
+                            pushesSent.increment(by: hub.push(watch, from: projection, privacy: privacy.current))
+                        }
                     }
                     publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
@@ -232,8 +240,8 @@ public final class PresenceNode: @unchecked Sendable {
 
     // MARK: WebSocket sessions
 
-    private var hub = PushHub()
-    private let pushesSent = Counter(label: "presence_pushes_sent_total")
+    var hub = PushHub()
+    let pushesSent = Counter(label: "presence_pushes_sent_total")
     private let openSockets = Gauge(label: "presence_websockets_open")
 
     /// Starts a session for `user`: appends a `connect` (gateway: this node, conn: a fresh id) and,
@@ -282,7 +290,7 @@ public final class PresenceNode: @unchecked Sendable {
             var out: [UInt8] = Array("{\"type\":\"opened\",\"conversation\":".utf8)
             EventJSON.appendString(conversation, to: &out)
             out.append(contentsOf: ",\"presence\":".utf8)
-            PresenceHTTPServer.appendPresence(of: members, except: session.user, projection, to: &out)
+            PresenceHTTPServer.appendPresence(of: members, to: session.user, projection, access, to: &out)
             out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))}".utf8)
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
@@ -353,7 +361,7 @@ public final class PresenceNode: @unchecked Sendable {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 
-    private func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
         return try body()
@@ -373,6 +381,7 @@ public final class PresenceNode: @unchecked Sendable {
             }
         }
         try conversations.writer.close()
+        try privacy.writer.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }

@@ -1,3 +1,4 @@
+import Chat
 import Presence
 import Projector
 import SegmentLog
@@ -156,19 +157,65 @@ struct PushHub {
         return watch
     }
 
-    /// After the commit is applied: pushes each watched user whose shown state changed, in log order.
-    /// Returns the number of frames queued.
-    mutating func push(_ watch: CommitWatch, from projection: PresenceProjection) -> Int {
+    /// After the commit is applied: pushes each watched user whose shown state changed, in log order,
+    /// to each watcher as the settings in force let it see the user (`Access`; a watcher shares the
+    /// opened conversation with the user, so they are contacts): a change of a field hidden from a
+    /// watcher pushes nothing to it. Returns the number of frames queued.
+    mutating func push(_ watch: CommitWatch, from projection: PresenceProjection, privacy: PrivacyTable) -> Int {
         var sent = 0
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
             let after = projection.state(of: user)
             guard ShownPresence(before) != ShownPresence(after), let sessionIDs = watchers[user] else { continue }
-            let frame = Self.presenceFrame(user: user, after, offset: offset)
+            var frames: [Visibility: String?] = [:]
             for id in sessionIDs.keys {
                 guard let session = sessions[id] else { continue }
+                let visibility = Access.visibility(of: user, to: session.user, subjectSettings: privacy[user],
+                                                   viewerSettings: privacy[session.user], contacts: true)
+                let frame: String?
+                if let made = frames[visibility] {
+                    frame = made
+                } else {
+                    let shownAfter = visibility.apply(after)
+                    frame = ShownPresence(visibility.apply(before)) == ShownPresence(shownAfter)
+                        ? nil : Self.presenceFrame(user: user, shownAfter, offset: offset)
+                    frames[visibility] = frame
+                }
+                guard let frame else { continue }
                 if session.send(frame) { sent += 1 } else { behind.append(session) }
             }
+        }
+        for session in behind { cutOff(session) }
+        return sent
+    }
+
+    /// After `user`'s settings changed from `before` to `after` (tables of everyone's settings): pushes,
+    /// to every session that watches someone whose shown presence the change reveals or hides, that
+    /// person's presence as now shown. Those are the watchers of `user`, and `user`'s own sessions
+    /// (reciprocity: the settings also decide what `user` sees). The frame carries `offset`, the
+    /// projection's next offset: the change takes effect between the events before it and those after.
+    mutating func pushPrivacyChange(of user: String, before: PrivacyTable, after: PrivacyTable, offset: Int64,
+                                    projection: PresenceProjection) -> Int {
+        // (session, subject) pairs, each once however many conversations join them.
+        var pairs: [(session: Int, subject: String)] = []
+        for id in (watchers[user] ?? [:]).keys.sorted() { pairs.append((id, user)) }
+        for (id, session) in sessions.sorted(by: { $0.key < $1.key }) where session.user == user {
+            var subjects = Set<String>()
+            for members in (open[id] ?? [:]).values { subjects.formUnion(members) }
+            for subject in subjects.sorted() { pairs.append((id, subject)) }
+        }
+        var sent = 0
+        var behind: [PushSession] = []
+        for (id, subject) in pairs {
+            guard let session = sessions[id] else { continue }
+            let state = projection.state(of: subject)
+            func shown(_ table: PrivacyTable) -> PresenceProjection.UserState? {
+                Access.visibility(of: subject, to: session.user, subjectSettings: table[subject], viewerSettings: table[session.user],
+                                  contacts: true).apply(state)
+            }
+            let was = shown(before), now = shown(after)
+            guard ShownPresence(was) != ShownPresence(now) else { continue }
+            if session.send(Self.presenceFrame(user: subject, now, offset: offset)) { sent += 1 } else { behind.append(session) }
         }
         for session in behind { cutOff(session) }
         return sent

@@ -89,19 +89,10 @@ public enum PresenceHTTPServer {
         router.get("v1/users/:id/presence") { request, context in
             let claims = try await authenticateUser(request, tokens)
             let user = try pathParameter(context, "id", what: "user id")
-            // Presence is shared with members of a common conversation (and with oneself).
-            guard state.access.maySeePresence(of: user, viewer: claims.sub.value) else {
-                return error(.forbidden, "forbidden", "you share no conversation with '\(user)'")
-            }
-            return state.read { projection in
-                var out: [UInt8] = Array("{\"user\":".utf8)
-                EventJSON.appendString(user, to: &out)
-                out.append(44)
-                appendPresenceFields(of: user, projection, to: &out)
-                out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset)}".utf8)
-                return json(.ok, String(decoding: out, as: UTF8.self))
-            }
+            // Any user may ask; each field is shown as the privacy settings allow (`Access`).
+            return json(.ok, userPresence(of: user, for: claims.sub.value, state: state))
         }
+        addPrivacyRoutes(to: router, state: state, tokens: tokens, configuration: configuration)
         router.post("v1/conversations") { request, _ in
             let claims = try await authenticateUser(request, tokens)
             let members = try await decodeBody(NewConversation.self, request, limit: configuration.maxBodyBytes).members

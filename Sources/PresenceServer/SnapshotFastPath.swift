@@ -255,8 +255,11 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         // as a newer version next time, never as a stale body taken for current.
         let lastSeq = state.conversations.lastSeq(of: target.id)
         let cursor = state.nextOffset
+        // A privacy settings change shows or hides members' fields without moving the cursor.
+        let privacy = state.privacy.version
         let now = date.now()
-        if let cached, cached.target == target, cached.caller == caller, cached.lastSeq == lastSeq, cached.cursor == cursor {
+        if let cached, cached.target == target, cached.caller == caller, cached.lastSeq == lastSeq, cached.cursor == cursor,
+           cached.privacy == privacy {
             if cached.date == now { return cached.response }
             let response = Self.response(body: cached.body, date: now, allocator: allocator)
             self.cached?.response = response
@@ -270,7 +273,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return nil
         }
         let response = Self.response(body: body, date: now, allocator: allocator)
-        cached = CachedSnapshot(target: target, caller: caller, lastSeq: lastSeq, cursor: cursor, body: body, date: now, response: response)
+        cached = CachedSnapshot(target: target, caller: caller, lastSeq: lastSeq, cursor: cursor, privacy: privacy, body: body, date: now,
+                                response: response)
         return response
     }
 
@@ -324,6 +328,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var caller: String
         var lastSeq: Int
         var cursor: Int64
+        /// `PrivacyStore.version`: the settings changes installed when it was built.
+        var privacy: Int64
         var body: ByteBuffer
         var date: String
         var response: ByteBuffer

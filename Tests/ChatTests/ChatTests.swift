@@ -72,8 +72,12 @@ import TestSupport
         #expect(try access.conversation(chat, for: "bob").get() == ["alice", "bob"])
         #expect(throws: ChatError(.forbidden, "you are not a member of '\(chat)'")) { try access.conversation(chat, for: "carol").get() }
         #expect(throws: ChatError(.notFound, "no conversation 'conv_none'")) { try access.conversation("conv_none", for: "bob").get() }
-        #expect(access.maySeePresence(of: "bob", viewer: "alice") && access.maySeePresence(of: "carol", viewer: "carol"))
-        #expect(!access.maySeePresence(of: "carol", viewer: "alice"))
+        #expect(access.areContacts("alice", "bob") && access.areContacts("carol", "carol"))
+        #expect(!access.areContacts("alice", "carol"))
+        // With the default settings (contacts), a contact sees both fields, a stranger neither, oneself all.
+        #expect(access.visibility(of: "bob", to: "alice") == .all)
+        #expect(access.visibility(of: "carol", to: "alice") == .none)
+        #expect(access.visibility(of: "carol", to: "carol") == .all)
         // Posting is a member's: the store asks the same engine.
         await #expect(throws: ChatError(.forbidden, "you are not a member of '\(chat)'")) {
             try await store.post(to: chat, sender: "carol", content: "hi")

@@ -43,9 +43,10 @@ import Testing
                 #expect(object?["online"] as? Bool == (user == "用户-1"), "\(reply.body)")
             }
         }
-        // Someone outside the conversation is still refused, by their decoded id.
+        // Someone outside the conversation (default settings: contacts) reads as never seen, by their decoded id.
         let stranger = try get(server, "/v1/users/\(Self.encoded("🙃"))/presence", token: smile)
-        #expect(stranger.status == 403 && stranger.body.contains("you share no conversation with '🙃'"), "\(stranger.body)")
+        #expect(stranger.status == 200 && stranger.body.hasPrefix(#"{"user":"🙃","online":false,"last_seen":null,"connections":0,"#),
+                "\(stranger.body)")
         let invalid = try get(server, "/v1/users/%FF/presence", token: smile)
         #expect(invalid.status == 400 && invalid.body.contains("not valid percent-encoded UTF-8"), "\(invalid.body)")
         // Conversation ids: every conversation route decodes them (the snapshot's fast path hands an

@@ -1,0 +1,173 @@
+import Foundation
+
+/// Who a presence field is shown to, before exceptions: `everyone`, `contacts` (users who share a
+/// conversation with its owner), `nobody`.
+public enum Audience: String, Codable, Sendable, CaseIterable {
+    case everyone, contacts, nobody
+}
+
+/// One field's rule: an audience and the users it is hidden from even when the audience would show it.
+public struct AudienceRule: Codable, Sendable, Equatable {
+    public var who: Audience
+    /// Sorted, without repeats (`PrivacySettings.validated` makes it so).
+    public var except: [String]
+
+    public init(who: Audience, except: [String] = []) {
+        self.who = who
+        self.except = Array(Set(except)).sorted()
+    }
+
+    /// Whether the rule, on its own, shows the field to `viewer` (`isContact`: the two share a conversation).
+    public func shows(to viewer: String, isContact: Bool) -> Bool {
+        if Self.contains(except, viewer) { return false }
+        switch who {
+        case .everyone: return true
+        case .contacts: return isContact
+        case .nobody: return false
+        }
+    }
+
+    /// Binary search in a sorted list: exception lists may hold a thousand ids.
+    static func contains(_ sorted: [String], _ id: String) -> Bool {
+        var low = 0, high = sorted.count
+        while low < high {
+            let middle = (low + high) / 2
+            if sorted[middle] == id { return true }
+            if sorted[middle] < id { low = middle + 1 } else { high = middle }
+        }
+        return false
+    }
+}
+
+/// A user's privacy settings: who sees their last seen and who sees that they are online.
+///
+/// JSON (`GET`/`PUT /v1/me/privacy`, and the value of each settings record of the `privacy/` log):
+///
+///     {"last_seen":{"who":"contacts","except":["carol"]},"online":{"who":"everyone","except":[]}}
+public struct PrivacySettings: Codable, Sendable, Equatable {
+    public var lastSeen: AudienceRule
+    public var online: AudienceRule
+
+    enum CodingKeys: String, CodingKey { case lastSeen = "last_seen", online }
+
+    public init(lastSeen: AudienceRule, online: AudienceRule) {
+        self.lastSeen = lastSeen
+        self.online = online
+    }
+
+    /// What a user who never chose has: `contacts` for both fields.
+    public static let `default` = PrivacySettings(lastSeen: AudienceRule(who: .contacts), online: AudienceRule(who: .contacts))
+
+    /// The most ids an exception list may hold.
+    public static let maxExceptions = 1024
+
+    /// The settings as JSON, keys sorted: `{"last_seen":{"except":[..],"who":".."},"online":{..}}`.
+    public func json() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? Array(encoder.encode(self))) ?? []
+    }
+}
+
+/// A `PUT /v1/me/privacy` body: either field may be left out to keep it as it is. Unknown keys, an
+/// audience other than the three, an exception list over `PrivacySettings.maxExceptions` ids, or an id
+/// outside 1 to 256 bytes are refused (`ChatError.invalid`), so nothing half-understood is stored.
+public struct PrivacyUpdate: Sendable, Equatable {
+    public var lastSeen: AudienceRule?
+    public var online: AudienceRule?
+
+    public init(lastSeen: AudienceRule? = nil, online: AudienceRule? = nil) {
+        self.lastSeen = lastSeen
+        self.online = online
+    }
+
+    /// `current` with this update's fields in place.
+    public func applied(to current: PrivacySettings) -> PrivacySettings {
+        PrivacySettings(lastSeen: lastSeen ?? current.lastSeen, online: online ?? current.online)
+    }
+
+    /// Reads and checks a body (already held to `StrictJSON` by the caller, or not: invalid JSON is refused here too).
+    public static func parse(_ body: [UInt8]) throws(ChatError) -> PrivacyUpdate {
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: Data(body)) } catch {
+            throw ChatError(.invalid, "the body is not valid JSON; send e.g. \(example)")
+        }
+        guard let fields = object as? [String: Any] else { throw ChatError(.invalid, "the body must be a JSON object, e.g. \(example)") }
+        for key in fields.keys.sorted() where key != "last_seen" && key != "online" {
+            throw ChatError(.invalid, "unknown key \"\(key)\": the settings are \"last_seen\" and \"online\"")
+        }
+        var update = PrivacyUpdate()
+        if let value = fields["last_seen"] { update.lastSeen = try rule(value, "last_seen") }
+        if let value = fields["online"] { update.online = try rule(value, "online") }
+        return update
+    }
+
+    public static let example = #"{"last_seen":{"who":"contacts","except":["carol"]},"online":{"who":"everyone","except":[]}}"#
+
+    private static func rule(_ value: Any, _ name: String) throws(ChatError) -> AudienceRule {
+        guard let fields = value as? [String: Any] else {
+            throw ChatError(.invalid, "\"\(name)\" must be an object: {\"who\":\"everyone\"|\"contacts\"|\"nobody\",\"except\":[user ids]}")
+        }
+        for key in fields.keys.sorted() where key != "who" && key != "except" {
+            throw ChatError(.invalid, "unknown key \"\(key)\" in \"\(name)\": a rule has \"who\" and \"except\"")
+        }
+        guard let whoText = fields["who"] as? String, let who = Audience(rawValue: whoText) else {
+            throw ChatError(.invalid, "\"\(name)\".\"who\" must be \"everyone\", \"contacts\" or \"nobody\"")
+        }
+        var except: [String] = []
+        if let list = fields["except"], !(list is NSNull) {
+            guard let ids = list as? [Any] else { throw ChatError(.invalid, "\"\(name)\".\"except\" must be a list of user ids") }
+            guard ids.count <= PrivacySettings.maxExceptions else {
+                throw ChatError(.invalid, "\"\(name)\".\"except\" holds \(ids.count) ids; at most \(PrivacySettings.maxExceptions)")
+            }
+            for id in ids {
+                guard let text = id as? String, (1...ChatRules.maxIDBytes).contains(text.utf8.count) else {
+                    throw ChatError(.invalid, "\"\(name)\".\"except\" must hold user ids of 1 to \(ChatRules.maxIDBytes) bytes")
+                }
+                except.append(text)
+            }
+        }
+        return AudienceRule(who: who, except: except)
+    }
+}
+
+/// Which of a subject's presence fields a viewer is shown. A hidden field reads as unknown: a hidden
+/// online as `"online":false,"connections":0`, a hidden last seen as `"last_seen":null`, exactly what a
+/// user never seen shows.
+public struct Visibility: Sendable, Equatable, Hashable {
+    public var lastSeen: Bool
+    public var online: Bool
+
+    public init(lastSeen: Bool, online: Bool) {
+        self.lastSeen = lastSeen
+        self.online = online
+    }
+
+    public static let all = Visibility(lastSeen: true, online: true)
+    public static let none = Visibility(lastSeen: false, online: false)
+
+    /// The fields as shown: `(online, lastSeen, connections)` with the hidden ones read as unknown.
+    public func shown(online: Bool, lastSeen: Int64?, connections: Int) -> (online: Bool, lastSeen: Int64?, connections: Int) {
+        (self.online && online, self.lastSeen ? lastSeen : nil, self.online ? connections : 0)
+    }
+}
+
+/// Every user's settings at one moment: users not listed have `PrivacySettings.default`. A value, so a
+/// reader holds a consistent copy while the store changes.
+public struct PrivacyTable: Sendable, Equatable {
+    public private(set) var settings: [String: PrivacySettings] = [:]
+
+    public init(_ settings: [String: PrivacySettings] = [:]) {
+        self.settings = settings
+    }
+
+    public subscript(user: String) -> PrivacySettings {
+        get { settings[user] ?? .default }
+        set { settings[user] = newValue == .default ? nil : newValue }
+    }
+
+    /// Forgets a user's settings (erasure).
+    public mutating func remove(_ user: String) {
+        settings[user] = nil
+    }
+}
