@@ -67,7 +67,9 @@ public enum PresenceHTTPServer {
                             body: .init(byteBuffer: ByteBuffer(bytes: out)))
         }
         router.get("health") { _, _ in
-            json(.ok, "{\"status\":\"ok\",\"log_end_offset\":\(state.writer.endOffset),\"durable_end_offset\":\(state.writer.durableEndOffset)}")
+            // In cluster mode, also the stream sequence this node has applied and whether it has caught up.
+            let cluster = state.clusterStatus.map { ",\"cluster\":{\"stream_sequence\":\($0.sequence),\"caught_up\":\($0.caughtUp)}" } ?? ""
+            return json(.ok, "{\"status\":\"ok\",\"log_end_offset\":\(state.writer.endOffset),\"durable_end_offset\":\(state.writer.durableEndOffset)\(cluster)}")
         }
         router.post("v1/events") { request, _ in
             let claims = try await authenticate(request, tokens)
