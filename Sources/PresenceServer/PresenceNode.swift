@@ -72,6 +72,8 @@ public final class PresenceNode: @unchecked Sendable {
         self.directory = directory
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
+        // The messages and privacy logs are this node's own (not replicated): they keep the durability asked for.
+        let ownLogs = configuration
         var configuration = configuration
         if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
         var log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
@@ -102,8 +104,8 @@ public final class PresenceNode: @unchecked Sendable {
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
-        self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
-        self.privacy = try PrivacyStore(directory: directory, configuration: configuration, report: report)
+        self.conversations = try ConversationStore(directory: directory, configuration: ownLogs, report: report)
+        self.privacy = try PrivacyStore(directory: directory, configuration: ownLogs, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
         privacy.applyHook = { [unowned self] user, install in applyPrivacyChange(of: user, install) }
     }

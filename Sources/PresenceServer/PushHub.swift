@@ -166,7 +166,10 @@ struct PushHub {
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
             let after = projection.state(of: user)
-            guard ShownPresence(before) != ShownPresence(after), let sessionIDs = watchers[user] else { continue }
+            // Nothing any watcher is shown changed when neither the shown state nor the last seen did (a
+            // watcher not shown online sees the last seen a device leaving while others stay sets).
+            guard ShownPresence(before) != ShownPresence(after) || before?.lastSeen != after?.lastSeen,
+                  let sessionIDs = watchers[user] else { continue }
             var frames: [Visibility: String?] = [:]
             for id in sessionIDs.keys {
                 guard let session = sessions[id] else { continue }
