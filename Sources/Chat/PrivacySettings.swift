@@ -61,6 +61,19 @@ public struct PrivacySettings: Codable, Sendable, Equatable {
     /// The most ids an exception list may hold.
     public static let maxExceptions = 1024
 
+    /// What is wrong with settings read from a log (nil: nothing), by the limits `PrivacyUpdate` keeps:
+    /// exception lists within `maxExceptions`, of ids of 1 to 256 bytes, sorted without repeats.
+    public var problem: String? {
+        for (name, rule) in [("last_seen", lastSeen), ("online", online)] {
+            if rule.except.count > Self.maxExceptions { return "\(name) excepts \(rule.except.count) users; at most \(Self.maxExceptions)" }
+            if let bad = rule.except.first(where: { !(1...ChatRules.maxIDBytes).contains($0.utf8.count) }) {
+                return "\(name) excepts an id of \(bad.utf8.count) bytes"
+            }
+            if rule.except != Array(Set(rule.except)).sorted() { return "\(name)'s exception list is not sorted without repeats" }
+        }
+        return nil
+    }
+
     /// The settings as JSON, keys sorted: `{"last_seen":{"except":[..],"who":".."},"online":{..}}`.
     public func json() -> [UInt8] {
         let encoder = JSONEncoder()

@@ -14,7 +14,9 @@ struct AuditCommand: ParsableCommand {
             with examples: disconnects without a connect, repeated events, connections open for long, \
             events far out of order, and events refused by the late-arrival horizon; and, for information, \
             the sessions of reused connection ids (a device that reconnects with the same id: not an \
-            anomaly). A damaged batch is \
+            anomaly). With --privacy, also the privacy log: every settings record readable, within the \
+            limits and in time order (so the settings in force at any time have one answer), and, re-derived \
+            from the logs by the server's rule, what the settings hide between contacts. A damaged batch is \
             located by file, batch number and byte position. Exit 0 when clean, 1 for anomalies only \
             (including index files to rebuild and a torn tail), 2 for corruption.
             """
@@ -32,24 +34,30 @@ struct AuditCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Report events more than this behind the newest event time (e.g. 5m).", valueName: "duration"))
     var outOfOrder: String = "5m"
 
+    @Flag(help: "Also check the privacy log and re-derive what the settings hide (see above).")
+    var privacy = false
+
     @OptionGroup var horizon: HorizonOption
 
     func run() throws {
         let report: Audit.Report
+        var privacyAudit: PrivacyAudit?
         do {
             var options = Audit.Options()
             options.openLongerThan = try parseDuration(openLongerThan, option: "--open-longer-than")
             options.outOfOrder = try parseDuration(outOfOrder, option: "--out-of-order")
             options.horizon = try horizon.forReading(data: data)
             report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
+            if privacy { privacyAudit = try PrivacyAudit.run(data: data) }
         } catch {
             throw fail(error)
         }
-        if json { printJSON(report) } else { printText(report) }
-        if report.exitCode != 0 { throw ExitCode(report.exitCode) }
+        let exitCode = max(report.exitCode, privacyAudit?.exitCode ?? 0)
+        if json { printJSON(report, privacyAudit, exitCode: exitCode) } else { printText(report, privacyAudit, exitCode: exitCode) }
+        if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
-    private func printText(_ report: Audit.Report) {
+    private func printText(_ report: Audit.Report, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
         let storage = report.storage
         print("audit of \(presenceLogPath(data))")
         print("storage: \(grouped(storage.segments)) segments, \(grouped(storage.batches)) batches, \(grouped(storage.records)) records, \(bytesText(storage.bytes))"
@@ -73,14 +81,15 @@ struct AuditCommand: ParsableCommand {
             let examples = count.examples.isEmpty ? "" : " (e.g. \(count.examples.joined(separator: "; ")))"
             print("  \(count.name): \(grouped(count.count))\(count.count > 0 ? examples : "")")
         }
-        switch report.exitCode {
+        privacyAudit?.printText()
+        switch exitCode {
         case 0: print("result: clean")
         case 1: print("result: anomalies (exit 1)")
         default: print("result: CORRUPT (exit 2)")
         }
     }
 
-    private func printJSON(_ report: Audit.Report) {
+    private func printJSON(_ report: Audit.Report, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
         func string(_ text: String) -> String {
             var out: [UInt8] = []
             EventJSON.appendString(text, to: &out)
@@ -91,7 +100,7 @@ struct AuditCommand: ParsableCommand {
         }
         let storage = report.storage
         var fields = [
-            "\"exit\":\(report.exitCode)",
+            "\"exit\":\(exitCode)",
             "\"segments\":\(storage.segments)", "\"batches\":\(storage.batches)", "\"records\":\(storage.records)", "\"bytes\":\(storage.bytes)",
             "\"corruption\":\(findings(storage.corruption))", "\"index_problems\":\(findings(storage.indexProblems))",
             "\"torn_tail\":\(storage.tornTail.map { findings([$0]) } ?? "null")",
@@ -110,6 +119,7 @@ struct AuditCommand: ParsableCommand {
         }
         fields.append("\"anomalies\":" + counts(report.anomalies))
         fields.append("\"information\":" + counts(report.information))
+        if let privacyAudit { fields.append("\"privacy\":" + privacyAudit.json()) }
         print("{" + fields.joined(separator: ",") + "}")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chat
 import Presence
 import Projector
 import SegmentLog
@@ -127,6 +128,11 @@ struct StateCommand: ParsableCommand {
                "connections":0}
 
             A user the log never mentions is offline with a null last_seen.
+
+            --viewer V shows each user as V could see them (at --at, or now): the privacy settings in \
+            force then (the privacy log) and the conversations created by then (the messages log) decide, \
+            by the server's rule (docs/ARCHITECTURE.md, "Privacy"); a field hidden from V reads as unknown \
+            (offline, no connections, null last_seen), exactly as the server answered V.
             """
     )
 
@@ -144,6 +150,9 @@ struct StateCommand: ParsableCommand {
     @Option(help: "table or json.")
     var format: Format = .table
 
+    @Option(help: ArgumentHelp("Show each user as this user could see them (privacy settings and conversations at --at).", valueName: "user"))
+    var viewer: String?
+
     @Flag(help: "Fold the whole log instead of starting from the newest checkpoint.")
     var noCheckpoint = false
 
@@ -151,6 +160,7 @@ struct StateCommand: ParsableCommand {
 
     func validate() throws {
         for id in user { try validateUserOption(id) }
+        if let viewer { try validateUserOption(viewer, option: "--viewer") }
     }
 
     func run() throws {
@@ -180,6 +190,14 @@ struct StateCommand: ParsableCommand {
                 projection.state(of: $0) ?? .init(user: $0, online: false, lastSeen: nil, connections: 0)
             }
         }
+        if let viewer {
+            let access = try AccessAt.read(data: data, at: time)
+            states = states.map { state in
+                let shown = access.visibility(of: state.user, to: viewer).shown(online: state.online, lastSeen: state.lastSeen,
+                                                                                connections: state.connections)
+                return .init(user: state.user, online: shown.online, lastSeen: shown.lastSeen, connections: shown.connections)
+            }
+        }
         var out: [UInt8] = []
         switch format {
         case .json:
@@ -205,6 +223,7 @@ struct StateCommand: ParsableCommand {
                 out.append(contentsOf: line.utf8)
             }
             let at = time.map { " at \(Timestamp.format($0))" } ?? ""
+            if let viewer { out.append(contentsOf: "as shown to \(viewer)\(at) by the privacy settings then in force\n".utf8) }
             // Both counts are of the users shown (with --user, of those users; else of every user).
             let online = states.reduce(0) { $0 + ($1.online ? 1 : 0) }
             out.append(contentsOf: "\(counted(states.count, "user")) shown\(at); \(grouped(online)) of \(grouped(states.count)) online; state through offset \(max(summary.endOffset, projection.nextOffset) - 1)\n".utf8)
@@ -313,9 +332,9 @@ func durationText(_ ms: Int64) -> String {
 }
 
 /// A `--user` value must be a user id the log can hold: 1 to 256 bytes.
-func validateUserOption(_ user: String) throws {
-    guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
+func validateUserOption(_ user: String, option: String = "--user") throws {
+    guard !user.isEmpty else { throw ValidationError("\(option) must not be empty") }
     guard user.utf8.count <= PresenceEvent.Limits.userBytes else {
-        throw ValidationError("--user is \(user.utf8.count) bytes; user ids are at most \(PresenceEvent.Limits.userBytes)")
+        throw ValidationError("\(option) is \(user.utf8.count) bytes; user ids are at most \(PresenceEvent.Limits.userBytes)")
     }
 }
