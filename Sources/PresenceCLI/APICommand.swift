@@ -45,9 +45,16 @@ let apiSummary = """
                                     {"conversations":[{"id","members",
                                     "last_message","presence":{..}}],
                                     "presence_cursor"}
-      GET  /v1/users/{id}/presence  a user sharing a conversation with {id}
-                                    (or {id} itself): {"user","online",
-                                    "last_seen","connections","presence_cursor"}
+      GET  /v1/users/{id}/presence  user token: {"user","online","last_seen",
+                                    "connections","presence_cursor"}, each field
+                                    as {id}'s privacy settings show it (hidden:
+                                    online false, connections 0, last_seen null)
+      GET  /v1/me/privacy           user token: {"last_seen":{"who","except"},
+                                    "online":{"who","except"}}
+      PUT  /v1/me/privacy           the same (either key; who: everyone,
+                                    contacts or nobody; except: user ids it is
+                                    hidden from); reciprocal: who hides a field
+                                    from someone does not see theirs
     Ids in paths are percent-decoded (%F0%9F%99%82 is a user called 🙂).
 
     WebSocket /v1/ws, user token in Authorization or ?token=. The socket is the

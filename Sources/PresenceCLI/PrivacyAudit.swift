@@ -63,7 +63,7 @@ struct PrivacyAudit {
     var exitCode: Int32 { invalid.isEmpty && outOfOrder.isEmpty ? 0 : 1 }
 
     func printText() {
-        print("privacy: \(grouped(records)) settings changes by \(grouped(users.count)) users"
+        print("privacy: \(counted(records, "settings change")) by \(counted(users.count, "user"))"
               + (exitCode == 0 ? ": every record valid and in time order" : ""))
         for (offset, reason) in invalid.prefix(10) { print("  INVALID record at offset \(offset): \(reason)") }
         for (offset, reason) in outOfOrder.prefix(10) { print("  OUT OF ORDER record at offset \(offset): \(reason)") }

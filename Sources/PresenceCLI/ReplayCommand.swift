@@ -223,7 +223,9 @@ struct StateCommand: ParsableCommand {
                 out.append(contentsOf: line.utf8)
             }
             let at = time.map { " at \(Timestamp.format($0))" } ?? ""
-            if let viewer { out.append(contentsOf: "as shown to \(viewer)\(at) by the privacy settings then in force\n".utf8) }
+            if let viewer {
+                out.append(contentsOf: "as shown to \(viewer)\(at) by the privacy settings \(time == nil ? "" : "then ")in force\n".utf8)
+            }
             // Both counts are of the users shown (with --user, of those users; else of every user).
             let online = states.reduce(0) { $0 + ($1.online ? 1 : 0) }
             out.append(contentsOf: "\(counted(states.count, "user")) shown\(at); \(grouped(online)) of \(grouped(states.count)) online; state through offset \(max(summary.endOffset, projection.nextOffset) - 1)\n".utf8)
