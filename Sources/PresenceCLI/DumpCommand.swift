@@ -1,5 +1,6 @@
 import ArgumentParser
 import Presence
+import Projector
 import SegmentLog
 
 #if canImport(Glibc)
@@ -60,7 +61,13 @@ struct DumpCommand: ParsableCommand {
         let fromTime = try from.map { try parseTime($0, option: "--from") }
         let toTime = try to.map { try parseTime($0, option: "--to") }
         let users = Set(user.map { Array($0.utf8) })
-        var start: LogReader.Start = fromOffset.map { .offset($0) } ?? fromTime.map { .timestamp($0) } ?? .offset(0)
+        // After retention: a range wholly before the cut is refused; one that starts before it is said.
+        let retained = try Retention.read(data: data)
+        try Retention.check(retained, at: toTime, fromOffset: fromOffset, untilOffset: toOffset)
+        if let retained, fromOffset == nil, (fromTime ?? .min) < retained.cut {
+            printError("note: the presence history before \(Timestamp.format(retained.cut)) (offsets below \(retained.firstOffset)) was not retained; dumping from offset \(retained.firstOffset)")
+        }
+        var start: LogReader.Start = fromOffset.map { .offset($0) } ?? fromTime.map { .timestamp($0) } ?? .offset(retained?.firstOffset ?? 0)
         var out: [UInt8] = []
         out.reserveCapacity(1 << 20)
         var printed = 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Presence
+import Projector
 import SegmentLog
 
 struct LogInfoCommand: ParsableCommand {
@@ -39,6 +40,7 @@ struct LogInfoCommand: ParsableCommand {
 
     private func info() throws {
         let reader = try LogReader(directory: presenceLogPath(data))
+        let retained = try Retention.read(data: data)
         var stats = reader.segments.map { SegmentStats(baseOffset: $0.baseOffset, endOffset: $0.baseOffset, bytes: $0.size) }
         var positions: [String: Int] = [:]
         for (index, segment) in reader.segments.enumerated() {
@@ -65,9 +67,13 @@ struct LogInfoCommand: ParsableCommand {
         }
         if json {
             for s in stats { print(jsonLine(s, kind: "segment")) }
-            print(jsonLine(total, kind: "log"))
+            let line = jsonLine(total, kind: "log")
+            print(retained.map { line.dropLast() + ",\"retained_from_offset\":\($0.firstOffset),\"retention_cut\":\"\(Timestamp.format($0.cut))\"}" } ?? line)
         } else {
             print("log \(reader.directory)\(verify ? " (every batch verified)" : "")")
+            if let retained {
+                print("retained from offset \(retained.firstOffset): history before \(Timestamp.format(retained.cut)) was removed (presence retain)")
+            }
             let header = ["segment", "offsets", "events", "batches", "first event time", "last event time", "log bytes", "bytes/event"]
             var rows = [header]
             for s in stats { rows.append(row(Log.segmentName(s.baseOffset), s)) }

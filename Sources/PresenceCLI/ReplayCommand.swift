@@ -290,6 +290,12 @@ struct HistoryCommand: ParsableCommand {
     private func history() throws {
         let fromTime = try from.map { try parseTime($0, option: "--from") }
         let toTime = try to.map { try parseTime($0, option: "--to") }
+        // After retention: sessions wholly before the cut are refused; a range reaching before it is said.
+        let retained = try Retention.read(data: data)
+        try Retention.check(retained, at: toTime)
+        if let retained, (fromTime ?? .min) < retained.cut {
+            printError("note: the presence history before \(Timestamp.format(retained.cut)) was not retained: sessions before it are not shown, and one open across it shows start \"-\"")
+        }
         let sessions = try History.sessions(logDirectory: presenceLogPath(data), user: user, horizon: try horizon.forReading(data: data),
                                             from: fromTime, to: toTime)
         switch format {

@@ -37,7 +37,9 @@ public enum Audit {
     }
 
     public static func run(data: String, logDirectory: String, options: Options = Options()) throws -> Report {
-        let fresh = PresenceProjection(horizon: options.horizon)
+        // After retention the fold starts from the base checkpoint: the oldest state the data directory holds.
+        let retained = try Retention.read(data: data)
+        let fresh = try retained.map { try Retention.loadBase(data: data, $0).projection } ?? PresenceProjection(horizon: options.horizon)
         fresh.startAuditing(outOfOrder: options.outOfOrder)
         // The newest checkpoint, if any, to compare with the fold when it reaches the checkpoint's offset.
         var checkpoint: (path: String, projection: PresenceProjection)?
@@ -66,6 +68,7 @@ public enum Audit {
             check = CheckpointCheck(path: path, problem: problems.isEmpty ? nil : problems.joined(separator: "; "))
         }
         let storage = try LogVerifier.verify(directory: logDirectory) { record in
+            if record.offset < fresh.nextOffset { return }  // left by an interrupted retention pass
             if let (_, loaded) = checkpoint, record.offset == loaded.nextOffset { compare() }
             try fresh.apply(record)
         }

@@ -248,6 +248,10 @@ extension Replay {
     public static func restore(data: String, logDirectory: String, horizon: Int64, fromCheckpoint: Bool = true,
                                logEndOffset: Int64? = nil, untilOffset: Int64? = nil, at time: Int64? = nil,
                                readAhead: Bool = true, progress: @escaping (Int) -> Void = { _ in }) throws -> Restored {
+        // After retention (`Retention`): nothing before the cut is answered, and no fold starts before
+        // the first retained offset (the base checkpoint is the oldest state there is).
+        let retained = try Retention.read(data: data)
+        try Retention.check(retained, at: time, untilOffset: untilOffset)
         var projection = PresenceProjection(horizon: horizon)
         var report = Checkpoint.LoadReport()
         if fromCheckpoint {
@@ -257,6 +261,11 @@ extension Replay {
                 report = loadReport
                 if loadReport.used != nil { projection = loaded }
             }
+        }
+        if let retained, projection.nextOffset < retained.firstOffset {
+            let base = try Retention.loadBase(data: data, retained)
+            projection = base.projection
+            report.used = base.path
         }
         let summary = try run(logDirectory: logDirectory, into: projection, untilOffset: untilOffset, at: time, readAhead: readAhead, progress: progress)
         return Restored(projection: projection, checkpoint: report, summary: summary)
