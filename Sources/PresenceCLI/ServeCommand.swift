@@ -82,6 +82,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A gateway whose heartbeats stop for longer than this gets a gateway_down at its last heartbeat.", valueName: "duration"))
     var lease: String = "60s"
 
+    @Option(help: ArgumentHelp("Keep this much presence history (e.g. 30d) and remove older whole sealed segments, at start and then every tenth of it (at most hourly), as `presence retain` does. Default: keep everything.", valueName: "duration"))
+    var retention: String?
+
     @Option(parsing: .unconditional, help: ArgumentHelp("Threads that serve connections (default: one per core). Where other busy processes share the cores, fewer can answer more: on this project's 2-core machine with the load generator on one core, 1 answers the snapshot about 1.25x faster (BENCHMARKS.md).", valueName: "n"))
     var eventLoops: Int?
 
@@ -126,6 +129,9 @@ struct ServeCommand: AsyncParsableCommand {
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
+            let keep = try retention.map { try parseDuration($0, option: "--retention") }
+            if let keep, keep <= 0 { throw ValidationError("--retention must be above 0") }
+            if keep != nil, cluster != nil { throw ValidationError("--retention is not supported with --cluster yet (every node's log is a copy of the stream)") }
             let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
             if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
             guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
@@ -137,6 +143,9 @@ struct ServeCommand: AsyncParsableCommand {
             }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
+            let retainer = keep.map { keep in
+                Task { await state.retain(keeping: keep, every: .milliseconds(min(max(keep / 10, 1000), 3_600_000))) }
+            }
             let host = configuration.host
             let group = configuration.eventLoops.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) }
             let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration, metrics: registry,
@@ -153,6 +162,8 @@ struct ServeCommand: AsyncParsableCommand {
             try await group?.shutdownGracefully()
             keeper.cancel()
             await keeper.value
+            retainer?.cancel()
+            await retainer?.value
             try await state.shutdown()
         } catch let exit as ExitCode {
             throw exit

@@ -141,4 +141,36 @@ import Testing
         try expectIntact(halfway, "first .log removed, its indexes left")
         #expect(!FileManager.default.fileExists(atPath: halfway + "/presence/" + String(format: "%020lld", 0) + ".index"))
     }
+
+    /// `serve --retention`: the node removes what is older than the retention at start, and serves the
+    /// same state, before and after a restart.
+    @Test func aServerWithRetentionRemovesOldHistoryAndServesTheSameState() throws {
+        let dir = Scratch()
+        let data = try Self.makeLog(dir)
+        let before = try CLI.presence(["state", "--data", data, "--format", "json"]).stdout.split(separator: "\n")
+        // The generated events are from 2024: older than 30 days, so every sealed segment goes.
+        let server = try RunningServer(data: data, extra: ["--retention", "30d"])
+        var info = ""
+        for _ in 0..<100 {
+            info = try CLI.presence(["log-info", "--data", data]).stdout
+            if info.contains("retained from offset") { break }
+            usleep(100_000)
+        }
+        #expect(info.contains("retained from offset"), "\(info)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: data + "/presence").filter { $0.hasSuffix(".log") }.count == 1)
+        for user in ["u1", "u500"] {
+            let line = before.first { $0.hasPrefix("{\"user\":\"\(user)\",") } ?? ""
+            let served = try server.request("GET", "/v1/users/\(user)/presence", token: try token(user)).body
+            #expect(served.hasPrefix(line.dropLast()), "\(served) vs \(line)")
+        }
+        #expect(server.stop() == 0)
+        let again = try RunningServer(data: data)
+        let line = before.first { $0.hasPrefix("{\"user\":\"u1\",") } ?? ""
+        #expect(try again.request("GET", "/v1/users/u1/presence", token: try token("u1")).body.hasPrefix(line.dropLast()))
+        #expect(again.stop() == 0)
+        #expect(try CLI.presence(["audit", "--data", data]).status == 0)
+        let refused = try CLI.run(CLI.presence, ["serve", "--data", dir.file("other"), "--dev", "--port", "0", "--retention", "1d",
+                                                 "--cluster", "nats://127.0.0.1:1"])
+        #expect(refused.status == 64 && refused.stderr.contains("--retention is not supported with --cluster"), "\(refused.stderr)")
+    }
 }

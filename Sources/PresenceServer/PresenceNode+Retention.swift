@@ -1,0 +1,29 @@
+import Foundation
+import Presence
+import Projector
+
+/// `serve --retention`: the node removes presence history older than the retention itself, with the
+/// same pass as `presence retain` (`Retention.run`: whole sealed segments, after the base checkpoint
+/// at their end). The writer only appends to the active segment and the `Log` reads no sealed segment
+/// back, so sealed ones may go while it runs; the projection is untouched (it is past them).
+extension PresenceNode {
+    /// Until cancelled: a pass at once, then every `interval`, removing what is older than `retention` (ms) before now.
+    public func retain(keeping retention: Int64, every interval: Duration) async {
+        while !Task.isCancelled {
+            let cut = Self.now() - retention
+            let data = self.data, horizon = self.horizon
+            do {
+                let directory = self.directory
+                let pass = try await Task.detached(priority: .background) {
+                    try Retention.run(directory, logDirectory: try directory.logPath(presenceLogName), before: cut, horizon: horizon)
+                }.value
+                if let pass {
+                    logger.notice("retention: removed \(pass.segments) segment\(pass.segments == 1 ? "" : "s") (\(pass.bytes) bytes) of \(data): the log is retained from offset \(pass.range.firstOffset), history before \(Timestamp.format(pass.range.cut)) is gone")
+                }
+            } catch {
+                logger.error("retention: \(error)")
+            }
+            do { try await Task.sleep(for: interval) } catch { return }
+        }
+    }
+}
