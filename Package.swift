@@ -147,6 +147,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "ReplicationTests",
+            dependencies: ["Cluster", "SegmentLog", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "EndToEndTests",
             dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport", "NATS", "JetStream", "NATSServerHarness"],
             swiftSettings: strictSwift

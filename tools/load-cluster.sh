@@ -21,7 +21,7 @@ swift build -c release --product presence 2>&1 | grep -Ev '^\[|^Building|^Compil
 bin=.build/release/presence
 scratch=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$scratch"; }
+cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $scratch" || rm -rf "$scratch"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -119,6 +119,7 @@ start=$(date +%s%N)
 start_node node-4 --data "$scratch/node-4" --cluster "$urls"
 end=$(date +%s%N)
 records=$(curl -s "127.0.0.1:$port/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_end_offset"])')
+grep "cluster:" "$scratch/node-4.out" | sed 's/^/  /' || true
 python3 - "$start" "$end" "$records" <<'EOF'
 import sys
 start, end, records = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -295,6 +295,11 @@ public final class PresenceNode: @unchecked Sendable {
         }
     }
 
+    /// Pauses the resume journal (a node catching up with its cluster before it serves) and resumes it
+    /// from the projection's next offset.
+    func pauseJournal() { withLock { hub.pauseJournal() } }
+    func resumeJournal() { withLock { hub.resumeJournal(completeFrom: projection.nextOffset) } }
+
     /// Queues a frame for `session` behind the pushes already queued.
     public func reply(_ session: PushSession, _ frame: String) {
         withLock { hub.reply(session, frame) }

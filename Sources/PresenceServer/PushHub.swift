@@ -139,33 +139,49 @@ struct PushHub {
     // MARK: Pushing a commit's changes
 
     /// Whether commits must be looked at: someone watches, or the journal keeps changes.
-    var isWatching: Bool { !watchers.isEmpty || journal.capacity > 0 }
+    var isWatching: Bool { !watchers.isEmpty || journaling }
+    private var journaling: Bool { journal.capacity > 0 && journal.isRecording }
 
-    /// The users a commit may change, each with their state before it and the offset to report.
+    /// Pauses the journal while the node catches up with its cluster, and resumes it from `offset`.
+    mutating func pauseJournal() { journal.pause() }
+    mutating func resumeJournal(completeFrom offset: Int64) { journal.resume(completeFrom: offset) }
+
+    /// The users a commit may change, each with what was shown of them before it and the offset to report.
     struct CommitWatch {
-        var users: [(user: String, before: PresenceProjection.UserState?, offset: Int64)] = []
+        var users: [(user: String, before: ShownPresence, offset: Int64)] = []
     }
 
     /// Before a commit is applied: the users of its records (only the watched ones when no journal is
     /// kept) and, for a `gateway_down`, those with a connection open on that gateway, with their current
     /// state. A user's offset is that of their last record in the commit (one change a commit).
     func beforeCommit(_ records: UnsafeBufferPointer<RecordView>, in projection: PresenceProjection) -> CommitWatch {
-        var offsets: [String: Int64] = [:]
-        let everyone = journal.capacity > 0
+        // Users in the order of their first record; a user's entry takes the offset of their last one.
+        var index: [String: Int] = [:]
+        var watch = CommitWatch()
+        var reordered = false
+        let everyone = journaling
+        func note(_ user: String, _ offset: Int64, _ before: () -> ShownPresence) {
+            if let at = index[user] {
+                watch.users[at].offset = max(watch.users[at].offset, offset)
+                reordered = true
+            } else {
+                index[user] = watch.users.count
+                watch.users.append((user, before(), offset))
+            }
+        }
         for record in records {
             if let key = record.key {
                 let user = String(decoding: key, as: UTF8.self)
-                if everyone || watchers[user] != nil { offsets[user] = record.offset }
+                if everyone || watchers[user] != nil { note(user, record.offset) { projection.shown(ofUser: key) } }
             } else if let value = record.value, let view = try? EventCodec.view(value), view.kind == .gatewayDown {
                 let gateway = String(decoding: view.gateway, as: UTF8.self)
                 for user in projection.usersOnline(onGateway: gateway) where everyone || watchers[user] != nil {
-                    offsets[user] = max(offsets[user] ?? record.offset, record.offset)
+                    note(user, record.offset) { ShownPresence(online: true, lastSeen: nil) }
                 }
             }
         }
-        var watch = CommitWatch()
-        for (user, offset) in offsets { watch.users.append((user, projection.state(of: user), offset)) }
-        watch.users.sort { $0.offset < $1.offset }
+        // Log order: a user's change is reported at their last record's offset.
+        if reordered { watch.users.sort { $0.offset < $1.offset } }
         return watch
     }
 
@@ -175,9 +191,11 @@ struct PushHub {
         var sent = 0
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
+            var name = user
+            let shownAfter = name.withUTF8 { projection.shown(ofUser: UnsafeRawBufferPointer($0)) }
+            guard before != shownAfter else { continue }
             let after = projection.state(of: user)
-            guard ShownPresence(before) != ShownPresence(after) else { continue }
-            journal.record(.init(offset: offset, user: user, state: after))
+            if journaling { journal.record(.init(offset: offset, user: user, state: after)) }
             guard let sessionIDs = watchers[user] else { continue }
             let frame = Self.presenceFrame(user: user, after, offset: offset)
             for id in sessionIDs.keys {
