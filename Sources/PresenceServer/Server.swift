@@ -25,6 +25,9 @@ public struct ServerConfiguration: Sendable {
     public var logLevel: Logger.Level = .info
     /// Threads that run the connections (nil: NIO's shared group, one per core).
     public var eventLoops: Int?
+    /// Tokens are signed with the development secret (`--dev`): the web console may mint them
+    /// (`POST /v1/dev/tokens`), since anyone can anyway.
+    public var developmentTokens = false
 
     public init(data: String) { self.data = data }
 }
@@ -140,6 +143,9 @@ public enum PresenceHTTPServer {
             _ = try await WebSocketSessions.authenticate(request, tokens)
             return error(.upgradeRequired, "upgrade_required", "/v1/ws is a WebSocket: connect with Upgrade: websocket")
         }
+        // The audit routes (operators) and the web console (its page and files at /).
+        addAuditRoutes(to: router, state: state, tokens: tokens)
+        addConsoleRoutes(to: router, tokens: tokens, configuration: configuration)
         // Added after every route, so it wraps only what no route takes: a known path asked with another
         // method gets 405 and `Allow` instead of 404.
         router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))
