@@ -122,7 +122,6 @@ def chat(args, alice, bob):
     wait(alice, lambda d: "on my way" in [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages li.theirs .content")], 1.0,
          "Bob's answer appears at Alice's within a second")
     ok(f"Bob saw the history; his answer appeared at Alice's in {time.monotonic() - started:.2f}s")
-    alice.save_screenshot(os.path.join(args.screenshots, "console-chat-alice.png"))
     bob.save_screenshot(os.path.join(args.screenshots, "console-chat-bob.png"))
 
     bob.find_element(By.ID, "sign-out").click()
@@ -135,6 +134,7 @@ def chat(args, alice, bob):
     snapshot_time = alice.execute_script("return Chat.presence.get('bob').last_seen")
     local_clock = alice.execute_script("return PL.clock(new Date(arguments[0]))", snapshot_time)
     check(shown == "last seen today at " + local_clock, f"'{shown}' names Bob's last seen {snapshot_time} ({local_clock})")
+    alice.save_screenshot(os.path.join(args.screenshots, "console-chat-alice.png"))
 
 
 def audit(args, driver):
