@@ -45,6 +45,9 @@ public struct ServerConfiguration: Sendable {
 ///     GET  /v1/ws                     WebSocket (see `WebSocketSessions`): pushes presence changes of the
 ///                                     members of the conversations the client opens
 ///
+/// and the conversation routes (`ConversationRoutes`), the audit routes (`AuditRoutes`) and the web
+/// console (`ConsoleRoutes`).
+///
 /// Errors are `{"error":{"code":"...","message":"..."}}` with the matching status: 401 for a missing,
 /// bad or expired token, 403 for a token without the right, 400 for bad input, 413 for a body over
 /// the limit.
