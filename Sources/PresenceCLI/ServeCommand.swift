@@ -29,7 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
             this node (--node) may post nothing.
 
             Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port). \
-            Nothing is created in DIR before the port is bound.
+            Nothing is created in DIR before the port is bound. Open http://HOST:PORT/ in a browser for the \
+            web console: a chat view (a user's token) and an audit view (an operator's token); with --dev \
+            its sign-in form mints the token.
 
             \(apiSummary)
             """

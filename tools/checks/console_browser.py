@@ -96,9 +96,38 @@ def post_events(args, gateway, events):
         check(response.status == 200, f"posting {gateway}'s events: {response.status}")
 
 
+def presence_words(driver):
+    """The header's words for a last seen, decided in the browser's zone, at fixed "now"s."""
+    cases = driver.execute_script("""
+        const local = (y, mo, d, h, mi) => new Date(y, mo - 1, d, h, mi);
+        const say = (now, seen) => [PL.presenceText({online: false, last_seen: seen.toISOString()}, now), PL.clock(seen)];
+        const noon = local(2026, 1, 15, 12, 0);
+        return {
+            online: PL.presenceText({online: true, last_seen: null}, noon),
+            never: PL.presenceText({online: false, last_seen: null}, noon),
+            today: say(noon, local(2026, 1, 15, 9, 42)),
+            yesterday: say(noon, local(2026, 1, 14, 21, 3)),
+            justAfterMidnight: say(local(2026, 1, 15, 0, 20), local(2026, 1, 14, 23, 50)),
+            newYear: say(local(2026, 1, 1, 10, 0), local(2025, 12, 31, 22, 0)),
+            earlier: say(noon, local(2026, 1, 12, 8, 15)),
+            lastYear: say(noon, local(2025, 1, 12, 8, 15)),
+        };
+    """)
+    check(cases["online"] == "online" and cases["never"] == "offline", f"online / never seen: {cases}")
+    for name, day in [("today", "today"), ("yesterday", "yesterday"), ("justAfterMidnight", "yesterday"), ("newYear", "yesterday")]:
+        words, clock = cases[name]
+        check(words == f"last seen {day} at {clock}", f"{name}: '{words}'")
+    words, clock = cases["earlier"]
+    check(words in (f"last seen 12 Jan at {clock}", f"last seen Jan 12 at {clock}"), f"three days before: '{words}'")
+    words, clock = cases["lastYear"]
+    check("2025" in words and words.endswith(f" at {clock}") and "12" in words, f"another year: '{words}'")
+    ok(f"last seen words: {cases['today'][0]!r}, {cases['yesterday'][0]!r}, {cases['earlier'][0]!r}, {cases['lastYear'][0]!r}")
+
+
 def chat(args, alice, bob):
     sign_in(alice, args, "alice")
     check(alice.find_element(By.ID, "chat").is_displayed(), "a user's token opens the chat view")
+    presence_words(alice)
     alice.find_element(By.ID, "new-peer").send_keys("bob\n")
     wait(alice, lambda d: d.find_element(By.ID, "peer-name").text == "bob", 5, "Alice's new chat with Bob is open")
     wait(alice, lambda d: text(d, "#peer-presence") == "offline", 5, "Bob, never seen, shows offline")
