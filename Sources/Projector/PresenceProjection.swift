@@ -179,6 +179,22 @@ public final class PresenceProjection {
         return (open, last == ProjectionState.none ? nil : last)
     }
 
+    /// The users with a connection open on `gateway`: whose shown presence a `gateway_down` of it may
+    /// change. Scans every connection: for a gateway_down, which is rare.
+    public func usersOnline(onGateway gateway: String) -> [String] {
+        let name = Array(gateway.utf8)
+        let found = name.withUnsafeBytes { name in
+            let empty = UnsafeRawBufferPointer(start: name.baseAddress, count: 0)
+            return state.gateways.find(name, empty, hash: ByteTable.hash(name, empty))
+        }
+        guard let g = found else { return [] }
+        var users = Set<Int32>()
+        for c in 0..<state.connections.count where state.connections[c].gateway == Int32(g) && state.isOpen(state.connections[c]) {
+            users.insert(state.connections[c].user)
+        }
+        return users.map { String(decoding: state.userKey(Int($0)), as: UTF8.self) }
+    }
+
     /// The gateways whose lease has run out: they have sent heartbeats, the newest is more than `lease`
     /// ms older than `now`, and no `gateway_down` at or after it is in the log yet. Each should get a
     /// `gateway_down` at its last heartbeat time (rule 2 then ends the connections it held).
