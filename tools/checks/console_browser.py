@@ -23,7 +23,7 @@ import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -62,14 +62,30 @@ def browser(args):
 
 def wait(driver, condition, seconds, what):
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.02).until(lambda d: condition(d))
+        # The page redraws lists as pushes arrive: an element read just before a redraw is asked again.
+        return WebDriverWait(driver, seconds, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,)) \
+            .until(lambda d: condition(d))
     except TimeoutException:
         fail(f"after {seconds}s: {what}")
 
 
+def click(driver, css):
+    """Clicks the element; once more if the page redrew it in between."""
+    for _ in range(5):
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    fail(f"{css} kept being redrawn: it could not be clicked")
+
+
 def text(driver, css):
-    elements = driver.find_elements(By.CSS_SELECTOR, css)
-    return elements[0].text if elements else ""
+    try:
+        elements = driver.find_elements(By.CSS_SELECTOR, css)
+        return elements[0].text if elements else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def sign_in(driver, args, user, role="user"):
@@ -143,7 +159,7 @@ def chat(args, alice, bob):
     ok(f"Alice's header said 'online' {time.monotonic() - started:.2f}s after Bob's socket opened")
 
     wait(bob, lambda d: len(d.find_elements(By.CSS_SELECTOR, '#conversations li')) == 1, 5, "Bob's inbox lists the chat")
-    bob.find_element(By.CSS_SELECTOR, "#conversations li").click()
+    click(bob, "#conversations li")
     wait(bob, lambda d: "hi bob, are you there?" in text(d, "#messages li.theirs .content"), 5, "Bob sees Alice's message (the history)")
     wait(bob, lambda d: text(d, "#peer-presence") == "online", 5, "Bob sees Alice online (her socket is open)")
     bob.find_element(By.ID, "message-input").send_keys("on my way\n")

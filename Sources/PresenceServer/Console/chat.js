@@ -47,6 +47,7 @@ Chat.stop = () => {
   Chat.messages.clear();
   Chat.current = null;
   document.getElementById("conversations").replaceChildren();
+  delete document.getElementById("conversations").dataset.shown;
   document.getElementById("conversation-view").hidden = true;
   document.getElementById("no-conversation").hidden = false;
 };
@@ -179,6 +180,11 @@ Chat.renderInbox = () => {
     const x = Chat.lastActivity(a), y = Chat.lastActivity(b);
     return (y ? Date.parse(y.ts) : 0) - (x ? Date.parse(x.ts) : 0);
   });
+  // Redrawn only when what it shows changed (order, last messages, selection): a list redrawn under the
+  // pointer would swallow a click.
+  const shown = JSON.stringify([Chat.current, items.map((c) => [c.id, (Chat.lastActivity(c) || {}).seq])]);
+  if (list.dataset.shown === shown) return Chat.renderPresence();
+  list.dataset.shown = shown;
   list.replaceChildren(...items.map((conversation) => {
     const last = Chat.lastActivity(conversation);
     const peers = Chat.peers(conversation);
