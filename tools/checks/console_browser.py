@@ -167,6 +167,13 @@ def chat(args, alice, bob):
     wait(alice, lambda d: "on my way" in [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages li.theirs .content")], 1.0,
          "Bob's answer appears at Alice's within a second")
     ok(f"Bob saw the history; his answer appeared at Alice's in {time.monotonic() - started:.2f}s")
+    alice.find_element(By.ID, "message-input").send_keys("see you soon\n")
+    started = time.monotonic()
+    wait(bob, lambda d: "see you soon" in [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages li.theirs .content")], 1.0,
+         "Alice's message appears at Bob's within a second")
+    ok(f"Alice's next message appeared at Bob's in {time.monotonic() - started:.2f}s")
+    seqs = bob.execute_script("return [...document.querySelectorAll('#messages li')].map((li) => Number(li.dataset.seq))")
+    check(seqs == [1, 2, 3], f"Bob sees each message once, in order: seqs {seqs}")
     bob.save_screenshot(os.path.join(args.screenshots, "console-chat-bob.png"))
 
     bob.find_element(By.ID, "sign-out").click()
