@@ -206,7 +206,13 @@ def audit(args, driver):
         {"type": "disconnect", "user": "carol", "conn": "carol-tablet", "gateway": "gw-2", "ts": t(25)},
     ])
     window_from, window_to = t(60), now + MINUTE
-    sign_in(driver, args, "ops", role="operator")
+    # The operator pastes a token minted by the CLI (the sign-in any server takes); it opens the audit view.
+    driver.get(args.url + "/")
+    wait(driver, lambda d: d.find_element(By.ID, "token-input").is_displayed(), 10, "the token sign-in form is shown")
+    driver.find_element(By.ID, "token-input").send_keys(cli(args, "token", "--dev", "--user", "ops", "--operator").strip())
+    driver.find_element(By.CSS_SELECTOR, "#token-sign-in button[type=submit]").click()
+    wait(driver, lambda d: d.find_element(By.ID, "whoami").text == "ops (operator)", 10, "the operator is signed in with the pasted token")
+    wait(driver, lambda d: d.find_element(By.ID, "audit").is_displayed(), 5, "an operator's token opens the audit view")
     driver.get(f"{args.url}/#audit?user=carol&from={iso(window_from)}&to={iso(window_to)}")
     history = [json.loads(line) for line in cli(args, "history", "--data", args.data, "--user", "carol", "--format", "json",
                                                  "--from", iso(window_from), "--to", iso(window_to)).splitlines()]
