@@ -21,7 +21,7 @@ swift build -c release --product presence 2>&1 | grep -Ev '^\[|^Building|^Compil
 bin=.build/release/presence
 scratch=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; rm -rf "$scratch"; }
+cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $scratch" || rm -rf "$scratch"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -83,6 +83,10 @@ echo "== 1. single node, fsync always: $events events a POST, $connections conne
 start_node single --data "$scratch/single"
 load "$port"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+echo "== 1b. the same without the resume journal (--resume-window 0): what noting every shown change costs"
+start_node single-nojournal --data "$scratch/single-nojournal" --resume-window 0
+load "$port"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 echo "== 2. cluster: 3 nats-servers (sync_interval: always), 3 nodes, $connections connections each"
 client_ports=(); cluster_ports=()
@@ -119,6 +123,7 @@ start=$(date +%s%N)
 start_node node-4 --data "$scratch/node-4" --cluster "$urls"
 end=$(date +%s%N)
 records=$(curl -s "127.0.0.1:$port/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_end_offset"])')
+grep "cluster:" "$scratch/node-4.out" | sed 's/^/  /' || true
 python3 - "$start" "$end" "$records" <<'EOF'
 import sys
 start, end, records = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

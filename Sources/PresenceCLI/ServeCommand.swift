@@ -29,7 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
             this node (--node) may post nothing.
 
             Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port). \
-            Nothing is created in DIR before the port is bound.
+            Nothing is created in DIR before the port is bound. Open http://HOST:PORT/ in a browser for the \
+            web console: a chat view (a user's token) and an audit view (an operator's token); with --dev \
+            its sign-in form mints the token.
 
             \(apiSummary)
             """
@@ -118,6 +120,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
+            configuration.developmentTokens = secret == TokenAuthority.developmentSecret
             if secret == TokenAuthority.developmentSecret {
                 printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
             }
@@ -204,9 +207,12 @@ extension ServeCommand {
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Mint a bearer token for a user or a gateway.",
+        abstract: "Mint a bearer token for a user, a gateway or an operator.",
         discussion: """
             Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev.
+
+            An operator token (--operator) reads any user's history and past state and the log's figures \
+            (the audit routes and the web console's audit view), and is nobody's chat account.
 
             A gateway token (--gateway) may post events naming its own gateway (--user) and nothing else. \
             The server's own gateway name (serve --node, default presence-node) is reserved: the server \
@@ -222,6 +228,9 @@ struct TokenCommand: AsyncParsableCommand {
 
     @Flag(help: "A gateway token (may post events).")
     var gateway = false
+
+    @Flag(name: .customLong("operator"), help: "An operator token (reads the audit routes: any user's history and past state, the log's figures).")
+    var isOperator = false
 
     @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
@@ -239,7 +248,8 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
             let tokens = await TokenAuthority(secret: secret)
-            print(try await tokens.mint(subject: user, role: gateway ? .gateway : .user, ttl: seconds))
+            if gateway && isOperator { throw ValidationError("a token is for a gateway (--gateway) or an operator (--operator), not both") }
+            print(try await tokens.mint(subject: user, role: gateway ? .gateway : isOperator ? .operator : .user, ttl: seconds))
         } catch {
             throw fail(error)
         }

@@ -79,11 +79,16 @@ extension PresenceNode {
         }
         conversations.replicate = { records in try await chat.append(records).get() }
         logger.notice("cluster: materializing stream \(Self.clusterStream) from sequence \(presenceStart) (local log at offset \(nextOffset)), \(Self.chatStream) from \(chatStart)")
+        pauseJournal()
+        defer { resumeJournal() }
+        let began = ContinuousClock.now, offsetBefore = nextOffset
         presence.start(from: presenceStart) { [unowned self] records, sequence, _ in await materialize(records, sequence: sequence) }
         chat.start(from: chatStart) { [unowned self] records, sequence, _ in await materializeChat(records, sequence: sequence) }
         await presence.waitUntilCaughtUp()
         await chat.waitUntilCaughtUp()
-        logger.notice("cluster: caught up at sequence \(presence.sequence) of \(Self.clusterStream) (local log at offset \(nextOffset)) and \(chat.sequence) of \(Self.chatStream)")
+        let seconds = Double((ContinuousClock.now - began).components.attoseconds) / 1e18 + Double((ContinuousClock.now - began).components.seconds)
+        let records = nextOffset - offsetBefore
+        logger.notice("cluster: caught up at sequence \(presence.sequence) of \(Self.clusterStream) (local log at offset \(nextOffset)) and \(chat.sequence) of \(Self.chatStream): \(records) records in \(String(format: "%.2f", seconds)) s\(records > 0 && seconds > 0 ? String(format: " (%.0f a second)", Double(records) / seconds) : "")")
     }
 
     /// One message of the presence stream, on the materializer's task: its repeats decided against the

@@ -76,7 +76,12 @@ public final class PresenceNode: @unchecked Sendable {
         // The privacy log is this node's own (not replicated): it keeps the durability asked for.
         let ownLogs = configuration
         var configuration = configuration
-        if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
+        if clusterMode {
+            configuration.durability = .interval(milliseconds: 1_000)
+            // One materializer appends, one stream message at a time, each already a batch: a window
+            // waiting for more appends would only add its length to every message.
+            configuration.commitWindowMicroseconds = 0
+        }
         if clusterMode {
             clusterPosition = try Self.checkLocalLog(presenceLogName, in: directory, data: data, positionFile: ClusterPosition.presenceFile,
                                                      configuration: configuration, alsoRemove: [Checkpoint.directory(data: data)], report: report)
@@ -308,6 +313,11 @@ public final class PresenceNode: @unchecked Sendable {
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
     }
+
+    /// Pauses the resume journal (a node catching up with its cluster before it serves) and resumes it
+    /// from the projection's next offset.
+    func pauseJournal() { withLock { hub.pauseJournal() } }
+    func resumeJournal() { withLock { hub.resumeJournal(completeFrom: projection.nextOffset) } }
 
     /// Queues a frame for `session` behind the pushes already queued.
     public func reply(_ session: PushSession, _ frame: String) {

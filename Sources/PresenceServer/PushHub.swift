@@ -140,33 +140,49 @@ struct PushHub {
     // MARK: Pushing a commit's changes
 
     /// Whether commits must be looked at: someone watches, or the journal keeps changes.
-    var isWatching: Bool { !watchers.isEmpty || journal.capacity > 0 }
+    var isWatching: Bool { !watchers.isEmpty || journaling }
+    private var journaling: Bool { journal.capacity > 0 && journal.isRecording }
 
-    /// The users a commit may change, each with their state before it and the offset to report.
+    /// Pauses the journal while the node catches up with its cluster, and resumes it from `offset`.
+    mutating func pauseJournal() { journal.pause() }
+    mutating func resumeJournal(completeFrom offset: Int64) { journal.resume(completeFrom: offset) }
+
+    /// The users a commit may change, each with what was shown of them before it and the offset to report.
     struct CommitWatch {
-        var users: [(user: String, before: PresenceProjection.UserState?, offset: Int64)] = []
+        var users: [(user: String, before: ShownPresence, offset: Int64)] = []
     }
 
     /// Before a commit is applied: the users of its records (only the watched ones when no journal is
     /// kept) and, for a `gateway_down`, those with a connection open on that gateway, with their current
     /// state. A user's offset is that of their last record in the commit (one change a commit).
     func beforeCommit(_ records: UnsafeBufferPointer<RecordView>, in projection: PresenceProjection) -> CommitWatch {
-        var offsets: [String: Int64] = [:]
-        let everyone = journal.capacity > 0
+        // Users in the order of their first record; a user's entry takes the offset of their last one.
+        var index: [String: Int] = [:]
+        var watch = CommitWatch()
+        var reordered = false
+        let everyone = journaling
+        func note(_ user: String, _ offset: Int64, _ before: () -> ShownPresence) {
+            if let at = index[user] {
+                watch.users[at].offset = max(watch.users[at].offset, offset)
+                reordered = true
+            } else {
+                index[user] = watch.users.count
+                watch.users.append((user, before(), offset))
+            }
+        }
         for record in records {
             if let key = record.key {
                 let user = String(decoding: key, as: UTF8.self)
-                if everyone || watchers[user] != nil { offsets[user] = record.offset }
+                if everyone || watchers[user] != nil { note(user, record.offset) { projection.shown(ofUser: key) } }
             } else if let value = record.value, let view = try? EventCodec.view(value), view.kind == .gatewayDown {
                 let gateway = String(decoding: view.gateway, as: UTF8.self)
                 for user in projection.usersOnline(onGateway: gateway) where everyone || watchers[user] != nil {
-                    offsets[user] = max(offsets[user] ?? record.offset, record.offset)
+                    note(user, record.offset) { ShownPresence(online: true, lastSeen: nil) }
                 }
             }
         }
-        var watch = CommitWatch()
-        for (user, offset) in offsets { watch.users.append((user, projection.state(of: user), offset)) }
-        watch.users.sort { $0.offset < $1.offset }
+        // Log order: a user's change is reported at their last record's offset.
+        if reordered { watch.users.sort { $0.offset < $1.offset } }
         return watch
     }
 
@@ -178,12 +194,12 @@ struct PushHub {
         var sent = 0
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
+            var name = user
+            let shownAfter = name.withUTF8 { projection.shown(ofUser: UnsafeRawBufferPointer($0)) }
+            guard before != shownAfter else { continue }
             let after = projection.state(of: user)
-            let shownChanged = ShownPresence(before) != ShownPresence(after)
-            if shownChanged { journal.record(.init(offset: offset, user: user, state: after)) }
-            // Nothing any watcher is shown changed when neither the shown state nor the last seen did (a
-            // watcher not shown online sees the last seen a device leaving while others stay sets).
-            guard shownChanged || before?.lastSeen != after?.lastSeen, let sessionIDs = watchers[user] else { continue }
+            if journaling { journal.record(.init(offset: offset, user: user, state: after)) }
+            guard let sessionIDs = watchers[user] else { continue }
             var frames: [Visibility: String?] = [:]
             for id in sessionIDs.keys {
                 guard let session = sessions[id], offset >= floors[id] ?? 0 else { continue }
@@ -193,9 +209,11 @@ struct PushHub {
                 if let made = frames[visibility] {
                     frame = made
                 } else {
-                    let shownAfter = visibility.apply(after)
-                    frame = ShownPresence(visibility.apply(before)) == ShownPresence(shownAfter)
-                        ? nil : Self.presenceFrame(user: user, shownAfter, offset: offset)
+                    // What the watcher was shown before, from what was shown to all (a last seen only while
+                    // offline: a device leaving while others stay pushes nothing, to anyone).
+                    let was = ShownPresence(online: visibility.online && before.online, lastSeen: visibility.lastSeen ? before.lastSeen : nil)
+                    let shown = visibility.apply(after)
+                    frame = was == ShownPresence(shown) ? nil : Self.presenceFrame(user: user, shown, offset: offset)
                     frames[visibility] = frame
                 }
                 guard let frame else { continue }

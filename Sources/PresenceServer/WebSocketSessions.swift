@@ -171,7 +171,7 @@ enum WebSocketSessions {
         } else {
             throw APIError(.unauthorized, "unauthorized", "a token is required (Authorization: Bearer <token>, or ?token=)")
         }
-        guard !claims.isGateway else { throw APIError(.forbidden, "forbidden", "a gateway token cannot open a user's socket") }
+        guard claims.isUser else { throw APIError(.forbidden, "forbidden", "a\(claims.isGateway ? " gateway" : "n operator") token cannot open a user's socket") }
         return claims
     }
 

@@ -139,6 +139,14 @@ public final class PresenceProjection {
         return bytes.withUnsafeBytes { key in state.findUser(key, hash: ProjectionState.hash(key)).map(state.userState) }
     }
 
+    /// The shown presence of the user whose id is `user`'s bytes (offline with no last seen when never
+    /// seen), without building a string: the push path asks it before and after every commit.
+    public func shown(ofUser user: UnsafeRawBufferPointer) -> ShownPresence {
+        guard let u = state.findUser(user, hash: ProjectionState.hash(user)) else { return ShownPresence(nil) }
+        let record = state.users[u]
+        return ShownPresence(online: record.open > 0, lastSeen: record.lastSeen == ProjectionState.none ? nil : record.lastSeen)
+    }
+
     /// Every user's state, sorted by user id (byte order).
     public func allStates() -> [UserState] {
         var order = Array(0..<state.users.count)

@@ -43,6 +43,24 @@ public struct ShownChangeJournal: Sendable {
 
     public var count: Int { ring.count }
 
+    /// Whether changes are being noted (`pause`, `resume`).
+    public private(set) var isRecording = true
+
+    /// Stops noting changes (a node catching up with its cluster's stream before it serves: nobody can
+    /// have a cursor from that stretch on this node's clients, and noting costs more than the fold).
+    public mutating func pause() {
+        isRecording = false
+    }
+
+    /// Notes changes again from `offset` on; a cursor before it is not answered.
+    public mutating func resume(completeFrom offset: Int64) {
+        guard capacity > 0 else { return }
+        ring.removeAll(keepingCapacity: true)
+        oldest = 0
+        completeFrom = offset
+        isRecording = true
+    }
+
     /// Notes a change; changes come in log order (offsets never decrease).
     public mutating func record(_ change: Change) {
         guard capacity > 0 else { return }

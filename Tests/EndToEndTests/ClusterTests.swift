@@ -25,8 +25,24 @@ import Testing
             for index in 0..<3 { nodes.append(try startNode(index)) }
         }
 
-        func startNode(_ index: Int) throws -> RunningServer {
-            try RunningServer(data: scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"] + extra)
+        func startNode(_ index: Int, startTimeout: TimeInterval = 30) throws -> RunningServer {
+            try RunningServer(data: scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"] + extra,
+                              startTimeout: startTimeout)
+        }
+
+        /// Starts node `index` (again, or a new one past the three) and lists it with the others.
+        @discardableResult
+        func restartNode(_ index: Int, startTimeout: TimeInterval = 120) throws -> RunningServer {
+            let node = try startNode(index, startTimeout: startTimeout)
+            while nodes.count <= index { nodes.append(nil) }
+            nodes[index] = node
+            return node
+        }
+
+        /// Stops node `index` cleanly (SIGTERM); its data folder stays.
+        func stopNode(_ index: Int) {
+            _ = nodes[index]?.stop()
+            nodes[index] = nil
         }
 
         func node(_ index: Int) throws -> RunningServer { try #require(nodes[index]) }
@@ -167,7 +183,7 @@ import Testing
         for index in 0..<3 {
             let dump = try CLI.presence(["dump", "--data", cluster.scratch.file("node-\(index)")]).stdout
             let missing = acknowledged.filter { !dump.contains("\"id\":\"\($0)\"") }
-            #expect(missing.isEmpty, "node \(index) lacks acknowledged writes \(missing.prefix(5))")
+            #expect(missing.isEmpty, "node \(index) lacks acknowledged writes \(missing.prefix(5)): \(cluster.nodes[index]?.errorOutput.suffix(2000) ?? "")")
         }
     }
 
@@ -192,5 +208,58 @@ import Testing
                                               "--conversation", conversation, "--alice", try token("alice"), "--bob", try token("bob"),
                                               "--carol", try token("carol"), "--gateway", try token("gw-1", gateway: true)])
         #expect(result.status == 0 && result.stdout.contains("passed: failover"), "\(result.stdout)\(result.stderr)")
+    }
+
+    @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))
+    func aNewNodeCatchesUpWithAMillionEventsAndADeletedDataFolderIsRebuilt() throws {
+        let cluster = try Cluster()
+        let gateway = try token("gw-1", gateway: true)
+        // Node 1 is away while the stream fills (node 2 too: fewer processes share this machine's cores).
+        cluster.stopNode(1)
+        cluster.stopNode(2)
+        // A million events in 100 requests of 10,000 (100k users, each connecting then disconnecting
+        // five times), ending now, so that the nodes' own heartbeats come after them.
+        let events = 1_000_000, perRequest = 10_000, users = 100_000
+        let first = Int64(Date().timeIntervalSince1970 * 1000) - Int64(events)
+        for request in 0..<(events / perRequest) {
+            var body = ""
+            body.reserveCapacity(perRequest * 100)
+            for k in 0..<perRequest {
+                let i = request * perRequest + k
+                let user = i % users
+                body += #"{"type":"\#((i / users) % 2 == 0 ? "connect" : "disconnect")","user":"u\#(user)","conn":"c\#(user)","gateway":"gw-1","ts":\#(first + Int64(i))}"#
+                body += "\n"
+            }
+            let reply = try cluster.node(0).request("POST", "/v1/events", token: gateway, body: Data(body.utf8))
+            try #require(reply.status == 200, "request \(request): \(reply.body)")
+        }
+        let sequence = try cluster.settle(timeout: 120)
+        let end = try #require(Self.logEnd(try cluster.node(0)))
+        #expect(end >= events, "\(end) records")
+
+        // A new node with an empty data folder: it serves once it has materialized the whole stream.
+        let began = Date()
+        let newcomer = try cluster.restartNode(3)
+        let caughtUp = Date().timeIntervalSince(began)
+        let health = try newcomer.request("GET", "/health").body
+        #expect(health.contains("\"caught_up\":true") && Self.logEnd(newcomer) ?? 0 >= end, "\(health)")
+        print("a new node materialized \(end) records and served after \(String(format: "%.1f", caughtUp)) s (stream sequence \(sequence))")
+
+        // Node 1 lost its data folder while away: started again, it rebuilds it from the streams.
+        try FileManager.default.removeItem(atPath: cluster.scratch.file("node-1"))
+        try cluster.restartNode(1)
+        _ = try cluster.settle(timeout: 120)
+        cluster.stopNodes()
+        let states = try [0, 1, 3].map { try CLI.presence(["state", "--data", cluster.scratch.file("node-\($0)"), "--format", "json"]).stdout }
+        let logInfos = try [0, 1, 3].map { try CLI.presence(["log-info", "--data", cluster.scratch.file("node-\($0)")]).stdout }
+        let same = states[0] == states[1] && states[1] == states[2] && !states[0].isEmpty
+        #expect(same, "the new node and the rebuilt one hold the state node 0 holds")
+        #expect(logInfos.allSatisfy { $0.contains("0-\(end - 1) ") }, "the same offsets on every node: \(logInfos)")
+    }
+
+    /// The node's local log end, from /health.
+    static func logEnd(_ node: RunningServer) -> Int? {
+        guard let health = try? node.request("GET", "/health").body, let range = health.range(of: "\"log_end_offset\":") else { return nil }
+        return Int(health[range.upperBound...].prefix(while: \.isNumber))
     }
 }

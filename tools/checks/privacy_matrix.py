@@ -277,6 +277,9 @@ def run(args):
         before = truth(server, subject)
         server.events([line])
         after = truth(server, subject)
+        # A change of nothing shown to anyone (a device leaving while others stay) pushes nothing.
+        if pushed(before, after) is None:
+            continue
         for viewer in watchers:
             frame = pushed(model.shown(subject, viewer, before), model.shown(subject, viewer, after))
             if frame:
