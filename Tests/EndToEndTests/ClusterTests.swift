@@ -208,6 +208,12 @@ import Testing
                                               "--conversation", conversation, "--alice", try token("alice"), "--bob", try token("bob"),
                                               "--carol", try token("carol"), "--gateway", try token("gw-1", gateway: true)])
         #expect(result.status == 0 && result.stdout.contains("passed: failover"), "\(result.stdout)\(result.stderr)")
+        // The killed node starts again from where its local logs stood (no rebuild) and catches up.
+        let again = try cluster.restartNode(0)
+        _ = try cluster.settle()
+        #expect(!again.errorOutput.contains("rebuilding"), "\(again.errorOutput)")
+        #expect(again.errorOutput.contains("cluster: materializing stream PRESENCE from sequence") && !again.errorOutput.contains("from sequence 1 "),
+                "\(again.errorOutput)")
     }
 
     @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))
