@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "PresenceCLI",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "PresenceServer",
+                "SegmentLog", "Presence", "Projector", "Chat", "PresenceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chat
 import Foundation
 import Logging
 import Metrics
@@ -67,6 +68,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
 
+    @Option(help: ArgumentHelp("Memory for the newest messages of the conversations used lately (the page a chat opens on is answered from it; older pages are read from disk through the message index), e.g. 64MiB.", valueName: "size"))
+    var messageCache: String = "64MiB"
+
+    @Option(help: ArgumentHelp("How far back in the messages log's time a message's client_id is remembered: a retry within it gets the first post's seq and posts nothing.", valueName: "duration"))
+    var clientIDWindow: String = "24h"
+
     @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
 
@@ -120,8 +127,11 @@ struct ServeCommand: AsyncParsableCommand {
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
+            var chat = ConversationStore.Options()
+            chat.cacheBytes = try parseSize(messageCache, option: "--message-cache")
+            chat.clientIDWindow = try parseDuration(clientIDWindow, option: "--client-id-window")
             let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                      pushQueueLimit: pushQueueLimit, logger: logger)
+                                      pushQueueLimit: pushQueueLimit, chat: chat, logger: logger)
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host

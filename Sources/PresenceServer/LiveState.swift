@@ -36,7 +36,7 @@ public final class LiveState: @unchecked Sendable {
     /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
     /// directory's stored horizon (else the default). `logger` receives recovery and checkpoint notes.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
-                pushQueueLimit: Int = PushSession.defaultQueueLimit, logger: Logger) throws {
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, chat: ConversationStore.Options = .init(), logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
@@ -60,7 +60,7 @@ public final class LiveState: @unchecked Sendable {
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
-        self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
+        self.conversations = try ConversationStore(directory: directory, configuration: configuration, options: chat, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
 
@@ -349,7 +349,7 @@ public final class LiveState: @unchecked Sendable {
                 logger.error("could not append the disconnects of \(left.count) open sessions: \(error)")
             }
         }
-        try conversations.writer.close()
+        try conversations.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }

@@ -294,7 +294,12 @@ public enum PresenceHTTPServer {
         EventJSON.appendString(id, to: &out)
         out.append(contentsOf: ",\"messages\":[".utf8)
         buffer.writeBytes(out)
-        let hasMore = state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        let hasMore: Bool
+        do {
+            hasMore = try state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        } catch {
+            return .failure(APIError(.internalServerError, "storage_error", "\(error)"))
+        }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
         // Presence of every other member and the cursor it reflects, read together.
