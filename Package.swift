@@ -48,11 +48,22 @@ let package = Package(
         // The chat domain: conversations, membership, messages (their own log), and who may see what
         // (`Access`). Knows nothing of HTTP.
         .target(name: "Chat", dependencies: ["SegmentLog", "Presence"], swiftSettings: strictSwift),
+        // Cluster mode: a log replicated through a JetStream stream and materialized, in stream order,
+        // into each node's local log. Knows nothing of presence.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "SegmentLog", "NATS", "JetStream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The query server: HTTP API over the log writer and the live projection.
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "Chat",
+                "SegmentLog", "Presence", "Projector", "Chat", "Cluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -137,7 +148,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport"],
+            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport", "NATS", "JetStream", "NATSServerHarness"],
             swiftSettings: strictSwift
         ),
     ]

@@ -74,6 +74,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How far back in the messages log's time a message's client_id is remembered: a retry within it gets the first post's seq and posts nothing.", valueName: "duration"))
     var clientIDWindow: String = "24h"
 
+    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (3 replicas, file storage) and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
+    var cluster: String?
+
+    @Option(help: ArgumentHelp("Cluster mode: copies of the stream, when this node creates it (1, 3 or 5).", valueName: "n"))
+    var clusterReplicas: Int = 3
+
     @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
 
@@ -130,8 +136,15 @@ struct ServeCommand: AsyncParsableCommand {
             var chat = ConversationStore.Options()
             chat.cacheBytes = try parseSize(messageCache, option: "--message-cache")
             chat.clientIDWindow = try parseDuration(clientIDWindow, option: "--client-id-window")
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                      pushQueueLimit: pushQueueLimit, chat: chat, logger: logger)
+            let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
+            if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
+            guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
+            let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
+                                         pushQueueLimit: pushQueueLimit, chat: chat, clusterMode: servers != nil, logger: logger)
+            if let servers {
+                try await state.joinCluster(.init(servers: servers, stream: PresenceNode.clusterStream, subject: PresenceNode.clusterSubject,
+                                                  replicas: clusterReplicas, node: node))
+            }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host

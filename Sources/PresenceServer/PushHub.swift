@@ -5,7 +5,7 @@ import Synchronization
 
 /// One WebSocket client: a user's connection to this node, and the frames on their way to it.
 ///
-/// Frames are queued in log order by whoever holds `LiveState`'s lock and written to the socket by the
+/// Frames are queued in log order by whoever holds `PresenceNode`'s lock and written to the socket by the
 /// session's own task. A client that falls `queueLimit` frames behind is cut off (its
 /// queue is closed and `overflowed` set): it reconnects and takes a fresh snapshot, which is better
 /// than a gap it cannot see.
@@ -54,7 +54,7 @@ public final class PushSession: Sendable {
 }
 
 /// Who watches whose presence: the sessions, the conversations each has open, and for every watched
-/// user the sessions to tell. Not thread-safe: `LiveState` calls it under its lock, the same lock
+/// user the sessions to tell. Not thread-safe: `PresenceNode` calls it under its lock, the same lock
 /// under which the commit thread applies events, so that registering interest, reading the state and
 /// pushing changes are ordered with the log.
 struct PushHub {

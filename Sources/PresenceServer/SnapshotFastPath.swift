@@ -60,7 +60,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var headers = ""
     }
 
-    private let state: LiveState
+    private let state: PresenceNode
     private let tokens: TokenAuthority
     /// The largest request body any route takes: a request declaring a longer one is refused (413) from
     /// its head, before any of the body is read.
@@ -78,7 +78,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var cached: CachedSnapshot?
     private var date = HTTPDate()
 
-    init(state: LiveState, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
+    init(state: PresenceNode, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
         self.state = state
         self.tokens = tokens
         self.maxBodyBytes = maxBodyBytes
@@ -254,7 +254,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         // The versions the body depends on, read before it is built: a change while it is built shows
         // as a newer version next time, never as a stale body taken for current.
         let lastSeq = state.conversations.lastSeq(of: target.id)
-        let cursor = state.read { $0.nextOffset }
+        let cursor = state.nextOffset
         let now = date.now()
         if let cached, cached.target == target, cached.caller == caller, cached.lastSeq == lastSeq, cached.cursor == cursor {
             if cached.date == now { return cached.response }

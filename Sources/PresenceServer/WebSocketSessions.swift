@@ -29,7 +29,7 @@ enum WebSocketSessions {
     static let maxFrameBytes = 16 * 1024
 
     static func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
-                    state: LiveState, tokens: TokenAuthority, logger: Logger) async {
+                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async {
         let claims: PresenceClaims
         do {
             claims = try await authenticate(request, tokens)
@@ -89,7 +89,7 @@ enum WebSocketSessions {
 
     /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
     /// session's next frame is looked at.
-    static func handle(_ message: WebSocketMessage, session: PushSession, state: LiveState) async {
+    static func handle(_ message: WebSocketMessage, session: PushSession, state: PresenceNode) async {
         guard case .text(let text) = message else {
             return state.reply(session, errorFrame("invalid_frame", "frames are JSON text"))
         }
@@ -125,7 +125,7 @@ enum WebSocketSessions {
     /// `{"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}` once it is durable; a
     /// `client_id` this sender already used in this conversation is answered with the first seq and
     /// time, and nothing is posted (a client that lost the answer sends again).
-    static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: LiveState) async {
+    static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: PresenceNode) async {
         let content = frame.content ?? ""
         do {
             let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,

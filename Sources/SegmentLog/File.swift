@@ -203,6 +203,16 @@ public enum FileSystem {
         guard unlink(path) == 0 || errno == ENOENT else { throw LogError.io("remove", path) }
     }
 
+    /// Removes `path` and, if it is a directory, everything in it.
+    public static func removeTree(_ path: String) throws(LogError) {
+        if isDirectory(path) {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 || errno == ENOENT else { throw LogError.io("remove directory", path) }
+        } else {
+            try remove(path)
+        }
+    }
+
     public static func rename(_ from: String, to: String) throws(LogError) {
         guard Glibc.rename(from, to) == 0 else { throw LogError.io("rename to '\(to)'", from) }
     }

@@ -1,20 +1,38 @@
 import Chat
+import Cluster
 import Foundation
 import Logging
 import Metrics
 import Presence
 import Projector
 import SegmentLog
+import Synchronization
 
-/// The server's state: the presence log's writer and the projection folded from it, kept in step.
+/// A presence node: what `presence serve` runs. It wires the presence log's writer, the projection
+/// folded from it, the chat store, the WebSocket sessions' pushes and the node's leases; the rules it
+/// follows live in the domain modules (`ConnectionRules`, `LeasePolicy`, `ShownPresence`, `Access`,
+/// `ChatRules`, `EventIDIndex`) and it only wires them.
 ///
-/// Appends go through the `LogWriter` (group commit, fsync before the acknowledgement); the commit
-/// thread applies each committed request to the projection, in log order, before the caller is
-/// answered, so a reader that sees an acknowledgement also sees its effect.
-public final class LiveState: @unchecked Sendable {
-    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe.
+/// Its ordering invariants, each checked where it is kept:
+/// 1. **Acknowledged means applied, in log order.** Appends go through the `LogWriter` (group commit,
+///    fsync before the acknowledgement); the commit thread applies each committed request to the
+///    projection, in log order (asserted: the projection's next offset is the commit's first), under
+///    `lock`, before the caller is answered, so a reader that sees an acknowledgement sees its effect.
+/// 2. **Written means applied.** The writer's admission check (`LateArrivalAdmission`) refuses, on the
+///    commit thread and in log order, exactly what the fold would skip (asserted after each apply).
+/// 3. **Pushes follow the log.** The watched users' shown presence is read before and after each apply
+///    under the same lock, and frames are queued in log order after the fsync; an `opened` frame is built
+///    under that lock too, so every shown change after its cursor is pushed and none before it.
+/// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
+///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
+public final class PresenceNode: @unchecked Sendable {
+    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe;
+    // `publishedNextOffset` is atomic.
     private let lock = NSLock()
     private let projection: PresenceProjection
+    /// The projection's next offset, published after each apply: the snapshot's hot path reads it
+    /// without taking `lock`.
+    private let publishedNextOffset = Atomic<Int64>(0)
     let writer: LogWriter
     let data: String
     /// Conversations and messages, in their own log.
@@ -27,7 +45,7 @@ public final class LiveState: @unchecked Sendable {
     /// The late-arrival horizon the log is written with (ms).
     public let horizon: Int64
     /// Where the node says what it did (recovery, checkpoints, leases) and what went wrong.
-    private let logger: Logger
+    let logger: Logger
 
     /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
     let pushQueueLimit: Int
@@ -35,8 +53,13 @@ public final class LiveState: @unchecked Sendable {
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
     /// directory's stored horizon (else the default). `logger` receives recovery and checkpoint notes.
+    ///
+    /// With `clusterMode`, the local log is a cache of the cluster's stream (`joinCluster` follows): it
+    /// is written without fsync (the stream holds the durability), and when it does not match the position
+    /// noted in `DATA/cluster-position` (a crash between the two) it is removed and rebuilt from the stream.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
-                pushQueueLimit: Int = PushSession.defaultQueueLimit, chat: ConversationStore.Options = .init(), logger: Logger) throws {
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, chat: ConversationStore.Options = .init(), clusterMode: Bool = false,
+                logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
@@ -46,7 +69,24 @@ public final class LiveState: @unchecked Sendable {
         self.directory = directory
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
-        let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
+        // The messages log is not replicated (yet): it keeps the durability asked for, cluster mode or not.
+        let messagesConfiguration = configuration
+        var configuration = configuration
+        if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
+        var log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
+        let position = ClusterPosition.read(data: data)
+        if clusterMode {
+            if !Self.localLogMatches(position, endOffset: log.endOffset) {
+                report("cluster: the local log (end offset \(log.endOffset)) does not match its position in the stream (\(position.map { "\($0.sequence)/\($0.endOffset)" } ?? "none")): rebuilding it from the stream")
+                try log.close()
+                try FileSystem.removeTree(try directory.logPath(presenceLogName))
+                try FileSystem.removeTree(Checkpoint.directory(data: data))
+                try FileSystem.remove(data + "/" + ClusterPosition.file)
+                log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
+            } else if let position {
+                clusterPosition = position
+            }
+        }
         let restored = try Replay.restore(data: data, logDirectory: log.directory, horizon: horizon, logEndOffset: log.endOffset)
         for skipped in restored.checkpoint.skipped { report("checkpoint skipped: \(skipped)") }
         if let used = restored.checkpoint.used { report("loaded \(used)") }
@@ -54,17 +94,21 @@ public final class LiveState: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
+        publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
         eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
         // what the writer acknowledges, the projection applies.
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
-        self.conversations = try ConversationStore(directory: directory, configuration: configuration, options: chat, report: report)
+        self.conversations = try ConversationStore(directory: directory, configuration: messagesConfiguration, options: chat, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
 
-    private let directory: DataDirectory
+    let directory: DataDirectory
+
+    /// The log offset the projection has applied up to (its next offset), without taking the lock.
+    public var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
 
     /// Reads the projection under the lock.
     public func read<T>(_ body: (PresenceProjection) throws -> T) rethrows -> T {
@@ -77,8 +121,16 @@ public final class LiveState: @unchecked Sendable {
     private let commitLatency = Timer(label: "presence_commit_seconds")
 
     /// Appends `records` durably, applies them to the projection, pushes the changes watchers see, and
-    /// returns their offsets.
+    /// returns their offsets: through the cluster's stream in cluster mode, else to the local log.
     public func append(_ records: RecordBuffer) async throws -> AppendResult {
+        guard let replicated else { return try await commit(records) }
+        let ack = try await replicated.append(records).get()
+        return AppendResult(offsets: (ack.offsets.min() ?? 0)...(ack.offsets.max() ?? 0), durableEndOffset: nextOffset)
+    }
+
+    /// Appends `records` to the local log (group commit; fsync under `Durability.always`), then applies
+    /// them and pushes, on the commit thread, in log order (invariant 1).
+    func commit(_ records: RecordBuffer) async throws -> AppendResult {
         let started = DispatchTime.now()
         defer { commitLatency.recordInterval(since: started) }
         let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
@@ -87,6 +139,7 @@ public final class LiveState: @unchecked Sendable {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
+                        assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
                         let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
                         let refusedBefore = projection.refusedEvents
                         do { try projection.apply(batch: views) } catch {
@@ -98,6 +151,7 @@ public final class LiveState: @unchecked Sendable {
                         eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
                         if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
+                    publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
                 }
                 continuation.resume(returning: result)
@@ -107,85 +161,14 @@ public final class LiveState: @unchecked Sendable {
     }
 
     /// The event ids written within the window (`EventIDIndex`), kept under `lock` on the commit thread.
-    private var eventIDs: EventIDIndex
+    var eventIDs: EventIDIndex
     /// The event ids of requests between their check and their commit.
-    private let idClaims = InFlightClaims<EventIDIndex.Key>()
-
-    /// What `appendEvents` did: each record's offset (a repeat's is its first writing's) and which records
-    /// were repeats, not written again.
-    public struct EventsAck: Sendable {
-        public var offsets: [Int64]
-        public var repeats: [Int]
-    }
-
-    /// A record whose event id the log holds for another event.
-    public struct EventIDConflict: Error, Sendable {
-        public let record: Int
-        public let reason: String
-    }
-
-    /// Appends gateway events, de-duplicated by their event ids (`EventIDIndex`): a record whose id the
-    /// log already holds for the same event is not written again and is acknowledged with the first
-    /// offset; one that holds it for another event refuses the request (`EventIDConflict`, nothing
-    /// written). Requests carrying the same id are decided one after the other (`InFlightClaims`), so a
-    /// retry racing its original is still a repeat.
-    public func appendEvents(_ records: RecordBuffer) async throws -> EventsAck {
-        var identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?] = []
-        identities.reserveCapacity(records.count)
-        for index in 0..<records.count {
-            let timestamp = records.timestamp(at: index)
-            identities.append(records.withRecord(at: index) { EventIDIndex.identify(key: $0, value: $1, timestamp: timestamp) })
-        }
-        let keys = Set(identities.compactMap { $0?.key })
-        if keys.isEmpty {
-            let ack = try await append(records)
-            return EventsAck(offsets: (0..<records.count).map { ack.offsets.lowerBound + Int64($0) }, repeats: [])
-        }
-        return try await idClaims.holding(keys) {
-            // Each record: new (written, its offset known after the commit), or the repeat of an earlier
-            // writing, or of a record earlier in this request.
-            enum Fate { case fresh(Int), earlier(Int64), sameAs(Int) }
-            var fates: [Fate] = []
-            var fresh: [Int] = []
-            try withLock {
-                var inRequest: [EventIDIndex.Key: (record: Int, fingerprint: UInt64)] = [:]
-                for (index, identity) in identities.enumerated() {
-                    guard let identity else {
-                        fates.append(.fresh(fresh.count))
-                        fresh.append(index)
-                        continue
-                    }
-                    let earlier = eventIDs.earlier(identity.key).map { (Int64?.some($0.offset), $0.fingerprint) }
-                        ?? inRequest[identity.key].map { (Int64?.none, $0.fingerprint) }
-                    if let (offset, fingerprint) = earlier {
-                        guard fingerprint == identity.fingerprint else {
-                            let at = offset.map { "at offset \($0)" } ?? "by an earlier line of this request"
-                            throw EventIDConflict(record: index, reason: "event id \"\(identity.key.id)\" was used \(at) for another event of this gateway; refused")
-                        }
-                        if let offset { fates.append(.earlier(offset)) } else if let first = inRequest[identity.key] { fates.append(.sameAs(first.record)) }
-                        continue
-                    }
-                    inRequest[identity.key] = (index, identity.fingerprint)
-                    fates.append(.fresh(fresh.count))
-                    fresh.append(index)
-                }
-            }
-            var first: Int64 = 0
-            if !fresh.isEmpty {
-                first = try await append(fresh.count == records.count ? records : records.subset(fresh)).offsets.lowerBound
-            }
-            var offsets: [Int64] = []
-            var repeats: [Int] = []
-            for (index, fate) in fates.enumerated() {
-                switch fate {
-                case .fresh(let position): offsets.append(first + Int64(position))
-                case .earlier(let offset): offsets.append(offset); repeats.append(index)
-                case .sameAs(let record): offsets.append(offsets[record]); repeats.append(index)
-                }
-            }
-            return EventsAck(offsets: offsets, repeats: repeats)
-        }
-    }
+    let idClaims = InFlightClaims<EventIDIndex.Key>()
+    /// The cluster's replicated log, in cluster mode (`PresenceNode+Cluster`).
+    var replicated: ReplicatedLog<Result<EventsAck, LogError>>?
+    /// Where the local log stands in the cluster's stream (cluster mode), and when it was last written.
+    var clusterPosition = ClusterPosition(sequence: 0, endOffset: 0)
+    var positionWrittenAt: UInt64 = 0
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
     public func lateArrivalGuard() -> LateArrivalGuard {
@@ -330,7 +313,7 @@ public final class LiveState: @unchecked Sendable {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 
-    private func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
         return try body()
@@ -349,8 +332,11 @@ public final class LiveState: @unchecked Sendable {
                 logger.error("could not append the disconnects of \(left.count) open sessions: \(error)")
             }
         }
+        // In cluster mode the materializer stops first: nothing is applied after the log is closed.
+        if let replicated { await replicated.close() }
         try conversations.close()
         try writer.close()
+        if replicated != nil { writePosition(withLock { clusterPosition }) }
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }
         logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")
