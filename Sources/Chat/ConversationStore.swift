@@ -38,7 +38,7 @@ public final class ConversationStore: @unchecked Sendable {
     // @unchecked: the metadata below changes only on the commit thread (or in `init`) under `lock`, and
     // is read under `lock` elsewhere; `cache` is touched only under `lock`; the commit-thread state
     // (`index` writes, `appliedEnd`, `lastBatch`, checkpoint counters) is touched by that thread alone.
-    private let lock = NSLock()
+    let lock = NSLock()
 
     /// How the store holds its data.
     public struct Options: Sendable {
@@ -73,32 +73,32 @@ public final class ConversationStore: @unchecked Sendable {
         var newest: Message?
     }
 
-    private var metas: [Meta] = []
-    private var numbers: [String: UInt32] = [:]
+    var metas: [Meta] = []
+    var numbers: [String: UInt32] = [:]
     /// Each user's conversations, by number, ascending.
-    private var memberships: [String: [UInt32]] = [:]
+    var memberships: [String: [UInt32]] = [:]
     /// The first conversation of exactly two members, by the pair (sorted, joined by NUL).
-    private var pairs: [String: UInt32] = [:]
-    private var clientIDs: ClientIDWindow
+    var pairs: [String: UInt32] = [:]
+    var clientIDs: ClientIDWindow
     /// The log's segments (base offsets, ascending).
-    private var segments: [Int64] = []
-    private var cache: MessageCache
+    var segments: [Int64] = []
+    var cache: MessageCache
     /// Set when the index was found not to fit the log, or could not be written: reads through it fail
     /// (naming the problem) until a restart rebuilds it, and no checkpoint names it.
-    private var indexProblem: String?
+    var indexProblem: String?
 
     // The commit thread's.
-    private let index: MessageIndex
-    private var appliedEnd: Int64 = 0
-    private var lastBatch: ChatCheckpoint.BatchMark?
-    private var recordsSinceCheckpoint = 0
-    private var lastCheckpoint = DispatchTime.now()
-    private let checkpointQueue = DispatchQueue(label: "presencelog-chat-checkpoint")
-    private var checkpointRunning = false  // under `lock`
+    let index: MessageIndex
+    var appliedEnd: Int64 = 0
+    var lastBatch: ChatCheckpoint.BatchMark?
+    var recordsSinceCheckpoint = 0
+    var lastCheckpoint = DispatchTime.now()
+    let checkpointQueue = DispatchQueue(label: "presencelog-chat-checkpoint")
+    var checkpointRunning = false  // under `lock`
 
     public let options: Options
     public let writer: LogWriter
-    private let reader: BatchReader
+    let reader: BatchReader
     /// `DATA/messages`.
     public let logDirectory: String
     /// `DATA/messages-index`.
@@ -140,8 +140,8 @@ public final class ConversationStore: @unchecked Sendable {
             self.json = json
         }
 
-        private struct Fields: Decodable { var sender: String; var content: String }
-        private var fields: Fields? { try? JSONDecoder().decode(Fields.self, from: Data(json)) }
+        struct Fields: Decodable { var sender: String; var content: String }
+        var fields: Fields? { try? JSONDecoder().decode(Fields.self, from: Data(json)) }
         /// The sender (decoded from `json`).
         public var sender: String { fields?.sender ?? "" }
         /// The content (decoded from `json`).
@@ -183,7 +183,7 @@ public final class ConversationStore: @unchecked Sendable {
         segments = log.segments.map(\.baseOffset)
         let logEnd = log.endOffset
         let started = DispatchTime.now()
-        let restored = Self.restore(indexDirectory: indexDirectory, log: log, reader: reader, options: options)
+        let restored = Self.restore(indexDirectory: indexDirectory, logEnd: log.endOffset, reader: reader, clientIDWindow: options.clientIDWindow)
         index = try restored.index ?? MessageIndex.create(path: indexDirectory + "/" + Self.indexFileName)
         writer = LogWriter(log: log)
         let start: Int64
@@ -221,22 +221,26 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// What a checkpoint gave, or why there is none to use.
-    private struct Restored {
+    struct Restored {
         var checkpoint: ChatCheckpoint?
         var index: MessageIndex?
         var reason: String?
     }
 
-    private static func restore(indexDirectory: String, log: Log, reader: BatchReader, options: Options) -> Restored {
+    /// The checkpoint in `indexDirectory` and the index it names, when both fit the log (which ends at
+    /// `logEnd`, its batches read through `reader`) and the checkpoint kept client ids for at least
+    /// `clientIDWindow` ms; else why not. `readOnly` opens the index without cutting what lies past the
+    /// checkpoint (for readers beside a running server).
+    static func restore(indexDirectory: String, logEnd: Int64, reader: BatchReader, clientIDWindow: Int64, readOnly: Bool = false) -> Restored {
         let path = indexDirectory + "/" + ChatCheckpoint.fileName
         guard FileSystem.exists(path) else { return Restored(reason: "no checkpoint") }
         do {
             let checkpoint = try ChatCheckpoint.decode(try File.openForReading(path).readAll(), path: path)
-            guard checkpoint.nextOffset <= log.endOffset else {
-                return Restored(reason: "the checkpoint covers the log up to offset \(checkpoint.nextOffset), but the log ends at \(log.endOffset)")
+            guard checkpoint.nextOffset <= logEnd else {
+                return Restored(reason: "the checkpoint covers the log up to offset \(checkpoint.nextOffset), but the log ends at \(logEnd)")
             }
-            guard checkpoint.clientIDWindow >= options.clientIDWindow else {
-                return Restored(reason: "the checkpoint kept client ids for \(checkpoint.clientIDWindow) ms, less than the \(options.clientIDWindow) ms asked for")
+            guard checkpoint.clientIDWindow >= clientIDWindow else {
+                return Restored(reason: "the checkpoint kept client ids for \(checkpoint.clientIDWindow) ms, less than the \(clientIDWindow) ms asked for")
             }
             if let mark = checkpoint.lastBatch {
                 var matches = false
@@ -250,14 +254,14 @@ public final class ConversationStore: @unchecked Sendable {
                 return Restored(reason: "the checkpoint names no batch")
             }
             let index = try MessageIndex.open(path: indexDirectory + "/" + indexFileName, generation: checkpoint.indexGeneration,
-                                              end: checkpoint.indexEnd)
+                                              end: checkpoint.indexEnd, readOnly: readOnly)
             return Restored(checkpoint: checkpoint, index: index)
         } catch {
             return Restored(reason: "\(error)")
         }
     }
 
-    private func load(_ checkpoint: ChatCheckpoint) {
+    func load(_ checkpoint: ChatCheckpoint) {
         metas.reserveCapacity(checkpoint.conversations.count)
         for (number, conversation) in checkpoint.conversations.enumerated() {
             let n = UInt32(number)
@@ -276,7 +280,7 @@ public final class ConversationStore: @unchecked Sendable {
         lastBatch = checkpoint.lastBatch
     }
 
-    private func noteMembers(_ members: [String], of conversation: UInt32) {
+    func noteMembers(_ members: [String], of conversation: UInt32) {
         for member in members { memberships[member, default: []].append(conversation) }
         if members.count == 2 {
             let pair = Self.pairKey(members)
@@ -284,14 +288,14 @@ public final class ConversationStore: @unchecked Sendable {
         }
     }
 
-    private static func pairKey(_ members: [String]) -> String { members.sorted().joined(separator: "\u{0}") }
+    static func pairKey(_ members: [String]) -> String { members.sorted().joined(separator: "\u{0}") }
 
     // MARK: Applying records (commit thread, or init)
 
     /// Applies one record (at start-up, or on the commit thread) at `offset`, in the batch at `position` of
     /// segment `batch`; returns the new message, if it was one. A record this store cannot read is
     /// skipped (the log is checked by its CRCs; a value from a newer build would be kept in the log).
-    private func apply(id: String, value: UnsafeRawBufferPointer, record known: MessageRecord?, timestamp: Int64,
+    func apply(id: String, value: UnsafeRawBufferPointer, record known: MessageRecord?, timestamp: Int64,
                        offset: Int64, batch segment: Int64, position: Int64, crc: UInt32) -> Message? {
         appliedEnd = offset + 1
         lastBatch = ChatCheckpoint.BatchMark(segment: segment, position: position, crc: crc)
@@ -340,7 +344,7 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Writes the staged index entries; a failure leaves the index unusable until a restart rebuilds it.
-    private func flushIndex() {
+    func flushIndex() {
         do {
             try index.flush()
         } catch {
@@ -350,7 +354,7 @@ public final class ConversationStore: @unchecked Sendable {
 
     /// Notes that the index cannot be trusted: reads through it fail with `problem`, no checkpoint names
     /// it, and the one on disk is removed so that the next start rebuilds the index from the log.
-    private func markIndexBroken(_ problem: String) {
+    func markIndexBroken(_ problem: String) {
         let first = lock.withLock { () -> Bool in
             defer { if indexProblem == nil { indexProblem = problem } }
             return indexProblem == nil
@@ -361,7 +365,7 @@ public final class ConversationStore: @unchecked Sendable {
     // MARK: Appending
 
     /// Appends one record durably and applies it; returns the message for a message.
-    private func append(id: String, record: MessageRecord) async throws -> (message: Message?, timestamp: Int64) {
+    func append(id: String, record: MessageRecord) async throws -> (message: Message?, timestamp: Int64) {
         let value: [UInt8]
         switch record {
         case .created(let members, let by): value = MessageRecord.encodeCreated(members: members, by: by ?? "")
@@ -395,7 +399,7 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Requests between their check (a pair's conversation, a client id) and their commit.
-    private let claims = InFlightClaims<String>()
+    let claims = InFlightClaims<String>()
 
     /// Creates a conversation of `members` (`ChatRules.members`: repeats dropped, 2 to 256 ids, the
     /// creator among them; `ChatError` otherwise); returns its id, and false for `created` when they are
@@ -412,7 +416,7 @@ public final class ConversationStore: @unchecked Sendable {
         }
     }
 
-    private func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
+    func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
@@ -444,7 +448,7 @@ public final class ConversationStore: @unchecked Sendable {
 
     /// The message `sender` posted to `id` with `clientID` within the window, if any: each candidate of
     /// the fingerprint is read back (through the index) and its sender and client id compared.
-    private func earlier(in id: String, sender: String, clientID: String) throws -> (seq: Int, timestamp: Int64)? {
+    func earlier(in id: String, sender: String, clientID: String) throws -> (seq: Int, timestamp: Int64)? {
         guard let (number, candidates) = lock.withLock({ () -> (UInt32, [ClientIDWindow.Entry])? in
             guard let number = numbers[id] else { return nil }
             return (number, clientIDs.candidates(ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID)))
@@ -458,335 +462,4 @@ public final class ConversationStore: @unchecked Sendable {
         }
         return nil
     }
-
-    // MARK: Reading
-
-    /// The seq of the newest message of `id` (0 when it has none).
-    public func lastSeq(of id: String) -> Int {
-        lock.withLock { numbers[id].map { metas[Int($0)].lastSeq } ?? 0 }
-    }
-
-    /// The members of conversation `id`, or nil if there is none.
-    public func members(of id: String) -> [String]? {
-        lock.withLock { numbers[id].map { metas[Int($0)].members } }
-    }
-
-    /// Which messages a page holds: at most `limit` of them, always in seq order.
-    public enum Page: Sendable, Equatable {
-        /// The oldest ones with seq > the given one (reading forward from a cursor).
-        case after(Int)
-        /// The newest ones with seq < the given one (scrolling back from the oldest one shown).
-        case before(Int)
-        /// The newest ones (a chat opens at the bottom).
-        case latest
-    }
-
-    /// The seqs of `page` (at most `limit`) among `last` messages, and whether more lie beyond it in its
-    /// direction (newer ones for `.after`, older ones for `.before` and `.latest`).
-    static func seqs(of page: Page, limit: Int, last: Int) -> (seqs: ClosedRange<Int>?, more: Bool) {
-        let limit = max(limit, 0)
-        let start: Int, end: Int, more: Bool  // message seq n is at index n - 1: indexes start ..< end
-        switch page {
-        case .after(let seq):
-            start = min(max(seq, 0), last)
-            end = min(start + min(limit, last - start), last)
-            more = end < last
-        case .before(let seq):
-            end = min(max(seq - 1, 0), last)
-            start = max(end - limit, 0)
-            more = start > 0
-        case .latest:
-            end = last
-            start = max(end - limit, 0)
-            more = start > 0
-        }
-        return (start < end ? (start + 1)...end : nil, more)
-    }
-
-    /// Writes the JSON array of the messages of `page`, at most `limit`, through `write` (their encoded
-    /// bytes, comma-separated); returns whether more lie beyond the page in its direction (newer ones for
-    /// `.after`, older ones for `.before` and `.latest`). A page the cache holds (the newest of a
-    /// conversation used lately) is written from memory under the lock; any other is read from disk
-    /// through the index (outside the lock) and, for `.latest`, kept in the cache. Throws when the disk
-    /// read fails (`LogError` for a damaged batch, `StorageError` for an index that does not fit the log).
-    public func writeMessagesJSON(of id: String, page: Page, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) throws -> Bool {
-        let plan: (number: UInt32, seqs: ClosedRange<Int>, cached: [Message], last: Int, pages: [UInt32])
-        let more: Bool
-        lock.lock()
-        guard let number = numbers[id] else {
-            lock.unlock()
-            return false
-        }
-        let last = metas[Int(number)].lastSeq
-        let (seqs, hasMore) = Self.seqs(of: page, limit: limit, last: last)
-        more = hasMore
-        guard let seqs else {
-            lock.unlock()
-            return more
-        }
-        let run = cache.messages(of: number)
-        if let run, let first = run.first?.seq, seqs.lowerBound >= first {
-            // The memory read: the cache's run ends at the newest message, so it holds the whole page.
-            for seq in seqs {
-                if seq > seqs.lowerBound { withUnsafeBytes(of: UInt8(44)) { write($0) } }
-                run[seq - first].json.withUnsafeBytes(write)
-            }
-            lock.unlock()
-            return more
-        }
-        let cachedFrom = run?.first?.seq ?? (last + 1)
-        plan = (number, seqs, (run ?? []).filter { seqs.contains($0.seq) }, last, metas[Int(number)].pages)
-        lock.unlock()
-        let fromDisk = try readMessages(number: plan.number, id: id, pages: plan.pages,
-                                        seqs: plan.seqs.lowerBound...min(plan.seqs.upperBound, cachedFrom - 1))
-        var first = true
-        for message in fromDisk + plan.cached {
-            if !first { withUnsafeBytes(of: UInt8(44)) { write($0) } }
-            first = false
-            message.json.withUnsafeBytes(write)
-        }
-        if case .latest = page {
-            // The page a chat opens on: keep it, unless the conversation moved on meanwhile.
-            lock.withLock {
-                if metas[Int(plan.number)].lastSeq == plan.last { cache.install(fromDisk + plan.cached, for: plan.number) }
-            }
-        }
-        return more
-    }
-
-    /// The messages of `page` (at most `limit`) and whether more lie beyond it; as `writeMessagesJSON`.
-    public func messages(of id: String, page: Page, limit: Int) throws -> (messages: [Message], hasMore: Bool) {
-        lock.lock()
-        guard let number = numbers[id] else {
-            lock.unlock()
-            return ([], false)
-        }
-        let last = metas[Int(number)].lastSeq
-        let pages = metas[Int(number)].pages
-        let (seqs, more) = Self.seqs(of: page, limit: limit, last: last)
-        let run = cache.messages(of: number) ?? []
-        lock.unlock()
-        guard let seqs else { return ([], more) }
-        let cachedFrom = run.first?.seq ?? (last + 1)
-        var messages: [Message] = []
-        if seqs.lowerBound < cachedFrom {
-            messages = try readMessages(number: number, id: id, pages: pages, seqs: seqs.lowerBound...min(seqs.upperBound, cachedFrom - 1))
-        }
-        messages += run.filter { seqs.contains($0.seq) }
-        return (messages, more)
-    }
-
-    /// The messages of `seqs` read from disk (the cache left out), for tests that compare the two.
-    func messagesFromDisk(of id: String, seqs: ClosedRange<Int>) throws -> [Message] {
-        guard let (number, pages) = lock.withLock({ numbers[id].map { ($0, metas[Int($0)].pages) } }) else { return [] }
-        return try readMessages(number: number, id: id, pages: pages, seqs: seqs)
-    }
-
-    /// A message as its record holds it.
-    struct Stored {
-        var seq: Int
-        var timestamp: Int64
-        var sender: String
-        var content: String
-        var clientID: String?
-        var message: Message { Message(seq: seq, sender: sender, content: content, timestamp: timestamp) }
-    }
-
-    private func readMessages(number: UInt32, id: String, pages: [UInt32], seqs: ClosedRange<Int>) throws -> [Message] {
-        guard seqs.lowerBound <= seqs.upperBound else { return [] }
-        return try readStored(number: number, id: id, pages: pages, seqs: seqs).map(\.message)
-    }
-
-    private func readStored(number: UInt32, id: String, seqs: ClosedRange<Int>) throws -> [Stored] {
-        let pages = lock.withLock { metas[Int(number)].pages }
-        return try readStored(number: number, id: id, pages: pages, seqs: seqs)
-    }
-
-    /// Reads `seqs` of conversation `number` through the index: the entries, then each segment's batches
-    /// in one coalesced read; every record found is checked to be a message of this conversation.
-    private func readStored(number: UInt32, id: String, pages: [UInt32], seqs: ClosedRange<Int>) throws -> [Stored] {
-        if let problem = lock.withLock({ indexProblem }) { throw StorageError(description: problem) }
-        let segments = lock.withLock { self.segments }
-        do {
-            let entries = try index.read(conversation: number, id: id, pages: pages, seqs: seqs)
-            return try Self.read(entries: entries, seqs: seqs, id: id, segments: segments, reader: reader, indexPath: index.path)
-        } catch let inconsistency as MessageIndex.Inconsistency {
-            let problem = "\(inconsistency.description); the next start rebuilds the message index from the log"
-            markIndexBroken(problem)
-            throw StorageError(description: problem)
-        }
-    }
-
-    /// The messages at `entries` (of seqs `seqs`, in order), read from the log.
-    static func read(entries: [MessageIndex.Entry], seqs: ClosedRange<Int>, id: String, segments: [Int64], reader: BatchReader,
-                     indexPath: String) throws -> [Stored] {
-        var found = [Stored?](repeating: nil, count: entries.count)
-        var bySegment: [Int64: [Int64]] = [:]
-        for entry in entries {
-            let segment = Self.segment(holding: entry.offset, in: segments)
-            bySegment[segment, default: []].append(Int64(entry.position))
-        }
-        let key = Array(id.utf8)
-        for (segment, positions) in bySegment.sorted(by: { $0.key < $1.key }) {
-            try reader.read(segment: segment, positions: Array(Set(positions)).sorted()) { _, records in
-                for record in records {
-                    // Entries are in seq order, so in offset order: find the record's.
-                    var low = 0, high = entries.count
-                    while low < high {
-                        let mid = (low + high) / 2
-                        if entries[mid].offset < record.offset { low = mid + 1 } else { high = mid }
-                    }
-                    guard low < entries.count, entries[low].offset == record.offset, found[low] == nil else { continue }
-                    let seq = seqs.lowerBound + low
-                    guard let recordKey = record.key, recordKey.elementsEqual(key), let value = record.value,
-                          case .message(let sender, let content, let clientID)? = MessageRecord.parse(value)
-                    else {
-                        throw MessageIndex.Inconsistency(description: "\(indexPath): seq \(seq) of conversation \(id) points to offset \(record.offset), which is not a message of it")
-                    }
-                    found[low] = Stored(seq: seq, timestamp: record.timestamp, sender: sender, content: content, clientID: clientID)
-                }
-            }
-        }
-        var out: [Stored] = []
-        out.reserveCapacity(found.count)
-        for (i, stored) in found.enumerated() {
-            guard let stored else {
-                let entry = entries[i]
-                throw MessageIndex.Inconsistency(description: "\(indexPath): seq \(seqs.lowerBound + i) of conversation \(id) points to offset \(entry.offset) in the batch at byte \(entry.position) of segment \(segment(holding: entry.offset, in: segments)), which does not hold it")
-            }
-            out.append(stored)
-        }
-        return out
-    }
-
-    /// The base offset of the segment holding `offset`.
-    static func segment(holding offset: Int64, in segments: [Int64]) -> Int64 {
-        var low = 0, high = segments.count
-        while low < high {
-            let mid = (low + high) / 2
-            if segments[mid] <= offset { low = mid + 1 } else { high = mid }
-        }
-        return low == 0 ? 0 : segments[low - 1]
-    }
-
-    /// The conversations `user` is a member of, the most recently active first (ties by id).
-    public func conversations(of user: String) -> [Summary] {
-        lock.withLock {
-            (memberships[user] ?? []).map { number -> Summary in
-                let meta = metas[Int(number)]
-                return Summary(id: meta.id, members: meta.members, lastMessage: meta.newest, activity: meta.newest?.timestamp ?? meta.createdAt)
-            }
-        }.sorted { $0.activity != $1.activity ? $0.activity > $1.activity : $0.id < $1.id }
-    }
-
-    /// Whether `a` and `b` are members of a common conversation (or the same user).
-    public func shareAConversation(_ a: String, _ b: String) -> Bool {
-        if a == b { return true }
-        return lock.withLock {
-            guard let mine = memberships[a], let theirs = memberships[b] else { return false }
-            // Both ascending: a merge.
-            var i = 0, j = 0
-            while i < mine.count && j < theirs.count {
-                if mine[i] == theirs[j] { return true }
-                if mine[i] < theirs[j] { i += 1 } else { j += 1 }
-            }
-            return false
-        }
-    }
-
-    /// What the store holds in memory, for `presence serve`'s log and the benchmarks.
-    public struct Statistics: Sendable {
-        public var conversations: Int
-        public var messages: Int
-        public var cachedConversations: Int
-        public var cacheBytes: Int
-        public var cacheEvictions: Int
-        public var clientIDs: Int
-    }
-
-    public var statistics: Statistics {
-        lock.withLock {
-            Statistics(conversations: metas.count, messages: metas.reduce(0) { $0 + $1.lastSeq }, cachedConversations: cache.count,
-                       cacheBytes: cache.used, cacheEvictions: cache.evictions, clientIDs: clientIDs.count)
-        }
-    }
-
-    // MARK: Checkpoints
-
-    /// The checkpoint of the state applied so far (commit thread, or init). The metadata is copied (copy
-    /// on write: the arrays are shared until the next change) and encoded by the caller.
-    private func encodeCheckpoint() -> ChatCheckpoint {
-        let (metas, clientIDs) = lock.withLock { (self.metas, self.clientIDs) }
-        var mark = lastBatch
-        if var known = mark {
-            // The live path does not keep CRCs: read the batch's back once, here.
-            try? reader.read(segment: known.segment, positions: [known.position]) { header, _ in known.crc = header.crc }
-            mark = known
-        }
-        return ChatCheckpoint(
-            nextOffset: appliedEnd, lastBatch: appliedEnd == 0 ? nil : mark, indexGeneration: index.generation, indexEnd: index.end,
-            newest: clientIDs.newest, clientIDWindow: options.clientIDWindow,
-            conversations: metas.map { meta in
-                ChatCheckpoint.Conversation(id: meta.id, members: meta.members, createdAt: meta.createdAt, lastSeq: meta.lastSeq,
-                                            lastTimestamp: meta.lastTimestamp, pages: meta.pages, newestJSON: meta.newest?.json)
-            },
-            clientIDs: clientIDs.all)
-    }
-
-    /// Makes the index durable, then replaces the checkpoint file with `checkpoint`.
-    private func writeCheckpoint(_ checkpoint: ChatCheckpoint) throws {
-        guard lock.withLock({ indexProblem == nil }) else { return }
-        try index.sync()
-        let file = try AtomicFileWriter(path: indexDirectory + "/" + ChatCheckpoint.fileName)
-        let bytes = checkpoint.encoded()
-        var failure: LogError?
-        bytes.withUnsafeBytes { raw in
-            do throws(LogError) { try file.write(raw) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        try file.commit()
-    }
-
-    /// On the commit thread after each request: starts a checkpoint in the background when one is due
-    /// and none is being written.
-    private func checkpointIfDue() {
-        recordsSinceCheckpoint += 1
-        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - lastCheckpoint.uptimeNanoseconds) / 1e9
-        guard recordsSinceCheckpoint >= options.checkpointEveryRecords || elapsed >= options.checkpointEverySeconds else { return }
-        guard lock.withLock({ () -> Bool in
-            if checkpointRunning { return false }
-            checkpointRunning = true
-            return true
-        }) else { return }
-        recordsSinceCheckpoint = 0
-        lastCheckpoint = DispatchTime.now()
-        let checkpoint = UnsafeTransfer(encodeCheckpoint())
-        checkpointQueue.async { [self] in
-            do { try writeCheckpoint(checkpoint.value) } catch {
-                // The next one, or `close`, tries again; a restart replays more of the log meanwhile.
-            }
-            lock.withLock { checkpointRunning = false }
-        }
-    }
-
-    /// Writes a checkpoint now (between commits: call it from the writer's completion or when nothing is
-    /// being posted), for tests and tools.
-    public func checkpoint() throws {
-        checkpointQueue.sync {}
-        try writeCheckpoint(encodeCheckpoint())
-    }
-
-    /// Commits what is pending, closes the log cleanly and writes a checkpoint, so that the next start
-    /// reads nothing of the log.
-    public func close() throws {
-        try writer.close()
-        checkpointQueue.sync {}
-        try writeCheckpoint(encodeCheckpoint())
-    }
-}
-
-/// A value handed to another thread that alone uses it from then on.
-private struct UnsafeTransfer<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }

@@ -81,9 +81,10 @@ final class MessageIndex: @unchecked Sendable {
     /// Opens the index at `path` as a checkpoint left it: its generation must be `generation` and it must
     /// hold at least `end` bytes; what lies past `end` (pages allocated after the checkpoint) is cut, to
     /// be allocated again as the log's tail is replayed. Throws `Inconsistency` when it does not fit.
-    static func open(path: String, generation: UInt64, end: Int64) throws -> MessageIndex {
+    /// `readOnly` (`presence messages`, `audit`, beside a running server): nothing is cut or written.
+    static func open(path: String, generation: UInt64, end: Int64, readOnly: Bool = false) throws -> MessageIndex {
         guard FileSystem.exists(path) else { throw Inconsistency(description: "\(path) is missing") }
-        let file = try File.openForWriting(path)
+        let file = readOnly ? try File.openForReading(path) : try File.openForWriting(path)
         let size = try file.size()
         var header = [UInt8](repeating: 0, count: Int(headerSize))
         let got = try readInto(&header, count: header.count, from: file, at: 0)
@@ -97,7 +98,7 @@ final class MessageIndex: @unchecked Sendable {
         guard size >= end, end >= headerSize else {
             throw Inconsistency(description: "\(path): \(size) bytes, but the checkpoint needs \(end) (the file was cut)")
         }
-        if size > end { try file.truncate(to: end) }
+        if size > end && !readOnly { try file.truncate(to: end) }
         return MessageIndex(path: path, file: file, generation: generation, end: end)
     }
 

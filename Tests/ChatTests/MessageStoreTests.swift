@@ -364,3 +364,76 @@ import TestSupport
         _ = directory
     }
 }
+
+/// The store read offline (`presence messages`) and audited (`presence audit`), against the live store.
+@Suite struct MessageHistoryAndAuditTests {
+    static let pages: [ConversationStore.Page] = [.latest, .after(0), .after(37), .after(95), .before(101), .before(40), .before(1)]
+
+    /// Every page the offline reader gives equals the live store's, for each limit.
+    static func expectSamePages(_ data: String, _ store: ConversationStore, _ id: String, how: String) throws {
+        for page in pages {
+            for limit in [1, 7, 200] {
+                let live = try store.messages(of: id, page: page, limit: limit)
+                let offline = try #require(try MessageHistory.read(data: data, conversation: id, page: page, limit: limit))
+                #expect(offline.messages == live.messages && offline.hasMore == live.hasMore, "\(page) limit \(limit)")
+                #expect(offline.how.contains(how), "\(offline.how)")
+            }
+        }
+    }
+
+    @Test func theOfflineReaderGivesTheServersPagesThroughTheIndexAndByScanning() async throws {
+        let scratch = Scratch()
+        let (directory, store) = try MessageStoreTests.open(scratch.path, cache: 0)
+        let (chat, group) = try await MessageStoreTests.fill(store, count: 60)
+        try store.checkpoint()
+        // After the checkpoint: the tail the reader scans.
+        _ = try await MessageStoreTests.fill(store, count: 40, from: 61)
+        let chats = store.conversations(of: "alice").map(\.id)
+        let late = try #require(chats.first { $0 != chat && $0 != group })
+        try Self.expectSamePages(scratch.path, store, chat, how: "read through the message index (checkpoint at offset")
+        try Self.expectSamePages(scratch.path, store, late, how: "read through the message index")
+        #expect(try MessageHistory.read(data: scratch.path, conversation: "conv_none", page: .latest, limit: 5) == nil)
+        // Without the checkpoint: the whole log is scanned, with the same answers.
+        try FileSystem.remove(scratch.path + "/messages-index/checkpoint")
+        try Self.expectSamePages(scratch.path, store, chat, how: "no checkpoint: read by scanning the whole log")
+        try store.close()
+        _ = directory
+    }
+
+    @Test func theAuditChecksEveryIndexedMessageAndTheCheckpointAgainstTheLog() async throws {
+        let scratch = Scratch()
+        var directory: DataDirectory?
+        do {
+            let (opened, store) = try MessageStoreTests.open(scratch.path)
+            let (chat, _) = try await MessageStoreTests.fill(store, count: 50)
+            try store.checkpoint()
+            _ = try await store.post(to: chat, sender: "bob", content: "after the checkpoint")
+            let clean = try #require(try MessageAudit.run(data: scratch.path))
+            #expect(clean.exitCode == 0, "\(clean.cacheProblems) \(clean.disagreements)")
+            #expect(clean.conversations == 2 && clean.messages == 101 && clean.entriesChecked == 100 && clean.recordsAfterCheckpoint == 1)
+            try store.close()
+            directory = opened
+        }
+        directory = nil
+        let closed = try #require(try MessageAudit.run(data: scratch.path))
+        #expect(closed.exitCode == 0 && closed.entriesChecked == 101 && closed.recordsAfterCheckpoint == 0)
+        // An entry pointing at another message of the log (its check recomputed): corruption, named.
+        let file = try File.openForWriting(scratch.path + "/messages-index/index")
+        var entry = [UInt8](repeating: 0, count: 16)
+        _ = try readInto(&entry, count: 16, from: file, at: MessageIndex.headerSize + 2 * 16)
+        let offset = entry.withUnsafeBytes { Int64(bigEndian: $0.loadUnaligned(as: Int64.self)) }
+        let position = entry.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) }
+        var forged = ByteWriter()
+        forged.i64(offset + 2); forged.u32(position); forged.u32(MessageIndex.check(conversation: 0, seq: 3, .init(offset: offset + 2, position: position)))
+        try file.write(forged.buffer, at: MessageIndex.headerSize + 2 * 16)
+        let damaged = try #require(try MessageAudit.run(data: scratch.path))
+        #expect(damaged.exitCode == 2 && damaged.disagreementCount == 1)
+        #expect(damaged.disagreements.first?.contains("seq 3 of conversation") == true, "\(damaged.disagreements)")
+        // No checkpoint: nothing to compare, a cache to rebuild (an anomaly).
+        try FileSystem.remove(scratch.path + "/messages-index/checkpoint")
+        let missing = try #require(try MessageAudit.run(data: scratch.path))
+        #expect(missing.exitCode == 1 && missing.cacheProblems.count == 1 && missing.entriesChecked == 0)
+        #expect(try MessageAudit.run(data: scratch.file("nothing")) == nil)
+        _ = directory
+    }
+}
