@@ -48,6 +48,18 @@ extension ConversationStore {
         return (start < end ? (start + 1)...end : nil, more)
     }
 
+    /// Whether `page` of `id` would be answered from memory (the cache holds it, or it is empty): the
+    /// snapshot's fast path, on an event loop, answers only those and hands the rest, which read the disk,
+    /// to the route. A hint: a message posted meanwhile may move the page.
+    public func pageIsInMemory(of id: String, page: Page, limit: Int) -> Bool {
+        lock.withLock {
+            guard let number = numbers[id] else { return true }
+            guard let seqs = Self.seqs(of: page, limit: limit, last: metas[Int(number)].lastSeq).seqs else { return true }
+            guard let first = cache.firstSeq(of: number) else { return false }
+            return seqs.lowerBound >= first
+        }
+    }
+
     /// Writes the JSON array of the messages of `page`, at most `limit`, through `write` (their encoded
     /// bytes, comma-separated); returns whether more lie beyond the page in its direction (newer ones for
     /// `.after`, older ones for `.before` and `.latest`). A page the cache holds (the newest of a

@@ -111,6 +111,17 @@ public final class ConversationStore: @unchecked Sendable {
     public static let indexDirectoryName = "messages-index"
     static let indexFileName = "index"
 
+    /// The value of a `created` record, as the store writes it (`MessageRecord`): for tools that write a
+    /// messages log directly (the benchmark's generator).
+    public static func createdRecordValue(members: [String], by creator: String) -> [UInt8] {
+        MessageRecord.encodeCreated(members: members, by: creator)
+    }
+
+    /// The value of a `message` record, as the store writes it (`MessageRecord`).
+    public static func messageRecordValue(sender: String, content: String, clientID: String?) -> [UInt8] {
+        MessageRecord.encodeMessage(sender: sender, content: content, clientID: clientID)
+    }
+
     /// A message as the API shows it: `{"seq":..,"sender":..,"content":..,"ts":".."}`, encoded once (every
     /// snapshot that includes the message copies these bytes).
     public struct Message: Sendable, Equatable {

@@ -59,6 +59,11 @@ struct MessageCache {
 
     static func cost(_ message: Message) -> Int { message.json.count + overhead }
 
+    /// The first seq of the run held for `conversation`, if any, without making it the most recently used.
+    func firstSeq(of conversation: UInt32) -> Int? {
+        slots[conversation]?.messages.first?.seq
+    }
+
     /// The run held for `conversation`, if any; makes it the most recently used.
     mutating func messages(of conversation: UInt32) -> [Message]? {
         guard let slot = slots[conversation] else { return nil }
