@@ -174,6 +174,18 @@ public final class ConversationStore: @unchecked Sendable {
         public let description: String
     }
 
+    /// What applying one record did: a message's seq and time, `repeated` when the record repeated a
+    /// message its sender had already posted with the same client id (it is in the log, but no message).
+    public struct Applied: Sendable, Equatable {
+        public var seq: Int
+        public var timestamp: Int64
+        public var repeated: Bool
+    }
+
+    /// Where the store's records go instead of straight to the local log: in cluster mode, the cluster's
+    /// chat stream, whose every message each node hands to `commit` (set once, before the server starts).
+    public var replicate: (@Sendable (RecordBuffer) async throws -> [Applied?])?
+
     // MARK: Opening
 
     /// Opens the messages log (recovering it if needed), restores the newest checkpoint that fits it and
@@ -212,7 +224,7 @@ public final class ConversationStore: @unchecked Sendable {
             for record in records where record.offset >= start {
                 guard let key = record.key, let value = record.value else { continue }
                 _ = apply(id: String(decoding: key, as: UTF8.self), value: value, record: nil, timestamp: record.timestamp,
-                          offset: record.offset, batch: info.segment.baseOffset, position: info.position, crc: info.header.crc)
+                          offset: record.offset, batch: info.segment.baseOffset, position: info.position, crc: info.header.crc, live: false)
                 replayed += 1
             }
             if index.stagedCount >= 1 << 16 { flushIndex() }
@@ -306,8 +318,12 @@ public final class ConversationStore: @unchecked Sendable {
     /// Applies one record (at start-up, or on the commit thread) at `offset`, in the batch at `position` of
     /// segment `batch`; returns the new message, if it was one. A record this store cannot read is
     /// skipped (the log is checked by its CRCs; a value from a newer build would be kept in the log).
+    /// A message whose client id its sender already used in the conversation within the client-id window is
+    /// a repeat: it is in the log but is no message (no seq), decided here, in log order, so that every
+    /// replica and every replay decides alike (in cluster mode two nodes can each append one send of a
+    /// retried message). `live`: a new record (its message goes into the cache), not a replay.
     func apply(id: String, value: UnsafeRawBufferPointer, record known: MessageRecord?, timestamp: Int64,
-                       offset: Int64, batch segment: Int64, position: Int64, crc: UInt32) -> Message? {
+               offset: Int64, batch segment: Int64, position: Int64, crc: UInt32, live: Bool) -> (applied: Applied, message: Message?)? {
         appliedEnd = offset + 1
         lastBatch = ChatCheckpoint.BatchMark(segment: segment, position: position, crc: crc)
         guard let record = known ?? MessageRecord.parse(value) else {
@@ -331,6 +347,10 @@ public final class ConversationStore: @unchecked Sendable {
                 lock.withLock { clientIDs.observe(timestamp) }
                 return nil
             }
+            if let clientID, let earlier = repeatOf(number: number, id: id, sender: sender, clientID: clientID) {
+                lock.withLock { clientIDs.observe(timestamp) }
+                return (Applied(seq: earlier.seq, timestamp: earlier.timestamp, repeated: true), nil)
+            }
             let seq = metas[Int(number)].lastSeq + 1
             var pages = metas[Int(number)].pages
             let (page, _) = MessageIndex.place(seq)
@@ -343,15 +363,26 @@ public final class ConversationStore: @unchecked Sendable {
                 metas[Int(number)].lastSeq = seq
                 metas[Int(number)].lastTimestamp = timestamp
                 metas[Int(number)].newest = message
-                if known != nil { cache.append(message, to: number) }
+                if live { cache.append(message, to: number) }
                 clientIDs.observe(timestamp)
                 if let clientID {
                     clientIDs.record(ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID),
                                      ClientIDWindow.Entry(seq: UInt32(truncatingIfNeeded: seq), timestamp: timestamp))
                 }
             }
-            return message
+            return (Applied(seq: seq, timestamp: timestamp, repeated: false), message)
         }
+    }
+
+    /// The earlier message of this key within the window, if any (commit thread, or init): the staged
+    /// index entries are written first, so that the candidates can be read back through the index.
+    private func repeatOf(number: UInt32, id: String, sender: String, clientID: String) -> (seq: Int, timestamp: Int64)? {
+        let fingerprint = ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID)
+        guard !lock.withLock({ clientIDs.candidates(fingerprint).isEmpty }) else { return nil }
+        flushIndex()
+        // A read that fails (a damaged index: reads fail until a restart rebuilds it) cannot confirm: the
+        // restart's replay decides again from the log.
+        return try? earlier(in: id, sender: sender, clientID: clientID)
     }
 
     /// Writes the staged index entries; a failure leaves the index unusable until a restart rebuilds it.
@@ -376,37 +407,53 @@ public final class ConversationStore: @unchecked Sendable {
     // MARK: Appending
 
     /// Appends one record durably and applies it; returns the message for a message.
-    func append(id: String, record: MessageRecord) async throws -> (message: Message?, timestamp: Int64) {
+    func append(id: String, record: MessageRecord) async throws -> Applied? {
         let value: [UInt8]
         switch record {
         case .created(let members, let by): value = MessageRecord.encodeCreated(members: members, by: by ?? "")
         case .message(let sender, let content, let clientID): value = MessageRecord.encodeMessage(sender: sender, content: content, clientID: clientID)
         }
-        let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
         var records = RecordBuffer()
-        records.append(timestamp: timestamp, key: Array(id.utf8), value: value)
-        let result: Result<Message?, LogError> = await withCheckedContinuation { continuation in
+        records.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: Array(id.utf8), value: value)
+        let applied = if let replicate { try await replicate(records) } else { try await commit(records) }
+        return applied.first ?? nil
+    }
+
+    /// Appends `records` to the local messages log, then applies them in log order on the commit thread
+    /// (each indexed where its batch went) and tells the observer of each new message; returns what each
+    /// did. The single node's write path, and what every node of a cluster does with each message of the
+    /// chat stream.
+    public func commit(_ records: RecordBuffer) async throws -> [Applied?] {
+        let result: Result<[Applied?], LogError> = await withCheckedContinuation { continuation in
             writer.append(records) { [self] result in
                 switch result {
                 case .success(let ack):
-                    let offset = ack.offsets.lowerBound
-                    let batch = ack.batches.last { $0.baseOffset <= offset } ?? WrittenBatch(baseOffset: offset, lastOffset: offset, segment: 0, position: 0, size: 0)
-                    // The batch's CRC, for the checkpoint's check that it names this log: read back only
-                    // when a checkpoint is written (`lastBatch` keeps the place).
-                    let message = value.withUnsafeBytes { raw in
-                        apply(id: id, value: raw, record: record, timestamp: timestamp, offset: offset,
-                              batch: batch.segment, position: batch.position, crc: 0)
+                    var applied: [Applied?] = []
+                    var new: [(String, Message)] = []
+                    for index in 0..<records.count {
+                        let offset = ack.offsets.lowerBound + Int64(index)
+                        let batch = ack.batches.last { $0.baseOffset <= offset }
+                            ?? WrittenBatch(baseOffset: offset, lastOffset: offset, segment: 0, position: 0, size: 0)
+                        // The batch's CRC, for the checkpoint's check that it names this log: read back only
+                        // when a checkpoint is written (`lastBatch` keeps the place).
+                        let outcome = records.withRecord(at: index) { key, value in
+                            apply(id: key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: value, record: nil,
+                                  timestamp: records.timestamp(at: index), offset: offset, batch: batch.segment,
+                                  position: batch.position, crc: 0, live: true)
+                        }
+                        applied.append(outcome?.applied)
+                        if let message = outcome?.message, let key = records.key(at: index) { new.append((String(decoding: key, as: UTF8.self), message)) }
                     }
                     flushIndex()
-                    if let message, let messageObserver { messageObserver(id, message) }
-                    continuation.resume(returning: .success(message))
+                    if let messageObserver { for (id, message) in new { messageObserver(id, message) } }
+                    continuation.resume(returning: .success(applied))
                     checkpointIfDue()
                 case .failure(let error):
                     continuation.resume(returning: .failure(error))
                 }
             }
         }
-        return (try result.get(), timestamp)
+        return try result.get()
     }
 
     /// Requests between their check (a pair's conversation, a client id) and their commit.
@@ -433,6 +480,11 @@ public final class ConversationStore: @unchecked Sendable {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         } while lock.withLock({ numbers[id] != nil })
         _ = try await append(id: id, record: .created(members: members, by: creator))
+        // In cluster mode a conversation of the same pair created on another node at the same moment may
+        // have come first in the stream: then that one is "the" conversation of the two.
+        if members.count == 2, let first = lock.withLock({ pairs[Self.pairKey(members)].map { metas[Int($0)].id } }), first != id {
+            return (first, false)
+        }
         return (id, true)
     }
 
@@ -447,13 +499,13 @@ public final class ConversationStore: @unchecked Sendable {
         try ChatRules.message(content: content, clientID: clientID)
         _ = try Access(chat: self).conversation(id, for: sender).get()
         guard let clientID else {
-            let (message, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: nil))
-            return (message?.seq ?? 0, timestamp, false)
+            let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: nil))
+            return (applied?.seq ?? 0, applied?.timestamp ?? 0, false)
         }
         return try await claims.holding(["sent\u{0}\(id)\u{0}\(sender)\u{0}\(clientID)"]) {
             if let sent = try earlier(in: id, sender: sender, clientID: clientID) { return (sent.seq, sent.timestamp, true) }
-            let (message, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
-            return (message?.seq ?? 0, timestamp, false)
+            let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
+            return (applied?.seq ?? 0, applied?.timestamp ?? 0, applied?.repeated ?? false)
         }
     }
 

@@ -152,12 +152,16 @@ public enum MessageAudit {
         var metas: [Meta] = []
         var numbers: [String: UInt32] = [:]
         var clientIDs: ClientIDWindow
+        /// Every (conversation, sender, client id) of a message with its time, for repeats: by the whole key,
+        /// not a fingerprint. Entries past the window are dropped when the table has doubled.
+        var sent: [String: Int64] = [:]
+        var sweepAt = 1 << 16
 
         init(window: Int64) { clientIDs = ClientIDWindow(window: window) }
 
-        /// Applies a record; returns the conversation number and seq of a message.
+        /// Applies a record; returns the conversation number and seq of a message (nil for a repeat).
         mutating func apply(_ record: RecordView) -> (number: UInt32, seq: Int)? {
-            clientIDs.observe(record.timestamp)
+            defer { clientIDs.observe(record.timestamp) }
             guard let key = record.key, let value = record.value, let parsed = MessageRecord.parse(value) else { return nil }
             let id = String(decoding: key, as: UTF8.self)
             switch parsed {
@@ -169,6 +173,17 @@ public enum MessageAudit {
                 return nil
             case .message(let sender, let content, let clientID):
                 guard let number = numbers[id] else { return nil }
+                if let clientID {
+                    // The store's rule: a key used within the window (before this record) is a repeat.
+                    let full = "\(number)\u{0}\(sender)\u{0}\(clientID)"
+                    let cutoff = clientIDs.cutoff
+                    if let earlier = sent[full], earlier >= cutoff { return nil }
+                    sent[full] = record.timestamp
+                    if sent.count >= sweepAt {
+                        sent = sent.filter { $0.value >= cutoff }
+                        sweepAt = max(1 << 16, sent.count * 2)
+                    }
+                }
                 let seq = metas[Int(number)].lastSeq + 1
                 metas[Int(number)].lastSeq = seq
                 metas[Int(number)].lastTimestamp = record.timestamp

@@ -39,18 +39,25 @@ public enum MessageHistory {
         let restored = ConversationStore.restore(indexDirectory: indexDirectory, logEnd: .max, reader: reader, clientIDWindow: 0, readOnly: true)
         if let checkpoint = restored.checkpoint, let index = restored.index {
             do {
-                return try read(id: id, page: page, limit: limit, from: checkpoint, index: index, logReader: logReader, reader: reader)
+                if let found = try read(id: id, page: page, limit: limit, from: checkpoint, index: index, logReader: logReader, reader: reader) {
+                    return found
+                }
+                return try scan(id: id, page: page, limit: limit, window: checkpoint.clientIDWindow, logReader: logReader,
+                                why: "messages with client ids after the checkpoint (whether one repeats an earlier one is decided in log order): read by scanning the whole log")
             } catch let inconsistency as MessageIndex.Inconsistency {
-                return try scan(id: id, page: page, limit: limit, logReader: logReader,
+                return try scan(id: id, page: page, limit: limit, window: checkpoint.clientIDWindow, logReader: logReader,
                                 why: "\(inconsistency.description): read by scanning the whole log (run `presence audit`)")
             }
         }
-        return try scan(id: id, page: page, limit: limit, logReader: logReader,
+        return try scan(id: id, page: page, limit: limit, window: ConversationStore.Options().clientIDWindow, logReader: logReader,
                         why: "\(restored.reason ?? "no checkpoint"): read by scanning the whole log")
     }
 
+    /// The page through the index; nil (a full scan is needed) when the log after the checkpoint holds a
+    /// message of this conversation with a client id, which may be a repeat of one before the checkpoint.
+    /// `.some(nil)`: no such conversation.
     private static func read(id: String, page: ConversationStore.Page, limit: Int, from checkpoint: ChatCheckpoint, index: MessageIndex,
-                             logReader: LogReader, reader: BatchReader) throws -> Result? {
+                             logReader: LogReader, reader: BatchReader) throws -> Result?? {
         let number = checkpoint.conversations.firstIndex { $0.id == id }
         let known = number.map { checkpoint.conversations[$0] }
         var members = known?.members
@@ -58,6 +65,7 @@ public enum MessageHistory {
         // The log after the checkpoint: this conversation's messages there (usually few).
         var tail: [ConversationStore.Stored] = []
         var seq = indexed
+        var clientIDsInTail = false
         let key = Array(id.utf8)
         let summary = try logReader.forEachRecord(from: .offset(checkpoint.nextOffset)) { record in
             guard let recordKey = record.key, recordKey.elementsEqual(key), let value = record.value,
@@ -67,12 +75,17 @@ public enum MessageHistory {
                 if members == nil { members = list }
             case .message(let sender, let content, let clientID):
                 guard members != nil else { return true }
+                if clientID != nil {
+                    clientIDsInTail = true
+                    return false
+                }
                 seq += 1
                 tail.append(.init(seq: seq, timestamp: record.timestamp, sender: sender, content: content, clientID: clientID))
             }
             return true
         }
-        guard let members else { return nil }
+        if clientIDsInTail { return nil }
+        guard let members else { return .some(nil) }
         let (seqs, more) = ConversationStore.seqs(of: page, limit: limit, last: seq)
         var messages: [ConversationStore.Message] = []
         if let seqs, let number, let known, seqs.lowerBound <= indexed {
@@ -88,13 +101,18 @@ public enum MessageHistory {
     }
 
     /// The page found by reading the whole log, keeping only the messages that can be on it.
-    private static func scan(id: String, page: ConversationStore.Page, limit: Int, logReader: LogReader, why: String) throws -> Result? {
+    private static func scan(id: String, page: ConversationStore.Page, limit: Int, window: Int64, logReader: LogReader,
+                             why: String) throws -> Result? {
         var members: [String]?
         var seq = 0
+        // Repeats, as the store decides them: a (sender, client id) used within the window before this record.
+        var newest = Int64.min
+        var sent: [String: Int64] = [:]
         var kept: [ConversationStore.Stored] = []
         let limit = max(limit, 0)
         let key = Array(id.utf8)
         try logReader.forEachRecord { record in
+            defer { newest = max(newest, record.timestamp) }
             guard let recordKey = record.key, recordKey.elementsEqual(key), let value = record.value,
                   let parsed = MessageRecord.parse(value) else { return true }
             switch parsed {
@@ -102,6 +120,11 @@ public enum MessageHistory {
                 if members == nil { members = list }
             case .message(let sender, let content, let clientID):
                 guard members != nil else { return true }
+                if let clientID {
+                    let full = sender + "\u{0}" + clientID
+                    if let earlier = sent[full], newest != Int64.min, earlier >= newest &- window { return true }
+                    sent[full] = record.timestamp
+                }
                 seq += 1
                 let stored = ConversationStore.Stored(seq: seq, timestamp: record.timestamp, sender: sender, content: content, clientID: clientID)
                 switch page {

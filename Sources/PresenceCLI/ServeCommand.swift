@@ -30,7 +30,9 @@ struct ServeCommand: AsyncParsableCommand {
             this node (--node) may post nothing.
 
             Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port). \
-            Nothing is created in DIR before the port is bound.
+            Nothing is created in DIR before the port is bound. Open http://HOST:PORT/ in a browser for the \
+            web console: a chat view (a user's token) and an audit view (an operator's token); with --dev \
+            its sign-in form mints the token.
 
             \(apiSummary)
             """
@@ -74,7 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How far back in the messages log's time a message's client_id is remembered: a retry within it gets the first post's seq and posts nothing.", valueName: "duration"))
     var clientIDWindow: String = "24h"
 
-    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (3 replicas, file storage) and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
+    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (presence events) or CHAT (conversations and messages), 3 replicas, file storage, and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
     var cluster: String?
 
     @Option(help: ArgumentHelp("Cluster mode: copies of the stream, when this node creates it (1, 3 or 5).", valueName: "n"))
@@ -82,6 +84,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
+
+    @Option(help: ArgumentHelp("Shown presence changes kept (about 50 bytes each) for WebSocket clients that come back with the cursor they had reached ({\"op\":\"open\",..,\"presence_cursor\":N}): they get each change they missed instead of a fresh view. 0 keeps none.", valueName: "changes"))
+    var resumeWindow: Int = PresenceNode.defaultResumeWindow
 
     @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
     var heartbeatInterval: String = "5s"
@@ -119,6 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
+            configuration.developmentTokens = secret == TokenAuthority.developmentSecret
             if secret == TokenAuthority.developmentSecret {
                 printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
             }
@@ -132,6 +138,7 @@ struct ServeCommand: AsyncParsableCommand {
             let leaseTime = try parseDuration(lease, option: "--lease")
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
+            guard resumeWindow >= 0 else { throw ValidationError("--resume-window must be 0 or more") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
             var chat = ConversationStore.Options()
             chat.cacheBytes = try parseSize(messageCache, option: "--message-cache")
@@ -140,10 +147,9 @@ struct ServeCommand: AsyncParsableCommand {
             if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
             guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
             let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                         pushQueueLimit: pushQueueLimit, chat: chat, clusterMode: servers != nil, logger: logger)
+                                         pushQueueLimit: pushQueueLimit, resumeWindow: resumeWindow, chat: chat, clusterMode: servers != nil, logger: logger)
             if let servers {
-                try await state.joinCluster(.init(servers: servers, stream: PresenceNode.clusterStream, subject: PresenceNode.clusterSubject,
-                                                  replicas: clusterReplicas, node: node))
+                try await state.joinCluster(servers: servers, replicas: clusterReplicas)
             }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
@@ -200,9 +206,12 @@ extension ServeCommand {
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Mint a bearer token for a user or a gateway.",
+        abstract: "Mint a bearer token for a user, a gateway or an operator.",
         discussion: """
             Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev.
+
+            An operator token (--operator) reads any user's history and past state and the log's figures \
+            (the audit routes and the web console's audit view), and is nobody's chat account.
 
             A gateway token (--gateway) may post events naming its own gateway (--user) and nothing else. \
             The server's own gateway name (serve --node, default presence-node) is reserved: the server \
@@ -218,6 +227,9 @@ struct TokenCommand: AsyncParsableCommand {
 
     @Flag(help: "A gateway token (may post events).")
     var gateway = false
+
+    @Flag(name: .customLong("operator"), help: "An operator token (reads the audit routes: any user's history and past state, the log's figures).")
+    var isOperator = false
 
     @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
@@ -235,7 +247,8 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
             let tokens = await TokenAuthority(secret: secret)
-            print(try await tokens.mint(subject: user, role: gateway ? .gateway : .user, ttl: seconds))
+            if gateway && isOperator { throw ValidationError("a token is for a gateway (--gateway) or an operator (--operator), not both") }
+            print(try await tokens.mint(subject: user, role: gateway ? .gateway : isOperator ? .operator : .user, ttl: seconds))
         } catch {
             throw fail(error)
         }

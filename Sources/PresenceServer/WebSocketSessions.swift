@@ -12,7 +12,10 @@ import SegmentLog
 /// once that is durable, the server sends `{"type":"ready","user":..,"conn":..,"offset":N}`. Closing
 /// it appends the `disconnect`. Client frames, JSON text:
 ///
-///     {"op":"open","conversation":"<id>"}   → {"type":"opened","conversation":..,"presence":{..},"presence_cursor":N}
+///     {"op":"open","conversation":"<id>"}   → {"type":"opened","conversation":..,"presence":{..},"presence_cursor":N,"last_seq":S}
+///     {"op":"open","conversation":"<id>","presence_cursor":C}
+///                                           → the presence frames the client missed since C, then
+///                                             {"type":"opened",..,"resumed":true} (false: a fresh view)
 ///     {"op":"close","conversation":"<id>"}  → {"type":"closed","conversation":..}
 ///     {"op":"send","conversation":"<id>","content":"..","client_id":".."}
 ///                                           → {"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}
@@ -83,7 +86,10 @@ enum WebSocketSessions {
         var conversation: String?
         var content: String?
         var clientID: String?
-        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id" }
+        /// With `open`: resume from this cursor (`presence_cursor` of an earlier `opened`, or one past the
+        /// offset of the last presence frame the client took), on this node or another of the cluster.
+        var presenceCursor: Int64?
+        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id", presenceCursor = "presence_cursor" }
         static let example = #"{"op":"open","conversation":"conv_…"}"#
     }
 
@@ -111,7 +117,15 @@ enum WebSocketSessions {
         switch frame.op {
         case "open":
             switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
-            case .success(let members): state.watch(session, conversation: conversation, members: members)
+            case .success(let members):
+                if let cursor = frame.presenceCursor {
+                    guard cursor >= 0 else {
+                        return state.reply(session, errorFrame("invalid_request", "\"presence_cursor\" must be an offset (0 or more)", conversation: conversation))
+                    }
+                    // A node of the cluster a moment behind the client's old one catches up first.
+                    _ = await state.waitUntilApplied(through: cursor)
+                }
+                state.watch(session, conversation: conversation, members: members, resumeFrom: frame.presenceCursor)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
         case "send":
@@ -157,7 +171,7 @@ enum WebSocketSessions {
         } else {
             throw APIError(.unauthorized, "unauthorized", "a token is required (Authorization: Bearer <token>, or ?token=)")
         }
-        guard !claims.isGateway else { throw APIError(.forbidden, "forbidden", "a gateway token cannot open a user's socket") }
+        guard claims.isUser else { throw APIError(.forbidden, "forbidden", "a\(claims.isGateway ? " gateway" : "n operator") token cannot open a user's socket") }
         return claims
     }
 

@@ -386,12 +386,17 @@ import TestSupport
         let (directory, store) = try MessageStoreTests.open(scratch.path, cache: 0)
         let (chat, group) = try await MessageStoreTests.fill(store, count: 60)
         try store.checkpoint()
-        // After the checkpoint: the tail the reader scans.
-        _ = try await MessageStoreTests.fill(store, count: 40, from: 61)
-        let chats = store.conversations(of: "alice").map(\.id)
-        let late = try #require(chats.first { $0 != chat && $0 != group })
+        // After the checkpoint: the tail the reader scans (no client ids: see below).
+        let late = try await store.create(members: ["alice", "carol"], by: "carol").id
+        for i in 61...100 {
+            _ = try await store.post(to: chat, sender: "bob", content: "tail \(i)")
+            _ = try await store.post(to: late, sender: "carol", content: "late \(i)")
+        }
         try Self.expectSamePages(scratch.path, store, chat, how: "read through the message index (checkpoint at offset")
         try Self.expectSamePages(scratch.path, store, late, how: "read through the message index")
+        // A message with a client id after the checkpoint may repeat one before it: decided by a full read.
+        _ = try await store.post(to: group, sender: "carol", content: "with an id", clientID: "g-1")
+        try Self.expectSamePages(scratch.path, store, group, how: "messages with client ids after the checkpoint")
         #expect(try MessageHistory.read(data: scratch.path, conversation: "conv_none", page: .latest, limit: 5) == nil)
         // Without the checkpoint: the whole log is scanned, with the same answers.
         try FileSystem.remove(scratch.path + "/messages-index/checkpoint")
@@ -434,6 +439,45 @@ import TestSupport
         let missing = try #require(try MessageAudit.run(data: scratch.path))
         #expect(missing.exitCode == 1 && missing.cacheProblems.count == 1 && missing.entriesChecked == 0)
         #expect(try MessageAudit.run(data: scratch.file("nothing")) == nil)
+        _ = directory
+    }
+}
+
+/// A retried message that reaches the log twice (in cluster mode two nodes can each append one send of
+/// it): the second is a repeat, decided in log order, alike live, after a restart, offline and in the audit.
+@Suite struct RepeatedClientIDTests {
+    @Test func theSecondRecordOfAClientIDIsARepeatEverywhere() async throws {
+        let scratch = Scratch()
+        var chat = ""
+        do {
+            let (directory, store) = try MessageStoreTests.open(scratch.path)
+            chat = try await store.create(members: ["alice", "bob"], by: "alice").id
+            _ = try await store.post(to: chat, sender: "alice", content: "one")
+            var twice = RecordBuffer()
+            for _ in 0..<2 {
+                twice.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: Array(chat.utf8),
+                             value: ConversationStore.messageRecordValue(sender: "alice", content: "two", clientID: "m-2"))
+            }
+            let applied = try await store.commit(twice)
+            #expect(applied.map { $0?.seq } == [2, 2] && applied.map { $0?.repeated } == [false, true])
+            #expect(try await store.post(to: chat, sender: "bob", content: "three").seq == 3)
+            #expect(store.lastSeq(of: chat) == 3)
+            try store.close()
+            _ = directory
+        }
+        // Offline, by the whole-log scan (no checkpoint) and through the index: seqs 1, 2, 3.
+        let throughIndex = try #require(try MessageHistory.read(data: scratch.path, conversation: chat, page: .after(0), limit: 10))
+        #expect(throughIndex.messages.map(\.seq) == [1, 2, 3] && throughIndex.lastSeq == 3)
+        let audit = try #require(try MessageAudit.run(data: scratch.path))
+        #expect(audit.exitCode == 0 && audit.messages == 3, "\(audit.disagreements)")
+        try FileSystem.remove(scratch.path + "/messages-index/checkpoint")
+        let scanned = try #require(try MessageHistory.read(data: scratch.path, conversation: chat, page: .after(0), limit: 10))
+        #expect(scanned.messages.map(\.seq) == [1, 2, 3] && scanned.messages.map(\.content) == throughIndex.messages.map(\.content))
+        // A rebuild from the log decides the same.
+        let (directory, store) = try MessageStoreTests.open(scratch.path)
+        #expect(store.lastSeq(of: chat) == 3)
+        #expect(try await store.post(to: chat, sender: "alice", content: "two", clientID: "m-2").repeated)
+        try store.close()
         _ = directory
     }
 }
