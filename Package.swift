@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "PresenceCLI",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "PresenceServer",
+                "SegmentLog", "Presence", "Projector", "Chat", "PresenceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -127,6 +127,8 @@ let package = Package(
         ),
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
+        // A messages log of a chosen size written straight into a data directory (the message-store benchmarks).
+        .executableTarget(name: "presence-message-gen", dependencies: ["Chat", "SegmentLog"], path: "tools/message-gen", swiftSettings: strictSwift),
         // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
         .executableTarget(
             name: "presence-http-ceiling",

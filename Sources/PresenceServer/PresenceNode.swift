@@ -59,7 +59,7 @@ public final class PresenceNode: @unchecked Sendable {
     /// noted in `DATA/cluster-*.positions` (`StreamPositions`) it is removed and rebuilt from the stream.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
                 pushQueueLimit: Int = PushSession.defaultQueueLimit, resumeWindow: Int = PresenceNode.defaultResumeWindow,
-                clusterMode: Bool = false, logger: Logger) throws {
+                chat: ConversationStore.Options = .init(), clusterMode: Bool = false, logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
@@ -98,7 +98,7 @@ public final class PresenceNode: @unchecked Sendable {
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
-        self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
+        self.conversations = try ConversationStore(directory: directory, configuration: configuration, options: chat, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
 
@@ -366,7 +366,7 @@ public final class PresenceNode: @unchecked Sendable {
         }
         // In cluster mode the materializer stops first: nothing is applied after the log is closed.
         await leaveCluster()
-        try conversations.writer.close()
+        try conversations.close()
         try writer.close()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }

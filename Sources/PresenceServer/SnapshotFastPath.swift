@@ -264,7 +264,8 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return response
         }
         guard case .success(let body) = PresenceHTTPServer.snapshot(of: target.id, for: caller, afterSeq: target.afterSeq,
-                                                                   beforeSeq: target.beforeSeq, limit: target.limit, state: state)
+                                                                   beforeSeq: target.beforeSeq, limit: target.limit, state: state,
+                                                                   inMemoryOnly: true)
         else {
             cached = nil
             return nil

@@ -84,7 +84,7 @@ public final class File {
         }
     }
 
-    func write(_ bytes: [UInt8], at offset: Int64) throws(LogError) {
+    public func write(_ bytes: [UInt8], at offset: Int64) throws(LogError) {
         var failure: LogError?
         bytes.withUnsafeBytes { buffer in
             do throws(LogError) { try write(buffer, at: offset) } catch { failure = error }
@@ -93,12 +93,12 @@ public final class File {
     }
 
     /// Flushes data (and the size, not other metadata) to stable storage.
-    func syncData() throws(LogError) {
+    public func syncData() throws(LogError) {
         guard fdatasync(descriptor) == 0 else { throw LogError.io("fdatasync", path) }
     }
 
     /// Cuts the file to `length` bytes.
-    func truncate(to length: Int64) throws(LogError) {
+    public func truncate(to length: Int64) throws(LogError) {
         guard ftruncate(descriptor, off_t(length)) == 0 else { throw LogError.io("truncate", path) }
     }
 }
