@@ -89,9 +89,41 @@ let package = Package(
         ),
         // Read-path benchmark.
         .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector", "CPrefetch"], path: "tools/bench", swiftSettings: strictSwift),
+        // Fuzz targets (fuzz/README.md): each an executable that runs the files named on its command line,
+        // or, built for fuzzing by tools/fuzz.sh (-DFUZZING, AddressSanitizer, libFuzzer), libFuzzer's.
+        .target(name: "CFuzzing", path: "fuzz/Support/CFuzzing"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzing"], path: "fuzz/Support/FuzzSupport", swiftSettings: strictSwift),
+        .target(
+            name: "HTTPDifferential",
+            dependencies: [
+                "PresenceServer", .product(name: "HummingbirdCore", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "fuzz/Support/HTTPDifferential",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(name: "fuzz-record-batch", dependencies: ["FuzzSupport", "SegmentLog", "Presence", "CCRC32C"], path: "fuzz/record-batch",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-ndjson", dependencies: ["FuzzSupport", "Presence", "SegmentLog"], path: "fuzz/ndjson",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-http", dependencies: ["FuzzSupport", "HTTPDifferential"], path: "fuzz/http",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
+                          path: "fuzz/checkpoint", exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "PresenceServer", "Presence"], path: "fuzz/ws-frame",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
         .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "PresenceServerTests",
+            dependencies: [
+                "PresenceServer", "HTTPDifferential", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen"],

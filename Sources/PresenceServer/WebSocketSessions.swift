@@ -75,47 +75,23 @@ enum WebSocketSessions {
         logger.debug("websocket closed", metadata: ["user": "\(session.user)", "conn": "\(session.conn)", "overflowed": "\(session.overflowed)"])
     }
 
-    /// A client frame: `{"op":"open"|"close","conversation":..}` or
-    /// `{"op":"send","conversation":..,"content":..,"client_id":..}`.
-    struct ClientFrame: Decodable, JSONBodyShape {
-        var op: String
-        var conversation: String?
-        var content: String?
-        var clientID: String?
-        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id" }
-        static let example = #"{"op":"open","conversation":"conv_…"}"#
-    }
-
     /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
     /// session's next frame is looked at.
     static func handle(_ message: WebSocketMessage, session: PushSession, state: LiveState) async {
         guard case .text(let text) = message else {
             return state.reply(session, errorFrame("invalid_frame", "frames are JSON text"))
         }
-        let frame: ClientFrame
-        do {
-            // The same rules as every JSON body (StrictJSON, then the frame's form).
-            frame = try PresenceHTTPServer.decodeJSON(ClientFrame.self, Array(text.utf8), what: "the frame")
-        } catch let error as APIError {
-            return state.reply(session, errorFrame(error.code, error.message))
-        } catch {
-            return state.reply(session, errorFrame("invalid_request", "\(error)"))
-        }
-        guard ["open", "close", "send"].contains(frame.op) else {
-            return state.reply(session, errorFrame("invalid_request", "unknown op '\(frame.op)': use \"open\", \"close\" or \"send\""))
-        }
-        guard let conversation = frame.conversation, !conversation.isEmpty else {
-            return state.reply(session, errorFrame("invalid_request", "\"conversation\" must be a conversation id"))
-        }
-        switch frame.op {
-        case "open":
+        switch ClientRequest.read(Array(text.utf8)) {
+        case .failure(let refusal):
+            state.reply(session, errorFrame(refusal.code, refusal.message, conversation: refusal.conversation))
+        case .success(.open(let conversation)):
             switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
             case .success(let members): state.watch(session, conversation: conversation, members: members)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
-        case "send":
-            await send(frame, to: conversation, session: session, state: state)
-        default:
+        case .success(.send(let conversation, let content, let clientID)):
+            await send(content: content, clientID: clientID, to: conversation, session: session, state: state)
+        case .success(.close(let conversation)):
             state.unwatch(session, conversation: conversation)
         }
     }
@@ -124,21 +100,17 @@ enum WebSocketSessions {
     /// `{"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}` once it is durable; a
     /// `client_id` this sender already used in this conversation is answered with the first seq and
     /// time, and nothing is posted (a client that lost the answer sends again).
-    static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: LiveState) async {
-        let content = frame.content ?? ""
-        if let problem = PresenceHTTPServer.messageProblem(content: content, clientID: frame.clientID) {
-            return state.reply(session, errorFrame("invalid_request", problem, conversation: conversation))
-        }
+    static func send(content: String, clientID: String?, to conversation: String, session: PushSession, state: LiveState) async {
         if case .failure(let error) = PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
             return state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
         }
         do {
             let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,
-                                                                         clientID: frame.clientID)
+                                                                         clientID: clientID)
             var out: [UInt8] = Array("{\"type\":\"sent\",\"conversation\":".utf8)
             EventJSON.appendString(conversation, to: &out)
             out.append(contentsOf: ",\"client_id\":".utf8)
-            if let clientID = frame.clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            if let clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: ",\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}".utf8)
             state.reply(session, String(decoding: out, as: UTF8.self))
         } catch {

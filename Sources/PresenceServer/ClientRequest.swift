@@ -1,0 +1,64 @@
+import Presence
+
+/// What a WebSocket client frame asks for, once read: `{"op":"open"|"close","conversation":..}` or
+/// `{"op":"send","conversation":..,"content":..,"client_id":..}`. Reading a frame touches no state,
+/// so any bytes can be tested (and fuzzed) here; `WebSocketSessions.handle` then carries it out.
+package enum ClientRequest: Equatable {
+    case open(conversation: String)
+    case close(conversation: String)
+    /// A message to post: content of 1 byte to `ConversationStore.maxContentBytes`, a client id of 1
+    /// to 256 bytes when given.
+    case send(conversation: String, content: String, clientID: String?)
+
+    /// Why a frame was refused: the `{"type":"error",..}` frame's code and message, and the
+    /// conversation it named, once it named one.
+    package struct Refusal: Error, Equatable {
+        package var code: String
+        package var message: String
+        package var conversation: String?
+
+        /// The `{"type":"error",..}` frame that answers it.
+        package var frame: String { WebSocketSessions.errorFrame(code, message, conversation: conversation) }
+    }
+
+    /// The frame's fields as JSON names them, decoded after `StrictJSON`'s checks.
+    struct Frame: Decodable, JSONBodyShape {
+        var op: String
+        var conversation: String?
+        var content: String?
+        var clientID: String?
+        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id" }
+        static let example = #"{"op":"open","conversation":"conv_…"}"#
+    }
+
+    /// Reads a text frame's bytes: the same JSON rules as every body (`StrictJSON`, then the frame's
+    /// form), a known op, a conversation id, and for `send` the message's limits.
+    package static func read(_ bytes: [UInt8]) -> Result<ClientRequest, Refusal> {
+        let frame: Frame
+        do {
+            frame = try PresenceHTTPServer.decodeJSON(Frame.self, bytes, what: "the frame")
+        } catch let error as APIError {
+            return .failure(Refusal(code: error.code, message: error.message))
+        } catch {
+            return .failure(Refusal(code: "invalid_request", message: "\(error)"))
+        }
+        guard ["open", "close", "send"].contains(frame.op) else {
+            return .failure(Refusal(code: "invalid_request", message: "unknown op '\(frame.op)': use \"open\", \"close\" or \"send\""))
+        }
+        guard let conversation = frame.conversation, !conversation.isEmpty else {
+            return .failure(Refusal(code: "invalid_request", message: "\"conversation\" must be a conversation id"))
+        }
+        switch frame.op {
+        case "open":
+            return .success(.open(conversation: conversation))
+        case "close":
+            return .success(.close(conversation: conversation))
+        default:
+            let content = frame.content ?? ""
+            if let problem = PresenceHTTPServer.messageProblem(content: content, clientID: frame.clientID) {
+                return .failure(Refusal(code: "invalid_request", message: problem, conversation: conversation))
+            }
+            return .success(.send(conversation: conversation, content: content, clientID: frame.clientID))
+        }
+    }
+}
