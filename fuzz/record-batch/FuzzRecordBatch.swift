@@ -4,16 +4,19 @@ import Foundation
 import Presence
 import SegmentLog
 
-/// Any bytes as a log segment: `LogReader` (framing, CRC, LZ4 frames, every record's layout), the
-/// verifier that `presence audit` runs, and the recovery of `Log.open`, each on a log of one segment
-/// holding the bytes. Each must give records or a clear error: never a crash or a hang, and never an
-/// allocation that a batch's header claims rather than its bytes hold (run with
-/// `-malloc_limit_mb`, see fuzz/README.md). The records handed out have contiguous offsets from 0.
+/// Any bytes as a log segment. In memory (the default): the batches one after another as the
+/// segment scanner frames them (`RecordBatchHeader.structuralProblem`), the CRC check, and
+/// `RecordBatchDecoder` (the LZ4 frame, every record's layout), each record's value through
+/// `EventCodec`. With flag 8, the bytes become a real segment file read by `LogReader`, by the verifier
+/// `presence audit` runs, and by `Log.open`'s recovery, after which the log must read cleanly. Either
+/// gives records or a clear error: never a crash or a hang, and never an allocation that a batch's
+/// header claims rather than its bytes hold (runs have a `-malloc_limit_mb`, see fuzz/README.md).
+/// Records come out with contiguous offsets.
 ///
-/// Input: `flags`, then (flag 4) two bytes giving the sizes of the offset index (×8) and time index
-/// (×12) and their bytes, then the segment. Every batch's CRC is recomputed before the bytes are
-/// written (flag 2 leaves them as they are), so that mutations reach the decoder instead of stopping at
-/// the checksum. Flag 1 marks the log cleanly closed (a bad tail is corruption, not a torn write).
+/// Input: `flags`, then (flag 4, files only) two bytes giving the sizes of the offset index (×8) and
+/// time index (×12) and their bytes, then the segment. Every batch's CRC is recomputed first (flag 2
+/// leaves them as they are), so that mutations reach the decoder instead of stopping at the checksum.
+/// Flag 1 marks the log cleanly closed (a bad tail is corruption, not a torn write).
 let folder: String = {
     let path = (ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
         ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : "/tmp")) + "/presence-fuzz-record-batch-\(getpid())"
@@ -36,6 +39,7 @@ func check(_ bytes: [UInt8]) {
     }
     var segment = input.rest()
     if flags & 2 == 0 { fixChecksums(&segment) }
+    guard flags & 8 != 0 else { return decodeInMemory(segment) }
 
     let fileManager = FileManager.default
     try? fileManager.removeItem(atPath: folder)
@@ -57,6 +61,30 @@ func check(_ bytes: [UInt8]) {
     if let log = try? Log.open(directory: folder) {
         try? log.close()
         read(mustSucceed: flags & 1 == 0)
+    }
+}
+
+/// One decoder for every input, as a reader keeps one for every batch.
+nonisolated(unsafe) let decoder = RecordBatchDecoder()
+
+/// The batches of `segment` decoded where they lie, as `LogReader` takes them from its buffer.
+func decodeInMemory(_ segment: [UInt8]) {
+    segment.withUnsafeBytes { raw in
+        guard let base = raw.baseAddress else { return }
+        var position = 0
+        while let header = RecordBatchHeader(bytes: UnsafeRawBufferPointer(rebasing: raw[position...])),
+              header.structuralProblem(maxBatchSize: 64 << 20) == nil, header.totalSize <= raw.count - position {
+            let batch = UnsafeRawBufferPointer(start: base + position, count: header.totalSize)
+            guard RecordBatchDecoder.crcMatches(batch, header: header),
+                  let records = try? decoder.decodeRecords(batch, header: header)
+            else { return }
+            guard records.count == Int(header.recordsCount) else { fatalError("\(records.count) records of the \(header.recordsCount) claimed") }
+            for (index, record) in records.enumerated() {
+                guard record.offset == header.baseOffset &+ Int64(index) else { fatalError("record \(index) has offset \(record.offset)") }
+                _ = try? EventCodec.decode(key: record.key, value: record.value, timestamp: record.timestamp)
+            }
+            position += header.totalSize
+        }
     }
 }
 
