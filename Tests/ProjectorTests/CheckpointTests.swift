@@ -1,5 +1,6 @@
 import Foundation
 import Presence
+import SegmentLog
 import Testing
 @testable import Projector
 
@@ -39,6 +40,32 @@ import Testing
         }
         #expect(loaded.allStates() == original.allStates())
         #expect(loaded.allStates() == ReferenceFold.states(events + more))
+    }
+
+    /// Found by fuzz-checkpoint: a counter or table size past Int.max in a checkpoint whose CRC matches
+    /// (a crafted file) trapped converting it (`Int(UInt64)`); so would a table size whose bytes overflow,
+    /// and a capacity no memory can hold failed its mapping. Each is now an error, and the log is replayed.
+    @Test func aCraftedCheckpointWithHugeCountsIsRefusedNotACrash() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (path, _) = try Checkpoint.write(fold([connect("bob", "c", 1), connect("amy", "a", 2)]), to: dir)
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // The counters after magic, layout, offset and time, then the first table's count, capacity, bytes.
+        for field in [32, 40, 56, 64, 72, 80, 88, 96] {
+            for value: UInt64 in [.max, 1 << 63, 1 << 62, 1 << 40] {
+                var bytes = original
+                withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(field..<(field + 8), with: $0) }
+                let crc = CRC32C.checksum(Array(bytes.dropLast(4)))
+                withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                do {
+                    _ = try Checkpoint.load(path)
+                    #expect(value <= UInt64(Int.max) && field < 80, "field at \(field) = \(value) was loaded")
+                } catch {
+                    #expect(error is LogError)
+                }
+            }
+        }
     }
 
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {

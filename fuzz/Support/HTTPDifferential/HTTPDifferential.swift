@@ -46,6 +46,9 @@ package enum HTTPDifferential {
             try? channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
         }
 
+        // The channel holds its pipeline (and the pipeline it) until it is finished.
+        deinit { _ = try? channel.finish(acceptAlreadyClosed: true) }
+
         package func feed(_ bytes: [UInt8]) {
             guard failedAt == nil, !bytes.isEmpty else { return }
             do {
