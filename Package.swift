@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "SegmentLog", targets: ["SegmentLog"]),
         .library(name: "Presence", targets: ["Presence"]),
         .library(name: "Projector", targets: ["Projector"]),
+        .library(name: "Chat", targets: ["Chat"]),
+        .library(name: "NATS", targets: ["NATS"]),
+        .library(name: "JetStream", targets: ["JetStream"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,11 +45,25 @@ let package = Package(
         .target(name: "Presence", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
         // The projector: folds presence events into online / last-seen state.
         .target(name: "Projector", dependencies: ["Presence", "SegmentLog", "CPrefetch", "CCRC32C"], swiftSettings: strictSwift),
+        // The chat domain: conversations, membership, messages (their own log), and who may see what
+        // (`Access`). Knows nothing of HTTP.
+        .target(name: "Chat", dependencies: ["SegmentLog", "Presence"], swiftSettings: strictSwift),
+        // Cluster mode: a log replicated through a JetStream stream and materialized, in stream order,
+        // into each node's local log. Knows nothing of presence.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "SegmentLog", "NATS", "JetStream",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The query server: HTTP API over the log writer and the live projection.
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector",
+                "SegmentLog", "Presence", "Projector", "Chat", "Cluster",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -73,6 +90,31 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSwift
+        ),
+        // A NATS client on SwiftNIO: the core protocol, request/reply, reconnect. Knows nothing of presence or JetStream.
+        .target(
+            name: "NATS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // JetStream on top of the NATS client: JSON requests on `$JS.API.*`, publish with an ack, pull consumers.
+        .target(
+            name: "JetStream",
+            dependencies: ["NATS", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSwift
+        ),
+        // Starts real `nats-server` processes on loopback (single servers and JetStream clusters) for tests and benchmarks.
+        .target(name: "NATSServerHarness", swiftSettings: strictSwift),
+        // Publish and catch-up rates of one JetStream stream, measured with the NATS client.
+        .executableTarget(
+            name: "nats-bench",
+            dependencies: ["NATS", "JetStream", "NATSServerHarness", .product(name: "NIOCore", package: "swift-nio")],
+            path: "tools/nats-bench",
             swiftSettings: strictSwift
         ),
         // Deterministic generator of realistic event streams.
@@ -111,11 +153,23 @@ let package = Package(
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
                           path: "fuzz/checkpoint", exclude: ["corpus"], swiftSettings: strictSwift),
-        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "PresenceServer", "Presence"], path: "fuzz/ws-frame",
+        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "PresenceServer", "Presence", "Chat"], path: "fuzz/ws-frame",
                           exclude: ["corpus"], swiftSettings: strictSwift),
-        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog"], swiftSettings: strictSwift),
-        .testTarget(name: "PresenceTests", dependencies: ["Presence"], swiftSettings: strictSwift),
-        .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog"], swiftSettings: strictSwift),
+        // What several test targets share (a scratch directory): a module, not copied code.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "PresenceTests", dependencies: ["Presence", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "ProjectorTests", dependencies: ["Projector", "Presence", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "ChatTests", dependencies: ["Chat", "SegmentLog", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "NATSTests",
+            dependencies: [
+                "NATS", "JetStream", "NATSServerHarness",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
@@ -126,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen"],
+            dependencies: ["SegmentLog", "Presence", "PresenceCLI", "presence-gen", "TestSupport", "NATS", "JetStream", "NATSServerHarness"],
             swiftSettings: strictSwift
         ),
     ]

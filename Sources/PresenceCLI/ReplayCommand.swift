@@ -61,24 +61,20 @@ struct ReplayCommand: ParsableCommand {
         let started = now()
         let horizonMilliseconds = try horizon.forReading(data: data)
         if singleThread { PresenceProjection.warmsPagesInBackground = false }
-        var projection = PresenceProjection(horizon: horizonMilliseconds)
+        let progress = Progress(enabled: !quiet && isatty(2) == 1, started: started)
+        let restored = try Replay.restore(data: data, logDirectory: presenceLogPath(data), horizon: horizonMilliseconds, fromCheckpoint: resume,
+                                          untilOffset: untilOffset, at: time, readAhead: !singleThread) {
+            progress.update(events: $0, bytesRead: 0)
+        }
+        let projection = restored.projection, summary = restored.summary
         if resume {
-            let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
-            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: min(logEnd, untilOffset ?? .max),
-                                                            notAfter: time ?? .max, horizon: horizonMilliseconds) {
-                for skipped in report.skipped { printError("checkpoint skipped: \(skipped)") }
-                if let used = report.used {
-                    projection = loaded
-                    print("resumed from \(used) (offset \(loaded.nextOffset)) in \(fixed(now() - started, 2)) s")
-                }
+            for skipped in restored.checkpoint.skipped { printError("checkpoint skipped: \(skipped)") }
+            if let used = restored.checkpoint.used {
+                let checkpointOffset = summary.endOffset - Int64(summary.events + summary.skippedAfterTime)
+                print("resumed from \(used) (offset \(checkpointOffset)) in \(fixed(now() - started, 2)) s")
             } else {
                 print("no checkpoint; replaying the whole log")
             }
-        }
-        let progress = Progress(enabled: !quiet && isatty(2) == 1, started: started)
-        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, untilOffset: untilOffset, at: time,
-                                     readAhead: !singleThread) {
-            progress.update(events: $0, bytesRead: 0)
         }
         progress.finish()
         let elapsed = max(now() - started, 1e-9)
@@ -168,21 +164,14 @@ struct StateCommand: ParsableCommand {
     private func state() throws {
         let time = try at.map { try parseTime($0, option: "--at") }
         let horizonMilliseconds = try horizon.forReading(data: data)
-        var projection = PresenceProjection(horizon: horizonMilliseconds)
-        if !noCheckpoint {
-            let logEnd = try LogReader(directory: presenceLogPath(data)).endOffsetFromHeaders()
-            if let (loaded, report) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: logEnd, notAfter: time ?? .max,
-                                                            horizon: horizonMilliseconds) {
-                // A checkpoint newer than --at is the usual case for a state in the past, not news; any
-                // other skip (damage, another layout or horizon) is still said.
-                for skipped in report.skipped {
-                    if time != nil && skipped.hasSuffix(": holds events after the requested time") { continue }
-                    printError("checkpoint skipped: \(skipped)")
-                }
-                if report.used != nil { projection = loaded }
-            }
+        let restored = try Replay.restore(data: data, logDirectory: presenceLogPath(data), horizon: horizonMilliseconds,
+                                          fromCheckpoint: !noCheckpoint, at: time)
+        // A checkpoint newer than --at is the usual case for a state in the past, not news; any other skip
+        // (damage, another layout or horizon) is still said.
+        for skipped in restored.checkpoint.skipped where !(time != nil && skipped.hasSuffix(": holds events after the requested time")) {
+            printError("checkpoint skipped: \(skipped)")
         }
-        let summary = try Replay.run(logDirectory: presenceLogPath(data), into: projection, at: time)
+        let projection = restored.projection, summary = restored.summary
         var states: [PresenceProjection.UserState]
         if user.isEmpty {
             states = projection.allStates()

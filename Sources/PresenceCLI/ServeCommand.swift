@@ -55,6 +55,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var horizon: HorizonOption
 
+    @Option(help: ArgumentHelp("How far back in event time a posted event's \"id\" is remembered: an event whose id (from the same gateway) the log holds within it is acknowledged with the first offset and not written again (default: the late-arrival horizon).", valueName: "duration"))
+    var idWindow: String?
+
     @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
     var maxBody: String = "4MiB"
 
@@ -63,6 +66,12 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
+
+    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (3 replicas, file storage) and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
+    var cluster: String?
+
+    @Option(help: ArgumentHelp("Cluster mode: copies of the stream, when this node creates it (1, 3 or 5).", valueName: "n"))
+    var clusterReplicas: Int = 3
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
@@ -116,8 +125,16 @@ struct ServeCommand: AsyncParsableCommand {
             let leaseTime = try parseDuration(lease, option: "--lease")
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
-            let state = try LiveState(data: data, configuration: configuration.log, horizon: configuration.horizon, node: node,
-                                      pushQueueLimit: pushQueueLimit) { note in logger.notice("\(note)") }
+            let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
+            let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
+            if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
+            guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
+            let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
+                                         pushQueueLimit: pushQueueLimit, clusterMode: servers != nil, logger: logger)
+            if let servers {
+                try await state.joinCluster(.init(servers: servers, stream: PresenceNode.clusterStream, subject: PresenceNode.clusterSubject,
+                                                  replicas: clusterReplicas, node: node))
+            }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
             let host = configuration.host
@@ -136,7 +153,7 @@ struct ServeCommand: AsyncParsableCommand {
             try await group?.shutdownGracefully()
             keeper.cancel()
             await keeper.value
-            try await state.shutdown { note in logger.notice("\(note)") }
+            try await state.shutdown()
         } catch let exit as ExitCode {
             throw exit
         } catch {

@@ -6,8 +6,7 @@ import Presence
 package enum ClientRequest: Equatable {
     case open(conversation: String)
     case close(conversation: String)
-    /// A message to post: content of 1 byte to `ConversationStore.maxContentBytes`, a client id of 1
-    /// to 256 bytes when given.
+    /// A message to post, as the frame gave it (the chat domain checks its limits when it is posted).
     case send(conversation: String, content: String, clientID: String?)
 
     /// Why a frame was refused: the `{"type":"error",..}` frame's code and message, and the
@@ -54,11 +53,8 @@ package enum ClientRequest: Equatable {
         case "close":
             return .success(.close(conversation: conversation))
         default:
-            let content = frame.content ?? ""
-            if let problem = PresenceHTTPServer.messageProblem(content: content, clientID: frame.clientID) {
-                return .failure(Refusal(code: "invalid_request", message: problem, conversation: conversation))
-            }
-            return .success(.send(conversation: conversation, content: content, clientID: frame.clientID))
+            // The message's limits are the chat domain's (`ChatRules.message`), checked where it is posted.
+            return .success(.send(conversation: conversation, content: frame.content ?? "", clientID: frame.clientID))
         }
     }
 }

@@ -5,7 +5,7 @@ import Synchronization
 
 /// One WebSocket client: a user's connection to this node, and the frames on their way to it.
 ///
-/// Frames are queued in log order by whoever holds `LiveState`'s lock and written to the socket by the
+/// Frames are queued in log order by whoever holds `PresenceNode`'s lock and written to the socket by the
 /// session's own task. A client that falls `queueLimit` frames behind is cut off (its
 /// queue is closed and `overflowed` set): it reconnects and takes a fresh snapshot, which is better
 /// than a gap it cannot see.
@@ -54,7 +54,7 @@ public final class PushSession: Sendable {
 }
 
 /// Who watches whose presence: the sessions, the conversations each has open, and for every watched
-/// user the sessions to tell. Not thread-safe: `LiveState` calls it under its lock, the same lock
+/// user the sessions to tell. Not thread-safe: `PresenceNode` calls it under its lock, the same lock
 /// under which the commit thread applies events, so that registering interest, reading the state and
 /// pushing changes are ordered with the log.
 struct PushHub {
@@ -163,7 +163,7 @@ struct PushHub {
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
             let after = projection.state(of: user)
-            guard Self.shownChange(from: before, to: after), let sessionIDs = watchers[user] else { continue }
+            guard ShownPresence(before) != ShownPresence(after), let sessionIDs = watchers[user] else { continue }
             let frame = Self.presenceFrame(user: user, after, offset: offset)
             for id in sessionIDs.keys {
                 guard let session = sessions[id] else { continue }
@@ -187,14 +187,6 @@ struct PushHub {
     /// Queues `frame` for `session` (a reply to the client), keeping it behind earlier pushes.
     mutating func reply(_ session: PushSession, _ frame: String) {
         if !session.send(frame) { cutOff(session) }
-    }
-
-    /// What a client shows: online or not, and when offline, the last seen time. A second device coming
-    /// or going changes neither.
-    static func shownChange(from before: PresenceProjection.UserState?, to after: PresenceProjection.UserState?) -> Bool {
-        let wasOnline = before?.online ?? false, isOnline = after?.online ?? false
-        if wasOnline != isOnline { return true }
-        return !isOnline && before?.lastSeen != after?.lastSeen
     }
 
     /// `{"type":"presence","user":..,"online":true,"offset":N}`, or with `"online":false,"last_seen":..`.

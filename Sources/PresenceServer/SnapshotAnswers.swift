@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import NIOCore
 
@@ -11,14 +12,14 @@ import Glibc
 /// versions it reflects (the conversation's last seq and the projection's next offset, read before the
 /// body is built), so a client asking again for an unchanged snapshot costs a byte comparison.
 final class SnapshotAnswers {
-    private let state: LiveState
+    private let state: PresenceNode
     private let tokens: TokenAuthority
     /// The connection's last verified token and its claims.
     private var lastToken: (token: [UInt8], claims: PresenceClaims)?
     private var cached: CachedSnapshot?
     private var date = HTTPDate()
 
-    init(state: LiveState, tokens: TokenAuthority) {
+    init(state: PresenceNode, tokens: TokenAuthority) {
         self.state = state
         self.tokens = tokens
     }
@@ -33,7 +34,7 @@ final class SnapshotAnswers {
         // The versions the body depends on, read before it is built: a change while it is built shows
         // as a newer version next time, never as a stale body taken for current.
         let lastSeq = state.conversations.lastSeq(of: target.id)
-        let cursor = state.read { $0.nextOffset }
+        let cursor = state.nextOffset
         let now = date.now()
         if let cached, cached.target == target, cached.caller == caller, cached.lastSeq == lastSeq, cached.cursor == cursor {
             if cached.date == now { return cached.response }

@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import HTTPTypes
 import NIOCore
@@ -61,7 +62,7 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var date = HTTPDate()
 
     /// The server's handler: snapshots answered by `SnapshotAnswers` over `state`; `served` counts them.
-    convenience init(state: LiveState, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
+    convenience init(state: PresenceNode, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
         let answers = SnapshotAnswers(state: state, tokens: tokens)
         self.init(maxBodyBytes: maxBodyBytes, answer: { answers.answer($0, request: $1, allocator: $2) }, served: served)
     }

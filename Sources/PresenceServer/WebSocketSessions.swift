@@ -1,3 +1,4 @@
+import Chat
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -28,7 +29,7 @@ enum WebSocketSessions {
     static let maxFrameBytes = 16 * 1024
 
     static func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
-                    state: LiveState, tokens: TokenAuthority, logger: Logger) async {
+                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async {
         let claims: PresenceClaims
         do {
             claims = try await authenticate(request, tokens)
@@ -77,7 +78,7 @@ enum WebSocketSessions {
 
     /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
     /// session's next frame is looked at.
-    static func handle(_ message: WebSocketMessage, session: PushSession, state: LiveState) async {
+    static func handle(_ message: WebSocketMessage, session: PushSession, state: PresenceNode) async {
         guard case .text(let text) = message else {
             return state.reply(session, errorFrame("invalid_frame", "frames are JSON text"))
         }
@@ -100,10 +101,7 @@ enum WebSocketSessions {
     /// `{"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}` once it is durable; a
     /// `client_id` this sender already used in this conversation is answered with the first seq and
     /// time, and nothing is posted (a client that lost the answer sends again).
-    static func send(content: String, clientID: String?, to conversation: String, session: PushSession, state: LiveState) async {
-        if case .failure(let error) = PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
-            return state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
-        }
+    static func send(content: String, clientID: String?, to conversation: String, session: PushSession, state: PresenceNode) async {
         do {
             let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,
                                                                          clientID: clientID)
@@ -113,6 +111,9 @@ enum WebSocketSessions {
             if let clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: ",\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}".utf8)
             state.reply(session, String(decoding: out, as: UTF8.self))
+        } catch let refusal as ChatError {
+            let answer = APIError(chat: refusal)
+            state.reply(session, errorFrame(answer.code, answer.message, conversation: conversation))
         } catch {
             state.reply(session, errorFrame("log_unavailable", "the message was not posted: \((error as? LogError)?.message ?? "\(error)")",
                                             conversation: conversation))

@@ -2,10 +2,6 @@ import CCRC32C
 import Presence
 import SegmentLog
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Snapshots of a projection, so that a restart replays only the log's tail.
 ///
 /// Files live in `DATA/checkpoints/`, named `presence-<20-digit offset>.ckpt` after the log offset they
@@ -43,22 +39,49 @@ public enum Checkpoint {
         public var skipped: [String] = []
     }
 
-    /// Version 3: connection keys are user id + `EventCodec.View.writeConnIdentity` (value layout 2).
-    /// Version 4: the connection count of the next sweep is stored (sweeps fall at fixed offsets).
-    /// Version 5: a connection's key lies in its record when short, and no hash is stored
-    /// (`ProjectionState.Connection`).
-    /// Version 6: `ByteTable.hash` reads a key's last bytes in at most two loads (the slot tables
-    /// saved depend on the hash).
-    /// Version 7: a connection's hash is made from its parts (`ProjectionState.connectionHash`).
-    /// Version 8: a connection record keeps its user id's length (where its key splits).
-    /// Version 9: connection slots are 32-bit words (`Slots`).
-    /// Version 10: a connection's hash is seeded with its user id's mixed bytes, not the user's hash.
-    /// Version 11: hashes keep their low bit (`ProjectionState.nonzero`).
-    /// Version 12: `ByteTable`'s hashes end with half of fmix64.
-    /// Version 13: presence rules v2 (a reused connection id starts a new session): key histories.
-    static var layout: UInt64 {
-        UInt64(MemoryLayout<ProjectionState.User>.stride) << 40 | UInt64(MemoryLayout<ProjectionState.Connection>.stride) << 24 | 13
+    /// The checkpoint's own format: what the header and the tables' framing look like. Bumped by hand
+    /// only when the order of the fields written changes (`CheckpointCodec`); everything that lies in
+    /// a checkpoint as raw memory is covered by `layoutDescription` without anyone remembering.
+    static let formatVersion: UInt64 = 14
+
+    /// What this build's checkpoints hold as raw memory, as numbers: every record type's size, stride and
+    /// alignment and each of its fields' offsets, the hashes the saved slot tables were placed by (of
+    /// probe keys), and `formatVersion`. A field added, moved or resized, or a hash function changed,
+    /// changes the description and with it `layout`, so the checkpoints of another build are skipped
+    /// ("another record layout") and the log replayed, instead of loading tables the code reads wrongly.
+    static var layoutDescription: [UInt64] {
+        func shape<T>(_ type: T.Type, _ offsets: [Int?]) -> [UInt64] {
+            [MemoryLayout<T>.size, MemoryLayout<T>.stride, MemoryLayout<T>.alignment].map(UInt64.init)
+                + offsets.map { $0.map(UInt64.init) ?? .max }
+        }
+        typealias User = ProjectionState.User
+        typealias Connection = ProjectionState.Connection
+        let probe = Array("a-user-id\u{FE}\u{0}conn-text-probe".utf8)
+        let hashes = probe.withUnsafeBytes { key in
+            [ProjectionState.hash(UnsafeRawBufferPointer(rebasing: key[..<9])), ProjectionState.connectionHash(key: key, userLength: 9)]
+        }
+        return [formatVersion]
+            + shape(User.self, [\User.hash, \User.lastSeen, \User.keyOffset, \User.open, \User.firstConnection, \User.keyLength].map(MemoryLayout<User>.offset(of:)))
+            + shape(Connection.self, [\Connection.start, \Connection.disconnect, \Connection.end, \Connection.key, \Connection.user, \Connection.gateway,
+                                      \Connection.nextOfUser, \Connection.keyLength, \Connection.reason, \Connection.userLengthLessOne].map(MemoryLayout<Connection>.offset(of:)))
+            + shape(KeyHistory.self, KeyHistory.fieldOffsets)
+            + shape(ConnectionRules.Sessions.self, ConnectionRules.Sessions.fieldOffsets)
+            + shape(ConnectionRules.KeyEvent.self, ConnectionRules.KeyEvent.fieldOffsets)
+            + [UInt64(MemoryLayout<UInt32>.size), UInt64(ProjectionState.userIndexBits)]  // connection and user slots
+            + hashes
     }
+
+    /// The fingerprint of a layout description (FNV-1a over its numbers).
+    static func fingerprint(of description: [UInt64]) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for value in description {
+            withUnsafeBytes(of: value.littleEndian) { for byte in $0 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 } }
+        }
+        return hash
+    }
+
+    /// This build's layout fingerprint, written in every checkpoint's header and required on loading.
+    static let layout: UInt64 = fingerprint(of: layoutDescription)
 
     /// The checkpoint folder of a data directory.
     public static func directory(data: String) -> String {
@@ -66,63 +89,22 @@ public enum Checkpoint {
     }
 
     /// Writes a checkpoint of `projection` into `directory` (created if needed) and removes all but the
-    /// newest two. Returns the file's path and size.
+    /// newest two. Returns the file's path and size. Written whole or not at all (`AtomicFileWriter`).
     @discardableResult
     public static func write(_ projection: PresenceProjection, to directory: String) throws -> (path: String, bytes: Int) {
-        try createDirectory(directory)
-        let name = filePrefix + Log.segmentName(projection.nextOffset) + fileSuffix
-        let path = directory + "/" + name
-        let temporary = directory + "/.\(name).\(getpid()).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw LogError(.io, "cannot create '\(temporary)': \(String(cString: strerror(errno)))") }
-        // Small fields gather in a buffer; tables go to the file straight from their memory.
+        try FileSystem.createDirectory(directory)
+        let path = directory + "/" + filePrefix + Log.segmentName(projection.nextOffset) + fileSuffix
+        let file = try AtomicFileWriter(path: path)
         var crc: UInt32 = 0
-        var written = 0
-        var pending: [UInt8] = []
-        pending.reserveCapacity(1 << 16)
-        func writeOut(_ bytes: UnsafeRawBufferPointer) throws {
-            guard let base = bytes.baseAddress else { return }
-            var done = 0
-            while done < bytes.count {
-                let n = Glibc.write(fd, base + done, bytes.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw LogError(.io, "writing checkpoint '\(temporary)' failed: \(String(cString: strerror(errno)))")
-                }
-                done += n
-            }
-            written += bytes.count
+        try projection.encodeState { bytes in
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            crc = presencelog_crc32c(crc, base, bytes.count)
+            try file.write(bytes)
         }
-        func flush() throws {
-            try pending.withUnsafeBytes { try writeOut($0) }
-            pending.removeAll(keepingCapacity: true)
-        }
-        do {
-            try projection.encodeState { bytes in
-                guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-                crc = presencelog_crc32c(crc, base, bytes.count)
-                if bytes.count < 4096 {
-                    pending.append(contentsOf: bytes)
-                    if pending.count >= 1 << 16 { try flush() }
-                } else {
-                    try flush()
-                    try writeOut(bytes)
-                }
-            }
-            withUnsafeBytes(of: crc.littleEndian) { pending.append(contentsOf: $0) }
-            try flush()
-            guard fsync(fd) == 0 else { throw LogError(.io, "fsync of '\(temporary)' failed: \(String(cString: strerror(errno)))") }
-            close(fd)
-        } catch {
-            close(fd)
-            unlink(temporary)
-            throw error
-        }
-        guard rename(temporary, path) == 0 else { throw LogError(.io, "cannot rename '\(temporary)' to '\(path)': \(String(cString: strerror(errno)))") }
-        try syncDirectory(directory)
-        let all = try files(in: directory)
-        for old in all.dropLast(keep) { unlink(old.path) }
-        return (path, written)
+        try withUnsafeBytes(of: crc.littleEndian) { try file.write($0) }
+        try file.commit()
+        for old in try files(in: directory).dropLast(keep) { try FileSystem.remove(old.path) }
+        return (path, file.count)
     }
 
     /// Loads the newest valid checkpoint in `directory` that covers at most `logEndOffset` records and whose
@@ -167,34 +149,16 @@ public enum Checkpoint {
 
     public struct File: Sendable { public let offset: Int64; public let path: String }
 
-    /// Checkpoint files of a folder, oldest first.
+    /// Checkpoint files of a folder, oldest first (none when the folder does not exist).
     public static func files(in directory: String) throws -> [File] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
+        guard FileSystem.isDirectory(directory) else { return [] }
         var found: [File] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            guard name.hasPrefix(filePrefix), name.hasSuffix(fileSuffix) else { continue }
+        for name in try FileSystem.list(directory) where name.hasPrefix(filePrefix) && name.hasSuffix(fileSuffix) {
             let digits = name.dropFirst(filePrefix.count).dropLast(fileSuffix.count)
             guard digits.count == 20, let offset = Int64(digits) else { continue }
             found.append(File(offset: offset, path: directory + "/" + name))
         }
         return found.sorted { $0.offset < $1.offset }
-    }
-
-    static func createDirectory(_ path: String) throws {
-        var info = stat()
-        if stat(path, &info) == 0 { return }
-        guard mkdir(path, 0o755) == 0 || errno == EEXIST else {
-            throw LogError(.io, "cannot create '\(path)': \(String(cString: strerror(errno)))")
-        }
-    }
-
-    static func syncDirectory(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw LogError(.io, "cannot open directory '\(path)'") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw LogError(.io, "fsync of '\(path)' failed") }
     }
 }
 
@@ -202,30 +166,18 @@ public enum Checkpoint {
 /// destination. Keeps a running CRC-32C; `finish` checks it against the file's last four bytes.
 /// Never reads past the body (the file less its CRC).
 final class CheckpointReader {
-    private let fd: Int32
-    private let path: String
+    private let file: SegmentLog.File
     /// Bytes before the trailing CRC.
     let bodySize: Int
     private(set) var position = 0
     private var crc: UInt32 = 0
 
     init(path: String) throws {
-        self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw LogError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            close(fd)
-            throw LogError(.io, "cannot stat '\(path)'")
-        }
-        bodySize = Int(info.st_size) - 4
-        guard bodySize >= Checkpoint.magic.count else {
-            close(fd)
-            throw LogError(.corrupt, "checkpoint is cut short (\(info.st_size) bytes)")
-        }
+        file = try SegmentLog.File.openForReading(path)
+        let size = try file.size()
+        bodySize = Int(size) - 4
+        guard bodySize >= Checkpoint.magic.count else { throw LogError(.corrupt, "checkpoint is cut short (\(size) bytes)") }
     }
-
-    deinit { close(fd) }
 
     /// Bytes of the body not yet read.
     var remaining: Int { bodySize - position }
@@ -239,13 +191,7 @@ final class CheckpointReader {
     }
 
     private func readRaw(into destination: UnsafeMutableRawPointer, count: Int, at offset: Int) throws {
-        var done = 0
-        while done < count {
-            let n = pread(fd, destination + done, count - done, off_t(offset + done))
-            if n < 0 { if errno == EINTR { continue }; throw LogError(.io, "reading '\(path)' failed: \(String(cString: strerror(errno)))") }
-            if n == 0 { throw LogError(.corrupt, "checkpoint is cut short") }
-            done += n
-        }
+        guard try file.read(into: destination, count: count, at: Int64(offset)) == count else { throw LogError(.corrupt, "checkpoint is cut short") }
     }
 
     func bytes(_ count: Int) throws -> [UInt8] {

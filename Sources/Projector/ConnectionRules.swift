@@ -77,6 +77,11 @@ public enum ConnectionRules {
 
         public var isConnect: Bool { kind == 1 }
 
+        /// Its fields' offsets, for the checkpoint's layout fingerprint.
+        static var fieldOffsets: [Int?] {
+            [\KeyEvent.timestamp, \KeyEvent.gateway, \KeyEvent.kind].map(MemoryLayout<KeyEvent>.offset(of:))
+        }
+
         public init(timestamp: Int64, gateway: Int32, isConnect: Bool) {
             self.timestamp = timestamp
             self.gateway = gateway
@@ -129,6 +134,12 @@ public enum ConnectionRules {
         public var isOpen: Bool { open != 0 }
 
         public init() {}
+
+        /// Its fields' offsets, for the checkpoint's layout fingerprint.
+        static var fieldOffsets: [Int?] {
+            [\Sessions.start, \Sessions.lastEnd, \Sessions.gateway, \Sessions.count, \Sessions.unknownStarts, \Sessions.open,
+             \Sessions.lastReason].map(MemoryLayout<Sessions>.offset(of:))
+        }
 
         /// Whether its fields could come from a fold (a checkpoint's are checked with it).
         var isValid: Bool {

@@ -41,6 +41,13 @@ struct KeyHistory {
 
     /// The key's newest event time.
     var lastEventTime: Int64 { last.timestamp }
+
+    /// Its fields' offsets, for the checkpoint's layout fingerprint (`Checkpoint.layoutDescription`).
+    static var fieldOffsets: [Int?] {
+        [\KeyHistory.tail, \KeyHistory.last, \KeyHistory.first, \KeyHistory.count, \KeyHistory.capacity, \KeyHistory.base,
+         \KeyHistory.lastEnd, \KeyHistory.snapshots, \KeyHistory.snapshotCapacity, \KeyHistory.keptAtTrim].map(MemoryLayout<KeyHistory>.offset(of:))
+            + [MemoryLayout<KeyHistory>.offset(of: \KeyHistory.padding)]
+    }
 }
 
 extension ProjectionState {

@@ -231,3 +231,34 @@ private final class Handoff: @unchecked Sendable {
     /// Applier: waits until the reading thread has returned.
     func waitForReader() { finished.wait() }
 }
+
+extension Replay {
+    /// What `restore` did: the checkpoint it started from (and the ones it skipped), then the replay.
+    public struct Restored {
+        public let projection: PresenceProjection
+        public let checkpoint: Checkpoint.LoadReport
+        public let summary: Summary
+    }
+
+    /// The one way to a current state: the newest checkpoint in `DATA/checkpoints` that fits (the log
+    /// holds what it covers, the same horizon, nothing after `at`), then the log's records after it, up
+    /// to `untilOffset` and, with `at`, only those at or before that time (rule 6). Without
+    /// `fromCheckpoint`, the whole log. Used by `presence serve`, `replay --resume` and `state`.
+    /// `logEndOffset`: the log's end, when the caller has it open (else read from the segments' headers).
+    public static func restore(data: String, logDirectory: String, horizon: Int64, fromCheckpoint: Bool = true,
+                               logEndOffset: Int64? = nil, untilOffset: Int64? = nil, at time: Int64? = nil,
+                               readAhead: Bool = true, progress: @escaping (Int) -> Void = { _ in }) throws -> Restored {
+        var projection = PresenceProjection(horizon: horizon)
+        var report = Checkpoint.LoadReport()
+        if fromCheckpoint {
+            let end = try logEndOffset ?? LogReader(directory: logDirectory).endOffsetFromHeaders()
+            if let (loaded, loadReport) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: min(end, untilOffset ?? .max),
+                                                                notAfter: time ?? .max, horizon: horizon) {
+                report = loadReport
+                if loadReport.used != nil { projection = loaded }
+            }
+        }
+        let summary = try run(logDirectory: logDirectory, into: projection, untilOffset: untilOffset, at: time, readAhead: readAhead, progress: progress)
+        return Restored(projection: projection, checkpoint: report, summary: summary)
+    }
+}

@@ -4,9 +4,10 @@ import Glibc
 import Darwin
 #endif
 
-/// An open file descriptor that closes itself. Every failure names the path and the operation.
-final class File {
-    let path: String
+/// An open file descriptor that closes itself. Every failure names the path and the operation. The
+/// storage engine's file layer; other modules' files (the projector's checkpoints) go through it too.
+public final class File {
+    public let path: String
     let descriptor: Int32
 
     private init(path: String, descriptor: Int32) {
@@ -17,7 +18,7 @@ final class File {
     deinit { close(descriptor) }
 
     /// Opens `path` for reading.
-    static func openForReading(_ path: String) throws(LogError) -> File {
+    public static func openForReading(_ path: String) throws(LogError) -> File {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LogError.io("open", path) }
         return File(path: path, descriptor: fd)
@@ -34,14 +35,14 @@ final class File {
     }
 
     /// The file's size in bytes.
-    func size() throws(LogError) -> Int64 {
+    public func size() throws(LogError) -> Int64 {
         var info = stat()
         guard fstat(descriptor, &info) == 0 else { throw LogError.io("stat", path) }
         return Int64(info.st_size)
     }
 
     /// Reads up to `count` bytes at `offset` into `buffer`; fewer only at the end of the file.
-    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws(LogError) -> Int {
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws(LogError) -> Int {
         var done = 0
         while done < count {
             let n = pread(descriptor, buffer + done, count - done, off_t(offset) + off_t(done))
@@ -102,20 +103,72 @@ final class File {
     }
 }
 
-/// Directory and path operations the log needs.
-enum FileSystem {
-    static func exists(_ path: String) -> Bool {
+/// A file written whole or not at all (a snapshot, such as a checkpoint): the bytes go to a temporary
+/// file beside it, which `commit` fsyncs and renames into place, then fsyncs the directory. One that is
+/// never committed (an error on the way) is removed. Small writes are gathered into larger ones.
+public final class AtomicFileWriter {
+    public let path: String
+    private let temporary: String
+    private let file: File
+    private var pending: [UInt8] = []
+    private var committed = false
+    /// Bytes written so far.
+    public private(set) var count = 0
+
+    /// Starts writing `path`; the directory must exist.
+    public init(path: String) throws(LogError) {
+        self.path = path
+        temporary = FileSystem.parent(of: path) + "/." + (path.split(separator: "/").last.map(String.init) ?? "file") + ".\(getpid()).tmp"
+        try FileSystem.remove(temporary)
+        file = try File.openForWriting(temporary, create: true, exclusive: true)
+        pending.reserveCapacity(1 << 16)
+    }
+
+    deinit { if !committed { unlink(temporary) } }
+
+    /// Appends `bytes`.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(LogError) {
+        if bytes.count < 4096 {
+            pending.append(contentsOf: bytes)
+            if pending.count >= 1 << 16 { try flush() }
+        } else {
+            try flush()
+            try file.write(bytes, at: Int64(count))
+            count += bytes.count
+        }
+    }
+
+    private func flush() throws(LogError) {
+        guard !pending.isEmpty else { return }
+        try file.write(pending, at: Int64(count))
+        count += pending.count
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    /// Makes the file durable under its name.
+    public func commit() throws(LogError) {
+        try flush()
+        try file.syncData()
+        try FileSystem.rename(temporary, to: path)
+        committed = true
+        try FileSystem.syncDirectory(FileSystem.parent(of: path))
+    }
+}
+
+/// Directory and path operations the log needs (and the files beside it: checkpoints).
+public enum FileSystem {
+    public static func exists(_ path: String) -> Bool {
         access(path, F_OK) == 0
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    public static func isDirectory(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Creates `path`, and its missing parents, unless it exists as a directory; fsyncs the parent of
     /// each directory it created.
-    static func createDirectory(_ path: String) throws(LogError) {
+    public static func createDirectory(_ path: String) throws(LogError) {
         if isDirectory(path) { return }
         if exists(path) { throw LogError(.invalidArgument, "'\(path)' exists and is not a directory") }
         let parent = parent(of: path)
@@ -125,7 +178,7 @@ enum FileSystem {
     }
 
     /// The names in a directory, without "." and "..".
-    static func list(_ path: String) throws(LogError) -> [String] {
+    public static func list(_ path: String) throws(LogError) -> [String] {
         guard let dir = opendir(path) else { throw LogError.io("list directory", path) }
         defer { closedir(dir) }
         var names: [String] = []
@@ -139,18 +192,28 @@ enum FileSystem {
     }
 
     /// Makes a directory's entries (created, renamed, removed files) durable.
-    static func syncDirectory(_ path: String) throws(LogError) {
+    public static func syncDirectory(_ path: String) throws(LogError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw LogError.io("open directory", path) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw LogError.io("fsync directory", path) }
     }
 
-    static func remove(_ path: String) throws(LogError) {
+    public static func remove(_ path: String) throws(LogError) {
         guard unlink(path) == 0 || errno == ENOENT else { throw LogError.io("remove", path) }
     }
 
-    static func rename(_ from: String, to: String) throws(LogError) {
+    /// Removes `path` and, if it is a directory, everything in it.
+    public static func removeTree(_ path: String) throws(LogError) {
+        if isDirectory(path) {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 || errno == ENOENT else { throw LogError.io("remove directory", path) }
+        } else {
+            try remove(path)
+        }
+    }
+
+    public static func rename(_ from: String, to: String) throws(LogError) {
         guard Glibc.rename(from, to) == 0 else { throw LogError.io("rename to '\(to)'", from) }
     }
 
@@ -165,13 +228,13 @@ enum FileSystem {
         try syncDirectory(parent(of: path))
     }
 
-    static func parent(of path: String) -> String {
+    public static func parent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let parent = String(path[..<slash])
         return parent.isEmpty ? "/" : parent
     }
 
-    static func size(_ path: String) -> Int64? {
+    public static func size(_ path: String) -> Int64? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         return Int64(info.st_size)

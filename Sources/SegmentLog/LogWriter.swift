@@ -7,6 +7,11 @@ public struct AppendResult: Sendable, Equatable {
     /// Records below this offset were durable when the request was acknowledged. Under
     /// `Durability.always` it is past `offsets.upperBound`.
     public let durableEndOffset: Int64
+
+    public init(offsets: ClosedRange<Int64>, durableEndOffset: Int64) {
+        self.offsets = offsets
+        self.durableEndOffset = durableEndOffset
+    }
 }
 
 /// A check each append request must pass on the commit thread, in log order, just before it is

@@ -107,6 +107,32 @@ public struct RecordBuffer: Sendable {
         })
     }
 
+    /// Calls `body` with record `index`'s key (nil for a null key) and value, without copying them.
+    public func withRecord<R>(at index: Int, _ body: (_ key: UnsafeRawBufferPointer?, _ value: UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        let entry = entries[index]
+        return try storage.withUnsafeBytes { raw in
+            let start = Int(entry.start), keyLength = Int(entry.keyLength)
+            let key = keyLength >= 0 ? UnsafeRawBufferPointer(rebasing: raw[start..<start + keyLength]) : nil
+            let valueStart = start + max(keyLength, 0)
+            return try body(key, UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueStart + Int(entry.valueLength)]))
+        }
+    }
+
+    /// Removes the last record.
+    public mutating func removeLast() {
+        let entry = entries.removeLast()
+        storage.removeSubrange(Int(entry.start)...)
+    }
+
+    /// The records at `indices` (ascending), in a new buffer.
+    public func subset(_ indices: [Int]) -> RecordBuffer {
+        var result = RecordBuffer()
+        for index in indices {
+            withRecord(at: index) { key, value in result.append(timestamp: entries[index].timestamp, key: key, value: value) }
+        }
+        return result
+    }
+
     /// The timestamp of record `index`.
     public func timestamp(at index: Int) -> Int64 { entries[index].timestamp }
 

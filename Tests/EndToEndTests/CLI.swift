@@ -1,4 +1,5 @@
 import Foundation
+@_exported import TestSupport
 import Testing
 
 /// Runs the real `presence` and `presence-gen` binaries that `swift build` put next to the test bundle.
@@ -96,16 +97,6 @@ extension Locked where Value == Data {
 }
 
 /// A fresh directory, removed afterwards.
-final class Scratch {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "presencelog-e2e-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func file(_ name: String) -> String { path + "/" + name }
-}
-
 extension String {
     var lines: [String] { split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
 }

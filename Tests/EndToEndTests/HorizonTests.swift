@@ -74,7 +74,7 @@ import Testing
             let bodies = [line("ahead-\(round)", newest + 90_000), line("behind-\(round)", newest - 30_000)]
             let port = server.port
             DispatchQueue.concurrentPerform(iterations: 2) { i in
-                let reply = post(port: port, token: gateway, body: bodies[i])
+                let reply = postEvents(port: port, token: gateway, body: bodies[i])
                 if reply.status == 200 {
                     acknowledged.update { $0 += 1 }
                 } else {
@@ -92,20 +92,4 @@ import Testing
         #expect(audit.stdout.contains("events refused (older than the late-arrival horizon): 0"), "\(audit.stdout)")
         #expect(acknowledged.get() + refused.get() == 120 && acknowledged.get() >= 60)
     }
-}
-
-/// POST /v1/events to a server on `port` from any thread.
-private func post(port: Int, token: String, body: Data) -> (status: Int, body: String) {
-    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/events")!)
-    request.httpMethod = "POST"
-    request.httpBody = body
-    request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-    let done = DispatchSemaphore(value: 0)
-    let reply = Locked((status: -1, body: ""))
-    URLSession.shared.dataTask(with: request) { data, response, _ in
-        reply.set(((response as? HTTPURLResponse)?.statusCode ?? -1, String(decoding: data ?? Data(), as: UTF8.self)))
-        done.signal()
-    }.resume()
-    done.wait()
-    return reply.get()
 }

@@ -113,3 +113,14 @@ import Testing
         #expect(buffer.isEmpty && buffer.payloadBytes == 0)
     }
 }
+
+@Suite struct NDJSONLinesTests {
+    @Test func linesAreCutAtNewlinesTrimmedOfOneCarriageReturnAndBlankOnesSkippedButCounted() {
+        let input = "a\r\n\n  \t\r\nb\r\r\nc"
+        var seen: [(Int, String)] = []
+        Array(input.utf8).withUnsafeBytes { raw in
+            NDJSONLines.forEach(in: raw) { number, line in seen.append((number, String(decoding: line, as: UTF8.self))) }
+        }
+        #expect(seen.map(\.0) == [1, 4, 5] && seen.map(\.1) == ["a", "b\r", "c"])
+    }
+}

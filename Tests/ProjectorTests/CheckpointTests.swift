@@ -1,19 +1,15 @@
+import CCRC32C
 import Foundation
 import Presence
 import SegmentLog
 import Testing
+import TestSupport
 @testable import Projector
 
 @Suite struct CheckpointTests {
-    func temporaryDirectory() -> String {
-        let path = NSTemporaryDirectory() + "presencelog-ckpt-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
-
     @Test func aLoadedCheckpointIsTheSameStateAndKeepsFolding() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         var random = SystemRandomNumberGenerator()
         // Enough distinct connections that the tables grew several times.
         var events = PropertyTests.randomEvents(500, using: &random)
@@ -46,9 +42,8 @@ import Testing
     /// (a crafted file) trapped converting it (`Int(UInt64)`); so would a table size whose bytes overflow,
     /// and a capacity no memory can hold failed its mapping. Each is now an error, and the log is replayed.
     @Test func aCraftedCheckpointWithHugeCountsIsRefusedNotACrash() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (path, _) = try Checkpoint.write(fold([connect("bob", "c", 1), connect("amy", "a", 2)]), to: dir)
+        let scratch = Scratch()
+        let (path, _) = try Checkpoint.write(fold([connect("bob", "c", 1), connect("amy", "a", 2)]), to: scratch.path)
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         // The counters after magic, layout, offset and time, then the first table's count, capacity, bytes.
         for field in [32, 40, 56, 64, 72, 80, 88, 96] {
@@ -69,8 +64,8 @@ import Testing
     }
 
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let older = fold([connect("bob", "c", 1)])
         older.apply(connect("amy", "a", 2), offset: 1)
         try Checkpoint.write(older, to: dir)
@@ -96,8 +91,8 @@ import Testing
     }
 
     @Test func checkpointsPastTheLogsEndOrAfterTheAskedTimeAreSkipped() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let projection = fold([connect("bob", "c", 1000)])
         projection.apply(disconnect("bob", "c", 2000), offset: 41)
         try Checkpoint.write(projection, to: dir)
@@ -111,8 +106,8 @@ import Testing
     }
 
     @Test func onlyTheNewestTwoAreKept() throws {
-        let dir = temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = Scratch()
+        let dir = scratch.path
         let projection = PresenceProjection()
         for i in 0..<5 {
             projection.apply(connect("u\(i)", "c", Int64(i)), offset: Int64(i))
@@ -120,5 +115,33 @@ import Testing
         }
         let names = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
         #expect(names == ["presence-00000000000000000004.ckpt", "presence-00000000000000000005.ckpt"])
+    }
+
+    /// The layout fingerprint is computed from what lies in a checkpoint as raw memory: any field moved
+    /// or resized, or a hash changed, gives another fingerprint, and a checkpoint written under it is
+    /// skipped for a replay (nobody has to remember to bump a number).
+    @Test func aCheckpointOfAnotherRecordLayoutIsSkipped() throws {
+        let description = Checkpoint.layoutDescription
+        #expect(Checkpoint.fingerprint(of: description) == Checkpoint.layout)
+        for position in description.indices {
+            var changed = description
+            changed[position] &+= 8  // as if one field had moved by a word
+            #expect(Checkpoint.fingerprint(of: changed) != Checkpoint.layout, "changing item \(position) left the fingerprint as it was")
+        }
+        // A checkpoint whose header carries the fingerprint of a build where one field moved.
+        let scratch = Scratch()
+        let dir = scratch.path
+        let projection = fold([connect("bob", "c", 100), disconnect("bob", "c", 200), connect("bob", "c", 300)])
+        let (path, _) = try Checkpoint.write(projection, to: dir)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        var moved = description
+        moved[moved.count / 2] &+= 8
+        withUnsafeBytes(of: Checkpoint.fingerprint(of: moved).littleEndian) { bytes.replaceSubrange(8..<16, with: $0) }
+        let crc = bytes.withUnsafeBytes { presencelog_crc32c(0, $0.baseAddress, bytes.count - 4) }
+        withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try Checkpoint.load(path) }
+        let newest = Checkpoint.loadNewest(from: dir, logEndOffset: 10)
+        #expect(newest?.1.used == nil && newest?.1.skipped.first?.contains("another record layout") == true, "\(String(describing: newest?.1))")
     }
 }

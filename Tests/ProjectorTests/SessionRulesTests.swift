@@ -2,6 +2,7 @@ import Foundation
 import Presence
 import SegmentLog
 import Testing
+import TestSupport
 @testable import Projector
 
 /// Rules v2: a connection id may be reused, and every connect after an end starts a new session,
@@ -237,9 +238,3 @@ import Testing
     }
 }
 
-/// A scratch directory, removed when the value goes.
-final class Scratch {
-    let path = NSTemporaryDirectory() + "presencelog-rules-" + UUID().uuidString
-    init() { try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}

@@ -12,7 +12,7 @@ import Testing
     }
 
     @Test func appendedRecordsReadBackAfterReopen() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path)
         let range = log.endOffset...log.endOffset
         #expect(range == 0...0)
@@ -31,7 +31,7 @@ import Testing
     }
 
     @Test func segmentsRollBySizeAndAreNamedByBaseOffset() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path, configuration: smallSegments())
         for start in stride(from: 0, to: 2000, by: 100) { try log.append(sampleRecords(start..<start + 100)) }
         try log.close()
@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func segmentsRollByEventTimeAge() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         var configuration = LogConfiguration()
         configuration.segmentMilliseconds = 60_000
         let log = try Log.open(directory: dir.path, configuration: configuration)
@@ -58,7 +58,7 @@ import Testing
     }
 
     @Test func readsFromAnOffsetOrATimestampThroughTheIndexes() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path, configuration: smallSegments())
         for start in stride(from: 0, to: 3000, by: 50) { try log.append(sampleRecords(start..<start + 50)) }
         try log.close()
@@ -75,7 +75,7 @@ import Testing
     }
 
     @Test func timestampReadsFindOutOfOrderRecords() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path, configuration: smallSegments())
         // Times go up, but every 10th record arrives a minute late.
         var buffer = RecordBuffer()
@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test func tornTailIsTruncatedAndLaterAppendsSucceed() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         do {
             let log = try Log.open(directory: dir.path)
             try log.append(sampleRecords(0..<500))
@@ -126,7 +126,7 @@ import Testing
     }
 
     @Test func fullLengthBatchWithBadCRCAtTheTailIsCut() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         do {
             let log = try Log.open(directory: dir.path)
             try log.append(sampleRecords(0..<100))
@@ -144,7 +144,7 @@ import Testing
     }
 
     @Test func corruptBatchInASealedSegmentIsAnErrorNamingFileAndPosition() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path, configuration: smallSegments())
         for start in stride(from: 0, to: 1000, by: 20) { try log.append(sampleRecords(start..<start + 20)) }
         try log.close()
@@ -160,7 +160,7 @@ import Testing
     }
 
     @Test func missingOrDamagedIndexesAreRebuilt() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let log = try Log.open(directory: dir.path, configuration: smallSegments())
         for start in stride(from: 0, to: 1000, by: 20) { try log.append(sampleRecords(start..<start + 20)) }
         try log.close()
@@ -180,7 +180,7 @@ import Testing
     }
 
     @Test func secondWriterGetsAClearErrorNamingTheHolder() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let first = try DataDirectory(path: dir.path)
         let error = #expect(throws: LogError.self) { _ = try DataDirectory(path: dir.path) }
         #expect(error?.code == .locked)
@@ -189,7 +189,7 @@ import Testing
     }
 
     @Test func hostileLogNamesAreRefused() throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let data = try DataDirectory(path: dir.path)
         for name in ["../etc", "a/b", "", ".", String(repeating: "x", count: 65), "Presence"] {
             #expect(throws: LogError.self) { try data.logPath(name) }
@@ -200,7 +200,7 @@ import Testing
 
 @Suite struct LogWriterTests {
     @Test func concurrentAppendsShareCommitsAndGetDistinctOffsets() async throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let writer = LogWriter(log: try Log.open(directory: dir.path))
         let results = try await withThrowingTaskGroup(of: AppendResult.self) { group in
             for i in 0..<400 {
@@ -225,7 +225,7 @@ import Testing
     }
 
     @Test func durableOffsetLagsUnderFsyncNever() async throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         var configuration = LogConfiguration()
         configuration.durability = .never
         let writer = LogWriter(log: try Log.open(directory: dir.path, configuration: configuration))
@@ -238,7 +238,7 @@ import Testing
     }
 
     @Test func intervalPolicyMakesAppendsDurableWithinTheInterval() async throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         var configuration = LogConfiguration()
         configuration.durability = .interval(milliseconds: 50)
         let writer = LogWriter(log: try Log.open(directory: dir.path, configuration: configuration))
@@ -252,7 +252,7 @@ import Testing
     }
 
     @Test func appendsAfterCloseFailWithAClearError() async throws {
-        let dir = TemporaryDirectory()
+        let dir = Scratch()
         let writer = LogWriter(log: try Log.open(directory: dir.path))
         try writer.close()
         await #expect(throws: LogError.self) { try await writer.append(sampleRecords(0..<1)) }

@@ -1,17 +1,6 @@
 import Foundation
+@_exported import TestSupport
 @testable import SegmentLog
-
-/// A fresh directory under the system temporary folder, removed when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "presencelog-test-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
 /// Records with predictable keys, values and timestamps: record i has key "user-(i % 97)",
 /// value "value-i" and timestamp base + i * step.

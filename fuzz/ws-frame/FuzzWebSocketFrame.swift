@@ -1,11 +1,12 @@
+import Chat
 import FuzzSupport
 import Presence
 import PresenceServer
 
 /// Any bytes as a WebSocket client frame (`{"op":...}`): `ClientRequest.read` gives a request or a
-/// refusal, never a crash. A request it gives is of JSON that `StrictJSON` accepts and within the
-/// documented limits, and reads back the same when written out again; a refusal's error frame is
-/// itself valid JSON. Traps (on purpose) when one of these fails.
+/// refusal, never a crash. A request it gives is of JSON that `StrictJSON` accepts and reads back the
+/// same when written out again; a message the chat domain accepts (`ChatRules.message`) is within the
+/// documented limits; a refusal's error frame is itself valid JSON. Traps (on purpose) when one of these fails.
 func check(_ bytes: [UInt8]) {
     switch ClientRequest.read(bytes) {
     case .failure(let refusal):
@@ -21,7 +22,8 @@ func check(_ bytes: [UInt8]) {
         guard case .success(let again) = ClientRequest.read(written), again == request else {
             fatalError("\(request) written as \(String(decoding: written, as: UTF8.self)) reads back differently")
         }
-        if case .send(_, let content, let clientID) = request {
+        // A message the chat domain would post is within its documented limits.
+        if case .send(_, let content, let clientID) = request, (try? ChatRules.message(content: content, clientID: clientID)) != nil {
             guard !content.isEmpty, content.utf8.count <= 16 * 1024, clientID.map({ !$0.isEmpty && $0.utf8.count <= 256 }) ?? true
             else { fatalError("a send outside the limits was accepted: \(request)") }
         }

@@ -1,58 +1,98 @@
+import Chat
+import Cluster
 import Foundation
+import Logging
 import Metrics
 import Presence
 import Projector
 import SegmentLog
+import Synchronization
 
-/// The server's state: the presence log's writer and the projection folded from it, kept in step.
+/// A presence node: what `presence serve` runs. It wires the presence log's writer, the projection
+/// folded from it, the chat store, the WebSocket sessions' pushes and the node's leases; the rules it
+/// follows live in the domain modules (`ConnectionRules`, `LeasePolicy`, `ShownPresence`, `Access`,
+/// `ChatRules`, `EventIDIndex`) and it only wires them.
 ///
-/// Appends go through the `LogWriter` (group commit, fsync before the acknowledgement); the commit
-/// thread applies each committed request to the projection, in log order, before the caller is
-/// answered, so a reader that sees an acknowledgement also sees its effect.
-public final class LiveState: @unchecked Sendable {
-    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe.
+/// Its ordering invariants, each checked where it is kept:
+/// 1. **Acknowledged means applied, in log order.** Appends go through the `LogWriter` (group commit,
+///    fsync before the acknowledgement); the commit thread applies each committed request to the
+///    projection, in log order (asserted: the projection's next offset is the commit's first), under
+///    `lock`, before the caller is answered, so a reader that sees an acknowledgement sees its effect.
+/// 2. **Written means applied.** The writer's admission check (`LateArrivalAdmission`) refuses, on the
+///    commit thread and in log order, exactly what the fold would skip (asserted after each apply).
+/// 3. **Pushes follow the log.** The watched users' shown presence is read before and after each apply
+///    under the same lock, and frames are queued in log order after the fsync; an `opened` frame is built
+///    under that lock too, so every shown change after its cursor is pushed and none before it.
+/// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
+///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
+public final class PresenceNode: @unchecked Sendable {
+    // @unchecked: `projection` is touched only under `lock`; `writer` is itself thread-safe;
+    // `publishedNextOffset` is atomic.
     private let lock = NSLock()
     private let projection: PresenceProjection
+    /// The projection's next offset, published after each apply: the snapshot's hot path reads it
+    /// without taking `lock`.
+    private let publishedNextOffset = Atomic<Int64>(0)
     let writer: LogWriter
     let data: String
     /// Conversations and messages, in their own log.
     public let conversations: ConversationStore
+    /// Who may see what (`Access`): asked by every route, the fast path, WebSocket opens and pushes.
+    public var access: Access { Access(chat: conversations) }
 
     /// This node's gateway name: its sockets' connects and disconnects and its heartbeats carry it.
     public let node: String
     /// The late-arrival horizon the log is written with (ms).
     public let horizon: Int64
-    private let report: @Sendable (String) -> Void
+    /// Where the node says what it did (recovery, checkpoints, leases) and what went wrong.
+    let logger: Logger
 
     /// Frames that may wait for a WebSocket client before it is cut off (close 4008).
     let pushQueueLimit: Int
 
     /// Opens the data directory (taking its writer lock), loads the newest checkpoint and replays the
     /// log after it, then starts the writer. `horizon`: the one asked for; nil takes the data
-    /// directory's stored horizon (else the default). `report` receives recovery and checkpoint notes.
-    public init(data: String, configuration: LogConfiguration, horizon: Int64?, node: String = "presence-node",
-                pushQueueLimit: Int = PushSession.defaultQueueLimit, report: @escaping @Sendable (String) -> Void) throws {
+    /// directory's stored horizon (else the default). `logger` receives recovery and checkpoint notes.
+    ///
+    /// With `clusterMode`, the local log is a cache of the cluster's stream (`joinCluster` follows): it
+    /// is written without fsync (the stream holds the durability), and when it does not match the position
+    /// noted in `DATA/cluster-position` (a crash between the two) it is removed and rebuilt from the stream.
+    public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, clusterMode: Bool = false, logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
-        self.report = report
+        self.logger = logger
+        let report: (String) -> Void = { logger.notice("\($0)") }
         let directory = try DataDirectory(path: data)
         self.directory = directory
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
-        let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
-        var projection = PresenceProjection(horizon: horizon)
-        if let (loaded, loadReport) = Checkpoint.loadNewest(from: Checkpoint.directory(data: data), logEndOffset: log.endOffset, horizon: horizon) {
-            for skipped in loadReport.skipped { report("checkpoint skipped: \(skipped)") }
-            if let used = loadReport.used {
-                projection = loaded
-                report("loaded \(used)")
+        var configuration = configuration
+        if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
+        var log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
+        let position = ClusterPosition.read(data: data)
+        if clusterMode {
+            if !Self.localLogMatches(position, endOffset: log.endOffset) {
+                report("cluster: the local log (end offset \(log.endOffset)) does not match its position in the stream (\(position.map { "\($0.sequence)/\($0.endOffset)" } ?? "none")): rebuilding it from the stream")
+                try log.close()
+                try FileSystem.removeTree(try directory.logPath(presenceLogName))
+                try FileSystem.removeTree(Checkpoint.directory(data: data))
+                try FileSystem.remove(data + "/" + ClusterPosition.file)
+                log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
+            } else if let position {
+                clusterPosition = position
             }
         }
-        let summary = try Replay.run(logDirectory: log.directory, into: projection)
+        let restored = try Replay.restore(data: data, logDirectory: log.directory, horizon: horizon, logEndOffset: log.endOffset)
+        for skipped in restored.checkpoint.skipped { report("checkpoint skipped: \(skipped)") }
+        if let used = restored.checkpoint.used { report("loaded \(used)") }
+        let projection = restored.projection, summary = restored.summary
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
+        publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
+        eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
         // what the writer acknowledges, the projection applies.
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
@@ -62,7 +102,10 @@ public final class LiveState: @unchecked Sendable {
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
     }
 
-    private let directory: DataDirectory
+    let directory: DataDirectory
+
+    /// The log offset the projection has applied up to (its next offset), without taking the lock.
+    public var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }
 
     /// Reads the projection under the lock.
     public func read<T>(_ body: (PresenceProjection) throws -> T) rethrows -> T {
@@ -75,8 +118,16 @@ public final class LiveState: @unchecked Sendable {
     private let commitLatency = Timer(label: "presence_commit_seconds")
 
     /// Appends `records` durably, applies them to the projection, pushes the changes watchers see, and
-    /// returns their offsets.
+    /// returns their offsets: through the cluster's stream in cluster mode, else to the local log.
     public func append(_ records: RecordBuffer) async throws -> AppendResult {
+        guard let replicated else { return try await commit(records) }
+        let ack = try await replicated.append(records).get()
+        return AppendResult(offsets: (ack.offsets.min() ?? 0)...(ack.offsets.max() ?? 0), durableEndOffset: nextOffset)
+    }
+
+    /// Appends `records` to the local log (group commit; fsync under `Durability.always`), then applies
+    /// them and pushes, on the commit thread, in log order (invariant 1).
+    func commit(_ records: RecordBuffer) async throws -> AppendResult {
         let started = DispatchTime.now()
         defer { commitLatency.recordInterval(since: started) }
         let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
@@ -85,6 +136,7 @@ public final class LiveState: @unchecked Sendable {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
+                        assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
                         let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
                         let refusedBefore = projection.refusedEvents
                         do { try projection.apply(batch: views) } catch {
@@ -93,8 +145,10 @@ public final class LiveState: @unchecked Sendable {
                         }
                         // The writer's admission check refuses what the fold would: none is skipped here.
                         assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
+                        eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
                         if let watch, !watch.users.isEmpty { pushesSent.increment(by: hub.push(watch, from: projection)) }
                     }
+                    publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
                 }
                 continuation.resume(returning: result)
@@ -102,6 +156,16 @@ public final class LiveState: @unchecked Sendable {
         }
         return try result.get()
     }
+
+    /// The event ids written within the window (`EventIDIndex`), kept under `lock` on the commit thread.
+    var eventIDs: EventIDIndex
+    /// The event ids of requests between their check and their commit.
+    let idClaims = InFlightClaims<EventIDIndex.Key>()
+    /// The cluster's replicated log, in cluster mode (`PresenceNode+Cluster`).
+    var replicated: ReplicatedLog<Result<EventsAck, LogError>>?
+    /// Where the local log stands in the cluster's stream (cluster mode), and when it was last written.
+    var clusterPosition = ClusterPosition(sequence: 0, endOffset: 0)
+    var positionWrittenAt: UInt64 = 0
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
     public func lateArrivalGuard() -> LateArrivalGuard {
@@ -160,7 +224,7 @@ public final class LiveState: @unchecked Sendable {
         do {
             try await append(own: [PresenceEvent(kind: .disconnect, user: session.user, conn: session.conn, gateway: node, timestamp: Self.now())])
         } catch {
-            report("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
+            logger.error("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
         }
     }
 
@@ -214,29 +278,30 @@ public final class LiveState: @unchecked Sendable {
     /// Ends, with a `gateway_down` at this node's last logged time, the connections a previous run of
     /// this node left open (it was killed, or the machine died): nobody stays online after a kill -9.
     public func endPreviousRun() async throws {
-        let (open, last) = read { $0.openConnections(onGateway: node) }
-        guard open > 0, let last else { return }
-        let ack = try await append(own: [.gateway(.gatewayDown, gateway: node, timestamp: last)])
-        report("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(last)), offset \(ack.offsets.lowerBound)")
+        guard let (event, open) = read({ LeasePolicy(node: node, lease: 0).restart(projection: $0) }) else { return }
+        let ack = try await append(own: [event])
+        logger.notice("ended \(open) connection\(open == 1 ? "" : "s") left open by this node's previous run: gateway_down at \(Timestamp.format(event.timestamp)), offset \(ack.offsets.lowerBound)")
     }
 
-    /// Until cancelled: every `interval` appends this node's heartbeat, and a `gateway_down` (at its last
-    /// heartbeat) for every other gateway whose heartbeats stopped more than `lease` ago by the log's
-    /// clock (its newest event time, which this node's own heartbeats move on).
+    /// Until cancelled: every `interval`, what the lease rules say (`LeasePolicy.tick`): this node's
+    /// heartbeat, and a `gateway_down` (at its last heartbeat) for every other gateway whose heartbeats
+    /// stopped more than `lease` ago by the log's clock.
     public func keepAlive(interval: Duration, lease: Int64) async {
+        let policy = LeasePolicy(node: node, lease: lease)
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
             do {
-                try await append(own: [.gateway(.heartbeat, gateway: node, timestamp: Self.now())])
-                let expired = read { $0.expiredLeases(lease: lease, now: $0.maxTimestamp) }.filter { $0.gateway != node }
-                if !expired.isEmpty {
-                    try await append(own: expired.map { .gateway(.gatewayDown, gateway: $0.gateway, timestamp: $0.lastHeartbeat) })
-                    for gateway in expired {
-                        report("lease expired: gateway \(gateway.gateway) silent since \(Timestamp.format(gateway.lastHeartbeat)); appended gateway_down")
+                let now = Self.now()
+                let (heartbeat, downs) = read { policy.tick(now: now, projection: $0) }
+                try await append(own: [heartbeat])
+                if !downs.isEmpty {
+                    try await append(own: downs)
+                    for down in downs {
+                        logger.notice("lease expired: gateway \(down.gateway) silent since \(Timestamp.format(down.timestamp)); appended gateway_down")
                     }
                 }
             } catch {
-                report("keep-alive: \(error)")
+                logger.error("keep-alive: \(error)")
             }
         }
     }
@@ -245,7 +310,7 @@ public final class LiveState: @unchecked Sendable {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 
-    private func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock()
         defer { lock.unlock() }
         return try body()
@@ -253,22 +318,25 @@ public final class LiveState: @unchecked Sendable {
 
     /// Ends the sessions still open with their disconnects, flushes and closes the logs cleanly, and
     /// writes a checkpoint.
-    public func shutdown(report: (String) -> Void) async throws {
+    public func shutdown() async throws {
         let left = withLock { hub.removeAll() }
         if !left.isEmpty {
             let now = Self.now()
             do {
                 try await append(own: left.map { PresenceEvent(kind: .disconnect, user: $0.user, conn: $0.conn, gateway: node, timestamp: now) })
-                report("ended \(left.count) open WebSocket session\(left.count == 1 ? "" : "s") with disconnects")
+                logger.notice("ended \(left.count) open WebSocket session\(left.count == 1 ? "" : "s") with disconnects")
             } catch {
-                report("could not append the disconnects of \(left.count) open sessions: \(error)")
+                logger.error("could not append the disconnects of \(left.count) open sessions: \(error)")
             }
         }
+        // In cluster mode the materializer stops first: nothing is applied after the log is closed.
+        if let replicated { await replicated.close() }
         try conversations.writer.close()
         try writer.close()
+        if replicated != nil { writePosition(withLock { clusterPosition }) }
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }
-        report("checkpoint \(written.path) " + (next == 0 ? "(the log is empty)" : "through offset \(next - 1)"))
+        logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")
         withExtendedLifetime(directory) {}
     }
 }

@@ -29,14 +29,12 @@ public final class ConversationStore: @unchecked Sendable {
         let sender: String
         let clientID: String
     }
-    let writer: LogWriter
+    public let writer: LogWriter
     /// Told of each new message once it is durable, in log order, on the commit thread (set once,
     /// before the server starts).
-    var messageObserver: (@Sendable (_ conversation: String, _ message: Message) -> Void)?
+    public var messageObserver: (@Sendable (_ conversation: String, _ message: Message) -> Void)?
 
     public static let logName = "messages"
-    public static let maxContentBytes = 16 * 1024
-    public static let maxMembers = 256
 
     public struct Message: Sendable, Equatable {
         public var seq: Int
@@ -80,34 +78,53 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Rebuilds the store from the messages log and starts its writer.
-    init(directory: DataDirectory, configuration: LogConfiguration, report: (String) -> Void) throws {
+    public init(directory: DataDirectory, configuration: LogConfiguration, report: (String) -> Void) throws {
         let log = try directory.openLog(Self.logName, configuration: configuration, report: report)
         writer = LogWriter(log: log)
         // The writer only appends after the last record; reading what is already there is safe.
         let reader = try LogReader(directory: log.directory)
         try reader.forEachRecord { record in
             guard let key = record.key, let value = record.value else { return true }
-            apply(id: String(decoding: key, as: UTF8.self), value: Data(value), timestamp: record.timestamp)
+            apply(id: String(decoding: key, as: UTF8.self), value: Array(value), timestamp: record.timestamp)
             return true
         }
     }
 
+    /// A record of the messages log (its value; the key is the conversation id).
+    struct Record: Codable {
+        var type: String
+        var members: [String]?
+        var by: String?
+        var sender: String?
+        var content: String?
+        var clientID: String?
+
+        enum CodingKeys: String, CodingKey { case type, members, by, sender, content, clientID = "client_id" }
+
+        static func created(members: [String], by creator: String) -> Record { Record(type: "created", members: members, by: creator) }
+        static func message(sender: String, content: String, clientID: String?) -> Record {
+            Record(type: "message", sender: sender, content: content, clientID: clientID)
+        }
+    }
+
     /// Applies one record (at start-up, or on the commit thread); returns the new message's seq, if it was one.
+    /// A record this store cannot read is skipped (the log is checked by its CRCs; a value from a newer
+    /// build would be kept in the log, not lost).
     @discardableResult
-    private func apply(id: String, value: Data, timestamp: Int64) -> Int? {
-        guard let object = (try? JSONSerialization.jsonObject(with: value)) as? [String: Any], let type = object["type"] as? String else { return nil }
-        switch type {
+    private func apply(id: String, value: [UInt8], timestamp: Int64) -> Int? {
+        guard let record = try? JSONDecoder().decode(Record.self, from: Data(value)) else { return nil }
+        switch record.type {
         case "created":
-            guard let members = object["members"] as? [String], conversations[id] == nil else { return nil }
+            guard let members = record.members, conversations[id] == nil else { return nil }
             conversations[id] = Conversation(members: members, createdAt: timestamp)
             for member in members { memberships[member, default: []].insert(id) }
             if members.count == 2, pairs[members.sorted()] == nil { pairs[members.sorted()] = id }
             return nil
         case "message":
-            guard let sender = object["sender"] as? String, let content = object["content"] as? String, conversations[id] != nil else { return nil }
+            guard let sender = record.sender, let content = record.content, conversations[id] != nil else { return nil }
             let seq = (conversations[id]?.messages.count ?? 0) + 1
             conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
-            if let clientID = object["client_id"] as? String {
+            if let clientID = record.clientID {
                 sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] = (seq, timestamp)
             }
             return seq
@@ -117,11 +134,13 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Appends one record durably and applies it; returns the message seq for a message.
-    private func append(id: String, object: [String: Any]) async throws -> (seq: Int?, timestamp: Int64) {
-        let value = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    private func append(id: String, record: Record) async throws -> (seq: Int?, timestamp: Int64) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let value = Array(try encoder.encode(record))
         let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
         var records = RecordBuffer()
-        records.append(timestamp: timestamp, key: Array(id.utf8), value: Array(value))
+        records.append(timestamp: timestamp, key: Array(id.utf8), value: value)
         let result: Result<Int?, LogError> = await withCheckedContinuation { continuation in
             writer.append(records) { [self] result in
                 switch result {
@@ -140,32 +159,53 @@ public final class ConversationStore: @unchecked Sendable {
         return (try result.get(), timestamp)
     }
 
-    /// Creates a conversation; returns its id, and false for `created` when `members` are two users who
-    /// already have a conversation of exactly the two of them (that one is returned: a chat client opens
-    /// "the" chat with a person, whoever asks first). Two requests racing for a new pair may still make two.
-    public func create(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
-        if members.count == 2, let existing = lock.withLock({ pairs[members.sorted()] }) { return (existing, false) }
+    /// Requests between their check (a pair's conversation, a client id) and their commit.
+    private let claims = InFlightClaims<String>()
+
+    /// Creates a conversation of `members` (`ChatRules.members`: repeats dropped, 2 to 256 ids, the
+    /// creator among them; `ChatError` otherwise); returns its id, and false for `created` when they are
+    /// two users who already have a conversation of exactly the two of them (that one is returned: a chat
+    /// client opens "the" chat with a person, whoever asks first). Requests for one pair are decided one
+    /// after the other (`InFlightClaims`), so two racing make one.
+    public func create(members requested: [String], by creator: String) async throws -> (id: String, created: Bool) {
+        let members = try ChatRules.members(requested, creator: creator)
+        guard members.count == 2 else { return try await createNew(members: members, by: creator) }
+        let pair = members.sorted()
+        return try await claims.holding(["pair\u{0}" + pair.joined(separator: "\u{0}")]) {
+            if let existing = lock.withLock({ pairs[pair] }) { return (existing, false) }
+            return try await createNew(members: members, by: creator)
+        }
+    }
+
+    private func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         } while lock.withLock({ conversations[id] != nil })
-        _ = try await append(id: id, object: ["type": "created", "members": members, "by": creator])
+        _ = try await append(id: id, record: .created(members: members, by: creator))
         return (id, true)
     }
 
     /// Posts a message; returns its seq and time. With a `clientID` (the sender's own id for the
     /// message, so that it can retry after a lost answer), a message this sender already posted to this
     /// conversation with that id is not posted again: its seq and time are returned, with `repeated`.
-    /// (Two sends of one client id racing on two connections may both be posted.)
+    /// Sends of one client id racing on two connections are decided one after the other.
+    /// The message must keep to `ChatRules.message` and the sender be a member (`ChatError` otherwise).
     public func post(to id: String, sender: String, content: String, clientID: String? = nil) async throws
         -> (seq: Int, timestamp: Int64, repeated: Bool) {
-        if let clientID, let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
-            return (sent.seq, sent.timestamp, true)
+        try ChatRules.message(content: content, clientID: clientID)
+        _ = try Access(chat: self).conversation(id, for: sender).get()
+        guard let clientID else {
+            let (seq, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: nil))
+            return (seq ?? 0, timestamp, false)
         }
-        var object: [String: Any] = ["type": "message", "sender": sender, "content": content]
-        if let clientID { object["client_id"] = clientID }
-        let (seq, timestamp) = try await append(id: id, object: object)
-        return (seq ?? 0, timestamp, false)
+        return try await claims.holding(["sent\u{0}\(id)\u{0}\(sender)\u{0}\(clientID)"]) {
+            if let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
+                return (sent.seq, sent.timestamp, true)
+            }
+            let (seq, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
+            return (seq ?? 0, timestamp, false)
+        }
     }
 
     /// The seq of the newest message of `id` (0 when it has none).

@@ -1,0 +1,256 @@
+import Foundation
+import JetStream
+import Logging
+import NATS
+import NIOCore
+import SegmentLog
+import Synchronization
+
+/// A log replicated through a JetStream stream: every node publishes its requests to one stream
+/// (replicated with Raft, each publish acknowledged by a quorum) and materializes the whole stream, in
+/// stream order, into its own local log. So the stream gives the one total order and the durability;
+/// the nodes are deterministic replicas of it, and the same record gets the same local offset on every
+/// node. Knows nothing of presence: the node says what materializing a message means.
+///
+/// A request is one message (`RecordBufferCodec`), published with a `Nats-Msg-Id` unique to the request
+/// and retried with it until acknowledged (`JetStream.publish(retryUntil:)`: never written twice,
+/// never reported written without an acknowledgement). The caller is answered once its own node has
+/// materialized the message, with what materializing gave: acknowledged means applied, here too.
+public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
+    // @unchecked: `waiters`, `caughtUpWaiters` and `caughtUp` are touched only under `lock`; `connection`
+    // and `jetStream` are set once in `connect`, before anything else runs.
+
+    public struct Configuration: Sendable {
+        /// NATS servers, `nats://host:port` (with credentials if the server wants them).
+        public var servers: [String]
+        public var stream: String
+        public var subject: String
+        /// Copies of the stream (3 for a cluster of three servers: a majority acknowledges each write).
+        public var replicas: Int
+        /// This node's name: its consumer's and its message ids' prefix.
+        public var node: String
+        /// How long JetStream drops a repeated `Nats-Msg-Id`: longer than `publishDeadline`.
+        public var duplicateWindow: Duration = .seconds(120)
+        /// How long a publish is retried (a leader election takes seconds) before the caller is told it
+        /// was not written.
+        public var publishDeadline: Duration = .seconds(30)
+        /// Messages pulled at a time while materializing.
+        public var fetchBatch = 256
+
+        public init(servers: [String], stream: String, subject: String, replicas: Int, node: String) {
+            self.servers = servers
+            self.stream = stream
+            self.subject = subject
+            self.replicas = replicas
+            self.node = node
+        }
+    }
+
+    /// What the node does with each message, on the materializer's task, in stream order: called with
+    /// the message's records, its stream sequence and its id; what it returns answers the request
+    /// when this node published it.
+    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ sequence: UInt64, _ messageID: String?) async -> Outcome
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private var connection: NATSConnection?
+    private var jetStream: JetStream?
+    private let lock = NSLock()
+    private var waiters: [String: CheckedContinuation<Outcome, any Error>] = [:]
+    private var caughtUp = false
+    private var caughtUpWaiters: [CheckedContinuation<Void, Never>] = []
+    private var materializer: Task<Void, Never>?
+    private let appliedSequence = Atomic<UInt64>(0)
+    private let published = Atomic<UInt64>(0)
+    /// Differs for every start of the node, so that message ids never repeat across restarts.
+    private let boot = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The stream sequence of the last message materialized here.
+    public var sequence: UInt64 { appliedSequence.load(ordering: .acquiring) }
+
+    /// Whether this node has materialized everything the stream held when it last looked.
+    public var isCaughtUp: Bool { lock.withLock { caughtUp } }
+
+    /// The consumer's name for this node (NATS names hold no dots, stars, `>` or spaces).
+    var consumerName: String {
+        "node-" + String(configuration.node.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+    }
+
+    /// Connects to the servers and makes sure the stream exists (created with the configured replicas and
+    /// file storage if it does not).
+    public func connect() async throws {
+        var options = try NATSOptions(servers: configuration.servers)
+        options.name = "presence-\(configuration.node)"
+        options.reconnect.maxAttempts = nil
+        let connection = try await NATSConnection.connect(options)
+        let jetStream = JetStream(connection)
+        self.connection = connection
+        self.jetStream = jetStream
+        // A cluster that has just started elects its JetStream leader first (seconds): until then the API
+        // answers nothing or "temporarily unavailable". Ask again until it answers, for a while.
+        let deadline = ContinuousClock.now + .seconds(60)
+        var attempts = 0
+        while true {
+            attempts += 1
+            do {
+                try await ensureStream(jetStream)
+                return
+            } catch {
+                guard ContinuousClock.now < deadline else {
+                    throw LogError(.io, "the cluster's JetStream did not answer for stream \(configuration.stream) within 60 s: \(error)")
+                }
+                if attempts % 10 == 1 { logger.notice("cluster: waiting for JetStream (\(error))") }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Makes sure the stream exists: created with the configured replicas and file storage if not.
+    private func ensureStream(_ jetStream: JetStream) async throws {
+        do {
+            _ = try await jetStream.streamInfo(configuration.stream)
+        } catch let error as JetStreamError where error.errorCode == JetStreamError.ErrorCode.streamNotFound {
+            var stream = StreamConfig(name: configuration.stream, subjects: [configuration.subject], storage: .file,
+                                      replicas: configuration.replicas, duplicateWindow: configuration.duplicateWindow)
+            stream.discard = .new
+            do {
+                _ = try await jetStream.createStream(stream)
+                logger.notice("created stream \(configuration.stream) (\(configuration.replicas) replicas, file storage)")
+            } catch let error as JetStreamError where error.errorCode == JetStreamError.ErrorCode.streamNameInUse {
+                // Another node created it first.
+            }
+        }
+    }
+
+    /// Starts materializing the stream from `sequence` (the first not yet in the local log) on a task of
+    /// its own, calling `materialize` for each message in order.
+    public func start(from sequence: UInt64, materialize: @escaping Materialize) {
+        appliedSequence.store(sequence - 1, ordering: .releasing)
+        materializer = Task { await self.materializeLoop(from: sequence, materialize) }
+    }
+
+    /// Waits until this node has materialized what the stream held (a new node catching up serves only then).
+    public func waitUntilCaughtUp() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = lock.withLock { () -> Bool in
+                if caughtUp { return true }
+                caughtUpWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Publishes `records` as one message and returns what this node's materializer made of it. Throws
+    /// when the stream did not acknowledge it within `publishDeadline` (it may then be in the stream, once:
+    /// the caller must not report it written).
+    public func append(_ records: RecordBuffer) async throws -> Outcome {
+        guard let jetStream else { throw LogError(.closed, "the replicated log is not connected") }
+        let id = "\(configuration.node)-\(boot)-\(published.add(1, ordering: .relaxed).newValue)"
+        let payload = RecordBufferCodec.encode(records)
+        return try await withCheckedThrowingContinuation { continuation in
+            lock.withLock { waiters[id] = continuation }
+            Task {
+                do {
+                    _ = try await jetStream.publish(payload, to: configuration.subject, messageID: id,
+                                                    retryUntil: .now + configuration.publishDeadline)
+                } catch {
+                    // Not acknowledged: the caller is told so (unless the materializer got there first).
+                    if let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) {
+                        waiter.resume(throwing: LogError(.io, "the cluster did not acknowledge the write: \(error)"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops materializing and closes the connection; requests still waiting fail.
+    public func close() async {
+        materializer?.cancel()
+        await materializer?.value
+        let left = lock.withLock { () -> [CheckedContinuation<Outcome, any Error>] in
+            defer { waiters.removeAll() }
+            return Array(waiters.values)
+        }
+        for waiter in left { waiter.resume(throwing: LogError(.closed, "the node is shutting down")) }
+        await connection?.close()
+    }
+
+    // MARK: Materializing
+
+    private func materializeLoop(from start: UInt64, _ materialize: Materialize) async {
+        guard let jetStream else { return }
+        var next = start
+        var consumer: PullConsumer?
+        while !Task.isCancelled {
+            do {
+                if consumer == nil { consumer = try await makeConsumer(jetStream, from: next) }
+                guard let pull = consumer else { continue }
+                // What is there now, up to a batch (a pull for a batch waits until the batch is full or it
+                // expires); when nothing is, one message, waited for: it comes back as soon as one arrives.
+                var messages = try await pull.fetch(batch: configuration.fetchBatch, noWait: true)
+                let drained = messages.count < configuration.fetchBatch
+                if messages.isEmpty {
+                    markCaughtUp()
+                    messages = try await pull.fetch(batch: 1, expires: .seconds(1))
+                }
+                for message in messages {
+                    guard let sequence = message.streamSequence else { continue }
+                    if sequence < next { continue }  // delivered again after a reconnect
+                    if sequence > next {
+                        logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
+                    }
+                    let id = message.headers?["Nats-Msg-Id"]
+                    let records: RecordBuffer
+                    do {
+                        records = try RecordBufferCodec.decode(message.payload)
+                    } catch {
+                        logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
+                        next = sequence + 1
+                        continue
+                    }
+                    let outcome = await materialize(records, sequence, id)
+                    appliedSequence.store(sequence, ordering: .releasing)
+                    next = sequence + 1
+                    if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+                }
+                if let last = messages.last { try? last.ack() }
+                if drained { markCaughtUp() }
+            } catch is CancellationError {
+                return
+            } catch {
+                // A server or the stream's leader going away (an election): look again shortly, through a
+                // consumer made afresh if this one went with its server.
+                logger.debug("materializing \(configuration.stream) from \(next): \(error)")
+                if let error = error as? JetStreamError, error.code == 409 || error.errorCode == JetStreamError.ErrorCode.consumerNotFound { consumer = nil }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// This node's durable pull consumer, made afresh to start at `sequence` (acknowledging all up to a
+    /// message acknowledges every one before it).
+    private func makeConsumer(_ jetStream: JetStream, from sequence: UInt64) async throws -> PullConsumer {
+        try? await jetStream.deleteConsumer(stream: configuration.stream, consumer: consumerName)
+        var config = ConsumerConfig(durableName: consumerName, ackPolicy: .all, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
+        if sequence > 1 { config.optStartSequence = sequence }
+        config.maxAckPending = configuration.fetchBatch * 4
+        _ = try await jetStream.createConsumer(stream: configuration.stream, config)
+        return jetStream.pullConsumer(stream: configuration.stream, consumer: consumerName)
+    }
+
+    private func markCaughtUp() {
+        let woken = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            guard !caughtUp else { return [] }
+            caughtUp = true
+            defer { caughtUpWaiters.removeAll() }
+            return caughtUpWaiters
+        }
+        for waiter in woken { waiter.resume() }
+    }
+}

@@ -1,0 +1,869 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A connection to a NATS server (or a cluster of them), kept alive across server restarts.
+///
+/// ```swift
+/// let nats = try await NATSConnection.connect(NATSOptions(servers: ["nats://127.0.0.1:4222"]))
+/// let sub = try nats.subscribe(to: "greet.*")
+/// try nats.publish(ByteBuffer(string: "hello"), to: "greet.joe")
+/// for try await message in sub { print(message.subject, String(buffer: message.payload)) }
+/// ```
+///
+/// **Writes are coalesced**: ``publish(_:to:replyTo:headers:)`` appends the operation to an outbound buffer
+/// and returns; one write per turn of the event loop sends everything appended since, so many publishes
+/// become one syscall. ``flush(timeout:)`` returns once the server has processed everything before it.
+///
+/// **Reconnecting**: when the server goes away the connection tries the next server of the list (the given
+/// ones and those the cluster announces in INFO's `connect_urls`) at once, then waits with backoff and
+/// jitter (``ReconnectPolicy``). Subscriptions are sent again after the handshake. Publishes made while
+/// disconnected are kept (up to ``NATSOptions/reconnectBufferSize`` bytes) and written after the
+/// subscriptions, or fail with `.reconnectBufferFull`; bytes not yet written when the socket broke are
+/// kept the same way. Requests whose question was already written to the lost server fail at once with
+/// `.connectionLost` (their answer cannot come); requests made while disconnected wait for the reconnect.
+///
+/// > Warning: core NATS is at-most-once: a publish written to a server that dies before reading it is lost.
+/// > Use JetStream's publish with an ack for writes that must not be lost.
+public final class NATSConnection: Sendable {
+    /// Where the connection is in its life.
+    public enum Status: Sendable, Equatable {
+        case connecting, connected, reconnecting, closed
+    }
+
+    let options: NATSOptions
+    let eventLoop: any EventLoop
+    private let core: Mutex<Core>
+    private var logger: Logger { options.logger }
+
+    private init(options: NATSOptions, eventLoop: any EventLoop) {
+        self.options = options
+        self.eventLoop = eventLoop
+        var seed = SystemRandomNumberGenerator()
+        self.core = Mutex(Core(
+            machine: ConnectionStateMachine(servers: options.servers, policy: options.reconnect, seed: seed.next()),
+            inboxPrefix: "_INBOX." + Self.randomToken(using: &seed) + "."
+        ))
+    }
+
+    /// Connects to the first server of `options` that answers, trying each once; throws `.connectFailed`
+    /// naming what each server said when none does.
+    public static func connect(_ options: NATSOptions, on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> NATSConnection {
+        let connection = NATSConnection(options: options, eventLoop: group.next())
+        try await connection.start()
+        return connection
+    }
+
+    /// Where the connection is in its life.
+    public var status: Status {
+        core.withLock { c in
+            switch c.machine.state {
+            case .idle: .connecting
+            case .connecting, .waiting: c.machine.everConnected ? .reconnecting : .connecting
+            case .connected: .connected
+            case .closed: .closed
+            }
+        }
+    }
+
+    /// The server connected to now, if any.
+    public var connectedServer: NATSServerAddress? {
+        core.withLock { c in if case .connected(let server) = c.machine.state { server } else { nil } }
+    }
+
+    /// The INFO of the server connected to (or last connected to).
+    public var serverInfo: ServerInfo? { core.withLock { $0.info } }
+
+    /// How many times the connection was made again after the first time.
+    public var reconnectCount: Int { core.withLock { $0.machine.reconnects } }
+
+    /// The servers the connection knows: the given ones, then those learnt from the cluster.
+    public var knownServers: [NATSServerAddress] { core.withLock { $0.machine.pool.servers } }
+
+    // MARK: Publishing and subscribing
+
+    /// Publishes `payload` to `subject`, with a subject to answer to and headers if given.
+    ///
+    /// Returns once the message is in the outbound buffer (or the reconnect buffer while disconnected); it
+    /// is written with whatever else is published in the same turn of the event loop.
+    /// - Throws: `.invalidSubject`, `.payloadTooLarge`, `.reconnectBufferFull`, `.connectionClosed`.
+    public func publish(_ payload: ByteBuffer, to subject: String, replyTo: String? = nil, headers: NATSHeaders? = nil) throws {
+        try checkSubject(subject)
+        if let replyTo { try checkSubject(replyTo) }
+        let reply = replyTo.map(WireSubject.string)
+        try publish(payload, to: .string(subject), reply: reply, headers: headers)
+    }
+
+    /// Publishes `payload` to a subject given as bytes, such as a message's ``NATSMessage/replyBytes``
+    /// (answering a request, acknowledging a JetStream message), without building a String.
+    public func publish(_ payload: ByteBuffer, toSubjectBytes subject: ByteBuffer) throws {
+        try publish(payload, to: .bytes(subject), reply: nil, headers: nil)
+    }
+
+    func publish(_ payload: ByteBuffer, to subject: WireSubject, reply: WireSubject?, headers: NATSHeaders?) throws {
+        let op: ClientOp
+        if let headers {
+            if let problem = headers.validationProblem() { throw NATSError(.invalidSubject, problem, subject: subject.text) }
+            op = .hpub(subject: subject, reply: reply, headers: headers, payload: payload)
+        } else {
+            op = .pub(subject: subject, reply: reply, payload: payload)
+        }
+        let scheduleFlush = try core.withLock { c -> Bool in
+            if let max = c.info?.maxPayload, payload.readableBytes + (headers?.encodedLength ?? 0) > max {
+                throw NATSError(.payloadTooLarge, "a message of \(payload.readableBytes) bytes is larger than the server's max_payload of \(max)", server: c.serverName, subject: subject.text)
+            }
+            return try c.enqueue(op, bufferSize: options.reconnectBufferSize)
+        }
+        if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
+    }
+
+    /// Subscribes to `subject` (wildcards `*` and `>` allowed), in queue group `queue` if given.
+    ///
+    /// Messages are kept until read (no limit): read them promptly. The subscription is sent again after
+    /// every reconnect.
+    public func subscribe(to subject: String, queue: String? = nil) throws -> NATSSubscription {
+        try checkSubject(subject)
+        if let queue { try checkSubject(queue) }
+        let (stream, continuation) = AsyncThrowingStream<NATSMessage, any Error>.makeStream()
+        let (sid, scheduleFlush) = try core.withLock { c -> (UInt64, Bool) in
+            guard !c.machine.isClosed else { throw NATSError(.connectionClosed, "the connection is closed", subject: subject) }
+            let sid = c.nextSid
+            c.nextSid += 1
+            c.subscriptions[sid] = Subscriber(subject: subject, queue: queue, kind: .stream(continuation))
+            return (sid, c.enqueueIfConnected(.sub(subject: subject, queue: queue, sid: sid)))
+        }
+        if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
+        return NATSSubscription(connection: self, sid: sid, subject: subject, stream: stream)
+    }
+
+    func unsubscribe(sid: UInt64) {
+        let scheduleFlush = core.withLock { c -> Bool in
+            guard let subscriber = c.subscriptions.removeValue(forKey: sid) else { return false }
+            if case .stream(let continuation) = subscriber.kind { continuation.finish() }
+            return c.enqueueIfConnected(.unsub(sid: sid, max: nil))
+        }
+        if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
+    }
+
+    // MARK: Request / reply
+
+    /// Publishes `payload` to `subject` and waits for the first answer.
+    ///
+    /// Answers come to one wildcard subscription, `_INBOX.<random>.*`, made on the first request; each
+    /// request takes the next number as the last token of its reply subject.
+    /// - Throws: `.noResponders` when nobody subscribes to `subject` (the server says so at once),
+    ///   `.timeout` when no answer comes within `timeout`, `.connectionLost` when the request was written
+    ///   to a server that went away before answering.
+    public func request(_ payload: ByteBuffer, to subject: String, headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)) async throws -> NATSMessage {
+        try checkSubject(subject)
+        return try await request(payload, to: .string(subject), headers: headers, timeout: timeout)
+    }
+
+    func request(_ payload: ByteBuffer, to subject: WireSubject, headers: NATSHeaders?, timeout: Duration) async throws -> NATSMessage {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
+            register(.single(continuation), payload: payload, subject: subject, headers: headers, timeout: timeout) { error in
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    /// What to do with one answer of ``requestMany(_:to:headers:maxAnswers:timeout:stallTimeout:classify:)``.
+    public enum AnswerVerdict: Sendable {
+        /// Keep it, and go on unless `maxAnswers` are kept.
+        case keep
+        /// Ignore it (a heartbeat) but count it as a sign of life.
+        case skip
+        /// Stop, returning what was kept.
+        case finish
+        /// Stop with this error.
+        case fail(NATSError)
+    }
+
+    /// Publishes `payload` to `subject` and collects the answers until `maxAnswers` are kept, `classify`
+    /// says to stop, or `timeout` passes (then what was kept is returned). With `stallTimeout`, a gap of that
+    /// long without any answer ends the wait with `.timeout` when nothing was kept yet.
+    ///
+    /// `classify` runs on the connection's event loop for every answer; keep it short. This is what a
+    /// JetStream pull (`$JS.API.CONSUMER.MSG.NEXT`) is made of.
+    public func requestMany(
+        _ payload: ByteBuffer, to subject: String, headers: NATSHeaders? = nil, maxAnswers: Int, timeout: Duration,
+        stallTimeout: Duration? = nil, classify: @escaping @Sendable (NATSMessage) -> AnswerVerdict
+    ) async throws -> [NATSMessage] {
+        try checkSubject(subject)
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[NATSMessage], any Error>) in
+            var messages: [NATSMessage] = []
+            messages.reserveCapacity(min(maxAnswers, 4096))
+            let batch = Batch(messages: messages, maxAnswers: maxAnswers, classify: classify,
+                              stall: stallTimeout.map(TimeAmount.init), lastActivity: .now(), continuation: continuation)
+            register(.batch(batch), payload: payload, subject: .string(subject), headers: headers, timeout: timeout) { error in
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    private func register(_ kind: PendingRequest.Kind, payload: ByteBuffer, subject: WireSubject, headers: NATSHeaders?, timeout: Duration,
+                          onError: (any Error) -> Void) {
+        do {
+            let scheduleFlush = try core.withLock { c -> Bool in
+                guard !c.machine.isClosed else { throw NATSError(.connectionClosed, "the connection is closed", subject: subject.text) }
+                c.nextToken += 1
+                let token = c.nextToken
+                var schedule: Bool
+                let reply: WireSubject
+                var sid: UInt64?
+                switch kind {
+                case .single:
+                    // One answer: it comes to the inbox wildcard, addressed by the last token.
+                    schedule = c.ensureInbox()
+                    reply = .inbox(prefix: c.inboxPrefix, token: token)
+                case .batch:
+                    // Many answers: JetStream delivers them with their own subjects, so they are told apart by a
+                    // subscription of their own (two tokens after the prefix, out of the wildcard's reach).
+                    let batchSid = c.nextSid
+                    c.nextSid += 1
+                    let inbox = c.inboxPrefix + "b." + String(token)
+                    c.subscriptions[batchSid] = Subscriber(subject: inbox, queue: nil, kind: .batch(token: token))
+                    schedule = c.enqueueIfConnected(.sub(subject: inbox, queue: nil, sid: batchSid))
+                    reply = .string(inbox)
+                    sid = batchSid
+                }
+                let op: ClientOp = headers.map { .hpub(subject: subject, reply: reply, headers: $0, payload: payload) }
+                    ?? .pub(subject: subject, reply: reply, payload: payload)
+                do {
+                    if try c.enqueue(op, bufferSize: options.reconnectBufferSize) { schedule = true }
+                } catch {
+                    if let sid { c.subscriptions[sid] = nil }
+                    throw error
+                }
+                c.requests[token] = PendingRequest(subject: subject, deadline: .now() + TimeAmount(timeout),
+                                                   attempt: c.liveAttempt, sid: sid, kind: kind)
+                return schedule
+            }
+            if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
+        } catch {
+            onError(error)
+        }
+    }
+
+    // MARK: Flush and close
+
+    /// Returns once the server has processed everything published before (a PING answered by a PONG).
+    /// While reconnecting it waits for the reconnect.
+    public func flush(timeout: Duration = .seconds(5)) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let deadline = NIODeadline.now() + TimeAmount(timeout)
+            let outcome = core.withLock { c -> Result<Bool, NATSError> in
+                switch c.machine.state {
+                case .closed:
+                    return .failure(NATSError(.connectionClosed, "the connection is closed"))
+                case .connected:
+                    c.pongWaiters.append(PongWaiter(continuation: continuation, deadline: deadline))
+                    ClientOp.ping.encode(into: &c.outbound)
+                    return .success(c.markFlushScheduled())
+                default:
+                    c.reconnectPongWaiters.append(PongWaiter(continuation: continuation, deadline: deadline))
+                    ClientOp.ping.encode(into: &c.reconnectBuffer)
+                    return .success(false)
+                }
+            }
+            switch outcome {
+            case .failure(let error): continuation.resume(throwing: error)
+            case .success(true): eventLoop.execute { self.flushOutbound() }
+            case .success(false): break
+            }
+        }
+    }
+
+    /// Writes what is buffered, closes the socket and fails whatever still waits (`.connectionClosed`).
+    public func close() async {
+        let action = core.withLock { $0.machine.closeRequested() }
+        guard case .close = action else { return }
+        let closed = shutdown(NATSError(.connectionClosed, "the connection was closed"), graceful: true)
+        try? await closed.get()
+    }
+
+    // MARK: Life cycle (on the event loop)
+
+    private func start() async throws {
+        startTimers()
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let action = core.withLock { c in
+                c.startWaiter = continuation
+                return c.machine.start()
+            }
+            perform(action)
+        }
+    }
+
+    private func perform(_ action: ConnectionStateMachine.Action) {
+        switch action {
+        case .connect(let server, let attempt):
+            openChannel(to: server, attempt: attempt)
+        case .wait(let delay):
+            logger.debug("nats: next reconnect attempt in \(delay)")
+            eventLoop.scheduleTask(in: TimeAmount(delay)) {
+                self.perform(self.core.withLock { $0.machine.timerFired() })
+            }
+        case .failInitialConnect(let reasons):
+            _ = shutdown(NATSError(.connectFailed, "could not connect to any server (\(reasons))"), graceful: false)
+        case .close(let reason):
+            _ = shutdown(NATSError(.connectionClosed, reason ?? "the connection was closed"), graceful: false)
+        case .connected, .none:
+            break
+        }
+    }
+
+    private func openChannel(to server: NATSServerAddress, attempt: UInt64) {
+        logger.debug("nats: connecting to \(server) (attempt \(attempt))")
+        let connectTimeout = TimeAmount(options.connectTimeout)
+        ClientBootstrap(group: eventLoop)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            .connectTimeout(connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NATSChannelHandler(connection: self, attempt: attempt))
+                }
+            }
+            .connect(host: server.host, port: server.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    // The handshake must end within the connect timeout too.
+                    self.eventLoop.scheduleTask(in: connectTimeout) {
+                        let stuck = self.core.withLock { c -> Bool in
+                            guard c.machine.currentAttempt == attempt else { return false }
+                            c.lastError = c.lastError ?? "no INFO / PONG within \(self.options.connectTimeout)"
+                            return true
+                        }
+                        if stuck { channel.close(promise: nil) }
+                    }
+                case .failure(let error):
+                    self.perform(self.core.withLock { $0.machine.attemptFailed(attempt: attempt, reason: "\(error)") })
+                }
+            }
+    }
+
+    func channelActive(_ channel: any Channel, attempt: UInt64) {
+        let stale = core.withLock { c -> Bool in
+            guard c.machine.currentAttempt == attempt else { return true }
+            c.channel = channel
+            c.lastError = nil
+            return false
+        }
+        if stale { channel.close(promise: nil) }
+    }
+
+    func receive(_ op: ServerOp, attempt: UInt64, channel: any Channel) {
+        switch op {
+        case .msg(let message):
+            deliver(message)
+        case .ping:
+            var buffer = channel.allocator.buffer(capacity: 6)
+            ClientOp.pong.encode(into: &buffer)
+            channel.writeAndFlush(buffer, promise: nil)
+        case .pong:
+            pongReceived(attempt: attempt, channel: channel)
+        case .info(let info):
+            infoReceived(info, attempt: attempt, channel: channel)
+        case .ok:
+            break
+        case .err(let text):
+            let server = core.withLock { c -> String? in
+                c.lastError = text
+                return c.serverName
+            }
+            logger.warning("nats: -ERR '\(text)' from \(server ?? "the server")")
+        }
+    }
+
+    private func infoReceived(_ info: ServerInfo, attempt: UInt64, channel: any Channel) {
+        let connect = core.withLock { c -> ConnectInfo? in
+            c.info = info
+            if let urls = info.connectURLs { c.machine.learn(connectURLs: urls) }
+            guard case .connecting(let server, let current) = c.machine.state, current == attempt, c.connectSent != attempt else { return nil }
+            c.connectSent = attempt
+            var connect = ConnectInfo()
+            connect.name = options.name
+            connect.echo = options.echo
+            if let user = server.user ?? options.user {
+                connect.user = user
+                connect.password = server.password ?? options.password
+            } else if let token = server.token ?? options.token {
+                connect.authToken = token
+            }
+            return connect
+        }
+        guard let connect else { return }
+        var buffer = channel.allocator.buffer(capacity: 512)
+        ClientOp.connect(connect).encode(into: &buffer)
+        ClientOp.ping.encode(into: &buffer)
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    private func pongReceived(attempt: UInt64, channel: any Channel) {
+        enum Outcome { case handshake(NATSServerAddress, Bool, CheckedContinuation<Void, any Error>?), pong(PongWaiter?) }
+        let outcome = core.withLock { c -> Outcome in
+            guard c.machine.currentAttempt == attempt else {
+                c.pingsOutstanding = 0
+                return .pong(c.pongWaiters.popFirst() ?? nil)
+            }
+            guard case .connected(let server, let isReconnect) = c.machine.handshakeCompleted(attempt: attempt) else { return .pong(nil) }
+            c.channel = channel
+            c.liveAttempt = attempt
+            c.pingsOutstanding = 0
+            // Subscriptions first, then what was published while disconnected, in order.
+            for sid in c.subscriptions.keys.sorted() {
+                if let subscriber = c.subscriptions[sid] {
+                    ClientOp.sub(subject: subscriber.subject, queue: subscriber.queue, sid: sid).encode(into: &c.outbound)
+                }
+            }
+            c.outbound.writeBuffer(&c.reconnectBuffer)
+            c.reconnectBuffer.clear()
+            c.pongWaiters = CircularBuffer(c.reconnectPongWaiters)
+            c.reconnectPongWaiters = []
+            for (token, request) in c.requests where request.attempt == nil {
+                c.requests[token]?.attempt = attempt
+            }
+            let waiter = c.startWaiter
+            c.startWaiter = nil
+            return .handshake(server, isReconnect, waiter)
+        }
+        switch outcome {
+        case .handshake(let server, let isReconnect, let waiter):
+            logger.info("nats: \(isReconnect ? "reconnected" : "connected") to \(server)")
+            flushOutbound()
+            waiter?.resume()
+        case .pong(let waiter):
+            waiter?.continuation?.resume()
+        }
+    }
+
+    func recordFailure(_ reason: String, attempt: UInt64) {
+        core.withLock { c in
+            if c.machine.currentAttempt == attempt || c.liveAttempt == attempt { c.lastError = c.lastError ?? reason }
+        }
+    }
+
+    func channelClosed(attempt: UInt64) {
+        let (action, lost) = core.withLock { c -> (ConnectionStateMachine.Action, [PendingRequest]) in
+            let reason = c.lastError ?? "the server closed the connection"
+            if c.machine.currentAttempt == attempt {
+                c.channel = nil
+                c.lastError = nil
+                return (c.machine.attemptFailed(attempt: attempt, reason: reason), [])
+            }
+            guard c.liveAttempt == attempt, case .connected(let server) = c.machine.state else { return (.none, []) }
+            logger.warning("nats: lost the connection to \(server): \(reason)")
+            c.channel = nil
+            c.liveAttempt = nil
+            c.lastError = nil
+            // Bytes not yet written go out again after the reconnect, ahead of anything published later.
+            c.reconnectBuffer.writeBuffer(&c.outbound)
+            c.outbound.clear()
+            c.flushScheduled = false
+            let error = NATSError(.connectionLost, "lost the connection (\(reason))", server: server.description)
+            while let waiter = c.pongWaiters.popFirst() { waiter?.continuation?.resume(throwing: error) }
+            var lost: [PendingRequest] = []
+            for (token, request) in c.requests where request.attempt == attempt {
+                c.requests[token] = nil
+                if let sid = request.sid { c.subscriptions[sid] = nil }  // nothing to UNSUB on a dead socket
+                lost.append(request)
+            }
+            return (c.machine.connectionLost(), lost)
+        }
+        for request in lost {
+            request.fail(NATSError(.connectionLost, "lost the connection before an answer came", subject: request.subject.text))
+        }
+        perform(action)
+    }
+
+    /// Closes the socket and fails every waiter with `error`; returns when the socket is closed.
+    private func shutdown(_ error: NATSError, graceful: Bool) -> EventLoopFuture<Void> {
+        let taken = core.withLock { c in
+            let taken = c.takeAll()
+            c.channel = nil
+            c.liveAttempt = nil
+            return taken
+        }
+        taken.timers.forEach { $0.cancel() }
+        taken.startWaiter?.resume(throwing: error)
+        for waiter in taken.pongWaiters { waiter.continuation?.resume(throwing: error) }
+        for request in taken.requests { request.fail(error) }
+        for subscriber in taken.subscribers {
+            if case .stream(let continuation) = subscriber.kind {
+                if graceful { continuation.finish() } else { continuation.finish(throwing: error) }
+            }
+        }
+        if taken.discardedBytes > 0 {
+            logger.error("nats: \(taken.discardedBytes) bytes published while disconnected were never sent: \(error)")
+        }
+        guard let channel = taken.channel else { return eventLoop.makeSucceededVoidFuture() }
+        if graceful, taken.outbound.readableBytes > 0 {
+            return channel.writeAndFlush(taken.outbound).flatMap { channel.close() }.recover { _ in }
+        }
+        return channel.close().recover { _ in }
+    }
+
+    // MARK: Writing
+
+    /// Writes the outbound buffer in one go (runs on the event loop, once per turn that published).
+    private func flushOutbound() {
+        let write = core.withLock { c -> (any Channel, ByteBuffer)? in
+            c.flushScheduled = false
+            guard let channel = c.channel, c.machine.isConnected, c.outbound.readableBytes > 0 else { return nil }
+            let bytes = c.outbound
+            c.outbound.clear()
+            return (channel, bytes)
+        }
+        if let (channel, bytes) = write { channel.writeAndFlush(bytes, promise: nil) }
+    }
+
+    // MARK: Delivery (on the event loop)
+
+    private func deliver(_ message: NATSMessage) {
+        let scheduleFlush = core.withLock { c -> Bool in
+            guard let subscriber = c.subscriptions[message.sid] else { return false }
+            switch subscriber.kind {
+            case .stream(let continuation):
+                continuation.yield(message)
+                return false
+            case .inbox:
+                guard let token = Self.lastTokenNumber(message.subjectBytes), let request = c.requests[token] else { return false }
+                return request.receive(message) ? false : c.removeRequest(token)
+            case .batch(let token):
+                guard let request = c.requests[token] else { return false }
+                return request.receive(message) ? false : c.removeRequest(token)
+            }
+        }
+        if scheduleFlush { eventLoop.execute { self.flushOutbound() } }
+    }
+
+    /// The decimal number after the subject's last dot, read in place.
+    static func lastTokenNumber(_ subject: ByteBuffer) -> UInt64? {
+        subject.withUnsafeReadableBytes { bytes -> UInt64? in
+            var value: UInt64 = 0
+            var index = bytes.count
+            var digits = 0
+            while index > 0, bytes[index - 1] != UInt8(ascii: ".") {
+                index -= 1
+                let byte = bytes[index]
+                guard byte >= 48, byte <= 57, digits < 18 else { return nil }
+                value = value &+ UInt64(byte &- 48) &* Self.powersOfTen[digits]  // < 10^18: no overflow
+                digits += 1
+            }
+            return digits == 0 ? nil : value
+        }
+    }
+
+    private static let powersOfTen: [UInt64] = (0..<19).map { exponent in (0..<exponent).reduce(1) { value, _ in value * 10 } }
+
+    // MARK: Timers
+
+    private func startTimers() {
+        let sweeper = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+            self.sweep()
+        }
+        let interval = TimeAmount(options.pingInterval)
+        let pinger = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            self.ping()
+        }
+        core.withLock { $0.timers = [sweeper, pinger] }
+    }
+
+    /// Fails the requests and flushes whose time is up.
+    private func sweep() {
+        let now = NIODeadline.now()
+        let (expired, scheduleFlush) = core.withLock { c -> ([(PendingRequest, Bool)], Bool) in
+            var expired: [(PendingRequest, Bool)] = []
+            var scheduleFlush = false
+            for (token, request) in c.requests {
+                if request.deadline <= now {
+                    expired.append((request, false))
+                    if c.removeRequest(token) { scheduleFlush = true }
+                } else if request.isStalled(now) {
+                    expired.append((request, true))
+                    if c.removeRequest(token) { scheduleFlush = true }
+                }
+            }
+            for index in c.pongWaiters.indices where (c.pongWaiters[index]?.deadline ?? .distantFuture) <= now {
+                c.pongWaiters[index]?.continuation?.resume(throwing: NATSError(.timeout, "flush: no PONG in time", server: c.serverName))
+                c.pongWaiters[index]?.continuation = nil
+            }
+            c.reconnectPongWaiters.removeAll { waiter in
+                guard waiter.deadline <= now else { return false }
+                waiter.continuation?.resume(throwing: NATSError(.timeout, "flush: not reconnected in time"))
+                return true
+            }
+            return (expired, scheduleFlush)
+        }
+        if scheduleFlush { flushOutbound() }
+        for (request, stalled) in expired { request.expire(stalled: stalled) }
+    }
+
+    /// Pings the server; too many pings unanswered means the server is gone (closing the socket reconnects).
+    private func ping() {
+        enum Step { case none, flush, stale(any Channel) }
+        let step = core.withLock { c -> Step in
+            guard c.machine.isConnected, let channel = c.channel else { return .none }
+            if c.pingsOutstanding >= options.maxPingsOutstanding {
+                c.lastError = "stale connection: \(c.pingsOutstanding) pings unanswered"
+                return .stale(channel)
+            }
+            c.pingsOutstanding += 1
+            c.pongWaiters.append(nil)
+            ClientOp.ping.encode(into: &c.outbound)
+            return c.markFlushScheduled() ? .flush : .none
+        }
+        switch step {
+        case .none: break
+        case .flush: flushOutbound()
+        case .stale(let channel):
+            logger.warning("nats: the server stopped answering pings; reconnecting")
+            channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Helpers
+
+    private func checkSubject(_ subject: String) throws {
+        if let problem = ClientOp.subjectProblem(subject) { throw NATSError(.invalidSubject, problem, subject: subject) }
+    }
+
+    private static func randomToken(using generator: inout SystemRandomNumberGenerator) -> String {
+        let alphabet = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        return String(decoding: (0..<22).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }, as: UTF8.self)
+    }
+}
+
+// MARK: - State behind the lock
+
+extension NATSConnection {
+    struct Subscriber {
+        enum Kind {
+            case stream(AsyncThrowingStream<NATSMessage, any Error>.Continuation)
+            /// The request inbox `_INBOX.<id>.*`.
+            case inbox
+            /// The inbox of one ``NATSConnection/requestMany(_:to:headers:maxAnswers:timeout:stallTimeout:classify:)``.
+            case batch(token: UInt64)
+        }
+        var subject: String
+        var queue: String?
+        var kind: Kind
+    }
+
+    struct PongWaiter {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var deadline: NIODeadline
+    }
+
+    /// The answers of a ``NATSConnection/requestMany(_:to:headers:maxAnswers:timeout:stallTimeout:classify:)``
+    /// as they come. A reference, so that appending does not copy; only touched under the connection's lock.
+    final class Batch: @unchecked Sendable {
+        var messages: [NATSMessage]
+        let maxAnswers: Int
+        let classify: @Sendable (NATSMessage) -> AnswerVerdict
+        let stall: TimeAmount?
+        var lastActivity: NIODeadline
+        let continuation: CheckedContinuation<[NATSMessage], any Error>
+
+        init(messages: [NATSMessage], maxAnswers: Int, classify: @escaping @Sendable (NATSMessage) -> AnswerVerdict, stall: TimeAmount?,
+             lastActivity: NIODeadline, continuation: CheckedContinuation<[NATSMessage], any Error>) {
+            self.messages = messages
+            self.maxAnswers = maxAnswers
+            self.classify = classify
+            self.stall = stall
+            self.lastActivity = lastActivity
+            self.continuation = continuation
+        }
+    }
+
+    struct PendingRequest {
+        enum Kind {
+            case single(CheckedContinuation<NATSMessage, any Error>)
+            case batch(Batch)
+        }
+        var subject: WireSubject
+        var deadline: NIODeadline
+        /// The connection attempt whose socket the request was written to; nil while it waits in the reconnect buffer.
+        var attempt: UInt64?
+        /// The subscription of a batch request's own inbox.
+        var sid: UInt64?
+        var kind: Kind
+
+        /// Takes an answer; true while more answers are expected.
+        func receive(_ message: NATSMessage) -> Bool {
+            switch kind {
+            case .single(let continuation):
+                if message.isNoResponders {
+                    continuation.resume(throwing: NATSError(.noResponders, "no responders: nobody subscribes to the subject", subject: subject.text))
+                } else {
+                    continuation.resume(returning: message)
+                }
+                return false
+            case .batch(let batch):
+                if message.isNoResponders {
+                    batch.continuation.resume(throwing: NATSError(.noResponders, "no responders: nobody subscribes to the subject", subject: subject.text))
+                    return false
+                }
+                batch.lastActivity = .now()
+                switch batch.classify(message) {
+                case .keep:
+                    batch.messages.append(message)
+                    if batch.messages.count >= batch.maxAnswers {
+                        batch.continuation.resume(returning: batch.messages)
+                        return false
+                    }
+                case .skip:
+                    break
+                case .finish:
+                    batch.continuation.resume(returning: batch.messages)
+                    return false
+                case .fail(let error):
+                    batch.continuation.resume(throwing: error)
+                    return false
+                }
+                return true
+            }
+        }
+
+        func isStalled(_ now: NIODeadline) -> Bool {
+            guard case .batch(let batch) = kind, let stall = batch.stall else { return false }
+            return batch.lastActivity + stall <= now
+        }
+
+        func expire(stalled: Bool) {
+            switch kind {
+            case .single(let continuation):
+                continuation.resume(throwing: NATSError(.timeout, "no answer in time", subject: subject.text))
+            case .batch(let batch):
+                if stalled, batch.messages.isEmpty {
+                    batch.continuation.resume(throwing: NATSError(.timeout, "no answer nor heartbeat for \(batch.stall.map { "\($0.nanoseconds / 1_000_000) ms" } ?? "")", subject: subject.text))
+                } else {
+                    batch.continuation.resume(returning: batch.messages)
+                }
+            }
+        }
+
+        func fail(_ error: NATSError) {
+            switch kind {
+            case .single(let continuation): continuation.resume(throwing: error)
+            case .batch(let batch): batch.continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    struct Core {
+        var machine: ConnectionStateMachine
+        var channel: (any Channel)?
+        /// The attempt whose socket is the live connection.
+        var liveAttempt: UInt64?
+        /// The attempt for which CONNECT was sent.
+        var connectSent: UInt64?
+        var info: ServerInfo?
+        /// What went wrong on the current socket (-ERR text, socket error), reported when it closes.
+        var lastError: String?
+        var outbound = ByteBuffer()
+        var flushScheduled = false
+        var reconnectBuffer = ByteBuffer()
+        var pongWaiters = CircularBuffer<PongWaiter?>()
+        var reconnectPongWaiters: [PongWaiter] = []
+        var pingsOutstanding = 0
+        var subscriptions: [UInt64: Subscriber] = [:]
+        var nextSid: UInt64 = 1
+        let inboxPrefix: String
+        var inboxSid: UInt64?
+        var requests: [UInt64: PendingRequest] = [:]
+        var nextToken: UInt64 = 0
+        var startWaiter: CheckedContinuation<Void, any Error>?
+        var timers: [RepeatedTask] = []
+
+        init(machine: ConnectionStateMachine, inboxPrefix: String) {
+            self.machine = machine
+            self.inboxPrefix = inboxPrefix
+        }
+
+        var serverName: String? {
+            if case .connected(let server) = machine.state { server.description } else { nil }
+        }
+
+        /// Adds `op` to the outbound buffer when connected (true: a flush must be scheduled), or to the
+        /// reconnect buffer otherwise.
+        mutating func enqueue(_ op: ClientOp, bufferSize: Int) throws -> Bool {
+            switch machine.state {
+            case .connected:
+                op.encode(into: &outbound)
+                return markFlushScheduled()
+            case .closed:
+                throw NATSError(.connectionClosed, "the connection is closed")
+            case .idle, .connecting, .waiting:
+                let mark = reconnectBuffer.writerIndex
+                op.encode(into: &reconnectBuffer)
+                if reconnectBuffer.readableBytes > bufferSize {
+                    reconnectBuffer.moveWriterIndex(to: mark)
+                    throw NATSError(.reconnectBufferFull, "not connected, and the \(bufferSize) bytes of the reconnect buffer are used up")
+                }
+                return false
+            }
+        }
+
+        /// Adds `op` when connected; a subscription change made while disconnected is sent with the handshake.
+        mutating func enqueueIfConnected(_ op: ClientOp) -> Bool {
+            guard machine.isConnected else { return false }
+            op.encode(into: &outbound)
+            return markFlushScheduled()
+        }
+
+        mutating func markFlushScheduled() -> Bool {
+            if flushScheduled { return false }
+            flushScheduled = true
+            return true
+        }
+
+        /// Forgets a request and unsubscribes its own inbox if it has one; true when a flush must be scheduled.
+        mutating func removeRequest(_ token: UInt64) -> Bool {
+            guard let request = requests.removeValue(forKey: token), let sid = request.sid else { return false }
+            subscriptions[sid] = nil
+            return enqueueIfConnected(.unsub(sid: sid, max: nil))
+        }
+
+        /// Subscribes the request inbox if not yet done; true when a flush must be scheduled.
+        mutating func ensureInbox() -> Bool {
+            guard inboxSid == nil else { return false }
+            let sid = nextSid
+            nextSid += 1
+            inboxSid = sid
+            subscriptions[sid] = Subscriber(subject: inboxPrefix + "*", queue: nil, kind: .inbox)
+            return enqueueIfConnected(.sub(subject: inboxPrefix + "*", queue: nil, sid: sid))
+        }
+
+        struct Taken {
+            var channel: (any Channel)?
+            var outbound: ByteBuffer
+            var discardedBytes: Int
+            var timers: [RepeatedTask]
+            var startWaiter: CheckedContinuation<Void, any Error>?
+            var pongWaiters: [PongWaiter]
+            var requests: [PendingRequest]
+            var subscribers: [Subscriber]
+        }
+
+        mutating func takeAll() -> Taken {
+            let taken = Taken(
+                channel: channel, outbound: outbound, discardedBytes: reconnectBuffer.readableBytes, timers: timers,
+                startWaiter: startWaiter, pongWaiters: pongWaiters.compactMap { $0 } + reconnectPongWaiters,
+                requests: Array(requests.values), subscribers: Array(subscriptions.values)
+            )
+            outbound.clear()
+            reconnectBuffer.clear()
+            timers = []
+            startWaiter = nil
+            pongWaiters.removeAll()
+            reconnectPongWaiters = []
+            requests = [:]
+            subscriptions = [:]
+            return taken
+        }
+    }
+}
