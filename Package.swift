@@ -59,11 +59,14 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // What clients send, read before any state is touched (the snapshot fast path's HTTP/1 request
+        // heads and framing, JSON bodies and WebSocket frames): tested and fuzzed without a server.
+        .target(name: "ClientInput", dependencies: ["Presence"], swiftSettings: strictSwift),
         // The query server: HTTP API over the log writer and the live projection.
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "Chat", "Cluster",
+                "SegmentLog", "Presence", "Projector", "Chat", "Cluster", "ClientInput",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -138,7 +141,7 @@ let package = Package(
         .target(
             name: "HTTPDifferential",
             dependencies: [
-                "PresenceServer", .product(name: "HummingbirdCore", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                "ClientInput", .product(name: "HummingbirdCore", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -153,7 +156,7 @@ let package = Package(
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
                           path: "fuzz/checkpoint", exclude: ["corpus"], swiftSettings: strictSwift),
-        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "PresenceServer", "Presence", "Chat"], path: "fuzz/ws-frame",
+        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "ClientInput", "Presence", "Chat"], path: "fuzz/ws-frame",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         // What several test targets share (a scratch directory): a module, not copied code.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSwift),
@@ -170,10 +173,11 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .testTarget(name: "ClientInputTests", dependencies: ["ClientInput", "HTTPDifferential", "Presence"], swiftSettings: strictSwift),
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
-                "PresenceServer", "HTTPDifferential", .product(name: "NIOCore", package: "swift-nio"),
+                "PresenceServer", "ClientInput", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSwift

@@ -1,4 +1,5 @@
 import Chat
+import ClientInput
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -136,16 +137,8 @@ enum WebSocketSessions {
         return claims
     }
 
+    /// A `{"type":"error",..}` frame (`ClientRequest.errorFrame`).
     static func errorFrame(_ code: String, _ message: String, conversation: String? = nil) -> String {
-        var out: [UInt8] = Array("{\"type\":\"error\",".utf8)
-        if let conversation {
-            out.append(contentsOf: "\"conversation\":".utf8)
-            EventJSON.appendString(conversation, to: &out)
-            out.append(44)
-        }
-        out.append(contentsOf: "\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
-        EventJSON.appendString(message, to: &out)
-        out.append(contentsOf: "}}".utf8)
-        return String(decoding: out, as: UTF8.self)
+        ClientRequest.errorFrame(code, message, conversation: conversation)
     }
 }

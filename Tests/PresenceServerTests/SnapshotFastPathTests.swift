@@ -1,3 +1,4 @@
+import ClientInput
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1

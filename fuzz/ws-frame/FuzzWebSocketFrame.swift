@@ -1,7 +1,7 @@
 import Chat
+import ClientInput
 import FuzzSupport
 import Presence
-import PresenceServer
 
 /// Any bytes as a WebSocket client frame (`{"op":...}`): `ClientRequest.read` gives a request or a
 /// refusal, never a crash. A request it gives is of JSON that `StrictJSON` accepts and reads back the

@@ -4,7 +4,7 @@ import HummingbirdCore
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
-import PresenceServer
+import ClientInput
 
 /// `SnapshotFastPath`'s reading of a byte stream against NIO's `HTTPRequestDecoder` (configured as
 /// Hummingbird configures it), for the unit tests and the `fuzz-http` target.
@@ -259,8 +259,10 @@ package enum HTTPDifferential {
         guard let target = head.snapshot, uri.path.hasPrefix(prefix) else { return "another route" }
         let id = String(uri.path.dropFirst(prefix.count))
         guard !id.contains("/"), id.removingPercentEncoding == target.id else { return "another conversation id (\(id))" }
+        // The route's `queryParameters.get` (Hummingbird): the first value of a name.
         let query = uri.queryParameters
-        guard query.get("after_seq") == target.afterSeq, query.get("before_seq") == target.beforeSeq, query.get("limit") == target.limit
+        func get(_ name: String) -> String? { query[name[...]].map { String($0) } }
+        guard get("after_seq") == target.afterSeq, get("before_seq") == target.beforeSeq, get("limit") == target.limit
         else { return "another query (\(uri.query ?? ""))" }
         return nil
     }

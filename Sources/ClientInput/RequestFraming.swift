@@ -48,6 +48,13 @@ package struct RequestFraming {
         package var message: String
         /// Header lines (each ending in CRLF) the answer carries besides the usual ones.
         package var headers = ""
+
+        package init(status: String, code: String, message: String, headers: String = "") {
+            self.status = status
+            self.code = code
+            self.message = message
+            self.headers = headers
+        }
     }
 
     /// The longest request head read by default; a longer one goes to the codec (which has its own limits).

@@ -1,3 +1,4 @@
+import Foundation
 import Presence
 
 /// What a WebSocket client frame asks for, once read: `{"op":"open"|"close","conversation":..}` or
@@ -17,7 +18,7 @@ package enum ClientRequest: Equatable {
         package var conversation: String?
 
         /// The `{"type":"error",..}` frame that answers it.
-        package var frame: String { WebSocketSessions.errorFrame(code, message, conversation: conversation) }
+        package var frame: String { ClientRequest.errorFrame(code, message, conversation: conversation) }
     }
 
     /// The frame's fields as JSON names them, decoded after `StrictJSON`'s checks.
@@ -34,12 +35,10 @@ package enum ClientRequest: Equatable {
     /// form), a known op, a conversation id, and for `send` the message's limits.
     package static func read(_ bytes: [UInt8]) -> Result<ClientRequest, Refusal> {
         let frame: Frame
-        do {
-            frame = try PresenceHTTPServer.decodeJSON(Frame.self, bytes, what: "the frame")
-        } catch let error as APIError {
-            return .failure(Refusal(code: error.code, message: error.message))
+        do throws(JSONInputProblem) {
+            frame = try JSONInput.decode(Frame.self, bytes, what: "the frame")
         } catch {
-            return .failure(Refusal(code: "invalid_request", message: "\(error)"))
+            return .failure(Refusal(code: error.code, message: error.message))
         }
         guard ["open", "close", "send"].contains(frame.op) else {
             return .failure(Refusal(code: "invalid_request", message: "unknown op '\(frame.op)': use \"open\", \"close\" or \"send\""))
@@ -56,5 +55,20 @@ package enum ClientRequest: Equatable {
             // The message's limits are the chat domain's (`ChatRules.message`), checked where it is posted.
             return .success(.send(conversation: conversation, content: frame.content ?? "", clientID: frame.clientID))
         }
+    }
+
+    /// A `{"type":"error",..}` frame: `{"type":"error","conversation":..,"error":{"code":..,"message":..}}`,
+    /// the conversation only when one is named.
+    package static func errorFrame(_ code: String, _ message: String, conversation: String? = nil) -> String {
+        var out: [UInt8] = Array("{\"type\":\"error\",".utf8)
+        if let conversation {
+            out.append(contentsOf: "\"conversation\":".utf8)
+            EventJSON.appendString(conversation, to: &out)
+            out.append(44)
+        }
+        out.append(contentsOf: "\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
+        EventJSON.appendString(message, to: &out)
+        out.append(contentsOf: "}}".utf8)
+        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,6 +1,6 @@
 import HTTPDifferential
 import Testing
-@testable import PresenceServer
+@testable import ClientInput
 
 /// The fast path reads every stream as NIO's `HTTPRequestDecoder` reads it (`HTTPDifferential`): the
 /// same request boundaries, the same requests handed to the codec, and a request answered from its

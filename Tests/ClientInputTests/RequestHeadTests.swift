@@ -1,5 +1,5 @@
 import Testing
-@testable import PresenceServer
+@testable import ClientInput
 
 /// `RequestHead.parse`, the fast path's HTTP/1.1 head reader, on a table of byte strings.
 @Suite struct RequestHeadTests {
