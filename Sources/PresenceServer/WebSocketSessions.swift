@@ -26,11 +26,14 @@ import SegmentLog
 /// A browser cannot read the status of a refused handshake, so a missing, bad or expired token is
 /// answered on the socket: an error frame, then a close with code 4401 (4403 for a gateway token).
 enum WebSocketSessions {
-    /// The largest client frame read; larger ones close the socket (1009).
+    /// The largest client message read (one frame, or the fragments of one); larger ones close the socket (1009).
     static let maxFrameBytes = 16 * 1024
 
+    /// Serves one socket until the client closes it. Throws what reading a message threw (a message over
+    /// `maxFrameBytes` once its fragments are put together, a protocol error), after the session's
+    /// disconnect is recorded, so that the library closes with that error's code (1009, 1002, 1007).
     static func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
-                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async {
+                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async throws {
         let claims: PresenceClaims
         do {
             claims = try await authenticate(request, tokens)
@@ -54,7 +57,7 @@ enum WebSocketSessions {
             return
         }
         logger.debug("websocket open", metadata: ["user": "\(session.user)", "conn": "\(session.conn)"])
-        await withTaskGroup(of: Void.self) { group in
+        let readError: (any Error)? = await withTaskGroup(of: Void.self) { group in
             // The writer: frames leave in the order they were queued.
             group.addTask {
                 for await frame in session.frames {
@@ -66,15 +69,21 @@ enum WebSocketSessions {
             }
             // The reader, until the client closes the socket.
             var iterator = inbound.messages(maxSize: maxFrameBytes).makeAsyncIterator()
+            var failure: (any Error)?
             while true {
                 let message: WebSocketMessage?
-                do { message = try await iterator.next() } catch { break }
+                do { message = try await iterator.next() } catch {
+                    failure = error
+                    break
+                }
                 guard let message else { break }
                 await handle(message, session: session, state: state)
             }
             await state.closeSession(session)
+            return failure
         }
         logger.debug("websocket closed", metadata: ["user": "\(session.user)", "conn": "\(session.conn)", "overflowed": "\(session.overflowed)"])
+        if let readError { throw readError }
     }
 
     /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
