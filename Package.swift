@@ -155,7 +155,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http", dependencies: ["FuzzSupport", "HTTPDifferential"], path: "fuzz/http",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
-                          path: "fuzz/checkpoint", exclude: ["corpus"], swiftSettings: strictSwift),
+                          path: "fuzz/checkpoint", exclude: ["corpus", "make-seeds.sh"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "ClientInput", "Presence", "Chat"], path: "fuzz/ws-frame",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         // What several test targets share (a scratch directory): a module, not copied code.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# CI's fuzzing: the targets whose sanitizer build is quick (the segment reader, the NDJSON parser, the
-# checkpoint loader: about two and a half minutes from a clean .build-fuzz) for FUZZ_SECONDS each
-# (default 60). The HTTP and WebSocket targets need the whole server and its dependencies rebuilt with
-# AddressSanitizer (about ten minutes on this machine), so CI runs their harnesses instead: the
-# differential tests of PresenceServerTests, and their committed corpora replayed by scripts/test.sh.
-# Long runs: tools/fuzz.sh (fuzz/README.md).
+# CI's fuzzing: every target of fuzz/ (the segment reader, the NDJSON parser against its general
+# scanner, the HTTP framing against NIO's decoder, the checkpoint loader, WebSocket client frames),
+# built with AddressSanitizer and libFuzzer in .build-fuzz, for FUZZ_SECONDS each (default 30), from
+# the committed seeds. A crash, leak, timeout or oversized allocation fails CI and leaves the input in
+# .build-fuzz/artifacts/TARGET/ (fuzz/README.md says how to reproduce it). Long runs: tools/fuzz.sh and
+# RELIABILITY.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/fuzz.sh "${FUZZ_SECONDS:-60}" record-batch ndjson checkpoint
+tools/fuzz.sh "${FUZZ_SECONDS:-30}" record-batch ndjson http checkpoint ws-frame

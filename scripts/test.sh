@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, and end-to-end tests that run the real `presence` binary on real
 # files, kill it with SIGKILL, and read its segments with kafka-python. Installs what it needs first.
-# Before them, a short fuzzing run (scripts/fuzz-ci.sh: about six minutes with its sanitizer build).
+# Before them, a short fuzzing run of every target (scripts/fuzz-ci.sh; PRESENCE_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --python

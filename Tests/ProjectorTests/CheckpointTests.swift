@@ -63,6 +63,19 @@ import TestSupport
         }
     }
 
+    /// The fuzzer's checkpoint seeds are checkpoints this build loads: after a layout change they would
+    /// stop at the fingerprint and fuzz-checkpoint would never reach a table (as happened once). Run
+    /// fuzz/checkpoint/make-seeds.sh to write them again.
+    @Test func theFuzzSeedsAreCheckpointsOfThisLayout() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/checkpoint/corpus").path
+        let seeds = try FileManager.default.contentsOfDirectory(atPath: corpus).filter { $0.hasSuffix(".ckpt") }
+        #expect(seeds.count >= 2)
+        for seed in seeds {
+            #expect(throws: Never.self, "\(seed): run fuzz/checkpoint/make-seeds.sh") { try Checkpoint.load(corpus + "/" + seed) }
+        }
+    }
+
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {
         let scratch = Scratch()
         let dir = scratch.path

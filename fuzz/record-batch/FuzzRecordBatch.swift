@@ -17,6 +17,7 @@ import SegmentLog
 /// time index (×12) and their bytes, then the segment. Every batch's CRC is recomputed first (flag 2
 /// leaves them as they are), so that mutations reach the decoder instead of stopping at the checksum.
 /// Flag 1 marks the log cleanly closed (a bad tail is corruption, not a torn write).
+/// `FUZZ_SEGMENT_FILES` (`on`, `off`, `only`) overrides flag 8 for long runs (below).
 let folder: String = {
     let path = (ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
         ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : "/tmp")) + "/presence-fuzz-record-batch-\(getpid())"
@@ -28,7 +29,7 @@ let folder: String = {
 
 func check(_ bytes: [UInt8]) {
     var input = FuzzInput(bytes)
-    let flags = input.byte()
+    var flags = input.byte()
     var offsetIndex: [UInt8]?, timeIndex: [UInt8]?
     if flags & 4 != 0 {
         let offsetBytes = input.number(below: 256) * 8, timeBytes = input.number(below: 256) * 12
@@ -38,8 +39,9 @@ func check(_ bytes: [UInt8]) {
         input = FuzzInput(Array(rest.dropFirst(offsetBytes + timeBytes)))
     }
     var segment = input.rest()
+    if filesMode == "only" { flags |= 8 }
     if flags & 2 == 0 { fixChecksums(&segment) }
-    guard flags & 8 != 0 else { return decodeInMemory(segment) }
+    guard flags & 8 != 0, filesAllowed else { return decodeInMemory(segment) }
 
     let fileManager = FileManager.default
     try? fileManager.removeItem(atPath: folder)
@@ -63,6 +65,12 @@ func check(_ bytes: [UInt8]) {
         read(mustSucceed: flags & 1 == 0)
     }
 }
+
+/// Whether flag 8 reads real files: a file input costs about a hundred in memory (three readers'
+/// buffers, the verifier, recovery), so a long run of the decoder alone sets `FUZZ_SEGMENT_FILES=off`
+/// and the files get a run of their own (`FUZZ_SEGMENT_FILES=only`, every input as files).
+let filesMode = ProcessInfo.processInfo.environment["FUZZ_SEGMENT_FILES"] ?? "on"
+let filesAllowed = filesMode != "off"
 
 /// One decoder for every input, as a reader keeps one for every batch.
 nonisolated(unsafe) let decoder = RecordBatchDecoder()
