@@ -68,6 +68,7 @@ let package = Package(
             dependencies: [
                 "SegmentLog", "Presence", "Projector", "Chat", "Cluster", "ClientInput",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -79,8 +80,15 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strictSwift
+            // The web console's HTML, CSS and JavaScript, embedded in the binary by the EmbedConsole plugin.
+            exclude: ["Console"],
+            swiftSettings: strictSwift,
+            plugins: ["EmbedConsole"]
         ),
+        // Writes files as Swift string literals (run by the EmbedConsole build plugin).
+        .executableTarget(name: "embed-files", path: "tools/embed-files", swiftSettings: strictSwift),
+        // Embeds Sources/PresenceServer/Console in the server: `presence` stays one self-contained binary.
+        .plugin(name: "EmbedConsole", capability: .buildTool(), dependencies: ["embed-files"]),
         // The `presence` command-line tool.
         .executableTarget(
             name: "PresenceCLI",
@@ -180,6 +188,11 @@ let package = Package(
                 "PresenceServer", "ClientInput", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "ReplicationTests",
+            dependencies: ["Cluster", "SegmentLog", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSwift
         ),
         .testTarget(

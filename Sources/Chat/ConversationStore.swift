@@ -107,11 +107,21 @@ public final class ConversationStore: @unchecked Sendable {
         }
     }
 
-    /// Applies one record (at start-up, or on the commit thread); returns the new message's seq, if it was one.
-    /// A record this store cannot read is skipped (the log is checked by its CRCs; a value from a newer
-    /// build would be kept in the log, not lost).
+    /// What applying one record did: a message's seq and time, `repeated` when the record repeated a
+    /// message its sender had already posted with the same client id (it is in the log, but no message).
+    public struct Applied: Sendable, Equatable {
+        public var seq: Int
+        public var timestamp: Int64
+        public var repeated: Bool
+    }
+
+    /// Applies one record (at start-up, or on the commit thread); returns what it did to messages, if it
+    /// was one. A record this store cannot read is skipped (the log is checked by its CRCs; a value from a
+    /// newer build would be kept in the log, not lost). A message whose client id its sender already used
+    /// in the conversation is a repeat, decided here, in log order, so that every replica and every
+    /// replay decides alike (in cluster mode two nodes can each append one send of a retried message).
     @discardableResult
-    private func apply(id: String, value: [UInt8], timestamp: Int64) -> Int? {
+    private func apply(id: String, value: [UInt8], timestamp: Int64) -> Applied? {
         guard let record = try? JSONDecoder().decode(Record.self, from: Data(value)) else { return nil }
         switch record.type {
         case "created":
@@ -122,41 +132,63 @@ public final class ConversationStore: @unchecked Sendable {
             return nil
         case "message":
             guard let sender = record.sender, let content = record.content, conversations[id] != nil else { return nil }
+            if let clientID = record.clientID, let sent = sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] {
+                return Applied(seq: sent.seq, timestamp: sent.timestamp, repeated: true)
+            }
             let seq = (conversations[id]?.messages.count ?? 0) + 1
             conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
             if let clientID = record.clientID {
                 sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] = (seq, timestamp)
             }
-            return seq
+            return Applied(seq: seq, timestamp: timestamp, repeated: false)
         default:
             return nil
         }
     }
 
-    /// Appends one record durably and applies it; returns the message seq for a message.
-    private func append(id: String, record: Record) async throws -> (seq: Int?, timestamp: Int64) {
+    /// Where the store's records go instead of straight to the local log: in cluster mode, the cluster's
+    /// chat stream, whose every message each node hands to `commit` (set once, before the server starts).
+    public var replicate: (@Sendable (RecordBuffer) async throws -> [Applied?])?
+
+    /// Appends one record durably and applies it; returns what it did for a message.
+    private func append(id: String, record: Record) async throws -> Applied? {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let value = Array(try encoder.encode(record))
-        let timestamp = Int64(Date().timeIntervalSince1970 * 1000)
         var records = RecordBuffer()
-        records.append(timestamp: timestamp, key: Array(id.utf8), value: value)
-        let result: Result<Int?, LogError> = await withCheckedContinuation { continuation in
+        records.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: Array(id.utf8), value: value)
+        let applied = if let replicate { try await replicate(records) } else { try await commit(records) }
+        return applied.first ?? nil
+    }
+
+    /// Appends `records` to the local messages log, then applies them in log order on the commit thread
+    /// and tells the observer of each new message; returns what each did. The single node's path, and
+    /// what every node of a cluster does with each message of the chat stream.
+    public func commit(_ records: RecordBuffer) async throws -> [Applied?] {
+        let result: Result<[Applied?], LogError> = await withCheckedContinuation { continuation in
             writer.append(records) { [self] result in
                 switch result {
                 case .success:
+                    var applied: [Applied?] = []
+                    var new: [(String, Message)] = []
                     lock.lock()
-                    let seq = apply(id: id, value: value, timestamp: timestamp)
-                    let message = seq == nil ? nil : conversations[id]?.messages.last
+                    for index in 0..<records.count {
+                        records.withRecord(at: index) { key, value in
+                            let id = key.map { String(decoding: $0, as: UTF8.self) } ?? ""
+                            let outcome = apply(id: id, value: Array(value), timestamp: records.timestamp(at: index))
+                            applied.append(outcome)
+                            if let outcome, !outcome.repeated, let message = conversations[id]?.messages.last { new.append((id, message)) }
+                        }
+                    }
                     lock.unlock()
-                    if let message, let messageObserver { messageObserver(id, message) }
-                    continuation.resume(returning: .success(seq))
+                    if let messageObserver { for (id, message) in new { messageObserver(id, message) } }
+                    continuation.resume(returning: .success(applied))
                 case .failure(let error):
                     continuation.resume(returning: .failure(error))
                 }
             }
         }
-        return (try result.get(), timestamp)
+        return try result.get()
     }
 
     /// Requests between their check (a pair's conversation, a client id) and their commit.
@@ -183,6 +215,9 @@ public final class ConversationStore: @unchecked Sendable {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         } while lock.withLock({ conversations[id] != nil })
         _ = try await append(id: id, record: .created(members: members, by: creator))
+        // In cluster mode a conversation of the same pair created on another node at the same moment may
+        // have come first in the stream: then that one is "the" conversation of the two.
+        if members.count == 2, let first = lock.withLock({ pairs[members.sorted()] }), first != id { return (first, false) }
         return (id, true)
     }
 
@@ -196,15 +231,15 @@ public final class ConversationStore: @unchecked Sendable {
         try ChatRules.message(content: content, clientID: clientID)
         _ = try Access(chat: self).conversation(id, for: sender).get()
         guard let clientID else {
-            let (seq, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: nil))
-            return (seq ?? 0, timestamp, false)
+            let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: nil))
+            return (applied?.seq ?? 0, applied?.timestamp ?? 0, false)
         }
         return try await claims.holding(["sent\u{0}\(id)\u{0}\(sender)\u{0}\(clientID)"]) {
             if let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
                 return (sent.seq, sent.timestamp, true)
             }
-            let (seq, timestamp) = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
-            return (seq ?? 0, timestamp, false)
+            let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
+            return (applied?.seq ?? 0, applied?.timestamp ?? 0, applied?.repeated ?? false)
         }
     }
 

@@ -1,11 +1,14 @@
 import Foundation
 import Presence
 
-/// What a WebSocket client frame asks for, once read: `{"op":"open"|"close","conversation":..}` or
+/// What a WebSocket client frame asks for, once read: `{"op":"open"|"close","conversation":..}` (an
+/// open may carry `"presence_cursor":N`) or
 /// `{"op":"send","conversation":..,"content":..,"client_id":..}`. Reading a frame touches no state,
 /// so any bytes can be tested (and fuzzed) here; `WebSocketSessions.handle` then carries it out.
 package enum ClientRequest: Equatable {
-    case open(conversation: String)
+    /// With a `presence_cursor`: resume from it (`presence_cursor` of an earlier `opened`, or one past
+    /// the offset of the last presence frame the client took), on this node or another of the cluster.
+    case open(conversation: String, presenceCursor: Int64? = nil)
     case close(conversation: String)
     /// A message to post, as the frame gave it (the chat domain checks its limits when it is posted).
     case send(conversation: String, content: String, clientID: String?)
@@ -27,7 +30,8 @@ package enum ClientRequest: Equatable {
         var conversation: String?
         var content: String?
         var clientID: String?
-        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id" }
+        var presenceCursor: Int64?
+        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id", presenceCursor = "presence_cursor" }
         static let example = #"{"op":"open","conversation":"conv_…"}"#
     }
 
@@ -48,7 +52,7 @@ package enum ClientRequest: Equatable {
         }
         switch frame.op {
         case "open":
-            return .success(.open(conversation: conversation))
+            return .success(.open(conversation: conversation, presenceCursor: frame.presenceCursor))
         case "close":
             return .success(.close(conversation: conversation))
         default:

@@ -37,23 +37,65 @@ public enum RecordBufferCodec {
     }
 
     public static func decode(_ input: ByteBuffer) throws(DecodeError) -> RecordBuffer {
-        var buffer = input
-        guard buffer.readInteger(as: UInt8.self) == version else { throw DecodeError(description: "not a version-\(version) record message") }
-        let count = try readVarint(&buffer)
-        guard count <= UInt64(buffer.readableBytes) else { throw DecodeError(description: "the message claims \(count) records in \(buffer.readableBytes) bytes") }
-        var records = RecordBuffer()
-        for _ in 0..<count {
-            guard let timestamp = buffer.readInteger(endianness: .little, as: Int64.self), let flags = buffer.readInteger(as: UInt8.self) else {
-                throw DecodeError(description: "a record is cut short")
+        // Read in place: keys and values go from the message's bytes straight into the RecordBuffer.
+        do {
+            return try input.withUnsafeReadableBytes { bytes in
+                var reader = Reader(bytes: bytes)
+                guard try reader.byte() == version else { throw DecodeError(description: "not a version-\(version) record message") }
+                let count = try reader.varint()
+                guard count <= UInt64(bytes.count) else { throw DecodeError(description: "the message claims \(count) records in \(bytes.count) bytes") }
+                var records = RecordBuffer()
+                for _ in 0..<count {
+                    let timestamp = try reader.int64()
+                    let flags = try reader.byte()
+                    let key = try reader.bytes(Int(clamping: try reader.varint()), what: "a key")
+                    let value = try reader.bytes(Int(clamping: try reader.varint()), what: "a value")
+                    records.append(timestamp: timestamp, key: flags & 1 == 1 ? key : nil, value: value)
+                }
+                guard reader.position == bytes.count else { throw DecodeError(description: "\(bytes.count - reader.position) bytes after the last record") }
+                return records
             }
-            let keyLength = Int(try readVarint(&buffer))
-            guard keyLength <= buffer.readableBytes, let key = buffer.readBytes(length: keyLength) else { throw DecodeError(description: "a key runs past the message") }
-            let valueLength = Int(try readVarint(&buffer))
-            guard valueLength <= buffer.readableBytes, let value = buffer.readBytes(length: valueLength) else { throw DecodeError(description: "a value runs past the message") }
-            records.append(timestamp: timestamp, key: flags & 1 == 1 ? key : nil, value: value)
+        } catch let error as DecodeError {
+            throw error
+        } catch {
+            throw DecodeError(description: "\(error)")
         }
-        guard buffer.readableBytes == 0 else { throw DecodeError(description: "\(buffer.readableBytes) bytes after the last record") }
-        return records
+    }
+
+    /// A cursor over a message's bytes; every read is checked against its end.
+    private struct Reader {
+        let bytes: UnsafeRawBufferPointer
+        var position = 0
+
+        mutating func byte() throws(DecodeError) -> UInt8 {
+            guard position < bytes.count else { throw DecodeError(description: "a record is cut short") }
+            defer { position += 1 }
+            return bytes[position]
+        }
+
+        mutating func int64() throws(DecodeError) -> Int64 {
+            guard bytes.count - position >= 8 else { throw DecodeError(description: "a record is cut short") }
+            defer { position += 8 }
+            return Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: position, as: Int64.self))
+        }
+
+        mutating func varint() throws(DecodeError) -> UInt64 {
+            var value: UInt64 = 0
+            var shift: UInt64 = 0
+            while shift < 64 {
+                let byte = try byte()
+                value |= UInt64(byte & 0x7F) << shift
+                if byte & 0x80 == 0 { return value }
+                shift += 7
+            }
+            throw DecodeError(description: "a length is longer than 64 bits")
+        }
+
+        mutating func bytes(_ count: Int, what: String) throws(DecodeError) -> UnsafeRawBufferPointer {
+            guard count <= bytes.count - position else { throw DecodeError(description: "\(what) runs past the message") }
+            defer { position += count }
+            return UnsafeRawBufferPointer(rebasing: bytes[position..<position + count])
+        }
     }
 
     static func writeVarint(_ value: UInt64, to out: inout ByteBuffer) {
@@ -65,15 +107,4 @@ public enum RecordBufferCodec {
         out.writeInteger(UInt8(value))
     }
 
-    static func readVarint(_ buffer: inout ByteBuffer) throws(DecodeError) -> UInt64 {
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        while shift < 64 {
-            guard let byte = buffer.readInteger(as: UInt8.self) else { throw DecodeError(description: "a length is cut short") }
-            value |= UInt64(byte & 0x7F) << shift
-            if byte & 0x80 == 0 { return value }
-            shift += 7
-        }
-        throw DecodeError(description: "a length is longer than 64 bits")
-    }
 }

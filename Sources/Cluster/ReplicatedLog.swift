@@ -187,22 +187,36 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
         guard let jetStream else { return }
         var next = start
         var consumer: PullConsumer?
+        // The sequence a gap was last seen at: the consumer is made afresh once for it before the gap is
+        // believed (messages a dead consumer leader delivered but never saw acknowledged come back only
+        // after its ack wait, and the new leader goes on past them).
+        var gapRetriedAt: UInt64?
         while !Task.isCancelled {
             do {
                 if consumer == nil { consumer = try await makeConsumer(jetStream, from: next) }
                 guard let pull = consumer else { continue }
                 // What is there now, up to a batch (a pull for a batch waits until the batch is full or it
                 // expires); when nothing is, one message, waited for: it comes back as soon as one arrives.
+                let fetchStarted = ContinuousClock.now
                 var messages = try await pull.fetch(batch: configuration.fetchBatch, noWait: true)
+                logger.trace("fetched \(messages.count) messages of \(configuration.stream) in \(ContinuousClock.now - fetchStarted)")
                 let drained = messages.count < configuration.fetchBatch
                 if messages.isEmpty {
                     markCaughtUp()
                     messages = try await pull.fetch(batch: 1, expires: .seconds(1))
                 }
+                var gap = false
                 for message in messages {
                     guard let sequence = message.streamSequence else { continue }
                     if sequence < next { continue }  // delivered again after a reconnect
                     if sequence > next {
+                        if gapRetriedAt != next {
+                            // Never skip: read again from `next` through a consumer made afresh.
+                            logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
+                            gapRetriedAt = next
+                            gap = true
+                            break
+                        }
                         logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
                     }
                     let id = message.headers?["Nats-Msg-Id"]
@@ -218,6 +232,10 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                     appliedSequence.store(sequence, ordering: .releasing)
                     next = sequence + 1
                     if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+                }
+                if gap {
+                    consumer = nil
+                    continue
                 }
                 if let last = messages.last { try? last.ack() }
                 if drained { markCaughtUp() }

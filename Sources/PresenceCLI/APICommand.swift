@@ -48,7 +48,21 @@ let apiSummary = """
       GET  /v1/users/{id}/presence  a user sharing a conversation with {id}
                                     (or {id} itself): {"user","online",
                                     "last_seen","connections","presence_cursor"}
-    Ids in paths are percent-decoded (%F0%9F%99%82 is a user called 🙂).
+      GET  /v1/users/{id}/history?from=T&to=T
+                                    operator (or {id} itself): {"user","sessions":
+                                    [{"conn","gateway","start","end",
+                                    "end_reason","duration_ms"}]}, as
+                                    `presence history --format json`
+      GET  /v1/users/{id}/state?at=T
+                                    operator (or {id} itself): {"user","at",
+                                    "online","last_seen","connections",
+                                    "through_offset"}, as `presence state --at`
+      GET  /v1/log                  operator: {"segments":[..],"total":{..},
+                                    "log_end_offset","durable_end_offset"}, as
+                                    `presence log-info --json`
+      GET  /                        the web console (chat and audit views)
+    Ids in paths are percent-decoded (%F0%9F%99%82 is a user called 🙂); times
+    are ISO-8601 with a zone or epoch milliseconds.
 
     WebSocket /v1/ws, user token in Authorization or ?token=. The socket is the
     user's connection: opening it logs a connect, closing it a disconnect.
@@ -67,7 +81,8 @@ let apiSummary = """
                    a client_id already used is answered with its first seq,
                    and nothing is posted again (over HTTP too: 200)
 
-    Tokens: `presence token --user U` (a user) or `--user NAME --gateway` (a
-    gateway, for POST /v1/events only). docs/ARCHITECTURE.md, "HTTP and
-    WebSocket API", has the details.
+    Tokens: `presence token --user U` (a user), `--user NAME --gateway` (a
+    gateway, for POST /v1/events only) or `--user NAME --operator` (the audit
+    routes and /metrics). docs/ARCHITECTURE.md, "HTTP and WebSocket API", has
+    the details.
     """

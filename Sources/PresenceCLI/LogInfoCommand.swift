@@ -18,16 +18,7 @@ struct LogInfoCommand: ParsableCommand {
     @Flag(help: "One JSON object per segment, then one for the whole log.")
     var json = false
 
-    struct SegmentStats {
-        var baseOffset: Int64
-        var endOffset: Int64
-        var batches = 0
-        var records: Int64 = 0
-        var firstTimestamp = Int64.max
-        var maxTimestamp = Int64.min
-        var bytes: Int64 = 0
-        var indexBytes: Int64 = 0
-    }
+    typealias SegmentStats = LogSummary.Segment
 
     func run() throws {
         do {
@@ -38,36 +29,13 @@ struct LogInfoCommand: ParsableCommand {
     }
 
     private func info() throws {
-        let reader = try LogReader(directory: presenceLogPath(data))
-        var stats = reader.segments.map { SegmentStats(baseOffset: $0.baseOffset, endOffset: $0.baseOffset, bytes: $0.size) }
-        var positions: [String: Int] = [:]
-        for (index, segment) in reader.segments.enumerated() {
-            positions[segment.path] = index
-            let stem = String(segment.path.dropLast(4))
-            stats[index].indexBytes = (fileSize(stem + ".index") ?? 0) + (fileSize(stem + ".timeindex") ?? 0)
-        }
-        let summary = try reader.forEachBatch(verify: verify, decode: true) { batch in
-            guard let index = positions[batch.segment.path] else { return true }
-            stats[index].batches += 1
-            stats[index].records += Int64(batch.header.recordsCount)
-            stats[index].endOffset = batch.header.nextOffset
-            stats[index].firstTimestamp = min(stats[index].firstTimestamp, batch.smallestTimestamp ?? batch.header.maxTimestamp)
-            stats[index].maxTimestamp = max(stats[index].maxTimestamp, batch.header.maxTimestamp)
-            return true
-        }
-        let total = stats.reduce(into: SegmentStats(baseOffset: stats.first?.baseOffset ?? 0, endOffset: summary.endOffset)) {
-            $0.batches += $1.batches
-            $0.records += $1.records
-            $0.firstTimestamp = min($0.firstTimestamp, $1.firstTimestamp)
-            $0.maxTimestamp = max($0.maxTimestamp, $1.maxTimestamp)
-            $0.bytes += $1.bytes
-            $0.indexBytes += $1.indexBytes
-        }
+        let summary = try LogSummary.read(directory: presenceLogPath(data), verify: verify)
+        let stats = summary.segments, total = summary.total
         if json {
             for s in stats { print(jsonLine(s, kind: "segment")) }
             print(jsonLine(total, kind: "log"))
         } else {
-            print("log \(reader.directory)\(verify ? " (every batch verified)" : "")")
+            print("log \(summary.directory)\(verify ? " (every batch verified)" : "")")
             let header = ["segment", "offsets", "events", "batches", "first event time", "last event time", "log bytes", "bytes/event"]
             var rows = [header]
             for s in stats { rows.append(row(Log.segmentName(s.baseOffset), s)) }
@@ -109,11 +77,6 @@ struct LogInfoCommand: ParsableCommand {
             print(cells.joined(separator: "  "))
         }
     }
-
-    private func fileSize(_ path: String) -> Int64? {
-        var info = stat()
-        return stat(path, &info) == 0 ? Int64(info.st_size) : nil
-    }
 }
 
 extension String {
@@ -121,7 +84,3 @@ extension String {
         count >= length ? self : self + String(repeating: " ", count: length - count)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

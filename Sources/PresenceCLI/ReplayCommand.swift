@@ -274,15 +274,8 @@ struct HistoryCommand: ParsableCommand {
         switch format {
         case .json:
             for session in sessions {
-                var out: [UInt8] = Array("{\"conn\":".utf8)
-                EventJSON.appendString(session.conn, to: &out)
-                out.append(contentsOf: ",\"gateway\":".utf8)
-                EventJSON.appendString(session.gateway, to: &out)
-                let start = session.start.map { "\"\(Timestamp.format($0))\"" } ?? "null"
-                let end = session.end.map { "\"\(Timestamp.format($0))\"" } ?? "null"
-                let reason = session.reason.map { "\"\($0.name)\"" } ?? "null"
-                let duration = session.duration.map { String($0) } ?? "null"
-                out.append(contentsOf: ",\"start\":\(start),\"end\":\(end),\"end_reason\":\(reason),\"duration_ms\":\(duration)}".utf8)
+                var out: [UInt8] = []
+                session.appendJSON(to: &out)
                 print(String(decoding: out, as: UTF8.self))
             }
         case .table:

@@ -29,7 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
             this node (--node) may post nothing.
 
             Prints "listening on HOST:PORT" once it accepts connections (--port 0 picks a free port). \
-            Nothing is created in DIR before the port is bound.
+            Nothing is created in DIR before the port is bound. Open http://HOST:PORT/ in a browser for the \
+            web console: a chat view (a user's token) and an audit view (an operator's token); with --dev \
+            its sign-in form mints the token.
 
             \(apiSummary)
             """
@@ -67,7 +69,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
 
-    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (3 replicas, file storage) and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
+    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (presence events) or CHAT (conversations and messages), 3 replicas, file storage, and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
     var cluster: String?
 
     @Option(help: ArgumentHelp("Cluster mode: copies of the stream, when this node creates it (1, 3 or 5).", valueName: "n"))
@@ -75,6 +77,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Frames a WebSocket client may fall behind before it is cut off (close code 4008; it reconnects and opens its conversations again, rather than miss a push).", valueName: "frames"))
     var pushQueueLimit: Int = PushSession.defaultQueueLimit
+
+    @Option(help: ArgumentHelp("Shown presence changes kept (about 50 bytes each) for WebSocket clients that come back with the cursor they had reached ({\"op\":\"open\",..,\"presence_cursor\":N}): they get each change they missed instead of a fresh view. 0 keeps none.", valueName: "changes"))
+    var resumeWindow: Int = PresenceNode.defaultResumeWindow
 
     @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
     var heartbeatInterval: String = "5s"
@@ -112,6 +117,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
+            configuration.developmentTokens = secret == TokenAuthority.developmentSecret
             if secret == TokenAuthority.developmentSecret {
                 printError("WARNING: --dev: tokens are signed with the built-in development secret; anyone can mint them. Never use this in production.")
             }
@@ -125,15 +131,15 @@ struct ServeCommand: AsyncParsableCommand {
             let leaseTime = try parseDuration(lease, option: "--lease")
             guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
             guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
+            guard resumeWindow >= 0 else { throw ValidationError("--resume-window must be 0 or more") }
             let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
             let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
             if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
             guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
             let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                         pushQueueLimit: pushQueueLimit, clusterMode: servers != nil, logger: logger)
+                                         pushQueueLimit: pushQueueLimit, resumeWindow: resumeWindow, clusterMode: servers != nil, logger: logger)
             if let servers {
-                try await state.joinCluster(.init(servers: servers, stream: PresenceNode.clusterStream, subject: PresenceNode.clusterSubject,
-                                                  replicas: clusterReplicas, node: node))
+                try await state.joinCluster(servers: servers, replicas: clusterReplicas)
             }
             try await state.endPreviousRun()
             let keeper = Task { await state.keepAlive(interval: .milliseconds(heartbeat), lease: leaseTime) }
@@ -190,9 +196,12 @@ extension ServeCommand {
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Mint a bearer token for a user or a gateway.",
+        abstract: "Mint a bearer token for a user, a gateway or an operator.",
         discussion: """
             Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev.
+
+            An operator token (--operator) reads any user's history and past state and the log's figures \
+            (the audit routes and the web console's audit view), and is nobody's chat account.
 
             A gateway token (--gateway) may post events naming its own gateway (--user) and nothing else. \
             The server's own gateway name (serve --node, default presence-node) is reserved: the server \
@@ -208,6 +217,9 @@ struct TokenCommand: AsyncParsableCommand {
 
     @Flag(help: "A gateway token (may post events).")
     var gateway = false
+
+    @Flag(name: .customLong("operator"), help: "An operator token (reads the audit routes: any user's history and past state, the log's figures).")
+    var isOperator = false
 
     @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
@@ -225,7 +237,8 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
             let tokens = await TokenAuthority(secret: secret)
-            print(try await tokens.mint(subject: user, role: gateway ? .gateway : .user, ttl: seconds))
+            if gateway && isOperator { throw ValidationError("a token is for a gateway (--gateway) or an operator (--operator), not both") }
+            print(try await tokens.mint(subject: user, role: gateway ? .gateway : isOperator ? .operator : .user, ttl: seconds))
         } catch {
             throw fail(error)
         }

@@ -66,16 +66,19 @@ extension PresenceHTTPServer {
         return decoded
     }
 
-    /// The claims of a user's token; throws the 401 to send, or a 403 for a gateway token: a gateway
-    /// may post events and nothing else (it is no member of any conversation, and sees no one's presence).
+    /// The claims of a user's token; throws the 401 to send, or a 403 for a gateway token (a gateway
+    /// may post events and nothing else: it is no member of any conversation, and sees no one's presence)
+    /// or an operator token (it reads the audit routes; it is nobody's chat account).
     static func authenticateUser(_ request: Request, _ tokens: TokenAuthority) async throws -> PresenceClaims {
         let claims = try await authenticate(request, tokens)
-        guard !claims.isGateway else { throw gatewayRefused }
+        guard claims.isUser else { throw claims.isGateway ? gatewayRefused : operatorRefused }
         return claims
     }
 
     /// The answer to a gateway token on a route for users.
     static let gatewayRefused = APIError(.forbidden, "forbidden", "a gateway token may only post events (POST /v1/events); this route takes a user's token")
+    /// The answer to an operator token on a route for users.
+    static let operatorRefused = APIError(.forbidden, "forbidden", "an operator token reads the audit routes (history, state at a time, the log); this route takes a user's token")
 
     /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
     /// `limit` is capped anyway, and no seq is that large).

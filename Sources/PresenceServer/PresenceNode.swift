@@ -58,7 +58,8 @@ public final class PresenceNode: @unchecked Sendable {
     /// is written without fsync (the stream holds the durability), and when it does not match the position
     /// noted in `DATA/cluster-position` (a crash between the two) it is removed and rebuilt from the stream.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
-                pushQueueLimit: Int = PushSession.defaultQueueLimit, clusterMode: Bool = false, logger: Logger) throws {
+                pushQueueLimit: Int = PushSession.defaultQueueLimit, resumeWindow: Int = PresenceNode.defaultResumeWindow,
+                clusterMode: Bool = false, logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
@@ -70,20 +71,13 @@ public final class PresenceNode: @unchecked Sendable {
         self.horizon = horizon
         var configuration = configuration
         if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
-        var log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
-        let position = ClusterPosition.read(data: data)
         if clusterMode {
-            if !Self.localLogMatches(position, endOffset: log.endOffset) {
-                report("cluster: the local log (end offset \(log.endOffset)) does not match its position in the stream (\(position.map { "\($0.sequence)/\($0.endOffset)" } ?? "none")): rebuilding it from the stream")
-                try log.close()
-                try FileSystem.removeTree(try directory.logPath(presenceLogName))
-                try FileSystem.removeTree(Checkpoint.directory(data: data))
-                try FileSystem.remove(data + "/" + ClusterPosition.file)
-                log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
-            } else if let position {
-                clusterPosition = position
-            }
+            clusterPosition = try Self.checkLocalLog(presenceLogName, in: directory, data: data, positionFile: ClusterPosition.presenceFile,
+                                                     configuration: configuration, alsoRemove: [Checkpoint.directory(data: data)], report: report)
+            chatPosition = try Self.checkLocalLog(ConversationStore.logName, in: directory, data: data, positionFile: ClusterPosition.chatFile,
+                                                  configuration: configuration, report: report)
         }
+        let log = try directory.openLog(presenceLogName, configuration: configuration, report: report)
         let restored = try Replay.restore(data: data, logDirectory: log.directory, horizon: horizon, logEndOffset: log.endOffset)
         for skipped in restored.checkpoint.skipped { report("checkpoint skipped: \(skipped)") }
         if let used = restored.checkpoint.used { report("loaded \(used)") }
@@ -91,6 +85,7 @@ public final class PresenceNode: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
+        hub = PushHub(journal: ShownChangeJournal(capacity: resumeWindow, completeFrom: projection.nextOffset))
         publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
         eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
@@ -166,6 +161,10 @@ public final class PresenceNode: @unchecked Sendable {
     /// Where the local log stands in the cluster's stream (cluster mode), and when it was last written.
     var clusterPosition = ClusterPosition(sequence: 0, endOffset: 0)
     var positionWrittenAt: UInt64 = 0
+    /// The same for the chat stream and the messages log.
+    var replicatedChat: ReplicatedLog<Result<[ConversationStore.Applied?], LogError>>?
+    var chatPosition = ClusterPosition(sequence: 0, endOffset: 0)
+    var chatPositionWrittenAt: UInt64 = 0
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
     public func lateArrivalGuard() -> LateArrivalGuard {
@@ -189,7 +188,9 @@ public final class PresenceNode: @unchecked Sendable {
 
     // MARK: WebSocket sessions
 
-    private var hub = PushHub()
+    private var hub: PushHub
+    /// Shown changes kept for clients that resume (`presence serve --resume-window`): about 50 bytes each.
+    public static let defaultResumeWindow = 262_144
     private let pushesSent = Counter(label: "presence_pushes_sent_total")
     private let openSockets = Gauge(label: "presence_websockets_open")
 
@@ -233,16 +234,42 @@ public final class PresenceNode: @unchecked Sendable {
     /// `{"type":"opened","conversation":..,"presence":{..},"presence_cursor":N,"last_seq":S}` read under
     /// the same lock the pushes are made under, so the presence pushes that follow carry offsets ≥ N,
     /// none missing, and every message after seq S is pushed (one at S or below may come too).
-    public func watch(_ session: PushSession, conversation: String, members: [String]) {
+    ///
+    /// With `resumeFrom` (the cursor a client had reached, on this node or another of the cluster), the
+    /// presence changes of the members at or after it are queued first, oldest first, each once, and the
+    /// `opened` frame says `"resumed":true`; `"resumed":false` when they are no longer all known (the
+    /// client then takes the frame's presence as a fresh view). No later push older than the cursor is sent.
+    public func watch(_ session: PushSession, conversation: String, members: [String], resumeFrom cursor: Int64? = nil) {
         withLock {
             hub.watch(session, conversation: conversation, members: members)
+            var resumed: Bool?
+            if let cursor {
+                let missed = cursor <= projection.nextOffset ? hub.resume(session, from: cursor, members: members) : nil
+                for change in missed ?? [] {
+                    hub.reply(session, PushHub.presenceFrame(user: change.user, change.state, offset: change.offset))
+                }
+                resumed = missed != nil
+            }
             var out: [UInt8] = Array("{\"type\":\"opened\",\"conversation\":".utf8)
             EventJSON.appendString(conversation, to: &out)
             out.append(contentsOf: ",\"presence\":".utf8)
             PresenceHTTPServer.appendPresence(of: members, except: session.user, projection, to: &out)
-            out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))}".utf8)
+            out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))".utf8)
+            if let resumed { out.append(contentsOf: ",\"resumed\":\(resumed)".utf8) }
+            out.append(125)
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
+    }
+
+    /// Waits (up to `timeout`) until the projection has applied everything before `offset`: a client
+    /// resuming on a node of the cluster that is a moment behind the one it came from. False on timeout.
+    public func waitUntilApplied(through offset: Int64, timeout: Duration = .seconds(5)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while nextOffset < offset {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
     }
 
     /// Pushes a new message to the sessions that have its conversation open:
@@ -267,6 +294,11 @@ public final class PresenceNode: @unchecked Sendable {
             hub.reply(session, String(decoding: out, as: UTF8.self))
         }
     }
+
+    /// Pauses the resume journal (a node catching up with its cluster before it serves) and resumes it
+    /// from the projection's next offset.
+    func pauseJournal() { withLock { hub.pauseJournal() } }
+    func resumeJournal() { withLock { hub.resumeJournal(completeFrom: projection.nextOffset) } }
 
     /// Queues a frame for `session` behind the pushes already queued.
     public func reply(_ session: PushSession, _ frame: String) {
@@ -330,10 +362,10 @@ public final class PresenceNode: @unchecked Sendable {
             }
         }
         // In cluster mode the materializer stops first: nothing is applied after the log is closed.
-        if let replicated { await replicated.close() }
+        await leaveCluster()
         try conversations.writer.close()
         try writer.close()
-        if replicated != nil { writePosition(withLock { clusterPosition }) }
+        writePositions()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }
         logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")

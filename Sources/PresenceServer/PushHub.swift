@@ -65,10 +65,18 @@ struct PushHub {
     private var watchers: [String: [Int: Int]] = [:]
     /// Conversation → the sessions that have it open.
     private var openers: [String: Set<Int>] = [:]
+    /// Session → the cursor it resumed from: pushes of older offsets are not sent to it again (a node
+    /// behind the client's old node applies them after the resume).
+    private var floors: [Int: Int64] = [:]
     private var nextID = 1
+    /// Every user's shown changes of the newest commits: what a resuming client missed.
+    private(set) var journal: ShownChangeJournal
+
+    init(journal: ShownChangeJournal) {
+        self.journal = journal
+    }
 
     var sessionCount: Int { sessions.count }
-    var isWatching: Bool { !watchers.isEmpty }
 
     func contains(_ session: PushSession) -> Bool { sessions[session.id] != nil }
 
@@ -84,6 +92,7 @@ struct PushHub {
     mutating func remove(_ session: PushSession) {
         cutOff(session)
         open[session.id] = nil
+        floors[session.id] = nil
         sessions[session.id] = nil
     }
 
@@ -129,49 +138,81 @@ struct PushHub {
 
     // MARK: Pushing a commit's changes
 
-    /// The watched users a commit may change, each with their state before it and the offset to report.
+    /// Whether commits must be looked at: someone watches, or the journal keeps changes.
+    var isWatching: Bool { !watchers.isEmpty || journaling }
+    private var journaling: Bool { journal.capacity > 0 && journal.isRecording }
+
+    /// Pauses the journal while the node catches up with its cluster, and resumes it from `offset`.
+    mutating func pauseJournal() { journal.pause() }
+    mutating func resumeJournal(completeFrom offset: Int64) { journal.resume(completeFrom: offset) }
+
+    /// The users a commit may change, each with what was shown of them before it and the offset to report.
     struct CommitWatch {
-        var users: [(user: String, before: PresenceProjection.UserState?, offset: Int64)] = []
+        var users: [(user: String, before: ShownPresence, offset: Int64)] = []
     }
 
-    /// Before a commit is applied: the watched users among its records (all of them when it holds a
-    /// `gateway_down`, which can end anyone's connections), with their current state.
+    /// Before a commit is applied: the users of its records (only the watched ones when no journal is
+    /// kept) and, for a `gateway_down`, those with a connection open on that gateway, with their current
+    /// state. A user's offset is that of their last record in the commit (one change a commit).
     func beforeCommit(_ records: UnsafeBufferPointer<RecordView>, in projection: PresenceProjection) -> CommitWatch {
-        var offsets: [String: Int64] = [:]
-        var gatewayDown: Int64?
+        // Users in the order of their first record; a user's entry takes the offset of their last one.
+        var index: [String: Int] = [:]
+        var watch = CommitWatch()
+        var reordered = false
+        let everyone = journaling
+        func note(_ user: String, _ offset: Int64, _ before: () -> ShownPresence) {
+            if let at = index[user] {
+                watch.users[at].offset = max(watch.users[at].offset, offset)
+                reordered = true
+            } else {
+                index[user] = watch.users.count
+                watch.users.append((user, before(), offset))
+            }
+        }
         for record in records {
             if let key = record.key {
                 let user = String(decoding: key, as: UTF8.self)
-                if watchers[user] != nil { offsets[user] = record.offset }
-            } else if let value = record.value, (try? EventCodec.view(value))?.kind == .gatewayDown {
-                gatewayDown = record.offset
+                if everyone || watchers[user] != nil { note(user, record.offset) { projection.shown(ofUser: key) } }
+            } else if let value = record.value, let view = try? EventCodec.view(value), view.kind == .gatewayDown {
+                let gateway = String(decoding: view.gateway, as: UTF8.self)
+                for user in projection.usersOnline(onGateway: gateway) where everyone || watchers[user] != nil {
+                    note(user, record.offset) { ShownPresence(online: true, lastSeen: nil) }
+                }
             }
         }
-        if let gatewayDown {
-            for user in watchers.keys where offsets[user] == nil { offsets[user] = gatewayDown }
-        }
-        var watch = CommitWatch()
-        for (user, offset) in offsets { watch.users.append((user, projection.state(of: user), offset)) }
-        watch.users.sort { $0.offset < $1.offset }
+        // Log order: a user's change is reported at their last record's offset.
+        if reordered { watch.users.sort { $0.offset < $1.offset } }
         return watch
     }
 
-    /// After the commit is applied: pushes each watched user whose shown state changed, in log order.
-    /// Returns the number of frames queued.
+    /// After the commit is applied: notes each user whose shown state changed in the journal and pushes
+    /// it to the sessions watching them, in log order. Returns the number of frames queued.
     mutating func push(_ watch: CommitWatch, from projection: PresenceProjection) -> Int {
         var sent = 0
         var behind: [PushSession] = []
         for (user, before, offset) in watch.users {
+            var name = user
+            let shownAfter = name.withUTF8 { projection.shown(ofUser: UnsafeRawBufferPointer($0)) }
+            guard before != shownAfter else { continue }
             let after = projection.state(of: user)
-            guard ShownPresence(before) != ShownPresence(after), let sessionIDs = watchers[user] else { continue }
+            if journaling { journal.record(.init(offset: offset, user: user, state: after)) }
+            guard let sessionIDs = watchers[user] else { continue }
             let frame = Self.presenceFrame(user: user, after, offset: offset)
             for id in sessionIDs.keys {
-                guard let session = sessions[id] else { continue }
+                guard let session = sessions[id], offset >= floors[id] ?? 0 else { continue }
                 if session.send(frame) { sent += 1 } else { behind.append(session) }
             }
         }
         for session in behind { cutOff(session) }
         return sent
+    }
+
+    /// For a session that resumes from `cursor`: the changes of `members` it missed since (oldest first,
+    /// each once), or nil when the journal no longer holds them all; from now on no push older than the
+    /// cursor reaches it.
+    mutating func resume(_ session: PushSession, from cursor: Int64, members: [String]) -> [ShownChangeJournal.Change]? {
+        floors[session.id] = max(floors[session.id] ?? 0, cursor)
+        return journal.changes(from: cursor, of: Set(members.filter { $0 != session.user }))
     }
 
     /// Queues `frame` for every session that has `conversation` open; returns how many.

@@ -25,6 +25,9 @@ public struct ServerConfiguration: Sendable {
     public var logLevel: Logger.Level = .info
     /// Threads that run the connections (nil: NIO's shared group, one per core).
     public var eventLoops: Int?
+    /// Tokens are signed with the development secret (`--dev`): the web console may mint them
+    /// (`POST /v1/dev/tokens`), since anyone can anyway.
+    public var developmentTokens = false
 
     public init(data: String) { self.data = data }
 }
@@ -41,6 +44,9 @@ public struct ServerConfiguration: Sendable {
 ///                                     "presence_cursor":N}
 ///     GET  /v1/ws                     WebSocket (see `WebSocketSessions`): pushes presence changes of the
 ///                                     members of the conversations the client opens
+///
+/// and the conversation routes (`ConversationRoutes`), the audit routes (`AuditRoutes`) and the web
+/// console (`ConsoleRoutes`).
 ///
 /// Errors are `{"error":{"code":"...","message":"..."}}` with the matching status: 401 for a missing,
 /// bad or expired token, 403 for a token without the right, 400 for bad input, 413 for a body over
@@ -140,6 +146,9 @@ public enum PresenceHTTPServer {
             _ = try await WebSocketSessions.authenticate(request, tokens)
             return error(.upgradeRequired, "upgrade_required", "/v1/ws is a WebSocket: connect with Upgrade: websocket")
         }
+        // The audit routes (operators) and the web console (its page and files at /).
+        addAuditRoutes(to: router, state: state, tokens: tokens)
+        addConsoleRoutes(to: router, tokens: tokens, configuration: configuration)
         // Added after every route, so it wraps only what no route takes: a known path asked with another
         // method gets 405 and `Allow` instead of 404.
         router.add(middleware: MethodNotAllowedMiddleware(routes: router.routes))

@@ -28,8 +28,8 @@ final class SnapshotAnswers {
     /// The response to a request this handler can answer, or nil to hand it on. `head` was read from
     /// the start of `request`.
     func answer(_ head: RequestHead, request: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        // A gateway token is the route's to refuse (403): it may only post events.
-        guard let target = head.snapshot, let tokenRange = head.bearerToken, let claims = claims(tokenRange, in: request), !claims.isGateway
+        // A gateway's or an operator's token is the route's to refuse (403): only users read conversations.
+        guard let target = head.snapshot, let tokenRange = head.bearerToken, let claims = claims(tokenRange, in: request), claims.isUser
         else { return nil }
         let caller = claims.sub.value
         // The versions the body depends on, read before it is built: a change while it is built shows

@@ -7,7 +7,7 @@ public struct PresenceClaims: JWTPayload, Equatable {
     /// The user id (or the gateway's name, for gateway tokens).
     public var sub: SubjectClaim
     public var exp: ExpirationClaim
-    /// "user" or "gateway".
+    /// "user", "gateway" or "operator".
     public var role: String
 
     public init(subject: String, expires: Date, role: Role) {
@@ -16,9 +16,14 @@ public struct PresenceClaims: JWTPayload, Equatable {
         self.role = role.rawValue
     }
 
-    public enum Role: String, Sendable { case user, gateway }
+    /// A user (conversations, presence, the socket), a gateway (posts its own events) or an operator
+    /// (reads any user's history and past state, and the log's figures: the audit routes).
+    public enum Role: String, Sendable { case user, gateway, `operator` }
 
     public var isGateway: Bool { role == Role.gateway.rawValue }
+    /// Whether the token is a user's: only those reach the conversation routes and the socket.
+    public var isUser: Bool { role == Role.user.rawValue }
+    public var isOperator: Bool { role == Role.operator.rawValue }
 
     /// The longest subject: it becomes a user id (or a gateway name) in the log, 1 to 256 bytes.
     public static let maxSubjectBytes = PresenceEvent.Limits.userBytes

@@ -13,7 +13,10 @@ import SegmentLog
 /// once that is durable, the server sends `{"type":"ready","user":..,"conn":..,"offset":N}`. Closing
 /// it appends the `disconnect`. Client frames, JSON text:
 ///
-///     {"op":"open","conversation":"<id>"}   → {"type":"opened","conversation":..,"presence":{..},"presence_cursor":N}
+///     {"op":"open","conversation":"<id>"}   → {"type":"opened","conversation":..,"presence":{..},"presence_cursor":N,"last_seq":S}
+///     {"op":"open","conversation":"<id>","presence_cursor":C}
+///                                           → the presence frames the client missed since C, then
+///                                             {"type":"opened",..,"resumed":true} (false: a fresh view)
 ///     {"op":"close","conversation":"<id>"}  → {"type":"closed","conversation":..}
 ///     {"op":"send","conversation":"<id>","content":"..","client_id":".."}
 ///                                           → {"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}
@@ -95,9 +98,17 @@ enum WebSocketSessions {
         switch ClientRequest.read(Array(text.utf8)) {
         case .failure(let refusal):
             state.reply(session, errorFrame(refusal.code, refusal.message, conversation: refusal.conversation))
-        case .success(.open(let conversation)):
+        case .success(.open(let conversation, let presenceCursor)):
             switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
-            case .success(let members): state.watch(session, conversation: conversation, members: members)
+            case .success(let members):
+                if let cursor = presenceCursor {
+                    guard cursor >= 0 else {
+                        return state.reply(session, errorFrame("invalid_request", "\"presence_cursor\" must be an offset (0 or more)", conversation: conversation))
+                    }
+                    // A node of the cluster a moment behind the client's old one catches up first.
+                    _ = await state.waitUntilApplied(through: cursor)
+                }
+                state.watch(session, conversation: conversation, members: members, resumeFrom: presenceCursor)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
         case .success(.send(let conversation, let content, let clientID)):
@@ -142,7 +153,7 @@ enum WebSocketSessions {
         } else {
             throw APIError(.unauthorized, "unauthorized", "a token is required (Authorization: Bearer <token>, or ?token=)")
         }
-        guard !claims.isGateway else { throw APIError(.forbidden, "forbidden", "a gateway token cannot open a user's socket") }
+        guard claims.isUser else { throw APIError(.forbidden, "forbidden", "a\(claims.isGateway ? " gateway" : "n operator") token cannot open a user's socket") }
         return claims
     }
 

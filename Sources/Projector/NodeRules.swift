@@ -8,8 +8,13 @@ public struct ShownPresence: Equatable, Sendable {
     public var lastSeen: Int64?
 
     public init(_ state: PresenceProjection.UserState?) {
-        online = state?.online ?? false
-        lastSeen = online ? nil : state?.lastSeen
+        self.init(online: state?.online ?? false, lastSeen: state?.lastSeen)
+    }
+
+    /// What is shown of a user `online` (or not) with `lastSeen`: a last seen only while offline.
+    public init(online: Bool, lastSeen: Int64?) {
+        self.online = online
+        self.lastSeen = online ? nil : lastSeen
     }
 }
 

@@ -139,6 +139,14 @@ public final class PresenceProjection {
         return bytes.withUnsafeBytes { key in state.findUser(key, hash: ProjectionState.hash(key)).map(state.userState) }
     }
 
+    /// The shown presence of the user whose id is `user`'s bytes (offline with no last seen when never
+    /// seen), without building a string: the push path asks it before and after every commit.
+    public func shown(ofUser user: UnsafeRawBufferPointer) -> ShownPresence {
+        guard let u = state.findUser(user, hash: ProjectionState.hash(user)) else { return ShownPresence(nil) }
+        let record = state.users[u]
+        return ShownPresence(online: record.open > 0, lastSeen: record.lastSeen == ProjectionState.none ? nil : record.lastSeen)
+    }
+
     /// Every user's state, sorted by user id (byte order).
     public func allStates() -> [UserState] {
         var order = Array(0..<state.users.count)
@@ -177,6 +185,22 @@ public final class PresenceProjection {
             last = max(last, connection.disconnect)
         }
         return (open, last == ProjectionState.none ? nil : last)
+    }
+
+    /// The users with a connection open on `gateway`: whose shown presence a `gateway_down` of it may
+    /// change. Scans every connection: for a gateway_down, which is rare.
+    public func usersOnline(onGateway gateway: String) -> [String] {
+        let name = Array(gateway.utf8)
+        let found = name.withUnsafeBytes { name in
+            let empty = UnsafeRawBufferPointer(start: name.baseAddress, count: 0)
+            return state.gateways.find(name, empty, hash: ByteTable.hash(name, empty))
+        }
+        guard let g = found else { return [] }
+        var users = Set<Int32>()
+        for c in 0..<state.connections.count where state.connections[c].gateway == Int32(g) && state.isOpen(state.connections[c]) {
+            users.insert(state.connections[c].user)
+        }
+        return users.map { String(decoding: state.userKey(Int($0)), as: UTF8.self) }
     }
 
     /// The gateways whose lease has run out: they have sent heartbeats, the newest is more than `lease`

@@ -8,6 +8,7 @@ import Testing
     @Test func theThreeOpsAreRead() {
         #expect(read(#"{"op":"open","conversation":"conv_1"}"#) == .success(.open(conversation: "conv_1")))
         #expect(read(#" {"conversation":"c\u00e9","op":"close"} "#) == .success(.close(conversation: "cé")))
+        #expect(read(#"{"op":"open","conversation":"c","presence_cursor":42}"#) == .success(.open(conversation: "c", presenceCursor: 42)))
         #expect(read(#"{"op":"send","conversation":"c","content":"hi","client_id":"m1"}"#)
             == .success(.send(conversation: "c", content: "hi", clientID: "m1")))
         // The message's limits are the chat domain's, checked when it is posted.
@@ -24,6 +25,7 @@ import Testing
             (#"{"op":"join","conversation":"c"}"#, "invalid_request", "unknown op 'join'"),
             (#"{"op":"open","conversation":""}"#, "invalid_request", #""conversation" must be a conversation id"#),
             (#"{"op":"open"}"#, "invalid_request", #""conversation" must be a conversation id"#),
+            (#"{"op":"open","conversation":"c","presence_cursor":"7"}"#, "invalid_request", #""presence_cursor" in the frame has the wrong type"#),
         ]
         for (frame, code, start) in cases {
             guard case .failure(let refusal) = read(frame) else {

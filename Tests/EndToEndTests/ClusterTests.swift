@@ -15,15 +15,34 @@ import Testing
         let nats: NATSCluster
         let scratch = Scratch()
         private(set) var nodes: [RunningServer?] = []
+        let extra: [String]
 
-        init() throws {
+        /// `extra`: more options for every node.
+        init(extra: [String] = []) throws {
+            self.extra = extra
             nats = try NATSCluster(size: 3, syncAlways: true)
             try nats.start()
             for index in 0..<3 { nodes.append(try startNode(index)) }
         }
 
-        func startNode(_ index: Int) throws -> RunningServer {
-            try RunningServer(data: scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"])
+        func startNode(_ index: Int, startTimeout: TimeInterval = 30) throws -> RunningServer {
+            try RunningServer(data: scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"] + extra,
+                              startTimeout: startTimeout)
+        }
+
+        /// Starts node `index` (again, or a new one past the three) and lists it with the others.
+        @discardableResult
+        func restartNode(_ index: Int, startTimeout: TimeInterval = 120) throws -> RunningServer {
+            let node = try startNode(index, startTimeout: startTimeout)
+            while nodes.count <= index { nodes.append(nil) }
+            nodes[index] = node
+            return node
+        }
+
+        /// Stops node `index` cleanly (SIGTERM); its data folder stays.
+        func stopNode(_ index: Int) {
+            _ = nodes[index]?.stop()
+            nodes[index] = nil
         }
 
         func node(_ index: Int) throws -> RunningServer { try #require(nodes[index]) }
@@ -84,7 +103,26 @@ import Testing
                 #expect(again.status == 200 && again.body.contains("\"repeats\":[{\"line\":1,"), "\(again.body)")
             }
         }
+        // Chat through the CHAT stream: a conversation made on node 0, a message posted on node 1 and its
+        // retry (same client_id) on node 2: one message, the retry answered with its seq (200, not 201).
+        let alice = try token("alice")
+        let created = try cluster.node(0).request("POST", "/v1/conversations", token: alice, body: Data(#"{"members":["alice","bob"]}"#.utf8))
+        #expect(created.status == 201, "\(created.body)")
+        let conversation = try #require((try JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String)
         _ = try cluster.settle()
+        let again = try cluster.node(2).request("POST", "/v1/conversations", token: try token("bob"), body: Data(#"{"members":["bob","alice"]}"#.utf8))
+        #expect(again.status == 200 && again.body.contains(conversation), "the pair's conversation, on another node: \(again.body)")
+        let message = Data(#"{"content":"hello from node 1","client_id":"m-1"}"#.utf8)
+        let posted = try cluster.node(1).request("POST", "/v1/conversations/\(conversation)/messages", token: alice, body: message)
+        #expect(posted.status == 201 && posted.body.contains("\"seq\":1"), "\(posted.body)")
+        _ = try cluster.settle()
+        let retried = try cluster.node(2).request("POST", "/v1/conversations/\(conversation)/messages", token: alice, body: message)
+        #expect(retried.status == 200 && retried.body == posted.body, "the retry on another node: \(retried.body) after \(posted.body)")
+        _ = try cluster.settle()
+        for index in 0..<3 {
+            let snapshot = try cluster.node(index).request("GET", "/v1/conversations/\(conversation)", token: alice).body
+            #expect(snapshot.components(separatedBy: "hello from node 1").count == 2, "node \(index): one message: \(snapshot)")
+        }
         // Every node answers reads from its own state: Bob's presence the same everywhere.
         let states = try (0..<3).map { try cluster.node($0).request("GET", "/health").body }
         #expect(states.allSatisfy { $0.contains("\"caught_up\":true") }, "\(states)")
@@ -94,6 +132,13 @@ import Testing
         #expect(dumps[0].lines.filter { $0.contains("\"id\":\"e") }.count == 300, "every event once: \(dumps[0].lines.count) lines")
         #expect(dumps[0] == dumps[1] && dumps[1] == dumps[2], "the same records at the same offsets on every node")
         #expect(presence[0] == presence[1] && presence[1] == presence[2] && !presence[0].isEmpty)
+        // The messages logs too: the same records at the same offsets.
+        let messages = try (0..<3).map { index -> [Data] in
+            let folder = URL(fileURLWithPath: cluster.scratch.file("node-\(index)")).appendingPathComponent("messages")
+            let segments = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".log") }.sorted()
+            return try segments.map { try Data(contentsOf: folder.appendingPathComponent($0)) }
+        }
+        #expect(!messages[0].isEmpty && messages[0] == messages[1] && messages[1] == messages[2], "the messages logs' segments are byte for byte the same")
     }
 
     @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))
@@ -138,7 +183,81 @@ import Testing
         for index in 0..<3 {
             let dump = try CLI.presence(["dump", "--data", cluster.scratch.file("node-\(index)")]).stdout
             let missing = acknowledged.filter { !dump.contains("\"id\":\"\($0)\"") }
-            #expect(missing.isEmpty, "node \(index) lacks acknowledged writes \(missing.prefix(5))")
+            #expect(missing.isEmpty, "node \(index) lacks acknowledged writes \(missing.prefix(5)): \(cluster.nodes[index]?.errorOutput.suffix(2000) ?? "")")
         }
+    }
+
+    @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))
+    func aClientWhoseNodeDiesResumesOnAnotherWithEveryChangeItMissedOnce() throws {
+        let lease = 3
+        let cluster = try Cluster(extra: ["--lease", "\(lease)s", "--heartbeat-interval", "500ms"])
+        let created = try cluster.node(0).request("POST", "/v1/conversations", token: try token("alice"),
+                                                  body: Data(#"{"members":["alice","bob","carol"]}"#.utf8))
+        #expect(created.status == 201, "\(created.body)")
+        let conversation = try #require((try JSONSerialization.jsonObject(with: Data(created.body.utf8)) as? [String: Any])?["id"] as? String)
+        // The conversation reaches every node through the chat stream.
+        _ = try cluster.settle()
+        for index in 1..<3 {
+            let seen = try cluster.node(index).request("GET", "/v1/conversations/\(conversation)", token: try token("bob"))
+            #expect(seen.status == 200, "node \(index): \(seen.body)")
+        }
+        let ports = try (0..<3).map { try cluster.node($0).port }
+        let script = CLI.repository.appendingPathComponent("tools/checks/ws_failover.py").path
+        let result = try CLI.run(CLI.python, [script, "--ports", ports.map(String.init).joined(separator: ","),
+                                              "--kill-pid", "\(try cluster.node(0).process.processIdentifier)", "--lease", "\(lease)",
+                                              "--conversation", conversation, "--alice", try token("alice"), "--bob", try token("bob"),
+                                              "--carol", try token("carol"), "--gateway", try token("gw-1", gateway: true)])
+        #expect(result.status == 0 && result.stdout.contains("passed: failover"), "\(result.stdout)\(result.stderr)")
+    }
+
+    @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))
+    func aNewNodeCatchesUpWithAMillionEventsAndADeletedDataFolderIsRebuilt() throws {
+        let cluster = try Cluster()
+        let gateway = try token("gw-1", gateway: true)
+        // A million events in 100 requests of 10,000 (100k users, each connecting then disconnecting
+        // five times), ending now, so that the nodes' own heartbeats come after them.
+        let events = 1_000_000, perRequest = 10_000, users = 100_000
+        let first = Int64(Date().timeIntervalSince1970 * 1000) - Int64(events)
+        for request in 0..<(events / perRequest) {
+            var body = ""
+            body.reserveCapacity(perRequest * 100)
+            for k in 0..<perRequest {
+                let i = request * perRequest + k
+                let user = i % users
+                body += #"{"type":"\#((i / users) % 2 == 0 ? "connect" : "disconnect")","user":"u\#(user)","conn":"c\#(user)","gateway":"gw-1","ts":\#(first + Int64(i))}"#
+                body += "\n"
+            }
+            let reply = try cluster.node(request % 3).request("POST", "/v1/events", token: gateway, body: Data(body.utf8))
+            try #require(reply.status == 200, "request \(request): \(reply.body)")
+        }
+        let sequence = try cluster.settle(timeout: 120)
+        let end = try #require(Self.logEnd(try cluster.node(0)))
+        #expect(end >= events, "\(end) records")
+
+        // A new node with an empty data folder: it serves once it has materialized the whole stream.
+        let began = Date()
+        let newcomer = try cluster.restartNode(3)
+        let caughtUp = Date().timeIntervalSince(began)
+        let health = try newcomer.request("GET", "/health").body
+        #expect(health.contains("\"caught_up\":true") && Self.logEnd(newcomer) ?? 0 >= end, "\(health)")
+        print("a new node materialized \(end) records and served after \(String(format: "%.1f", caughtUp)) s (stream sequence \(sequence))")
+
+        // Node 1 loses its data folder: started again, it rebuilds it from the streams.
+        cluster.stopNode(1)
+        try FileManager.default.removeItem(atPath: cluster.scratch.file("node-1"))
+        try cluster.restartNode(1)
+        _ = try cluster.settle(timeout: 120)
+        cluster.stopNodes()
+        let states = try [0, 1, 3].map { try CLI.presence(["state", "--data", cluster.scratch.file("node-\($0)"), "--format", "json"]).stdout }
+        let logInfos = try [0, 1, 3].map { try CLI.presence(["log-info", "--data", cluster.scratch.file("node-\($0)")]).stdout }
+        let same = states[0] == states[1] && states[1] == states[2] && !states[0].isEmpty
+        #expect(same, "the new node and the rebuilt one hold the state node 0 holds")
+        #expect(logInfos.allSatisfy { $0.contains("0-\(end - 1) ") }, "the same offsets on every node: \(logInfos)")
+    }
+
+    /// The node's local log end, from /health.
+    static func logEnd(_ node: RunningServer) -> Int? {
+        guard let health = try? node.request("GET", "/health").body, let range = health.range(of: "\"log_end_offset\":") else { return nil }
+        return Int(health[range.upperBound...].prefix(while: \.isNumber))
     }
 }

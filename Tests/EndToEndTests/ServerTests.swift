@@ -15,7 +15,8 @@ final class RunningServer {
     /// What the server has written to standard error so far (its log lines).
     var errorOutput: String { String(decoding: errors.get(), as: UTF8.self) }
 
-    init(data: String, extra: [String] = []) throws {
+    /// `startTimeout`: how long the server may take to listen (a cluster node catches up with its streams first).
+    init(data: String, extra: [String] = [], startTimeout: TimeInterval = 30) throws {
         self.data = data
         process.executableURL = URL(fileURLWithPath: CLI.presence)
         // The node's own heartbeats would interleave with the offsets tests check; tests of heartbeats and
@@ -35,7 +36,7 @@ final class RunningServer {
                 }
             }.start()
         }
-        let deadline = Date().addingTimeInterval(30)
+        let deadline = Date().addingTimeInterval(startTimeout)
         while Date() < deadline {
             let text = String(decoding: output.get(), as: UTF8.self)
             if let range = text.range(of: "listening on 127.0.0.1:") {

@@ -38,9 +38,10 @@ func write(_ request: ClientRequest) -> [UInt8] {
         EventJSON.appendString(value, to: &out)
     }
     switch request {
-    case .open(let conversation):
+    case .open(let conversation, let presenceCursor):
         out.append(contentsOf: #"{"op":"open""#.utf8)
         field("conversation", conversation)
+        if let presenceCursor { out.append(contentsOf: ",\"presence_cursor\":\(presenceCursor)".utf8) }
     case .close(let conversation):
         out.append(contentsOf: #"{"op":"close""#.utf8)
         field("conversation", conversation)
