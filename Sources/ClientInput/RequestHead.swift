@@ -127,8 +127,10 @@ package struct RequestHead {
                 guard !sawLength, !digits.isEmpty, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
                 else { return .notForUs }
                 sawLength = true
-                // Past 18 digits it would not fit an Int: over any limit anyway.
-                head.contentLength = digits.count > 18 ? .max : digits.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
+                // Leading zeros count for nothing (llhttp reads 007 as 7); past 18 significant digits
+                // it would not fit an Int: over any limit anyway.
+                let significant = (digits.first { bytes[$0] != 48 } ?? valueEnd)..<valueEnd
+                head.contentLength = significant.count > 18 ? .max : significant.reduce(0) { $0 * 10 + Int(bytes[$1] - 48) }
             } else if nameIs(bytes, name, "authorization") {
                 authorizations += 1
                 let prefix: StaticString = "Bearer "

@@ -212,8 +212,11 @@ package enum HTTPDifferential {
                     return Disagreement(description: "request \(index): the fast path refused (\(refusal.status)) a request NIO alone did not read")
                 }
                 if refusal.status.hasPrefix("413") {
+                    // NIO keeps the value's trailing whitespace; a length too long for an Int is over any limit.
                     let length = theirs.head.headers["content-length"]
-                    guard length.count == 1, let value = length.first, (Int(value).map { $0 > maxBodyBytes } ?? (value.count > 18))
+                    let value = length.first.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: " \t")) } ?? ""
+                    guard length.count == 1, !value.isEmpty, value.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+                          Int(value).map({ $0 > maxBodyBytes }) ?? (value.drop { $0 == "0" }.count > 18)
                     else { return Disagreement(description: "request \(index): the fast path refused a long body NIO alone reads as \(theirs)") }
                 } else {
                     guard theirs.head.headers["upgrade"].contains(where: { $0.lowercased() == "websocket" }) else {
