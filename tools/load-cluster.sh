@@ -83,6 +83,10 @@ echo "== 1. single node, fsync always: $events events a POST, $connections conne
 start_node single --data "$scratch/single"
 load "$port"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+echo "== 1b. the same without the resume journal (--resume-window 0): what noting every shown change costs"
+start_node single-nojournal --data "$scratch/single-nojournal" --resume-window 0
+load "$port"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 echo "== 2. cluster: 3 nats-servers (sync_interval: always), 3 nodes, $connections connections each"
 client_ports=(); cluster_ports=()

@@ -186,80 +186,67 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
     private func materializeLoop(from start: UInt64, _ materialize: Materialize) async {
         guard let jetStream else { return }
         var next = start
-        var consumer: PullConsumer?
         // The sequence a gap was last seen at: the consumer is made afresh once for it before the gap is
         // believed (messages a dead consumer leader delivered but never saw acknowledged come back only
         // after its ack wait, and the new leader goes on past them).
         var gapRetriedAt: UInt64?
         while !Task.isCancelled {
             do {
-                if consumer == nil { consumer = try await makeConsumer(jetStream, from: next) }
-                guard let pull = consumer else { continue }
-                // What is there now, up to a batch (a pull for a batch waits until the batch is full or it
-                // expires); when nothing is, one message, waited for: it comes back as soon as one arrives.
-                let fetchStarted = ContinuousClock.now
-                var messages = try await pull.fetch(batch: configuration.fetchBatch, noWait: true)
-                logger.trace("fetched \(messages.count) messages of \(configuration.stream) in \(ContinuousClock.now - fetchStarted)")
-                let drained = messages.count < configuration.fetchBatch
-                if messages.isEmpty {
-                    markCaughtUp()
-                    messages = try await pull.fetch(batch: 1, expires: .seconds(1))
-                }
-                var gap = false
-                for message in messages {
-                    guard let sequence = message.streamSequence else { continue }
+                let (pull, pending) = try await makeConsumer(jetStream, from: next)
+                if pending == 0 { markCaughtUp() }
+                // Messages stream in as they come (`consume`); acknowledged every half batch and at the end
+                // of what the stream holds (ack-all: one acknowledges every one before it).
+                var unacknowledged = 0
+                for try await message in try pull.consume(batch: configuration.fetchBatch) {
+                    guard let metadata = message.metadata else { continue }
+                    let sequence = metadata.streamSequence
                     if sequence < next { continue }  // delivered again after a reconnect
                     if sequence > next {
                         if gapRetriedAt != next {
                             // Never skip: read again from `next` through a consumer made afresh.
                             logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
                             gapRetriedAt = next
-                            gap = true
                             break
                         }
                         logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
                     }
                     let id = message.headers?["Nats-Msg-Id"]
-                    let records: RecordBuffer
                     do {
-                        records = try RecordBufferCodec.decode(message.payload)
+                        let records = try RecordBufferCodec.decode(message.payload)
+                        let outcome = await materialize(records, sequence, id)
+                        if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
                     } catch {
                         logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
-                        next = sequence + 1
-                        continue
                     }
-                    let outcome = await materialize(records, sequence, id)
                     appliedSequence.store(sequence, ordering: .releasing)
                     next = sequence + 1
-                    if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+                    unacknowledged += 1
+                    if unacknowledged >= configuration.fetchBatch / 2 || metadata.pending == 0 {
+                        try? message.ack()
+                        unacknowledged = 0
+                    }
+                    if metadata.pending == 0 { markCaughtUp() }
                 }
-                if gap {
-                    consumer = nil
-                    continue
-                }
-                if let last = messages.last { try? last.ack() }
-                if drained { markCaughtUp() }
             } catch is CancellationError {
                 return
             } catch {
                 // A server or the stream's leader going away (an election): look again shortly, through a
-                // consumer made afresh if this one went with its server.
+                // consumer made afresh.
                 logger.debug("materializing \(configuration.stream) from \(next): \(error)")
-                if let error = error as? JetStreamError, error.code == 409 || error.errorCode == JetStreamError.ErrorCode.consumerNotFound { consumer = nil }
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
     }
 
     /// This node's durable pull consumer, made afresh to start at `sequence` (acknowledging all up to a
-    /// message acknowledges every one before it).
-    private func makeConsumer(_ jetStream: JetStream, from sequence: UInt64) async throws -> PullConsumer {
+    /// message acknowledges every one before it); and how many messages it has to deliver.
+    private func makeConsumer(_ jetStream: JetStream, from sequence: UInt64) async throws -> (PullConsumer, pending: UInt64) {
         try? await jetStream.deleteConsumer(stream: configuration.stream, consumer: consumerName)
         var config = ConsumerConfig(durableName: consumerName, ackPolicy: .all, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
         if sequence > 1 { config.optStartSequence = sequence }
         config.maxAckPending = configuration.fetchBatch * 4
-        _ = try await jetStream.createConsumer(stream: configuration.stream, config)
-        return jetStream.pullConsumer(stream: configuration.stream, consumer: consumerName)
+        let info = try await jetStream.createConsumer(stream: configuration.stream, config)
+        return (jetStream.pullConsumer(stream: configuration.stream, consumer: consumerName), info.numPending)
     }
 
     private func markCaughtUp() {

@@ -70,7 +70,12 @@ public final class PresenceNode: @unchecked Sendable {
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
         var configuration = configuration
-        if clusterMode { configuration.durability = .interval(milliseconds: 1_000) }
+        if clusterMode {
+            configuration.durability = .interval(milliseconds: 1_000)
+            // One materializer appends, one stream message at a time, each already a batch: a window
+            // waiting for more appends would only add its length to every message.
+            configuration.commitWindowMicroseconds = 0
+        }
         if clusterMode {
             clusterPosition = try Self.checkLocalLog(presenceLogName, in: directory, data: data, positionFile: ClusterPosition.presenceFile,
                                                      configuration: configuration, alsoRemove: [Checkpoint.directory(data: data)], report: report)
