@@ -1,4 +1,5 @@
 import Chat
+import ClientInput
 import Foundation
 import Hummingbird
 import Logging
