@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,6 +74,7 @@ package struct RequestHead {
         var head = RequestHead(size: 0, snapshot: nil, bearerToken: nil, contentLength: 0)
         var sawLength = false, authorizations = 0
         var upgrade = false
+        var connectionUpgrade = false
         var keys: [String] = [], versions: [String] = []
         var lineStart = 0
         var isFirstLine = true
@@ -87,7 +89,11 @@ package struct RequestHead {
                 guard !isFirstLine else { return .notForUs }  // a blank line before the request line
                 if authorizations != 1 { head.bearerToken = nil }
                 if upgrade {
-                    head.webSocket = WebSocketHandshake(key: keys.count == 1 ? keys[0] : nil, version: versions.count == 1 ? versions[0] : nil)
+                    // An upgrade only with `Connection: upgrade`, as NIO's upgrader reads it; without, the
+                    // request is an ordinary one for the codec and the route.
+                    if connectionUpgrade {
+                        head.webSocket = WebSocketHandshake(key: keys.count == 1 ? keys[0] : nil, version: versions.count == 1 ? versions[0] : nil)
+                    }
                     head.handsOver = true
                 }
                 head.size = lineStart
@@ -118,6 +124,9 @@ package struct RequestHead {
                 upgrade = true
             } else if nameIs(bytes, name, "connection") {
                 head.handsOver = true
+                if value().lowercased().split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == "upgrade" }) {
+                    connectionUpgrade = true
+                }
             } else if nameIs(bytes, name, "sec-websocket-key") {
                 keys.append(value())
             } else if nameIs(bytes, name, "sec-websocket-version") {
