@@ -145,6 +145,22 @@ extension ProjectionState {
                   connection.reason & Self.reusedKey == 0 || (connection.disconnect >= 0 && connection.disconnect < Int64(histories.count))
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
         }
+        // Every full slot names a record, and no record twice; some slot stays empty (a probe ends there).
+        var usersSlotted = 0
+        for slot in 0..<userSlots.count where userSlots[slot] != 0 {
+            let index = Slots.index(userSlots[slot], indexBits: Self.userIndexBits)
+            guard index >= 0, index < users.count else { throw LogError(.corrupt, "checkpoint user slot \(slot) points outside the table") }
+            usersSlotted += 1
+        }
+        var connectionsSlotted = 0
+        for slot in 0..<connectionSlots.count where connectionSlots[slot] != 0 {
+            let index = Slots.index(connectionSlots[slot], indexBits: connectionIndexBits)
+            guard index >= 0, index < connections.count else { throw LogError(.corrupt, "checkpoint connection slot \(slot) points outside the table") }
+            connectionsSlotted += 1
+        }
+        guard usersSlotted <= users.count, usersSlotted < userSlots.count,
+              connectionsSlotted <= connections.count, connectionsSlotted < connectionSlots.count
+        else { throw LogError(.corrupt, "checkpoint slot tables hold more entries than records") }
         do throws(PresenceProjection.ApplyError) { try validateHistories() } catch {
             throw LogError(.corrupt, "checkpoint \(error.description)")
         }

@@ -76,6 +76,21 @@ import TestSupport
         }
     }
 
+    /// Found by fuzz-checkpoint: a checkpoint whose CRC matches but whose user slot names a record past
+    /// the table trapped at the first lookup; it is refused as corrupt.
+    @Test func aSlotThatPointsOutsideItsTableIsRefused() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/checkpoint/corpus").path
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: corpus + "/crash-user-slot-outside-the-table")))
+        // As the fuzz target does: the CRC made to match, so that the tables are what is checked.
+        let crc = bytes.withUnsafeBytes { presencelog_crc32c(0, $0.baseAddress, bytes.count - 4) }
+        for i in 0..<4 { bytes[bytes.count - 4 + i] = UInt8(truncatingIfNeeded: crc >> (8 * i)) }
+        let scratch = Scratch()
+        let path = scratch.file("slot.ckpt")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: LogError.self) { try Checkpoint.load(path) }
+    }
+
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {
         let scratch = Scratch()
         let dir = scratch.path
