@@ -60,21 +60,30 @@ import Testing
             let acks = Locked<[(Int, String)]>([])
             let posters = DispatchGroup()
             let port = server.port
+            let pid = server.process.processIdentifier
             for poster in 0..<6 {
                 posters.enter()
                 Thread { [id, port] in
                     defer { posters.leave() }
-                    for i in 0..<5_000 {
+                    var i = 0
+                    while i < 5_000 {
                         let content = "round \(round) poster \(poster) message \(i)"
                         guard let seq = Self.post(port: port, "/v1/conversations/\(id)/messages", token: poster % 2 == 0 ? alice : bob,
-                                                  body: Data("{\"content\":\"\(content)\"}".utf8)) else { return }  // the server is gone
+                                                  body: Data("{\"content\":\"\(content)\"}".utf8)) else {
+                            // Not acknowledged: the server is gone (stop), or it failed this one (a busy machine's
+                            // timeout): the next message is sent, this one is never counted.
+                            if kill(pid, 0) != 0 { return }
+                            i += 1
+                            continue
+                        }
                         acks.update { $0.append((seq, content)) }
+                        i += 1
                     }
                 }.start()
             }
-            // Let some acknowledgements through, then kill it mid-stream (bounded: 30 s at most).
+            // Let some acknowledgements through, then kill it mid-stream (bounded: 60 s at most).
             let wanted = 150 + Int.random(in: 0..<300)
-            let deadline = Date().addingTimeInterval(30)
+            let deadline = Date().addingTimeInterval(60)
             while acks.get().count < wanted && Date() < deadline { usleep(2_000) }
             kill(server.process.processIdentifier, SIGKILL)
             server.process.waitUntilExit()

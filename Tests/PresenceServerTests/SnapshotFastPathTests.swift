@@ -111,7 +111,7 @@ import Testing
 
     @Test func aRefusalWaitsForTheAnswersToEarlierRequests() throws {
         let connection = try Connection()
-        try connection.send(Self.post + "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n\r\n")
+        try connection.send(Self.post + "GET /v1/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\n\r\n")
         #expect(try connection.forwarded().count == 3)
         #expect(try connection.written().isEmpty)
         connection.fastPath.responseEnded()
