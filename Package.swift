@@ -59,11 +59,14 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // What clients send, read before any state is touched (the snapshot fast path's HTTP/1 request
+        // heads and framing, JSON bodies and WebSocket frames): tested and fuzzed without a server.
+        .target(name: "ClientInput", dependencies: ["Presence"], swiftSettings: strictSwift),
         // The query server: HTTP API over the log writer and the live projection.
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "Chat", "Cluster",
+                "SegmentLog", "Presence", "Projector", "Chat", "Cluster", "ClientInput",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -127,6 +130,8 @@ let package = Package(
         ),
         // Deterministic generator of realistic event streams.
         .executableTarget(name: "presence-gen", dependencies: ["Presence"], path: "tools/generate", swiftSettings: strictSwift),
+        // A messages log of a chosen size written straight into a data directory (the message-store benchmarks).
+        .executableTarget(name: "presence-message-gen", dependencies: ["Chat", "SegmentLog"], path: "tools/message-gen", swiftSettings: strictSwift),
         // What an HTTP/1.1 server on NIO alone answers on this machine (the snapshot's ceiling).
         .executableTarget(
             name: "presence-http-ceiling",
@@ -139,6 +144,30 @@ let package = Package(
         ),
         // Read-path benchmark.
         .executableTarget(name: "presence-bench", dependencies: ["SegmentLog", "Presence", "Projector", "CPrefetch"], path: "tools/bench", swiftSettings: strictSwift),
+        // Fuzz targets (fuzz/README.md): each an executable that runs the files named on its command line,
+        // or, built for fuzzing by tools/fuzz.sh (-DFUZZING, AddressSanitizer, libFuzzer), libFuzzer's.
+        .target(name: "CFuzzing", path: "fuzz/Support/CFuzzing"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzing"], path: "fuzz/Support/FuzzSupport", swiftSettings: strictSwift),
+        .target(
+            name: "HTTPDifferential",
+            dependencies: [
+                "ClientInput", .product(name: "HummingbirdCore", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "fuzz/Support/HTTPDifferential",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(name: "fuzz-record-batch", dependencies: ["FuzzSupport", "SegmentLog", "Presence", "CCRC32C"], path: "fuzz/record-batch",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-ndjson", dependencies: ["FuzzSupport", "Presence", "SegmentLog"], path: "fuzz/ndjson",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-http", dependencies: ["FuzzSupport", "HTTPDifferential"], path: "fuzz/http",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
+                          path: "fuzz/checkpoint", exclude: ["corpus", "make-seeds.sh"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "ClientInput", "Presence", "Chat"], path: "fuzz/ws-frame",
+                          exclude: ["corpus"], swiftSettings: strictSwift),
         // What several test targets share (a scratch directory): a module, not copied code.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSwift),
         .testTarget(name: "SegmentLogTests", dependencies: ["SegmentLog", "TestSupport"], swiftSettings: strictSwift),
@@ -151,6 +180,15 @@ let package = Package(
                 "NATS", "JetStream", "NATSServerHarness",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(name: "ClientInputTests", dependencies: ["ClientInput", "HTTPDifferential", "Presence"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "PresenceServerTests",
+            dependencies: [
+                "PresenceServer", "ClientInput", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),

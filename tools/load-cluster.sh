@@ -88,7 +88,10 @@ start_node single-nojournal --data "$scratch/single-nojournal" --resume-window 0
 load "$port"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
-echo "== 2. cluster: 3 nats-servers (sync_interval: always), 3 nodes, $connections connections each"
+echo "== 2. cluster: 3 nats-servers (${NATS_SYNC:-sync_interval: always}), 3 nodes, $connections connections each"
+# NATS_SYNC=default: JetStream's default fsync (every 2 minutes) instead of on every write, to compare.
+sync=", sync_interval: always"
+[ "${NATS_SYNC:-}" = default ] && sync=""
 client_ports=(); cluster_ports=()
 for i in 1 2 3; do client_ports+=("$(free_port)"); cluster_ports+=("$(free_port)"); done
 urls=""
@@ -99,7 +102,7 @@ for i in 0 1 2; do
     cat > "$dir/server.conf" <<EOF
 server_name: n$i
 listen: 127.0.0.1:${client_ports[$i]}
-jetstream { store_dir: "$dir/store", sync_interval: always }
+jetstream { store_dir: "$dir/store"$sync }
 cluster { name: presence, listen: 127.0.0.1:${cluster_ports[$i]}, routes: [${routes%,}] }
 EOF
     "$nats" -c "$dir/server.conf" > "$dir/out" 2>&1 &

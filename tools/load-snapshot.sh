@@ -2,7 +2,8 @@
 # Load on the snapshot endpoint (issue 4): GET /v1/conversations/{id} with 20 messages and one peer,
 # 50 connections, one wrk thread (the load generator takes one core, the server the other).
 # The server runs with one event loop (`--event-loops 1`: wrk holds the other core), then with the
-# default (one per core) for comparison.
+# fast path switched off and on again, order-swapped (off, on, on, off: what SnapshotFastPath is worth),
+# then with the default event loops (one per core) for comparison.
 # Baselines in the same run: GET /health (no JSON building, no token check), and the ceiling: a bare
 # NIO server (one event loop) answering every request with a fixed response of the snapshot's size
 # (tools/http-ceiling, no HTTP parser, no routing), then the same through NIO's HTTP/1 codec.
@@ -49,6 +50,16 @@ wrk -t1 -c50 -d"${seconds}s" --latency "http://127.0.0.1:$port/health" | grep -E
 echo "== GET /v1/conversations/$id (--event-loops 1)"
 wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
 kill $server; wait $server 2>/dev/null || true
+# What the fast path is worth: the same load with it switched off (PRESENCE_SNAPSHOT_FAST_PATH=off, every
+# request through NIO's codec and Hummingbird's route), order-swapped: off, on, on, off.
+for fast_path in off on on off; do
+    if [[ $fast_path == off ]]; then export PRESENCE_SNAPSHOT_FAST_PATH=off; else unset PRESENCE_SNAPSHOT_FAST_PATH; fi
+    start_server --event-loops 1
+    echo "== GET /v1/conversations/$id (--event-loops 1, fast path $fast_path)"
+    wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"
+    kill $server; wait $server 2>/dev/null || true
+done
+unset PRESENCE_SNAPSHOT_FAST_PATH
 start_server
 echo "== GET /v1/conversations/$id (default: one event loop per core)"
 wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$port/v1/conversations/$id" | grep -E "Requests/sec|99%|Non-2xx"

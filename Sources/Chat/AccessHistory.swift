@@ -61,8 +61,7 @@ extension ConversationStore {
         var seen = Set<String>()
         _ = try LogReader(directory: logDirectory).forEachRecord { record in
             guard let key = record.key, let value = record.value,
-                  let decoded = try? JSONDecoder().decode(Record.self, from: Data(value)),
-                  decoded.type == "created", let members = decoded.members else { return true }
+                  case .created(let members, _)? = value.withUnsafeBytes({ MessageRecord.parse($0) }) else { return true }
             let id = String(decoding: key, as: UTF8.self)
             guard seen.insert(id).inserted else { return true }
             return try body(Creation(id: id, members: members, timestamp: record.timestamp))

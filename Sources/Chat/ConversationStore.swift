@@ -4,53 +4,138 @@ import SegmentLog
 
 /// Conversations and their messages, event-sourced in the log `messages/` (same engine as presence).
 ///
-/// Each record's key is the conversation id; its value a JSON object, one of:
+/// Each record's key is the conversation id, its value a JSON object (`MessageRecord`: `created` with the
+/// members, or `message` with the sender, the content and an optional client id), its timestamp the
+/// server's time of the request (ms). A message's `seq` is its position among the conversation's
+/// messages in log order, counted from 1, so the log need not store it and a replay numbers them the same.
 ///
-///     {"type":"created","members":["alice","bob"],"by":"alice"}
-///     {"type":"message","sender":"alice","content":"hey"}          ("client_id":"…" when the sender gave one)
+/// The log is the store. Beside it, in `DATA/messages-index/`, two caches, each rebuilt from the log when
+/// missing or inconsistent:
+/// - `index` (`MessageIndex`): for every conversation and seq, where the message lies in the log (the
+///   record's offset and its batch's byte position), written as the log is, so that an older page is one
+///   read of index entries, one positioned read of the log span holding the page's batches, and a
+///   decode of each batch touched.
+/// - `checkpoint` (`ChatCheckpoint`): what is held in memory (below) at a log offset, so that a restart
+///   reads only the log after it. Written every `Options.checkpointEveryRecords` records or
+///   `checkpointEverySeconds` of activity (on a background thread), and on `close`.
 ///
-/// and its timestamp the server's time of the request (ms). A message's `seq` is its position among
-/// the conversation's messages in log order, counted from 1, so the log need not store it and a
-/// replay numbers them the same. The in-memory store is rebuilt from the log at start and updated on
-/// the writer's commit thread, in log order, before the request is answered.
+/// In memory: each conversation's metadata (id, members, creation time, last seq and time, where its
+/// index pages are, its newest message for the inbox), who is in which conversation, the pairs' chats,
+/// the client ids posted within `Options.clientIDWindow` (`ClientIDWindow`), and `MessageCache`: the
+/// newest messages of the conversations used lately, within `Options.cacheBytes`. The page a chat opens
+/// on is read from the cache; a page the cache does not hold is read from disk through the index.
+///
+/// Threads: the writer's commit thread applies each record, in log order, before the request is
+/// answered, and is the only one that changes the metadata and the index (under `lock` where readers
+/// look). Readers take `lock` only to look up and copy; disk reads happen outside it.
+///
+/// Crash safety: nothing is acknowledged before its record is durable in the log (the writer's fsync).
+/// The index and the checkpoint are written after, without fsync of their own except before a checkpoint
+/// names them; after a crash the store opens from the last checkpoint and replays the log after it,
+/// writing the index entries again. A checkpoint or index that does not fit the log is ignored and
+/// both are rebuilt from the whole log.
 public final class ConversationStore: @unchecked Sendable {
-    // @unchecked: `conversations` and `memberships` are touched only under `lock`.
-    private let lock = NSLock()
-    private var conversations: [String: Conversation] = [:]
-    private var memberships: [String: Set<String>] = [:]
-    /// The first conversation of exactly two members, by the pair (sorted): creating it again returns it.
-    private var pairs: [[String]: String] = [:]
-    /// Messages posted with a client id, by conversation, sender and client id: a retry gets the seq
-    /// and time of the first (rebuilt from the log, so this holds across restarts and reconnects).
-    private var sentByClientID: [SentKey: (seq: Int, timestamp: Int64)] = [:]
+    // @unchecked: the metadata below changes only on the commit thread (or in `init`) under `lock`, and
+    // is read under `lock` elsewhere; `cache` is touched only under `lock`; the commit-thread state
+    // (`index` writes, `appliedEnd`, `lastBatch`, checkpoint counters) is touched by that thread alone.
+    let lock = NSLock()
 
-    struct SentKey: Hashable {
-        let conversation: String
-        let sender: String
-        let clientID: String
+    /// How the store holds its data.
+    public struct Options: Sendable {
+        /// The cache's budget for newest messages (bytes, as `MessageCache` counts them).
+        public var cacheBytes = 64 << 20
+        /// The most messages held per conversation (a page is at most 200).
+        public var cachedPerConversation = 64
+        /// How far back in the log's time a client id is remembered (ms): a retry within it is answered
+        /// with the first post's seq.
+        public var clientIDWindow: Int64 = 86_400_000
+        /// A checkpoint is written after this many records...
+        public var checkpointEveryRecords = 100_000
+        /// ...or once this long has passed since the last one with records written since.
+        public var checkpointEverySeconds: Double = 60
+        /// The messages log's writer waits this long for more posts to join a commit (µs). Posts come one
+        /// a request, each waiting for its fsync: the next commit starting at once, with whatever came in
+        /// during the last fsync, is the group commit that serves them best.
+        public var commitWindowMicroseconds = 0
+
+        public init() {}
     }
+
+    struct Meta {
+        var id: String
+        var members: [String]
+        var createdAt: Int64
+        var lastSeq = 0
+        var lastTimestamp: Int64 = 0
+        /// The units of its index pages (`MessageIndex`), page 0 first.
+        var pages: [UInt32] = []
+        /// Its newest message (the inbox shows it).
+        var newest: Message?
+    }
+
+    var metas: [Meta] = []
+    var numbers: [String: UInt32] = [:]
+    /// Each user's conversations, by number, ascending.
+    var memberships: [String: [UInt32]] = [:]
+    /// The first conversation of exactly two members, by the pair (sorted, joined by NUL).
+    var pairs: [String: UInt32] = [:]
+    var clientIDs: ClientIDWindow
+    /// The log's segments (base offsets, ascending).
+    var segments: [Int64] = []
+    var cache: MessageCache
+    /// Set when the index was found not to fit the log, or could not be written: reads through it fail
+    /// (naming the problem) until a restart rebuilds it, and no checkpoint names it.
+    var indexProblem: String?
+
+    // The commit thread's.
+    let index: MessageIndex
+    var appliedEnd: Int64 = 0
+    var lastBatch: ChatCheckpoint.BatchMark?
+    var recordsSinceCheckpoint = 0
+    var lastCheckpoint = DispatchTime.now()
+    let checkpointQueue = DispatchQueue(label: "presencelog-chat-checkpoint")
+    var checkpointRunning = false  // under `lock`
+
+    public let options: Options
     public let writer: LogWriter
+    let reader: BatchReader
+    /// `DATA/messages`.
+    public let logDirectory: String
+    /// `DATA/messages-index`.
+    public let indexDirectory: String
     /// Told of each new message once it is durable, in log order, on the commit thread (set once,
     /// before the server starts).
     public var messageObserver: (@Sendable (_ conversation: String, _ message: Message) -> Void)?
 
     public static let logName = "messages"
+    public static let indexDirectoryName = "messages-index"
+    static let indexFileName = "index"
 
+    /// The value of a `created` record, as the store writes it (`MessageRecord`): for tools that write a
+    /// messages log directly (the benchmark's generator).
+    public static func createdRecordValue(members: [String], by creator: String) -> [UInt8] {
+        MessageRecord.encodeCreated(members: members, by: creator)
+    }
+
+    /// The value of a `message` record, as the store writes it (`MessageRecord`).
+    public static func messageRecordValue(sender: String, content: String, clientID: String?) -> [UInt8] {
+        MessageRecord.encodeMessage(sender: sender, content: content, clientID: clientID)
+    }
+
+    /// A message as the API shows it: `{"seq":..,"sender":..,"content":..,"ts":".."}`, encoded once (every
+    /// snapshot that includes the message copies these bytes).
     public struct Message: Sendable, Equatable {
         public var seq: Int
-        public var sender: String
-        public var content: String
         public var timestamp: Int64
-        /// `{"seq":..,"sender":..,"content":..,"ts":".."}`, encoded once: every snapshot that includes the
-        /// message copies these bytes.
         public var json: [UInt8]
 
         init(seq: Int, sender: String, content: String, timestamp: Int64) {
             self.seq = seq
-            self.sender = sender
-            self.content = content
             self.timestamp = timestamp
-            var out: [UInt8] = Array("{\"seq\":\(seq),\"sender\":".utf8)
+            var out: [UInt8] = Array("{\"seq\":".utf8)
+            out.reserveCapacity(sender.utf8.count + content.utf8.count + 80)
+            out.append(contentsOf: String(seq).utf8)
+            out.append(contentsOf: ",\"sender\":".utf8)
             EventJSON.appendString(sender, to: &out)
             out.append(contentsOf: ",\"content\":".utf8)
             EventJSON.appendString(content, to: &out)
@@ -59,13 +144,19 @@ public final class ConversationStore: @unchecked Sendable {
             out.append(contentsOf: "\"}".utf8)
             json = out
         }
-    }
 
-    struct Conversation {
-        var members: [String]
-        var messages: [Message] = []
-        /// When it was created (the record's time, ms).
-        var createdAt: Int64 = 0
+        init(seq: Int, timestamp: Int64, json: [UInt8]) {
+            self.seq = seq
+            self.timestamp = timestamp
+            self.json = json
+        }
+
+        struct Fields: Decodable { var sender: String; var content: String }
+        var fields: Fields? { try? JSONDecoder().decode(Fields.self, from: Data(json)) }
+        /// The sender (decoded from `json`).
+        public var sender: String { fields?.sender ?? "" }
+        /// The content (decoded from `json`).
+        public var content: String { fields?.content ?? "" }
     }
 
     /// One of a user's conversations, as the inbox shows it.
@@ -77,34 +168,10 @@ public final class ConversationStore: @unchecked Sendable {
         public var activity: Int64
     }
 
-    /// Rebuilds the store from the messages log and starts its writer.
-    public init(directory: DataDirectory, configuration: LogConfiguration, report: (String) -> Void) throws {
-        let log = try directory.openLog(Self.logName, configuration: configuration, report: report)
-        writer = LogWriter(log: log)
-        // The writer only appends after the last record; reading what is already there is safe.
-        let reader = try LogReader(directory: log.directory)
-        try reader.forEachRecord { record in
-            guard let key = record.key, let value = record.value else { return true }
-            apply(id: String(decoding: key, as: UTF8.self), value: Array(value), timestamp: record.timestamp)
-            return true
-        }
-    }
-
-    /// A record of the messages log (its value; the key is the conversation id).
-    struct Record: Codable {
-        var type: String
-        var members: [String]?
-        var by: String?
-        var sender: String?
-        var content: String?
-        var clientID: String?
-
-        enum CodingKeys: String, CodingKey { case type, members, by, sender, content, clientID = "client_id" }
-
-        static func created(members: [String], by creator: String) -> Record { Record(type: "created", members: members, by: creator) }
-        static func message(sender: String, content: String, clientID: String?) -> Record {
-            Record(type: "message", sender: sender, content: content, clientID: clientID)
-        }
+    /// A read the store could not answer: the index does not fit the log. Names the file, the byte and
+    /// the conversation; the next start rebuilds the index.
+    public struct StorageError: Error, CustomStringConvertible, Sendable {
+        public let description: String
     }
 
     /// What applying one record did: a message's seq and time, `repeated` when the record repeated a
@@ -115,46 +182,237 @@ public final class ConversationStore: @unchecked Sendable {
         public var repeated: Bool
     }
 
-    /// Applies one record (at start-up, or on the commit thread); returns what it did to messages, if it
-    /// was one. A record this store cannot read is skipped (the log is checked by its CRCs; a value from a
-    /// newer build would be kept in the log, not lost). A message whose client id its sender already used
-    /// in the conversation is a repeat, decided here, in log order, so that every replica and every
-    /// replay decides alike (in cluster mode two nodes can each append one send of a retried message).
-    @discardableResult
-    private func apply(id: String, value: [UInt8], timestamp: Int64) -> Applied? {
-        guard let record = try? JSONDecoder().decode(Record.self, from: Data(value)) else { return nil }
-        switch record.type {
-        case "created":
-            guard let members = record.members, conversations[id] == nil else { return nil }
-            conversations[id] = Conversation(members: members, createdAt: timestamp)
-            for member in members { memberships[member, default: []].insert(id) }
-            if members.count == 2, pairs[members.sorted()] == nil { pairs[members.sorted()] = id }
-            return nil
-        case "message":
-            guard let sender = record.sender, let content = record.content, conversations[id] != nil else { return nil }
-            if let clientID = record.clientID, let sent = sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] {
-                return Applied(seq: sent.seq, timestamp: sent.timestamp, repeated: true)
-            }
-            let seq = (conversations[id]?.messages.count ?? 0) + 1
-            conversations[id]?.messages.append(Message(seq: seq, sender: sender, content: content, timestamp: timestamp))
-            if let clientID = record.clientID {
-                sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] = (seq, timestamp)
-            }
-            return Applied(seq: seq, timestamp: timestamp, repeated: false)
-        default:
-            return nil
-        }
-    }
-
     /// Where the store's records go instead of straight to the local log: in cluster mode, the cluster's
     /// chat stream, whose every message each node hands to `commit` (set once, before the server starts).
     public var replicate: (@Sendable (RecordBuffer) async throws -> [Applied?])?
 
-    /// Appends one record durably and applies it; returns what it did for a message.
-    private func append(id: String, record: Record) async throws -> Applied? {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let value = Array(try encoder.encode(record))
+    // MARK: Opening
+
+    /// Opens the messages log (recovering it if needed), restores the newest checkpoint that fits it and
+    /// replays the log after it (the whole log, rebuilding the index, without one), then starts the
+    /// writer. `report` receives one line for each thing it did.
+    public init(directory: DataDirectory, configuration: LogConfiguration, options: Options = Options(),
+                report: (String) -> Void) throws {
+        self.options = options
+        var configuration = configuration
+        configuration.commitWindowMicroseconds = options.commitWindowMicroseconds
+        let log = try directory.openLog(Self.logName, configuration: configuration, report: report)
+        logDirectory = log.directory
+        indexDirectory = directory.path + "/" + Self.indexDirectoryName
+        try FileSystem.createDirectory(indexDirectory)
+        reader = BatchReader(directory: log.directory, maxBatchSize: configuration.maxBatchSizeOnDisk)
+        clientIDs = ClientIDWindow(window: options.clientIDWindow)
+        cache = MessageCache(budget: options.cacheBytes, perConversation: options.cachedPerConversation)
+        segments = log.segments.map(\.baseOffset)
+        let logEnd = log.endOffset
+        let started = DispatchTime.now()
+        let restored = Self.restore(indexDirectory: indexDirectory, logEnd: log.endOffset, reader: reader, clientIDWindow: options.clientIDWindow)
+        index = try restored.index ?? MessageIndex.create(path: indexDirectory + "/" + Self.indexFileName)
+        writer = LogWriter(log: log)
+        let start: Int64
+        if let checkpoint = restored.checkpoint {
+            load(checkpoint)
+            start = checkpoint.nextOffset
+        } else {
+            if let reason = restored.reason { report("\(indexDirectory): \(reason); rebuilding the message index from the log") }
+            start = 0
+        }
+        // The writer only appends after the last record; reading what is already there is safe.
+        var replayed = 0
+        let logReader = try LogReader(directory: log.directory)
+        try logReader.forEachLocatedBatch(from: start) { info, records in
+            for record in records where record.offset >= start {
+                guard let key = record.key, let value = record.value else { continue }
+                _ = apply(id: String(decoding: key, as: UTF8.self), value: value, record: nil, timestamp: record.timestamp,
+                          offset: record.offset, batch: info.segment.baseOffset, position: info.position, crc: info.header.crc, live: false)
+                replayed += 1
+            }
+            if index.stagedCount >= 1 << 16 { flushIndex() }
+            return true
+        }
+        flushIndex()
+        appliedEnd = max(appliedEnd, logEnd)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        let messages = metas.reduce(0) { $0 + $1.lastSeq }
+        report("\(logDirectory): \(metas.count) conversations, \(messages) messages; "
+               + (restored.checkpoint == nil ? "index rebuilt from \(replayed) records" : "checkpoint at offset \(start), \(replayed) records after it")
+               + " in \(String(format: "%.3f", seconds)) s")
+        if restored.checkpoint == nil || replayed > 0 {
+            // The next start reads only what comes after this.
+            try writeCheckpoint(encodeCheckpoint())
+        }
+    }
+
+    /// What a checkpoint gave, or why there is none to use.
+    struct Restored {
+        var checkpoint: ChatCheckpoint?
+        var index: MessageIndex?
+        var reason: String?
+    }
+
+    /// The checkpoint in `indexDirectory` and the index it names, when both fit the log (which ends at
+    /// `logEnd`, its batches read through `reader`) and the checkpoint kept client ids for at least
+    /// `clientIDWindow` ms; else why not. `readOnly` opens the index without cutting what lies past the
+    /// checkpoint (for readers beside a running server).
+    static func restore(indexDirectory: String, logEnd: Int64, reader: BatchReader, clientIDWindow: Int64, readOnly: Bool = false) -> Restored {
+        let path = indexDirectory + "/" + ChatCheckpoint.fileName
+        guard FileSystem.exists(path) else { return Restored(reason: "no checkpoint") }
+        do {
+            let checkpoint = try ChatCheckpoint.decode(try File.openForReading(path).readAll(), path: path)
+            guard checkpoint.nextOffset <= logEnd else {
+                return Restored(reason: "the checkpoint covers the log up to offset \(checkpoint.nextOffset), but the log ends at \(logEnd)")
+            }
+            guard checkpoint.clientIDWindow >= clientIDWindow else {
+                return Restored(reason: "the checkpoint kept client ids for \(checkpoint.clientIDWindow) ms, less than the \(clientIDWindow) ms asked for")
+            }
+            if let mark = checkpoint.lastBatch {
+                var matches = false
+                try reader.read(segment: mark.segment, positions: [mark.position]) { header, _ in
+                    matches = header.crc == mark.crc && header.baseOffset < checkpoint.nextOffset && header.lastOffset >= checkpoint.nextOffset - 1
+                }
+                guard matches else {
+                    return Restored(reason: "the checkpoint's last batch (segment \(mark.segment), byte \(mark.position)) is not in the log")
+                }
+            } else if checkpoint.nextOffset != 0 {
+                return Restored(reason: "the checkpoint names no batch")
+            }
+            let index = try MessageIndex.open(path: indexDirectory + "/" + indexFileName, generation: checkpoint.indexGeneration,
+                                              end: checkpoint.indexEnd, readOnly: readOnly)
+            return Restored(checkpoint: checkpoint, index: index)
+        } catch {
+            return Restored(reason: "\(error)")
+        }
+    }
+
+    func load(_ checkpoint: ChatCheckpoint) {
+        metas.reserveCapacity(checkpoint.conversations.count)
+        for (number, conversation) in checkpoint.conversations.enumerated() {
+            let n = UInt32(number)
+            var meta = Meta(id: conversation.id, members: conversation.members, createdAt: conversation.createdAt)
+            meta.lastSeq = conversation.lastSeq
+            meta.lastTimestamp = conversation.lastTimestamp
+            meta.pages = conversation.pages
+            meta.newest = conversation.newestJSON.map { Message(seq: conversation.lastSeq, timestamp: conversation.lastTimestamp, json: $0) }
+            metas.append(meta)
+            numbers[conversation.id] = n
+            noteMembers(conversation.members, of: n)
+        }
+        for (fingerprint, entry) in checkpoint.clientIDs { clientIDs.record(fingerprint, entry) }
+        clientIDs.observe(checkpoint.newest)
+        appliedEnd = checkpoint.nextOffset
+        lastBatch = checkpoint.lastBatch
+    }
+
+    func noteMembers(_ members: [String], of conversation: UInt32) {
+        for member in members { memberships[member, default: []].append(conversation) }
+        if members.count == 2 {
+            let pair = Self.pairKey(members)
+            if pairs[pair] == nil { pairs[pair] = conversation }
+        }
+    }
+
+    static func pairKey(_ members: [String]) -> String { members.sorted().joined(separator: "\u{0}") }
+
+    // MARK: Applying records (commit thread, or init)
+
+    /// Applies one record (at start-up, or on the commit thread) at `offset`, in the batch at `position` of
+    /// segment `batch`; returns the new message, if it was one. A record this store cannot read is
+    /// skipped (the log is checked by its CRCs; a value from a newer build would be kept in the log).
+    /// A message whose client id its sender already used in the conversation within the client-id window is
+    /// a repeat: it is in the log but is no message (no seq), decided here, in log order, so that every
+    /// replica and every replay decides alike (in cluster mode two nodes can each append one send of a
+    /// retried message). `live`: a new record (its message goes into the cache), not a replay.
+    func apply(id: String, value: UnsafeRawBufferPointer, record known: MessageRecord?, timestamp: Int64,
+               offset: Int64, batch segment: Int64, position: Int64, crc: UInt32, live: Bool) -> (applied: Applied, message: Message?)? {
+        appliedEnd = offset + 1
+        lastBatch = ChatCheckpoint.BatchMark(segment: segment, position: position, crc: crc)
+        guard let record = known ?? MessageRecord.parse(value) else {
+            lock.withLock { clientIDs.observe(timestamp) }
+            return nil
+        }
+        switch record {
+        case .created(let members, _):
+            lock.withLock {
+                clientIDs.observe(timestamp)
+                guard numbers[id] == nil else { return }
+                let number = UInt32(metas.count)
+                metas.append(Meta(id: id, members: members, createdAt: timestamp))
+                numbers[id] = number
+                noteMembers(members, of: number)
+            }
+            return nil
+        case .message(let sender, let content, let clientID):
+            // Only this thread changes `numbers` and `metas`: reading them without the lock is safe here.
+            guard let number = numbers[id] else {
+                lock.withLock { clientIDs.observe(timestamp) }
+                return nil
+            }
+            if let clientID, let earlier = repeatOf(number: number, id: id, sender: sender, clientID: clientID) {
+                lock.withLock { clientIDs.observe(timestamp) }
+                return (Applied(seq: earlier.seq, timestamp: earlier.timestamp, repeated: true), nil)
+            }
+            let seq = metas[Int(number)].lastSeq + 1
+            var pages = metas[Int(number)].pages
+            let (page, _) = MessageIndex.place(seq)
+            if page == pages.count { pages.append(index.allocate(page: page)) }
+            index.stage(conversation: number, seq: seq, pages: pages, MessageIndex.Entry(offset: offset, position: UInt32(truncatingIfNeeded: position)))
+            let message = Message(seq: seq, sender: sender, content: content, timestamp: timestamp)
+            lock.withLock {
+                if segments.last.map({ $0 < segment }) ?? true { segments.append(segment) }
+                metas[Int(number)].pages = pages
+                metas[Int(number)].lastSeq = seq
+                metas[Int(number)].lastTimestamp = timestamp
+                metas[Int(number)].newest = message
+                if live { cache.append(message, to: number) }
+                clientIDs.observe(timestamp)
+                if let clientID {
+                    clientIDs.record(ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID),
+                                     ClientIDWindow.Entry(seq: UInt32(truncatingIfNeeded: seq), timestamp: timestamp))
+                }
+            }
+            return (Applied(seq: seq, timestamp: timestamp, repeated: false), message)
+        }
+    }
+
+    /// The earlier message of this key within the window, if any (commit thread, or init): the staged
+    /// index entries are written first, so that the candidates can be read back through the index.
+    private func repeatOf(number: UInt32, id: String, sender: String, clientID: String) -> (seq: Int, timestamp: Int64)? {
+        let fingerprint = ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID)
+        guard !lock.withLock({ clientIDs.candidates(fingerprint).isEmpty }) else { return nil }
+        flushIndex()
+        // A read that fails (a damaged index: reads fail until a restart rebuilds it) cannot confirm: the
+        // restart's replay decides again from the log.
+        return try? earlier(in: id, sender: sender, clientID: clientID)
+    }
+
+    /// Writes the staged index entries; a failure leaves the index unusable until a restart rebuilds it.
+    func flushIndex() {
+        do {
+            try index.flush()
+        } catch {
+            markIndexBroken("\(index.path): could not be written (\(error)); the next start rebuilds it from the log")
+        }
+    }
+
+    /// Notes that the index cannot be trusted: reads through it fail with `problem`, no checkpoint names
+    /// it, and the one on disk is removed so that the next start rebuilds the index from the log.
+    func markIndexBroken(_ problem: String) {
+        let first = lock.withLock { () -> Bool in
+            defer { if indexProblem == nil { indexProblem = problem } }
+            return indexProblem == nil
+        }
+        if first { try? FileSystem.remove(indexDirectory + "/" + ChatCheckpoint.fileName) }
+    }
+
+    // MARK: Appending
+
+    /// Appends one record durably and applies it; returns the message for a message.
+    func append(id: String, record: MessageRecord) async throws -> Applied? {
+        let value: [UInt8]
+        switch record {
+        case .created(let members, let by): value = MessageRecord.encodeCreated(members: members, by: by ?? "")
+        case .message(let sender, let content, let clientID): value = MessageRecord.encodeMessage(sender: sender, content: content, clientID: clientID)
+        }
         var records = RecordBuffer()
         records.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: Array(id.utf8), value: value)
         let applied = if let replicate { try await replicate(records) } else { try await commit(records) }
@@ -162,27 +420,34 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Appends `records` to the local messages log, then applies them in log order on the commit thread
-    /// and tells the observer of each new message; returns what each did. The single node's path, and
-    /// what every node of a cluster does with each message of the chat stream.
+    /// (each indexed where its batch went) and tells the observer of each new message; returns what each
+    /// did. The single node's write path, and what every node of a cluster does with each message of the
+    /// chat stream.
     public func commit(_ records: RecordBuffer) async throws -> [Applied?] {
         let result: Result<[Applied?], LogError> = await withCheckedContinuation { continuation in
             writer.append(records) { [self] result in
                 switch result {
-                case .success:
+                case .success(let ack):
                     var applied: [Applied?] = []
                     var new: [(String, Message)] = []
-                    lock.lock()
                     for index in 0..<records.count {
-                        records.withRecord(at: index) { key, value in
-                            let id = key.map { String(decoding: $0, as: UTF8.self) } ?? ""
-                            let outcome = apply(id: id, value: Array(value), timestamp: records.timestamp(at: index))
-                            applied.append(outcome)
-                            if let outcome, !outcome.repeated, let message = conversations[id]?.messages.last { new.append((id, message)) }
+                        let offset = ack.offsets.lowerBound + Int64(index)
+                        let batch = ack.batches.last { $0.baseOffset <= offset }
+                            ?? WrittenBatch(baseOffset: offset, lastOffset: offset, segment: 0, position: 0, size: 0)
+                        // The batch's CRC, for the checkpoint's check that it names this log: read back only
+                        // when a checkpoint is written (`lastBatch` keeps the place).
+                        let outcome = records.withRecord(at: index) { key, value in
+                            apply(id: key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: value, record: nil,
+                                  timestamp: records.timestamp(at: index), offset: offset, batch: batch.segment,
+                                  position: batch.position, crc: 0, live: true)
                         }
+                        applied.append(outcome?.applied)
+                        if let message = outcome?.message, let key = records.key(at: index) { new.append((String(decoding: key, as: UTF8.self), message)) }
                     }
-                    lock.unlock()
+                    flushIndex()
                     if let messageObserver { for (id, message) in new { messageObserver(id, message) } }
                     continuation.resume(returning: .success(applied))
+                    checkpointIfDue()
                 case .failure(let error):
                     continuation.resume(returning: .failure(error))
                 }
@@ -192,7 +457,7 @@ public final class ConversationStore: @unchecked Sendable {
     }
 
     /// Requests between their check (a pair's conversation, a client id) and their commit.
-    private let claims = InFlightClaims<String>()
+    let claims = InFlightClaims<String>()
 
     /// Creates a conversation of `members` (`ChatRules.members`: repeats dropped, 2 to 256 ids, the
     /// creator among them; `ChatError` otherwise); returns its id, and false for `created` when they are
@@ -202,30 +467,33 @@ public final class ConversationStore: @unchecked Sendable {
     public func create(members requested: [String], by creator: String) async throws -> (id: String, created: Bool) {
         let members = try ChatRules.members(requested, creator: creator)
         guard members.count == 2 else { return try await createNew(members: members, by: creator) }
-        let pair = members.sorted()
-        return try await claims.holding(["pair\u{0}" + pair.joined(separator: "\u{0}")]) {
-            if let existing = lock.withLock({ pairs[pair] }) { return (existing, false) }
+        let pair = Self.pairKey(members)
+        return try await claims.holding(["pair\u{0}" + pair]) {
+            if let existing = lock.withLock({ pairs[pair].map { metas[Int($0)].id } }) { return (existing, false) }
             return try await createNew(members: members, by: creator)
         }
     }
 
-    private func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
+    func createNew(members: [String], by creator: String) async throws -> (id: String, created: Bool) {
         var id: String
         repeat {
             id = "conv_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
-        } while lock.withLock({ conversations[id] != nil })
+        } while lock.withLock({ numbers[id] != nil })
         _ = try await append(id: id, record: .created(members: members, by: creator))
         // In cluster mode a conversation of the same pair created on another node at the same moment may
         // have come first in the stream: then that one is "the" conversation of the two.
-        if members.count == 2, let first = lock.withLock({ pairs[members.sorted()] }), first != id { return (first, false) }
+        if members.count == 2, let first = lock.withLock({ pairs[Self.pairKey(members)].map { metas[Int($0)].id } }), first != id {
+            return (first, false)
+        }
         return (id, true)
     }
 
     /// Posts a message; returns its seq and time. With a `clientID` (the sender's own id for the
-    /// message, so that it can retry after a lost answer), a message this sender already posted to this
-    /// conversation with that id is not posted again: its seq and time are returned, with `repeated`.
-    /// Sends of one client id racing on two connections are decided one after the other.
-    /// The message must keep to `ChatRules.message` and the sender be a member (`ChatError` otherwise).
+    /// message, so that it can retry after a lost answer), a message this sender posted to this
+    /// conversation with that id within the client-id window is not posted again: its seq and time are
+    /// returned, with `repeated`. Sends of one client id racing on two connections are decided one after
+    /// the other. The message must keep to `ChatRules.message` and the sender be a member (`ChatError`
+    /// otherwise).
     public func post(to id: String, sender: String, content: String, clientID: String? = nil) async throws
         -> (seq: Int, timestamp: Int64, repeated: Bool) {
         try ChatRules.message(content: content, clientID: clientID)
@@ -235,94 +503,26 @@ public final class ConversationStore: @unchecked Sendable {
             return (applied?.seq ?? 0, applied?.timestamp ?? 0, false)
         }
         return try await claims.holding(["sent\u{0}\(id)\u{0}\(sender)\u{0}\(clientID)"]) {
-            if let sent = lock.withLock({ sentByClientID[SentKey(conversation: id, sender: sender, clientID: clientID)] }) {
-                return (sent.seq, sent.timestamp, true)
-            }
+            if let sent = try earlier(in: id, sender: sender, clientID: clientID) { return (sent.seq, sent.timestamp, true) }
             let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
             return (applied?.seq ?? 0, applied?.timestamp ?? 0, applied?.repeated ?? false)
         }
     }
 
-    /// The seq of the newest message of `id` (0 when it has none).
-    public func lastSeq(of id: String) -> Int {
-        lock.withLock { conversations[id]?.messages.count ?? 0 }
-    }
-
-    /// The members of conversation `id`, or nil if there is none.
-    public func members(of id: String) -> [String]? {
-        lock.withLock { conversations[id]?.members }
-    }
-
-    /// Messages with seq > `afterSeq`, at most `limit`, and whether more follow.
-    public func messages(of id: String, afterSeq: Int, limit: Int) -> (messages: [Message], hasMore: Bool) {
-        lock.withLock {
-            guard let all = conversations[id]?.messages else { return ([], false) }
-            let start = min(max(afterSeq, 0), all.count)
-            let end = min(start + limit, all.count)
-            return (Array(all[start..<end]), end < all.count)
+    /// The message `sender` posted to `id` with `clientID` within the window, if any: each candidate of
+    /// the fingerprint is read back (through the index) and its sender and client id compared.
+    func earlier(in id: String, sender: String, clientID: String) throws -> (seq: Int, timestamp: Int64)? {
+        guard let (number, candidates) = lock.withLock({ () -> (UInt32, [ClientIDWindow.Entry])? in
+            guard let number = numbers[id] else { return nil }
+            return (number, clientIDs.candidates(ClientIDWindow.fingerprint(conversation: number, sender: sender, clientID: clientID)))
+        }), !candidates.isEmpty else { return nil }
+        for candidate in candidates {
+            let seq = Int(candidate.seq)
+            let stored = try readStored(number: number, id: id, seqs: seq...seq)
+            if let message = stored.first, message.sender == sender, message.clientID == clientID {
+                return (seq, message.timestamp)
+            }
         }
-    }
-
-    /// Which messages a page holds: at most `limit` of them, always in seq order.
-    public enum Page: Sendable, Equatable {
-        /// The oldest ones with seq > the given one (reading forward from a cursor).
-        case after(Int)
-        /// The newest ones with seq < the given one (scrolling back from the oldest one shown).
-        case before(Int)
-        /// The newest ones (a chat opens at the bottom).
-        case latest
-    }
-
-    /// Writes the JSON array of the messages of `page`, at most `limit`, through `write` (their encoded
-    /// bytes, under the lock, without copying the messages); returns whether more lie beyond the page
-    /// in its direction (newer ones for `.after`, older ones for `.before` and `.latest`).
-    public func writeMessagesJSON(of id: String, page: Page, limit: Int, _ write: (UnsafeRawBufferPointer) -> Void) -> Bool {
-        lock.withLock {
-            guard let all = conversations[id]?.messages else {
-                write(UnsafeRawBufferPointer(start: nil, count: 0))
-                return false
-            }
-            // Message seq n is at index n - 1.
-            let start: Int, end: Int, more: Bool
-            switch page {
-            case .after(let seq):
-                start = min(max(seq, 0), all.count)
-                end = min(start + limit, all.count)
-                more = end < all.count
-            case .before(let seq):
-                end = min(max(seq - 1, 0), all.count)
-                start = max(end - limit, 0)
-                more = start > 0
-            case .latest:
-                end = all.count
-                start = max(end - limit, 0)
-                more = start > 0
-            }
-            for index in start..<end {
-                if index > start { withUnsafeBytes(of: UInt8(44)) { write($0) } }
-                all[index].json.withUnsafeBytes(write)
-            }
-            return more
-        }
-    }
-
-    /// The conversations `user` is a member of, the most recently active first (ties by id).
-    public func conversations(of user: String) -> [Summary] {
-        lock.withLock {
-            (memberships[user] ?? []).compactMap { id -> Summary? in
-                guard let conversation = conversations[id] else { return nil }
-                let last = conversation.messages.last
-                return Summary(id: id, members: conversation.members, lastMessage: last, activity: last?.timestamp ?? conversation.createdAt)
-            }
-        }.sorted { $0.activity != $1.activity ? $0.activity > $1.activity : $0.id < $1.id }
-    }
-
-    /// Whether `a` and `b` are members of a common conversation (or the same user).
-    public func shareAConversation(_ a: String, _ b: String) -> Bool {
-        if a == b { return true }
-        return lock.withLock {
-            guard let mine = memberships[a], let theirs = memberships[b] else { return false }
-            return !mine.isDisjoint(with: theirs)
-        }
+        return nil
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chat
 import Presence
 import Projector
 import SegmentLog
@@ -17,8 +18,12 @@ struct AuditCommand: ParsableCommand {
             anomaly). With --privacy, also the privacy log: every settings record readable, within the \
             limits and in time order (so the settings in force at any time have one answer), and, re-derived \
             from the logs by the server's rule, what the settings hide between contacts. A damaged batch is \
-            located by file, batch number and byte position. Exit 0 when clean, 1 for anomalies only \
-            (including index files to rebuild and a torn tail), 2 for corruption.
+            located by file, batch number and byte position. When the data directory has conversations, \
+            the messages log is checked the same way and the message index and its checkpoint \
+            (DATA/messages-index) against a fold of it: every indexed message's entry must name its \
+            record's offset and batch, the checkpoint the conversations the log has at its offset. \
+            Exit 0 when clean, 1 for anomalies only (including index files or a message index to \
+            rebuild, and a torn tail), 2 for corruption (also an index entry that disagrees with the log).
             """
     )
 
@@ -42,22 +47,24 @@ struct AuditCommand: ParsableCommand {
     func run() throws {
         let report: Audit.Report
         var privacyAudit: PrivacyAudit?
+        let messages: MessageAudit.Report?
         do {
             var options = Audit.Options()
             options.openLongerThan = try parseDuration(openLongerThan, option: "--open-longer-than")
             options.outOfOrder = try parseDuration(outOfOrder, option: "--out-of-order")
             options.horizon = try horizon.forReading(data: data)
             report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
+            messages = try MessageAudit.run(data: data.hasSuffix("/") ? String(data.dropLast()) : data)
             if privacy { privacyAudit = try PrivacyAudit.run(data: data) }
         } catch {
             throw fail(error)
         }
-        let exitCode = max(report.exitCode, privacyAudit?.exitCode ?? 0)
-        if json { printJSON(report, privacyAudit, exitCode: exitCode) } else { printText(report, privacyAudit, exitCode: exitCode) }
+        let exitCode = max(report.exitCode, messages?.exitCode ?? 0, privacyAudit?.exitCode ?? 0)
+        if json { printJSON(report, messages, privacyAudit, exitCode: exitCode) } else { printText(report, messages, privacyAudit, exitCode: exitCode) }
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
-    private func printText(_ report: Audit.Report, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
+    private func printText(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
         let storage = report.storage
         print("audit of \(presenceLogPath(data))")
         print("storage: \(grouped(storage.segments)) segments, \(grouped(storage.batches)) batches, \(grouped(storage.records)) records, \(bytesText(storage.bytes))"
@@ -81,6 +88,7 @@ struct AuditCommand: ParsableCommand {
             let examples = count.examples.isEmpty ? "" : " (e.g. \(count.examples.joined(separator: "; ")))"
             print("  \(count.name): \(grouped(count.count))\(count.count > 0 ? examples : "")")
         }
+        if let messages { printText(messages) }
         privacyAudit?.printText()
         switch exitCode {
         case 0: print("result: clean")
@@ -89,7 +97,28 @@ struct AuditCommand: ParsableCommand {
         }
     }
 
-    private func printJSON(_ report: Audit.Report, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
+    private func printText(_ report: MessageAudit.Report) {
+        let storage = report.storage
+        print("audit of \(report.logDirectory)")
+        print("storage: \(grouped(storage.segments)) segments, \(grouped(storage.batches)) batches, \(grouped(storage.records)) records, \(bytesText(storage.bytes))"
+              + (storage.corruption.isEmpty ? ": every batch verified" : ""))
+        for finding in storage.corruption { print("  CORRUPT \(finding)") }
+        for finding in storage.indexProblems { print("  index   \(finding) (the next writer rebuilds it)") }
+        if let torn = storage.tornTail { print("  torn tail \(torn) (never acknowledged; the next writer removes it)") }
+        guard storage.corruption.isEmpty else { return }
+        print("conversations: \(grouped(report.conversations)), messages: \(grouped(report.messages))")
+        for problem in report.cacheProblems { print("  message index: \(problem)") }
+        if let offset = report.checkpointOffset {
+            print("message index: \(grouped(report.entriesChecked)) entries checked against the log, checkpoint at offset \(offset) "
+                  + (report.disagreementCount == 0 ? "equals the log's conversations" : "(\(grouped(report.disagreementCount)) DISAGREEMENTS)")
+                  + (report.recordsAfterCheckpoint > 0 ? "; \(grouped(report.recordsAfterCheckpoint)) records after it (the next start replays them)" : ""))
+        }
+        for disagreement in report.disagreements { print("  DIFFERS \(disagreement)") }
+        if report.disagreementCount > report.disagreements.count { print("  ... and \(grouped(report.disagreementCount - report.disagreements.count)) more") }
+        if report.disagreementCount > 0 { print("  remove \(data)/messages-index and restart the server to rebuild it from the log") }
+    }
+
+    private func printJSON(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
         func string(_ text: String) -> String {
             var out: [UInt8] = []
             EventJSON.appendString(text, to: &out)
@@ -119,6 +148,22 @@ struct AuditCommand: ParsableCommand {
         }
         fields.append("\"anomalies\":" + counts(report.anomalies))
         fields.append("\"information\":" + counts(report.information))
+        if let messages {
+            let storage = messages.storage
+            fields.append("\"messages\":{" + [
+                "\"exit\":\(messages.exitCode)", "\"segments\":\(storage.segments)", "\"batches\":\(storage.batches)",
+                "\"records\":\(storage.records)", "\"bytes\":\(storage.bytes)", "\"corruption\":\(findings(storage.corruption))",
+                "\"index_problems\":\(findings(storage.indexProblems))", "\"torn_tail\":\(storage.tornTail.map { findings([$0]) } ?? "null")",
+                "\"conversations\":\(messages.conversations)", "\"messages\":\(messages.messages)",
+                "\"checkpoint_offset\":\(messages.checkpointOffset.map(String.init) ?? "null")",
+                "\"records_after_checkpoint\":\(messages.recordsAfterCheckpoint)", "\"entries_checked\":\(messages.entriesChecked)",
+                "\"cache_problems\":[\(messages.cacheProblems.map(string).joined(separator: ","))]",
+                "\"disagreements\":\(messages.disagreementCount)",
+                "\"disagreement_examples\":[\(messages.disagreements.map(string).joined(separator: ","))]",
+            ].joined(separator: ",") + "}")
+        } else {
+            fields.append("\"messages\":null")
+        }
         if let privacyAudit { fields.append("\"privacy\":" + privacyAudit.json()) }
         print("{" + fields.joined(separator: ",") + "}")
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chat
 import Foundation
 import Logging
 import Metrics
@@ -68,6 +69,12 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
+
+    @Option(help: ArgumentHelp("Memory for the newest messages of the conversations used lately (the page a chat opens on is answered from it; older pages are read from disk through the message index), e.g. 64MiB.", valueName: "size"))
+    var messageCache: String = "64MiB"
+
+    @Option(help: ArgumentHelp("How far back in the messages log's time a message's client_id is remembered: a retry within it gets the first post's seq and posts nothing.", valueName: "duration"))
+    var clientIDWindow: String = "24h"
 
     @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (presence events) or CHAT (conversations and messages), 3 replicas, file storage, and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
     var cluster: String?
@@ -139,11 +146,14 @@ struct ServeCommand: AsyncParsableCommand {
             let keep = try retention.map { try parseDuration($0, option: "--retention") }
             if let keep, keep <= 0 { throw ValidationError("--retention must be above 0") }
             if keep != nil, cluster != nil { throw ValidationError("--retention is not supported with --cluster yet (every node's log is a copy of the stream)") }
+            var chat = ConversationStore.Options()
+            chat.cacheBytes = try parseSize(messageCache, option: "--message-cache")
+            chat.clientIDWindow = try parseDuration(clientIDWindow, option: "--client-id-window")
             let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
             if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
             guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
             let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
-                                         pushQueueLimit: pushQueueLimit, resumeWindow: resumeWindow, clusterMode: servers != nil, logger: logger)
+                                         pushQueueLimit: pushQueueLimit, resumeWindow: resumeWindow, chat: chat, clusterMode: servers != nil, logger: logger)
             if let servers {
                 try await state.joinCluster(servers: servers, replicas: clusterReplicas)
             }

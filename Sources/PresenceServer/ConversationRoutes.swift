@@ -1,4 +1,5 @@
 import Chat
+import ClientInput
 import Foundation
 import Hummingbird
 import Logging
@@ -34,9 +35,11 @@ extension PresenceHTTPServer {
     /// default 50, capped at 200: the oldest after `afterSeq`, the newest before `beforeSeq`, or with
     /// neither the newest of all, as a chat opens at the bottom), always in seq order, and every other
     /// member's presence with the cursor it reflects. Written straight into the buffer: the messages'
-    /// JSON is encoded once, when they are posted.
+    /// JSON is encoded once, when they are posted. `inMemoryOnly` (the fast path, on an event loop): a
+    /// page the message cache does not hold fails with `not_in_memory`, which is never sent: the fast
+    /// path hands such a request to the route, which reads the page from disk off the event loop.
     static func snapshot(of id: String, for caller: String, afterSeq afterText: String?, beforeSeq beforeText: String? = nil,
-                         limit limitText: String?, state: PresenceNode) -> Result<ByteBuffer, APIError> {
+                         limit limitText: String?, state: PresenceNode, inMemoryOnly: Bool = false) -> Result<ByteBuffer, APIError> {
         let members: [String]
         switch self.members(of: id, for: caller, state: state) {
         case .success(let found): members = found
@@ -58,13 +61,23 @@ extension PresenceHTTPServer {
         guard let limit = wholeNumber(limitText ?? "50"), limit >= 1 else {
             return .failure(APIError(.badRequest, "invalid_request", "limit must be a whole number >= 1 (above 200 it counts as 200)"))
         }
+        // The snapshot's fast path answers on an event loop: a page that would be read from disk is the route's.
+        if inMemoryOnly && !state.conversations.pageIsInMemory(of: id, page: page, limit: min(limit, 200)) {
+            return .failure(APIError(.serviceUnavailable, "not_in_memory", "the page is read from disk by the route"))
+        }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(4096)
         var out: [UInt8] = Array("{\"conversation_id\":".utf8)
         EventJSON.appendString(id, to: &out)
         out.append(contentsOf: ",\"messages\":[".utf8)
         buffer.writeBytes(out)
-        let hasMore = state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        let hasMore: Bool
+        do {
+            hasMore = try state.conversations.writeMessagesJSON(of: id, page: page, limit: min(limit, 200)) { buffer.writeBytes($0) }
+        } catch {
+            // A page read from disk that failed its checks (a damaged batch, an index that does not fit the log).
+            return .failure(APIError(.internalServerError, "storage_error", "\(error)"))
+        }
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: "],\"has_more\":\(hasMore),\"presence\":".utf8)
         // Presence of every other member as the settings in force show it to the caller, and the cursor

@@ -12,6 +12,8 @@ struct FastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
     let makeFastPath: @Sendable () -> SnapshotFastPath
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        // Switched off (PRESENCE_SNAPSHOT_FAST_PATH=off, for measuring it), the connection is the base's.
+        guard SnapshotFastPath.isEnabled else { return base.setup(channel: channel, logger: logger) }
         do {
             try channel.pipeline.syncOperations.addHandler(makeFastPath())
         } catch {

@@ -1,4 +1,5 @@
 import Chat
+import ClientInput
 import Foundation
 import Hummingbird
 import Logging
@@ -29,26 +30,13 @@ extension PresenceHTTPServer {
         return try decodeJSON(Body.self, Array(body.readableBytesView), what: "the body")
     }
 
-    /// `bytes` as `Body` (a JSON object), or the 400 that says what is wrong with it; `what` names it
-    /// ("the body", "the frame").
+    /// `bytes` as `Body` (a JSON object), or the 400 that says what is wrong with it (`JSONInput`);
+    /// `what` names it ("the body", "the frame").
     static func decodeJSON<Body: Decodable & JSONBodyShape>(_ type: Body.Type, _ bytes: [UInt8], what: String) throws -> Body {
-        do throws(EventParseError) {
-            try StrictJSON.check(bytes)
+        do throws(JSONInputProblem) {
+            return try JSONInput.decode(Body.self, bytes, what: what)
         } catch {
-            throw APIError(.badRequest, "invalid_json", "\(what) is not valid JSON: \(error.reason)")
-        }
-        guard bytes.first(where: { $0 != 32 && $0 != 9 && $0 != 10 && $0 != 13 }) == 123 else {
-            throw APIError(.badRequest, "invalid_json", "\(what) must be a JSON object, such as \(Body.example)")
-        }
-        do {
-            return try JSONDecoder().decode(Body.self, from: Data(bytes))
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw APIError(.badRequest, "invalid_request", "\(what) has no \"\(key.stringValue)\": it should be like \(Body.example)")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let field = context.codingPath.first?.stringValue ?? "?"
-            throw APIError(.badRequest, "invalid_request", "\"\(field)\" in \(what) has the wrong type: it should be like \(Body.example)")
-        } catch {
-            throw APIError(.badRequest, "invalid_request", "\(what) is not of the expected form \(Body.example)")
+            throw APIError(.badRequest, error.code, error.message)
         }
     }
 
@@ -164,12 +152,6 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
         let list = allowed.map(\.rawValue).sorted().joined(separator: ", ")
         throw HTTPError(.methodNotAllowed, headers: [.allow: list], message: "\(request.uri.path) takes \(list), not \(request.method)")
     }
-}
-
-/// A JSON body's form, for the errors that refuse another.
-protocol JSONBodyShape {
-    /// A valid example, as errors show it.
-    static var example: String { get }
 }
 
 /// An error answered as `{"error":{"code":"...","message":"..."}}` with its status. Handlers throw it;

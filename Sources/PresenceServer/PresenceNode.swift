@@ -59,11 +59,11 @@ public final class PresenceNode: @unchecked Sendable {
     /// directory's stored horizon (else the default). `logger` receives recovery and checkpoint notes.
     ///
     /// With `clusterMode`, the local log is a cache of the cluster's stream (`joinCluster` follows): it
-    /// is written without fsync (the stream holds the durability), and when it does not match the position
-    /// noted in `DATA/cluster-position` (a crash between the two) it is removed and rebuilt from the stream.
+    /// is written without fsync (the stream holds the durability), and when its end matches no position
+    /// noted in `DATA/cluster-*.positions` (`StreamPositions`) it is removed and rebuilt from the stream.
     public init(data: String, configuration: LogConfiguration, horizon: Int64?, idWindow: Int64? = nil, node: String = "presence-node",
                 pushQueueLimit: Int = PushSession.defaultQueueLimit, resumeWindow: Int = PresenceNode.defaultResumeWindow,
-                clusterMode: Bool = false, logger: Logger) throws {
+                chat: ConversationStore.Options = .init(), clusterMode: Bool = false, logger: Logger) throws {
         self.data = data
         self.node = node
         self.pushQueueLimit = pushQueueLimit
@@ -104,7 +104,7 @@ public final class PresenceNode: @unchecked Sendable {
         var lateArrivals = LateArrivalGuard(horizon: horizon, newest: projection.maxTimestamp == Int64.min ? nil : projection.maxTimestamp)
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
-        self.conversations = try ConversationStore(directory: directory, configuration: configuration, report: report)
+        self.conversations = try ConversationStore(directory: directory, configuration: configuration, options: chat, report: report)
         self.privacy = try PrivacyStore(directory: directory, configuration: ownLogs, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
         privacy.applyHook = { [unowned self] user, install in applyPrivacyChange(of: user, install) }
@@ -175,11 +175,9 @@ public final class PresenceNode: @unchecked Sendable {
     var replicated: ReplicatedLog<Result<EventsAck, LogError>>?
     /// Where the local log stands in the cluster's stream (cluster mode), and when it was last written.
     var clusterPosition = ClusterPosition(sequence: 0, endOffset: 0)
-    var positionWrittenAt: UInt64 = 0
     /// The same for the chat stream and the messages log.
     var replicatedChat: ReplicatedLog<Result<[ConversationStore.Applied?], LogError>>?
     var chatPosition = ClusterPosition(sequence: 0, endOffset: 0)
-    var chatPositionWrittenAt: UInt64 = 0
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
     public func lateArrivalGuard() -> LateArrivalGuard {
@@ -382,10 +380,9 @@ public final class PresenceNode: @unchecked Sendable {
         }
         // In cluster mode the materializer stops first: nothing is applied after the log is closed.
         await leaveCluster()
-        try conversations.writer.close()
+        try conversations.close()
         try privacy.writer.close()
         try writer.close()
-        writePositions()
         let written = try read { try Checkpoint.write($0, to: Checkpoint.directory(data: data)) }
         let next = read { $0.nextOffset }
         logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")

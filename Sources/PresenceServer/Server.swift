@@ -147,8 +147,8 @@ public enum PresenceHTTPServer {
         // `WebSocketSessions`).
         let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
         webSocketRouter.ws("v1/ws") { inbound, outbound, context in
-            await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens,
-                                        logger: context.logger)
+            try await WebSocketSessions.run(inbound: inbound, outbound: outbound, request: context.request, state: state, tokens: tokens,
+                                            logger: context.logger)
         }
         // HTTP/1 with the WebSocket upgrade, as `HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter:
         // configuration:)` builds it, with the snapshot's fast path in front of each connection.

@@ -51,6 +51,14 @@ struct SubjectOutOfLimits: Error, CustomStringConvertible {
     }
 }
 
+/// A token whose header names an algorithm other than HS256.
+struct ForeignAlgorithm: Error, CustomStringConvertible {
+    let algorithm: String?
+    var description: String {
+        "the token's header names \(algorithm.map { "the algorithm '\($0)'" } ?? "no algorithm"): only HS256 tokens, as `presence token` prints, are accepted"
+    }
+}
+
 /// Mints and checks HS256 tokens with one shared secret.
 ///
 /// A token that verified is remembered until it expires, so a client's repeated requests cost a
@@ -82,9 +90,25 @@ public struct TokenAuthority: Sendable {
     /// The claims of a valid, unexpired token; throws otherwise.
     public func verify(_ token: String) async throws -> PresenceClaims {
         if let claims = verified.claims(for: token) { return claims }
+        try Self.checkAlgorithm(token)
         let claims = try await keys.verify(token, as: PresenceClaims.self)
         verified.remember(token, claims)
         return claims
+    }
+
+    /// Refuses a token whose header names another algorithm than HS256 (`none`, `RS256`, `HS512`, or
+    /// none at all). jwt-kit verifies with the collection's only key whatever the header says, so such a
+    /// token with an HS256 signature would pass; a token must say what it is (RFC 8725, 3.1). A header
+    /// that is not base64url JSON is left to jwt-kit, which calls the token malformed.
+    static func checkAlgorithm(_ token: String) throws {
+        guard let dot = token.firstIndex(of: ".") else { return }
+        var text = token[..<dot].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        text += String(repeating: "=", count: (4 - text.count % 4) % 4)
+        guard let data = Data(base64Encoded: text),
+              let header = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return }
+        let algorithm = header["alg"] as? String
+        guard algorithm == "HS256" else { throw ForeignAlgorithm(algorithm: algorithm) }
     }
 
     /// Why `verify` refused a token, in words a client's developer can act on (jwt-kit's own errors
@@ -103,6 +127,7 @@ public struct TokenAuthority: Sendable {
             }
         }
         if let error = error as? SubjectOutOfLimits { return "the token cannot be used: \(error.description)" }
+        if let error = error as? ForeignAlgorithm { return error.description }
         if error is DecodingError { return "the token's payload is not a PresenceLog token (it needs sub, exp and role)" }
         return "\(error)"
     }

@@ -1,4 +1,5 @@
 import Chat
+import ClientInput
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -28,11 +29,14 @@ import SegmentLog
 /// A browser cannot read the status of a refused handshake, so a missing, bad or expired token is
 /// answered on the socket: an error frame, then a close with code 4401 (4403 for a gateway token).
 enum WebSocketSessions {
-    /// The largest client frame read; larger ones close the socket (1009).
+    /// The largest client message read (one frame, or the fragments of one); larger ones close the socket (1009).
     static let maxFrameBytes = 16 * 1024
 
+    /// Serves one socket until the client closes it. Throws what reading a message threw (a message over
+    /// `maxFrameBytes` once its fragments are put together, a protocol error), after the session's
+    /// disconnect is recorded, so that the library closes with that error's code (1009, 1002, 1007).
     static func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request,
-                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async {
+                    state: PresenceNode, tokens: TokenAuthority, logger: Logger) async throws {
         let claims: PresenceClaims
         do {
             claims = try await authenticate(request, tokens)
@@ -56,7 +60,7 @@ enum WebSocketSessions {
             return
         }
         logger.debug("websocket open", metadata: ["user": "\(session.user)", "conn": "\(session.conn)"])
-        await withTaskGroup(of: Void.self) { group in
+        let readError: (any Error)? = await withTaskGroup(of: Void.self) { group in
             // The writer: frames leave in the order they were queued.
             group.addTask {
                 for await frame in session.frames {
@@ -68,29 +72,21 @@ enum WebSocketSessions {
             }
             // The reader, until the client closes the socket.
             var iterator = inbound.messages(maxSize: maxFrameBytes).makeAsyncIterator()
+            var failure: (any Error)?
             while true {
                 let message: WebSocketMessage?
-                do { message = try await iterator.next() } catch { break }
+                do { message = try await iterator.next() } catch {
+                    failure = error
+                    break
+                }
                 guard let message else { break }
                 await handle(message, session: session, state: state)
             }
             await state.closeSession(session)
+            return failure
         }
         logger.debug("websocket closed", metadata: ["user": "\(session.user)", "conn": "\(session.conn)", "overflowed": "\(session.overflowed)"])
-    }
-
-    /// A client frame: `{"op":"open"|"close","conversation":..}` or
-    /// `{"op":"send","conversation":..,"content":..,"client_id":..}`.
-    struct ClientFrame: Decodable, JSONBodyShape {
-        var op: String
-        var conversation: String?
-        var content: String?
-        var clientID: String?
-        /// With `open`: resume from this cursor (`presence_cursor` of an earlier `opened`, or one past the
-        /// offset of the last presence frame the client took), on this node or another of the cluster.
-        var presenceCursor: Int64?
-        enum CodingKeys: String, CodingKey { case op, conversation, content, clientID = "client_id", presenceCursor = "presence_cursor" }
-        static let example = #"{"op":"open","conversation":"conv_…"}"#
+        if let readError { throw readError }
     }
 
     /// Answers one client frame. Frames are read one at a time, so a `send` is answered before the
@@ -99,38 +95,25 @@ enum WebSocketSessions {
         guard case .text(let text) = message else {
             return state.reply(session, errorFrame("invalid_frame", "frames are JSON text"))
         }
-        let frame: ClientFrame
-        do {
-            // The same rules as every JSON body (StrictJSON, then the frame's form).
-            frame = try PresenceHTTPServer.decodeJSON(ClientFrame.self, Array(text.utf8), what: "the frame")
-        } catch let error as APIError {
-            return state.reply(session, errorFrame(error.code, error.message))
-        } catch {
-            return state.reply(session, errorFrame("invalid_request", "\(error)"))
-        }
-        guard ["open", "close", "send"].contains(frame.op) else {
-            return state.reply(session, errorFrame("invalid_request", "unknown op '\(frame.op)': use \"open\", \"close\" or \"send\""))
-        }
-        guard let conversation = frame.conversation, !conversation.isEmpty else {
-            return state.reply(session, errorFrame("invalid_request", "\"conversation\" must be a conversation id"))
-        }
-        switch frame.op {
-        case "open":
+        switch ClientRequest.read(Array(text.utf8)) {
+        case .failure(let refusal):
+            state.reply(session, errorFrame(refusal.code, refusal.message, conversation: refusal.conversation))
+        case .success(.open(let conversation, let presenceCursor)):
             switch PresenceHTTPServer.members(of: conversation, for: session.user, state: state) {
             case .success(let members):
-                if let cursor = frame.presenceCursor {
+                if let cursor = presenceCursor {
                     guard cursor >= 0 else {
                         return state.reply(session, errorFrame("invalid_request", "\"presence_cursor\" must be an offset (0 or more)", conversation: conversation))
                     }
                     // A node of the cluster a moment behind the client's old one catches up first.
                     _ = await state.waitUntilApplied(through: cursor)
                 }
-                state.watch(session, conversation: conversation, members: members, resumeFrom: frame.presenceCursor)
+                state.watch(session, conversation: conversation, members: members, resumeFrom: presenceCursor)
             case .failure(let error): state.reply(session, errorFrame(error.code, error.message, conversation: conversation))
             }
-        case "send":
-            await send(frame, to: conversation, session: session, state: state)
-        default:
+        case .success(.send(let conversation, let content, let clientID)):
+            await send(content: content, clientID: clientID, to: conversation, session: session, state: state)
+        case .success(.close(let conversation)):
             state.unwatch(session, conversation: conversation)
         }
     }
@@ -139,15 +122,14 @@ enum WebSocketSessions {
     /// `{"type":"sent","conversation":..,"client_id":..,"seq":N,"ts":".."}` once it is durable; a
     /// `client_id` this sender already used in this conversation is answered with the first seq and
     /// time, and nothing is posted (a client that lost the answer sends again).
-    static func send(_ frame: ClientFrame, to conversation: String, session: PushSession, state: PresenceNode) async {
-        let content = frame.content ?? ""
+    static func send(content: String, clientID: String?, to conversation: String, session: PushSession, state: PresenceNode) async {
         do {
             let (seq, timestamp, _) = try await state.conversations.post(to: conversation, sender: session.user, content: content,
-                                                                         clientID: frame.clientID)
+                                                                         clientID: clientID)
             var out: [UInt8] = Array("{\"type\":\"sent\",\"conversation\":".utf8)
             EventJSON.appendString(conversation, to: &out)
             out.append(contentsOf: ",\"client_id\":".utf8)
-            if let clientID = frame.clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
+            if let clientID { EventJSON.appendString(clientID, to: &out) } else { out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: ",\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}".utf8)
             state.reply(session, String(decoding: out, as: UTF8.self))
         } catch let refusal as ChatError {
@@ -175,16 +157,8 @@ enum WebSocketSessions {
         return claims
     }
 
+    /// A `{"type":"error",..}` frame (`ClientRequest.errorFrame`).
     static func errorFrame(_ code: String, _ message: String, conversation: String? = nil) -> String {
-        var out: [UInt8] = Array("{\"type\":\"error\",".utf8)
-        if let conversation {
-            out.append(contentsOf: "\"conversation\":".utf8)
-            EventJSON.appendString(conversation, to: &out)
-            out.append(44)
-        }
-        out.append(contentsOf: "\"error\":{\"code\":\"\(code)\",\"message\":".utf8)
-        EventJSON.appendString(message, to: &out)
-        out.append(contentsOf: "}}".utf8)
-        return String(decoding: out, as: UTF8.self)
+        ClientRequest.errorFrame(code, message, conversation: conversation)
     }
 }

@@ -67,10 +67,10 @@ struct BlockArena<Element: BitwiseCopyable> {
     init(smallest: Int, storage: FlatStorage<Element>, reader: CheckpointReader) throws {
         self.smallest = smallest
         self.storage = storage
-        let classes = Int(try reader.u64())
+        let classes = try reader.int()
         guard classes >= 0, classes <= 40 else { throw LogError(.corrupt, "checkpoint's free blocks are out of range") }
         for k in 0..<classes {
-            let count = Int(try reader.u64())
+            let count = try reader.int()
             guard count >= 0, count <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
             var blocks: [Int] = []
             blocks.reserveCapacity(count)

@@ -213,6 +213,13 @@ final class CheckpointReader {
 
     func i64() throws -> Int64 { Int64(bitPattern: try u64()) }
 
+    /// A count or size: a u64 that must fit an `Int` (a crafted file can hold any value with a good CRC).
+    func int() throws -> Int {
+        let value = try u64()
+        guard value <= UInt64(Int.max) else { throw LogError(.corrupt, "checkpoint holds a count of \(value), past any table") }
+        return Int(value)
+    }
+
     func u32() throws -> UInt32 {
         var value: UInt32 = 0
         try withUnsafeMutableBytes(of: &value) { raw in

@@ -68,18 +68,21 @@ extension ProjectionState {
         guard try reader.u64() == Checkpoint.layout else { throw LogError(.corrupt, "checkpoint from a build with another record layout") }
         nextOffset = try reader.i64()
         maxTimestamp = try reader.i64()
-        eventsApplied = Int(try reader.u64())
-        refusedEvents = Int(try reader.u64())
+        eventsApplied = try reader.int()
+        refusedEvents = try reader.int()
         horizon = try reader.i64()
-        onlineUsers = Int(try reader.u64())
-        openConnections = Int(try reader.u64())
-        nextSweep = Int(try reader.u64())
+        onlineUsers = try reader.int()
+        openConnections = try reader.int()
+        nextSweep = try reader.int()
         guard nextSweep >= Self.minimumSweep, nextSweep <= Int(UInt32.max) * 2 else { throw LogError(.corrupt, "checkpoint's next sweep is out of range") }
         // The next check where a fold that never stopped would make it (offsets are checked in order).
         nextSweepCheck = nextOffset <= 0 ? 0 : Self.sweepCheck(after: nextOffset - 1)
         func storage<T>(_ type: T.Type) throws -> FlatStorage<T> {
-            let count = Int(try reader.u64()), capacity = Int(try reader.u64()), bytes = Int(try reader.u64())
-            guard count >= 0, capacity >= count, bytes == count * MemoryLayout<T>.stride, bytes <= reader.remaining else {
+            let count = try reader.int(), capacity = try reader.int(), bytes = try reader.int()
+            // No table of 1 TiB was ever written from memory: a larger capacity would fail its mapping.
+            let (tableBytes, overflow) = capacity.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+            guard count >= 0, capacity >= count, !overflow, tableBytes <= 1 << 40, bytes == count * MemoryLayout<T>.stride,
+                  bytes <= reader.remaining else {
                 throw LogError(.corrupt, "checkpoint table sizes do not agree")
             }
             let table = FlatStorage<T>(capacity: capacity, count: count)
@@ -98,7 +101,7 @@ extension ProjectionState {
         guard users.count * 4 <= userSlots.count * 3, connections.count * 2 <= connectionSlots.count else {
             throw LogError(.corrupt, "checkpoint tables are fuller than their slots allow")
         }
-        let gatewayCount = Int(try reader.u64())
+        let gatewayCount = try reader.int()
         guard gatewayCount >= 0, gatewayCount <= reader.remaining / 20 else { throw LogError(.corrupt, "checkpoint is cut short") }
         for _ in 0..<gatewayCount {
             let name = try reader.bytes(Int(try reader.u32()))
@@ -107,7 +110,7 @@ extension ProjectionState {
                 _ = gateways.intern(name, empty, hash: ByteTable.hash(name, empty))
             }
             gatewayHeartbeat.append(try reader.i64())
-            let downs = Int(try reader.u64())
+            let downs = try reader.int()
             guard downs >= 0, downs <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
             var list = [Int64](repeating: 0, count: downs)
             try list.withUnsafeMutableBytes { raw in
@@ -116,7 +119,7 @@ extension ProjectionState {
             gatewayDowns.append(list.map { Int64(littleEndian: $0) })
         }
         histories = try storage(KeyHistory.self)
-        let freeCount = Int(try reader.u64())
+        let freeCount = try reader.int()
         guard freeCount >= 0, freeCount <= histories.count, freeCount <= reader.remaining / 8 else { throw LogError(.corrupt, "checkpoint is cut short") }
         for _ in 0..<freeCount { freeHistories.append(Int32(truncatingIfNeeded: try reader.u64())) }
         historyEvents = try BlockArena(smallest: 4, storage: try storage(ConnectionRules.KeyEvent.self), reader: reader)
@@ -142,6 +145,22 @@ extension ProjectionState {
                   connection.reason & Self.reusedKey == 0 || (connection.disconnect >= 0 && connection.disconnect < Int64(histories.count))
             else { throw LogError(.corrupt, "checkpoint connection \(c) points outside the tables") }
         }
+        // Every full slot names a record, and no record twice; some slot stays empty (a probe ends there).
+        var usersSlotted = 0
+        for slot in 0..<userSlots.count where userSlots[slot] != 0 {
+            let index = Slots.index(userSlots[slot], indexBits: Self.userIndexBits)
+            guard index >= 0, index < users.count else { throw LogError(.corrupt, "checkpoint user slot \(slot) points outside the table") }
+            usersSlotted += 1
+        }
+        var connectionsSlotted = 0
+        for slot in 0..<connectionSlots.count where connectionSlots[slot] != 0 {
+            let index = Slots.index(connectionSlots[slot], indexBits: connectionIndexBits)
+            guard index >= 0, index < connections.count else { throw LogError(.corrupt, "checkpoint connection slot \(slot) points outside the table") }
+            connectionsSlotted += 1
+        }
+        guard usersSlotted <= users.count, usersSlotted < userSlots.count,
+              connectionsSlotted <= connections.count, connectionsSlotted < connectionSlots.count
+        else { throw LogError(.corrupt, "checkpoint slot tables hold more entries than records") }
         do throws(PresenceProjection.ApplyError) { try validateHistories() } catch {
             throw LogError(.corrupt, "checkpoint \(error.description)")
         }

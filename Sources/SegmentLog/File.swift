@@ -25,7 +25,7 @@ public final class File {
     }
 
     /// Opens `path` for reading and writing, creating it when `create` (and failing if it exists when `exclusive`).
-    static func openForWriting(_ path: String, create: Bool = false, exclusive: Bool = false) throws(LogError) -> File {
+    public static func openForWriting(_ path: String, create: Bool = false, exclusive: Bool = false) throws(LogError) -> File {
         var flags = O_RDWR | O_CLOEXEC
         if create { flags |= O_CREAT }
         if exclusive { flags |= O_EXCL }
@@ -57,7 +57,7 @@ public final class File {
     }
 
     /// Reads the whole file.
-    func readAll() throws(LogError) -> [UInt8] {
+    public func readAll() throws(LogError) -> [UInt8] {
         let total = Int(try size())
         var bytes = [UInt8](repeating: 0, count: total)
         var got = 0
@@ -71,7 +71,7 @@ public final class File {
     }
 
     /// Writes all of `bytes` at `offset`.
-    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(LogError) {
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(LogError) {
         guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
@@ -84,7 +84,7 @@ public final class File {
         }
     }
 
-    func write(_ bytes: [UInt8], at offset: Int64) throws(LogError) {
+    public func write(_ bytes: [UInt8], at offset: Int64) throws(LogError) {
         var failure: LogError?
         bytes.withUnsafeBytes { buffer in
             do throws(LogError) { try write(buffer, at: offset) } catch { failure = error }
@@ -93,12 +93,12 @@ public final class File {
     }
 
     /// Flushes data (and the size, not other metadata) to stable storage.
-    func syncData() throws(LogError) {
+    public func syncData() throws(LogError) {
         guard fdatasync(descriptor) == 0 else { throw LogError.io("fdatasync", path) }
     }
 
     /// Cuts the file to `length` bytes.
-    func truncate(to length: Int64) throws(LogError) {
+    public func truncate(to length: Int64) throws(LogError) {
         guard ftruncate(descriptor, off_t(length)) == 0 else { throw LogError.io("truncate", path) }
     }
 }

@@ -130,12 +130,15 @@ enum LZ4Frame {
                 throw DecodeError(reason: "LZ4 block of \(size) bytes runs past the frame")
             }
             guard output.count + (stored ? size : 0) <= limit else { throw DecodeError(reason: "LZ4 frame decompresses past \(limit) bytes") }
-            output.reserve(max(size, maxBlock))
             if stored {
+                output.reserve(size)
                 (output.pointer + output.count).copyMemory(from: base + position, byteCount: size)
                 output.count += size
             } else {
-                let room = min(maxBlock, limit - output.count)
+                // An LZ4 sequence yields at most 255 bytes for each of its bytes (a match-length byte
+                // adds 255), so a block's own size bounds its room, not only the frame's block size.
+                let room = min(maxBlock, limit - output.count, 255 * size + 64)
+                output.reserve(room)
                 let produced = LZ4_decompress_safe(
                     (base + position).assumingMemoryBound(to: CChar.self),
                     (output.pointer + output.count).assumingMemoryBound(to: CChar.self),

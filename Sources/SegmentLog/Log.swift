@@ -38,6 +38,9 @@ public final class Log {
     public let openedCleanly: Bool
     /// The largest record timestamp in the log (nil while it is empty).
     public private(set) var maxTimestamp: Int64?
+    /// Where the batches of the last `append` went, in order: for a store that indexes records by their
+    /// place in the log (the chat's message index) and reads them back with one positioned read.
+    public private(set) var lastAppendBatches: [WrittenBatch] = []
 
     private var sealed: [SealedSegment]
     private var active: ActiveSegment
@@ -335,6 +338,7 @@ public final class Log {
         guard !records.isEmpty else { throw LogError(.invalidArgument, "nothing to append") }
         try checkWritable()
         let first = endOffset
+        lastAppendBatches.removeAll(keepingCapacity: true)
         // Cut the records into batches (by count, bytes and time span), then compress them, on several
         // threads when there are several batches, and write them in order.
         var ranges: [Range<Int>] = []
@@ -416,6 +420,8 @@ public final class Log {
             }
             endOffset = header.nextOffset
             maxTimestamp = max(maxTimestamp ?? header.maxTimestamp, header.maxTimestamp)
+            lastAppendBatches.append(WrittenBatch(baseOffset: header.baseOffset, lastOffset: header.lastOffset,
+                                                  segment: active.baseOffset, position: position, size: Int32(header.totalSize)))
         } catch {
             failure = error
             throw error
@@ -478,6 +484,27 @@ public final class Log {
     /// The segments' base offsets and sizes, oldest first (the last is the active one).
     public var segments: [(baseOffset: Int64, size: Int64)] {
         sealed.map { ($0.baseOffset, $0.size) } + [(active.baseOffset, active.size)]
+    }
+}
+
+/// Where one batch was written: its offsets, the segment (named by its base offset) and the byte position in
+/// it. A reader with this needs no index to find the batch: one positioned read of `size` bytes.
+public struct WrittenBatch: Sendable, Equatable {
+    public let baseOffset: Int64
+    public let lastOffset: Int64
+    /// The base offset of the segment holding the batch.
+    public let segment: Int64
+    /// The batch's first byte in the segment's `.log` file.
+    public let position: Int64
+    /// The batch's bytes on disk (`RecordBatchHeader.totalSize`).
+    public let size: Int32
+
+    public init(baseOffset: Int64, lastOffset: Int64, segment: Int64, position: Int64, size: Int32) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+        self.segment = segment
+        self.position = position
+        self.size = size
     }
 }
 

@@ -130,6 +130,24 @@ public final class LogReader {
         return summary
     }
 
+    /// Calls `body` with each batch from `start` on (where it lies: segment and byte position) and its
+    /// records, every one of them (also those before `start` in the batch it falls in), until it returns
+    /// false: for a consumer that indexes records by their batch's place (the chat's message index). The
+    /// records point into the reader's buffers and are valid only during the call.
+    @discardableResult
+    public func forEachLocatedBatch(from start: Int64 = 0, _ body: (BatchInfo, UnsafeBufferPointer<RecordView>) throws -> Bool) throws -> ReadSummary {
+        try walk(from: .offset(start), verify: true) { info, bytes in
+            if info.header.lastOffset < start { return true }
+            let views: UnsafeMutableBufferPointer<RecordView>
+            do {
+                views = try decoder.decodeRecords(bytes, header: info.header)
+            } catch let error as BatchFormatError {
+                throw LogError.corrupt(info.segment.path, position: info.position, error.reason)
+            }
+            return try body(info, UnsafeBufferPointer(views))
+        }
+    }
+
     /// Calls `body` for every batch from `start` on with its header, until it returns false. With
     /// `verify`, each batch's CRC and records are checked first; with `decode`, its records are decoded
     /// (and their framing checked) to find its smallest timestamp.

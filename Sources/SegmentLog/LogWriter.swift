@@ -7,10 +7,14 @@ public struct AppendResult: Sendable, Equatable {
     /// Records below this offset were durable when the request was acknowledged. Under
     /// `Durability.always` it is past `offsets.upperBound`.
     public let durableEndOffset: Int64
+    /// Every batch the commit wrote, in offset order (shared by the commit's requests; a request's records
+    /// lie in the batches that overlap `offsets`).
+    public var batches: [WrittenBatch] = []
 
-    public init(offsets: ClosedRange<Int64>, durableEndOffset: Int64) {
+    public init(offsets: ClosedRange<Int64>, durableEndOffset: Int64, batches: [WrittenBatch] = []) {
         self.offsets = offsets
         self.durableEndOffset = durableEndOffset
+        self.batches = batches
     }
 }
 
@@ -197,6 +201,7 @@ public final class LogWriter: @unchecked Sendable {
         var ranges: [ClosedRange<Int64>] = []
         ranges.reserveCapacity(requests.count)
         var failure: LogError?
+        var batches: [WrittenBatch] = []
         do {
             // All requests of a commit go into the same batches: one buffer, offsets handed out by count.
             var first = log.endOffset
@@ -207,6 +212,7 @@ public final class LogWriter: @unchecked Sendable {
                 for request in requests { combined.append(contentsOf: request.records) }
                 try log.append(combined)
             }
+            if !requests.isEmpty { batches = log.lastAppendBatches }
             for request in requests {
                 ranges.append(first...(first + Int64(request.records.count) - 1))
                 first += Int64(request.records.count)
@@ -236,7 +242,7 @@ public final class LogWriter: @unchecked Sendable {
             if let failure {
                 request.completion(.failure(failure))
             } else {
-                request.completion(.success(AppendResult(offsets: ranges[index], durableEndOffset: durable)))
+                request.completion(.success(AppendResult(offsets: ranges[index], durableEndOffset: durable, batches: batches)))
             }
         }
     }

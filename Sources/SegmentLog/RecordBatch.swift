@@ -86,7 +86,7 @@ public struct RecordBatchHeader: Sendable, Equatable {
 
     /// What is wrong with the header on its own, before its bytes are read: nil when it is plausible.
     /// `maxBatchSize` bounds the length a batch may claim.
-    func structuralProblem(maxBatchSize: Int) -> String? {
+    package func structuralProblem(maxBatchSize: Int) -> String? {
         if batchLength < Int32(Self.size - Self.logOverhead) { return "batch claims an impossible length \(batchLength)" }
         if totalSize > maxBatchSize { return "batch claims \(totalSize) bytes, more than the \(maxBatchSize)-byte limit" }
         if magic != Self.magic { return "batch has magic \(magic), expected 2" }
@@ -220,18 +220,18 @@ final class RecordBatchEncoder {
 }
 
 /// Checks and unpacks batches: CRC, decompression, and every record's framing.
-final class RecordBatchDecoder {
+package final class RecordBatchDecoder {
     /// Decompressed records of the last batch.
     private let scratch = ScratchBuffer(capacity: 1 << 20)
     /// The most bytes a batch may decompress to.
     let decompressedLimit: Int
 
-    init(decompressedLimit: Int = 256 << 20) {
+    package init(decompressedLimit: Int = 256 << 20) {
         self.decompressedLimit = decompressedLimit
     }
 
     /// Whether the CRC stored in the batch at `batch` matches its bytes.
-    static func crcMatches(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) -> Bool {
+    package static func crcMatches(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) -> Bool {
         guard let base = batch.baseAddress else { return false }
         let covered = UnsafeRawBufferPointer(start: base + RecordBatchHeader.crcStart, count: header.totalSize - RecordBatchHeader.crcStart)
         return CRC32C.checksum(covered) == header.crc
@@ -252,23 +252,38 @@ final class RecordBatchDecoder {
 
     deinit { views.deallocate() }
 
+    /// How many records `decodeRecords` has room for now (for tests).
+    var recordCapacity: Int { views.count }
+
     /// Decodes every record of the batch, as `forEachRecord` does, into a buffer that stays valid until
     /// the next call. The read path's loop: storing each record is inlined, where `forEachRecord` calls
     /// a closure for each.
-    func decodeRecords(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> UnsafeMutableBufferPointer<RecordView> {
+    package func decodeRecords(_ batch: UnsafeRawBufferPointer, header: RecordBatchHeader) throws -> UnsafeMutableBufferPointer<RecordView> {
         let bytes = try recordBytes(batch, header: header)
-        let claimed = Int(header.recordsCount)
-        if claimed > views.count {
-            views.deallocate()
-            views = .allocate(capacity: claimed)
-        }
-        guard let out = views.baseAddress else { return views }
+        // Room grows with the records read, never to what the header claims: a small batch of highly
+        // compressible bytes may claim millions.
+        guard var out = views.baseAddress else { return views }
+        var capacity = views.count
         var count = 0
         try parse(bytes, header: header) { record in
+            if count == capacity {
+                growViews(keeping: count, to: min(Int(header.recordsCount), 2 * capacity))
+                guard let base = views.baseAddress else { return }
+                out = base
+                capacity = views.count
+            }
             (out + count).initialize(to: record)
             count += 1
         }
         return UnsafeMutableBufferPointer(rebasing: views[0..<count])
+    }
+
+    /// Replaces `views` with room for `capacity` records, keeping the first `count`.
+    private func growViews(keeping count: Int, to capacity: Int) {
+        let grown = UnsafeMutableBufferPointer<RecordView>.allocate(capacity: capacity)
+        if let from = views.baseAddress, let to = grown.baseAddress { to.moveInitialize(from: from, count: count) }
+        views.deallocate()
+        views = grown
     }
 
     /// The batch's records as bytes: its payload, decompressed if need be. Checks that the bytes can
@@ -352,6 +367,6 @@ final class RecordBatchDecoder {
 }
 
 /// Why a batch's records could not be read.
-struct BatchFormatError: Error {
-    let reason: String
+package struct BatchFormatError: Error {
+    package let reason: String
 }

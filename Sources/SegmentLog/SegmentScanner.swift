@@ -19,6 +19,8 @@ final class SegmentScanner {
     let fileSize: Int64
     let maxBatchSize: Int
     private let buffer: ScratchBuffer
+    /// The buffer's size (tests: it never grows past what the file holds).
+    var bufferCapacity: Int { buffer.capacity }
     /// File position of the buffer's first byte.
     private var bufferStart: Int64
     /// Bytes of the buffer already handed out.
@@ -65,6 +67,9 @@ final class SegmentScanner {
             return .invalid(position: start, reason: problem)
         }
         let total = header.totalSize
+        // A batch longer than the rest of the file is a partial one: known without reading (or making room
+        // for) what the header only claims.
+        if Int64(total) > fileSize - start { return .incomplete(position: start, bytes: fileSize - start) }
         let available = try fill(total)
         if available < total { return .incomplete(position: start, bytes: Int64(available)) }
         let bytes = UnsafeRawBufferPointer(start: buffer.pointer + consumed, count: total)

@@ -45,7 +45,7 @@ import TestSupport
         let again = try await store.post(to: chat, sender: "alice", content: "hi", clientID: "c-1")
         #expect(again.seq == 1 && again.repeated)
         #expect(store.conversations(of: "carol").map(\.id) == [group])
-        try store.writer.close()
+        try store.close()
         _ = directory
     }
 
@@ -59,7 +59,7 @@ import TestSupport
         #expect(try await store.post(to: chat, sender: "alice", content: "hi", clientID: "c-1").seq == 1)
         #expect(try await store.post(to: chat, sender: "alice", content: "hi", clientID: "c-1").repeated)
         #expect(try await store.post(to: chat, sender: "bob", content: "hello").seq == 2)
-        try store.writer.close()
+        try store.close()
         _ = directory
         return (chat, group)
     }
@@ -82,7 +82,7 @@ import TestSupport
         await #expect(throws: ChatError(.forbidden, "you are not a member of '\(chat)'")) {
             try await store.post(to: chat, sender: "carol", content: "hi")
         }
-        try store.writer.close()
+        try store.close()
         _ = directory
     }
 }

@@ -1,6 +1,7 @@
 import CCRC32C
 import Foundation
 import Presence
+import SegmentLog
 import Testing
 import TestSupport
 @testable import Projector
@@ -35,6 +36,59 @@ import TestSupport
         }
         #expect(loaded.allStates() == original.allStates())
         #expect(loaded.allStates() == ReferenceFold.states(events + more))
+    }
+
+    /// Found by fuzz-checkpoint: a counter or table size past Int.max in a checkpoint whose CRC matches
+    /// (a crafted file) trapped converting it (`Int(UInt64)`); so would a table size whose bytes overflow,
+    /// and a capacity no memory can hold failed its mapping. Each is now an error, and the log is replayed.
+    @Test func aCraftedCheckpointWithHugeCountsIsRefusedNotACrash() throws {
+        let scratch = Scratch()
+        let (path, _) = try Checkpoint.write(fold([connect("bob", "c", 1), connect("amy", "a", 2)]), to: scratch.path)
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // The counters after magic, layout, offset and time, then the first table's count, capacity, bytes.
+        for field in [32, 40, 56, 64, 72, 80, 88, 96] {
+            for value: UInt64 in [.max, 1 << 63, 1 << 62, 1 << 40] {
+                var bytes = original
+                withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(field..<(field + 8), with: $0) }
+                let crc = CRC32C.checksum(Array(bytes.dropLast(4)))
+                withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                do {
+                    _ = try Checkpoint.load(path)
+                    #expect(value <= UInt64(Int.max) && field < 80, "field at \(field) = \(value) was loaded")
+                } catch {
+                    #expect(error is LogError)
+                }
+            }
+        }
+    }
+
+    /// The fuzzer's checkpoint seeds are checkpoints this build loads: after a layout change they would
+    /// stop at the fingerprint and fuzz-checkpoint would never reach a table (as happened once). Run
+    /// fuzz/checkpoint/make-seeds.sh to write them again.
+    @Test func theFuzzSeedsAreCheckpointsOfThisLayout() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/checkpoint/corpus").path
+        let seeds = try FileManager.default.contentsOfDirectory(atPath: corpus).filter { $0.hasSuffix(".ckpt") }
+        #expect(seeds.count >= 2)
+        for seed in seeds {
+            #expect(throws: Never.self, "\(seed): run fuzz/checkpoint/make-seeds.sh") { try Checkpoint.load(corpus + "/" + seed) }
+        }
+    }
+
+    /// Found by fuzz-checkpoint: a checkpoint whose CRC matches but whose user slot names a record past
+    /// the table trapped at the first lookup; it is refused as corrupt.
+    @Test func aSlotThatPointsOutsideItsTableIsRefused() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/checkpoint/corpus").path
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: corpus + "/crash-user-slot-outside-the-table")))
+        // As the fuzz target does: the CRC made to match, so that the tables are what is checked.
+        let crc = bytes.withUnsafeBytes { presencelog_crc32c(0, $0.baseAddress, bytes.count - 4) }
+        for i in 0..<4 { bytes[bytes.count - 4 + i] = UInt8(truncatingIfNeeded: crc >> (8 * i)) }
+        let scratch = Scratch()
+        let path = scratch.file("slot.ckpt")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: LogError.self) { try Checkpoint.load(path) }
     }
 
     @Test func damagedCheckpointsAreRefusedAndAnOlderOneIsUsed() throws {

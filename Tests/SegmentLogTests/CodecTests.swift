@@ -184,6 +184,59 @@ import Testing
         }
     }
 
+    /// A batch whose records are `records` (LZ4-compressed), claiming `claimed` records, with a good CRC.
+    func craftedBatch(records: [UInt8], claimed: Int32) -> [UInt8] {
+        var batch = [UInt8](repeating: 0, count: RecordBatchHeader.size + LZ4Frame.bound(records.count))
+        let frameSize = records.withUnsafeBytes { source in
+            batch.withUnsafeMutableBytes { LZ4Frame.compress(source, to: $0.baseAddress! + RecordBatchHeader.size, with: LZ4Frame.Compressor(level: 0)) }
+        }
+        batch.removeSubrange((RecordBatchHeader.size + frameSize)...)
+        batch.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress!
+            base.storeBigEndian(Int32(raw.count - RecordBatchHeader.logOverhead), at: 8)
+            base.storeBytes(of: 2, toByteOffset: 16, as: UInt8.self)
+            base.storeBigEndian(Int16(3), at: 21)
+            base.storeBigEndian(claimed - 1, at: 23)
+            base.storeBigEndian(claimed, at: 57)
+            base.storeBigEndian(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[RecordBatchHeader.crcStart...])), at: 17)
+        }
+        return batch
+    }
+
+    /// Found while writing fuzz-record-batch (whose allocation limit is there to catch it): 8 MiB of zeros compress to a 32 KiB batch that may
+    /// claim 1.2M records (seven bytes each); room for every claimed record (40 bytes each, 48 MiB) was
+    /// set aside before the first one was read. Room now grows with the records that parse.
+    @Test func aClaimedRecordCountSizesNoAllocation() throws {
+        let zeros = [UInt8](repeating: 0, count: 8 << 20)
+        let claimed = Int32(zeros.count / 7)
+        let batch = craftedBatch(records: zeros, claimed: claimed)
+        #expect(batch.count < 64 << 10)
+        let decoder = RecordBatchDecoder()
+        try batch.withUnsafeBytes { raw in
+            let header = try #require(RecordBatchHeader(bytes: raw))
+            #expect(header.structuralProblem(maxBatchSize: 64 << 20) == nil && RecordBatchDecoder.crcMatches(raw, header: header))
+            #expect(throws: BatchFormatError.self) { _ = try decoder.decodeRecords(raw, header: header) }
+        }
+        #expect(decoder.recordCapacity <= 8192, "room for \(decoder.recordCapacity) records")
+        // A real batch still decodes whole, past the first room.
+        let encoder = RecordBatchEncoder(compressionLevel: 0)
+        let header = encoder.encode(sampleRecords(0..<9000), range: 0..<9000, baseOffset: 0)
+        #expect(try decoder.decodeRecords(encoder.output.bytes, header: header).count == 9000)
+    }
+
+    /// Found with the previous one: an LZ4 frame may declare 4 MiB blocks, and each block reserved that
+    /// much; a block cannot decode to more than 255 bytes for each of its own, so that is all the room it gets.
+    @Test func aSmallLZ4BlockReservesNoMoreThanItCanDecodeTo() throws {
+        // Magic, FLG 0x60, BD 0x70 (4 MiB blocks), header checksum, one 2-byte block: 1 literal, no match.
+        var frame: [UInt8] = [0x04, 0x22, 0x4D, 0x18, 0x60, 0x70]
+        frame.append(UInt8(truncatingIfNeeded: xxh32([0x60, 0x70]) >> 8))
+        frame += [2, 0, 0, 0, 0x10, 0x41, 0, 0, 0, 0]
+        let output = ScratchBuffer(capacity: 64)
+        try frame.withUnsafeBytes { try LZ4Frame.decompress($0, into: output, limit: 256 << 20) }
+        #expect(Array(output.bytes) == [0x41])
+        #expect(output.capacity < 4096, "reserved \(output.capacity) bytes")
+    }
+
     @Test func anyFlippedByteFailsTheCRC() {
         let encoder = RecordBatchEncoder(compressionLevel: 0)
         let header = encoder.encode(sampleRecords(0..<50), range: 0..<50, baseOffset: 0)

@@ -266,3 +266,24 @@ import Testing
         #expect(Durability(parsing: "sometimes") == nil)
     }
 }
+
+/// Found by fuzz-record-batch (out of memory): a header that claims a batch longer than the rest of the
+/// file made the scanner make room for all of it before finding the file too short.
+struct ScannerClaimTests {
+    @Test func aBatchLongerThanTheFileIsATornTailFoundWithoutReadingIt() throws {
+        var header = [UInt8](repeating: 0, count: RecordBatchHeader.size)
+        let claimed: Int32 = 50 << 20  // the batch length field: 50 MiB claimed
+        for i in 0..<4 { header[8 + i] = UInt8(truncatingIfNeeded: claimed >> (8 * (3 - i))) }
+        header[16] = 2  // magic
+        let scratch = Scratch()
+        let path = scratch.file("claim.log")
+        try Data(header + [UInt8](repeating: 7, count: 100)).write(to: URL(fileURLWithPath: path))
+        let scanner = try SegmentScanner(file: try File.openForReading(path), from: 0, maxBatchSize: 64 << 20, chunkSize: 4096)
+        guard case .incomplete(let position, let bytes) = try scanner.next() else {
+            Issue.record("a claimed 50 MiB batch in a 161-byte file is a partial batch")
+            return
+        }
+        #expect(position == 0 && bytes == Int64(header.count + 100))
+        #expect(scanner.bufferCapacity <= 4096, "the buffer grew to \(scanner.bufferCapacity) bytes for a claim")
+    }
+}

@@ -18,47 +18,17 @@ import argparse
 import json
 import os
 import signal
-import sys
 import time
 import urllib.request
-import warnings
+from types import SimpleNamespace
 
-from websockets.sync.client import connect
-
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-
-def fail(message):
-    print("FAIL: " + message, flush=True)
-    sys.exit(1)
+import ws_scenarios  # the same directory: the client and the check helpers are shared
+from ws_scenarios import check, ok
 
 
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def ok(message):
-    print("ok: " + message, flush=True)
-
-
-class Client:
-    def __init__(self, port, token):
-        self.ws = connect(f"ws://127.0.0.1:{port}/v1/ws", additional_headers={"Authorization": "Bearer " + token})
-
-    def recv(self, timeout=5.0):
-        try:
-            return json.loads(self.ws.recv(timeout=timeout))
-        except TimeoutError:
-            fail(f"no frame within {timeout}s")
-
-    def send(self, obj):
-        self.ws.send(json.dumps(obj))
-
-    def ready(self):
-        frame = self.recv()
-        check(frame.get("type") == "ready", f"first frame is ready: {frame}")
-        return frame
+def Client(port, token):
+    """A WebSocket client of node `port` (ws_scenarios.py's)."""
+    return ws_scenarios.Client(SimpleNamespace(port=port), token)
 
 
 def http(port, method, path, token, body=None):

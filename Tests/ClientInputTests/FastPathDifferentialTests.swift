@@ -1,0 +1,77 @@
+import HTTPDifferential
+import Testing
+@testable import ClientInput
+
+/// The fast path reads every stream as NIO's `HTTPRequestDecoder` reads it (`HTTPDifferential`): the
+/// same request boundaries, the same requests handed to the codec, and a request answered from its
+/// bytes only where NIO reads that same GET. A request read two ways is how request smuggling starts.
+@Suite struct FastPathDifferentialTests {
+    static let get = "GET /v1/conversations/conv_1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n\r\n"
+
+    static let streams: [String] = [
+        get,
+        get + get + get,
+        "GET /v1/conversations/conv_1?after_seq=2&limit=5 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n",
+        "GET /v1/conversations/conv_1?before_seq=9 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        // A POST with a body, then a snapshot: the body is the codec's, the GET the fast path's.
+        "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nContent-Length: 15\r\n\r\n{\"content\":\"x\"}" + get,
+        // A body that spells a snapshot request is a body.
+        "POST /v1/events HTTP/1.1\r\nContent-Length: \(get.utf8.count)\r\n\r\n" + get + get,
+        // Both body headers: the codec decides, for the whole connection.
+        "POST /v1/events HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get,
+        "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + get,
+        // Two Content-Lengths: NIO refuses, the fast path hands it over.
+        "POST /v1/events HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.0\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" + get,
+        "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n\r\n" + get,
+        "POST /v1/events HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n" + get,
+        // Found by fuzz-http: a length under the limit written in nineteen digits is a body, not a 413.
+        "POST /v1/events HTTP/1.1\r\nContent-Length: 0000000000000000012\r\n\r\n{\"a\":\"bcde\"}" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.1\nAuthorization: Bearer tok\n\n" + get,
+        "FOO /v1/conversations/conv_1 HTTP/1.1\r\n\r\n" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.1\r\nAuthorization: Bearer tok\r\nX: \u{1}\r\n\r\n" + get,
+        "\r\n" + get,
+        "GET /v1/conversations/conv_1?limit=1&limit=2 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n",
+    ]
+
+    @Test(arguments: streams)
+    func everyCutOfAStreamIsReadAsNIOReadsIt(stream: String) {
+        let bytes = Array(stream.utf8)
+        if let disagreement = HTTPDifferential.compare(bytes) { Issue.record("\(disagreement)") }
+        for cut in 1..<bytes.count {
+            if let disagreement = HTTPDifferential.compare(bytes, chunks: [cut]) {
+                Issue.record("cut at \(cut): \(disagreement)")
+                return
+            }
+        }
+        if let disagreement = HTTPDifferential.compare(bytes, chunks: Array(repeating: 1, count: bytes.count)) {
+            Issue.record("a byte at a time: \(disagreement)")
+        }
+    }
+
+    /// Random damage to the streams (bytes replaced, removed, inserted, from the characters HTTP
+    /// framing turns on) is read the same way by both.
+    @Test func damagedStreamsAreReadAsNIOReadsThem() {
+        let replacements = Array("\r\n :;,\t0123456789aAGTPx/?&=%+-\u{7F}".utf8) + [0x00, 0x80, 0xFF]
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<3_000 {
+            var bytes = Array((Self.streams.randomElement(using: &random) ?? Self.get).utf8)
+            for _ in 0..<Int.random(in: 1...3, using: &random) {
+                let at = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[at] = replacements.randomElement(using: &random) ?? 32
+                case 1: bytes.remove(at: at)
+                default: bytes.insert(replacements.randomElement(using: &random) ?? 32, at: at)
+                }
+            }
+            let cut = Int.random(in: 1...max(1, bytes.count), using: &random)
+            if let disagreement = HTTPDifferential.compare(bytes, chunks: [cut]) {
+                Issue.record("\(disagreement)\nstream \(String(decoding: bytes, as: UTF8.self).debugDescription), cut at \(cut)")
+                return
+            }
+        }
+    }
+}
