@@ -7,7 +7,7 @@ import Testing
 
 /// A three-server JetStream cluster on loopback (routes between them, `sync_interval: always`), a stream with
 /// three replicas, and its leader killed with SIGKILL in the middle of a write load.
-@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(2)))
+@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(5)))
 struct ClusterTests {
     @Test func killingTheStreamLeaderLosesNoAcknowledgedWriteAndStallsWritesOnlyForTheElection() async throws {
         let cluster = try NATSCluster(size: 3, syncAlways: true)
