@@ -177,9 +177,17 @@ struct IngestCommand: ParsableCommand {
         submit()
         for buffer in held { acks.submit(buffer, to: writer) }
         acks.waitForAll()
+        if let failure = acks.failure {
+            // Say what the log holds of this input, so the operator knows where to go on from.
+            try? writer.close()
+            progress.finish()
+            let written = writer.endOffset - firstOffset
+            throw CommandFailure("\(failure.message)\ningest stopped: \(counted(Int(written), "event")) of this input are in the log"
+                                 + (written > 0 ? " (offsets \(firstOffset)-\(writer.endOffset - 1), durable through \(writer.durableEndOffset - 1))" : "")
+                                 + "; lines with an \"id\" can be ingested again safely (repeats are skipped)")
+        }
         try writer.close()
         progress.finish()
-        if let failure = acks.failure { throw failure }
 
         let elapsed = max(now() - started, 1e-9)
         let bytesAfter = logBytesOnDisk(log.directory)
