@@ -377,7 +377,7 @@ public final class Log {
                 }
             }
         }
-        let mark = AppendMark(active: active, size: active.size, indexBuilder: active.indexBuilder, maxTimestamp: maxTimestamp)
+        let mark = AppendMark(active: active, size: active.size, index: active.indexBuilder.mark, maxTimestamp: maxTimestamp)
         for index in ranges.indices {
             let batch = encoded[index % workers][index / workers]
             do {
@@ -393,7 +393,7 @@ public final class Log {
     private struct AppendMark {
         let active: ActiveSegment
         let size: Int64
-        let indexBuilder: SegmentIndexBuilder
+        let index: SegmentIndexBuilder.Mark
         let maxTimestamp: Int64?
     }
 
@@ -409,14 +409,14 @@ public final class Log {
         }
         do {
             try active.log.truncate(to: mark.size)
-            try active.offsetIndex.truncate(to: Int64(mark.indexBuilder.index.offsets.count) * 8)
-            try active.timeIndex.truncate(to: Int64(mark.indexBuilder.index.times.count) * 12)
+            try active.offsetIndex.truncate(to: Int64(mark.index.offsets) * 8)
+            try active.timeIndex.truncate(to: Int64(mark.index.times) * 12)
         } catch {
             failure = error
             return error
         }
         active.size = mark.size
-        active.indexBuilder = mark.indexBuilder
+        active.indexBuilder.rollBack(to: mark.index)
         endOffset = firstOffset
         maxTimestamp = mark.maxTimestamp
         lastAppendBatches.removeAll(keepingCapacity: true)
