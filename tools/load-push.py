@@ -15,12 +15,8 @@ connect append, the push) to the moment Alice's client has parsed the push.
 """
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,36 +25,18 @@ import urllib.request
 
 from websockets.asyncio.client import connect
 
+import loadkit  # the same directory: tokens, RSS, percentiles
+from loadkit import percentile, rss_mib
+
 SECRET = "load-push-secret-" + os.urandom(8).hex()
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def mint(user, role="user"):
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = b64(json.dumps({"sub": user, "exp": int(time.time()) + 3600, "role": role}).encode())
-    signature = hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{b64(signature)}"
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+    return loadkit.mint(SECRET, user, role)
 
 
 async def main(args):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    loadkit.raise_file_limit()
     data = tempfile.mkdtemp(prefix="load-push-")
     secret_file = os.path.join(data, "secret")
     with open(secret_file, "w") as f:
