@@ -39,6 +39,16 @@ def rss_mib(pid):
     return 0.0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used, in seconds (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except FileNotFoundError:
+        return 0.0
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
@@ -98,6 +108,9 @@ class Server:
 
     def alive(self):
         return self.process is not None and self.process.poll() is None
+
+    def cpu(self):
+        return cpu_seconds(self.process.pid) if self.alive() else 0.0
 
     def rss(self):
         return rss_mib(self.process.pid) if self.alive() else 0.0

@@ -259,7 +259,10 @@ public final class PresenceNode: @unchecked Sendable {
             hub.watch(session, conversation: conversation, members: members)
             var resumed: Bool?
             if let cursor {
-                let missed = cursor <= projection.nextOffset ? hub.resume(session, from: cursor, members: members) : nil
+                var missed = cursor <= projection.nextOffset ? hub.resume(session, from: cursor, members: members) : nil
+                // More than the client's queue holds would cut it off again on every resume (a slow consumer
+                // cut off with 4008 has missed at least that much): it gets a fresh view instead.
+                if let changes = missed, changes.count >= session.queueLimit { missed = nil }
                 // Each missed change as the settings in force show it (nothing of a user hidden from the client).
                 let access = self.access
                 for change in missed ?? [] {

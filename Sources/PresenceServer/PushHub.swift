@@ -19,6 +19,8 @@ public final class PushSession: Sendable {
     public let user: String
     /// The connection id of the `connect` this session appended.
     public let conn: String
+    /// How many frames may wait for the client before it is cut off.
+    let queueLimit: Int
     /// The frames to write, in order.
     public let frames: AsyncStream<String>
     private let continuation: AsyncStream<String>.Continuation
@@ -28,6 +30,7 @@ public final class PushSession: Sendable {
         self.id = id
         self.user = user
         self.conn = conn
+        self.queueLimit = queueLimit
         (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(queueLimit))
     }
 
