@@ -33,7 +33,7 @@ import Testing
     /// Found by this tool: a resume that queued more frames than the queue's limit cut the client off
     /// again (4008) on every try; and a client that stopped reading let the kernel hold megabytes for it.
     @Test func slowConsumersAreCutOffWith4008AndGetEveryChangeOnceWhenTheyReconnect() throws {
-        let out = try storm(["--phase", "slow", "--slow", "100", "--push-queue-limit", "512"])
+        let out = try storm(["--phase", "slow", "--slow", "50", "--push-queue-limit", "256"])
         #expect(out.contains("passed: every slow client was cut off with close code 4008"))
         #expect(out.contains("passed: the kernel holds at most 512 KiB a slow client"))
         #expect(out.contains("passed: every slow client reconnected with its cursor"))
