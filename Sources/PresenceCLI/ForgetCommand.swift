@@ -71,7 +71,7 @@ struct ForgetCommand: ParsableCommand {
             }
             if outcome.baseCheckpoints > 0 { parts.append("\(counted(outcome.baseCheckpoints, "retention base")) rewritten") }
             if let checkpoint = outcome.checkpoint {
-                parts.append("checkpoints replaced by \(checkpoint) (\(counted(outcome.checkpointsRemoved, "old one")) removed)")
+                parts.append("fresh checkpoint \(checkpoint)" + (outcome.checkpointsRemoved > 0 ? " (\(counted(outcome.checkpointsRemoved, "older one")) removed)" : ""))
             }
             print(parts.joined(separator: "; ") + (outcome.resumed ? "; an interrupted erasure is now complete" : ""))
         } catch let refusal as Erasure.Refusal {
