@@ -92,6 +92,8 @@ import Testing
         #expect(audit.status == 0, "\(audit.stdout)")
         #expect(audit.stdout.contains("erasures: 1 user erased, \(userRecords + 1) records removed; \(userRecords) offsets missing from the presence log, every one named by an erasure record"), "\(audit.stdout)")
         #expect(audit.stdout.contains("equals a fresh fold at its offset"), "\(audit.stdout)")
+        let privacyAudit = try CLI.presence(["audit", "--data", data, "--privacy"])
+        #expect(privacyAudit.status == 0, "the privacy log without the user's record reads in order: \(privacyAudit.stdout)")
         let info = try CLI.presence(["log-info", "--data", data]).stdout
         #expect(info.contains("erasures: 1 user erased (presence forget), \(userRecords + 1) records removed (\(userRecords) from this log"), "\(info)")
 
