@@ -50,17 +50,40 @@ public final class PrivacyStore: @unchecked Sendable {
     /// compares it (read before building) to know the answer is still current.
     public var version: Int64 { changes.load(ordering: .acquiring) }
 
+    /// Cluster mode: publishes records of `PrivacyStore.updateRecord` to the cluster's PRIVACY stream and
+    /// returns what this node's materializer made of them (`commitUpdates`, the settings then in force).
+    /// Unset (one node), `update` appends to the local log itself.
+    public var replicate: (@Sendable (RecordBuffer) async throws -> [PrivacySettings?])?
+
+    /// A change as it travels through the cluster's stream: the update, not the settings after it, so two
+    /// nodes changing one user's two fields at once both count (each node applies them in stream order).
+    struct UpdateRecord: Codable {
+        var type = "update"
+        var lastSeen: AudienceRule?
+        var online: AudienceRule?
+        enum CodingKeys: String, CodingKey { case type, lastSeen = "last_seen", online }
+    }
+
     /// Applies `update` to `user`'s settings durably; returns the settings now in force.
     public func update(_ user: String, _ update: PrivacyUpdate) async throws -> PrivacySettings {
+        if let replicate {
+            var records = RecordBuffer()
+            let value = Array(try JSONEncoder.sorted.encode(UpdateRecord(lastSeen: update.lastSeen, online: update.online)))
+            records.append(timestamp: Self.now(), key: Array(user.utf8), value: value)
+            guard let settings = try await replicate(records).first ?? nil else {
+                throw LogError(.refused, "the cluster's privacy stream did not apply the change")
+            }
+            return settings
+        }
         // Changes of one user are decided one after the other: a PUT of one field keeps the other as the
         // previous PUT left it.
-        try await claims.holding([user]) {
+        return try await claims.holding([user]) {
             let settings = update.applied(to: current[user])
             let value = Array(try JSONEncoder.sorted.encode(Record(type: "settings", settings: settings)))
             let result: Result<Void, LogError> = await withCheckedContinuation { continuation in
                 // The time and the append are taken under the lock: records are appended in time order.
                 lock.lock()
-                let timestamp = max(lastTimestamp, Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)))
+                let timestamp = max(lastTimestamp, Self.now())
                 lastTimestamp = timestamp
                 var records = RecordBuffer()
                 records.append(timestamp: timestamp, key: Array(user.utf8), value: value)
@@ -89,6 +112,60 @@ public final class PrivacyStore: @unchecked Sendable {
     }
 
     private let claims = InFlightClaims<String>()
+
+    private static func now() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// Cluster mode, on the PRIVACY stream's materializer (one message at a time, in stream order, alike
+    /// on every node): each update record of `records` applied to the settings in force, the settings
+    /// after it appended to the local log (at the record's time, or the log's last time if that is
+    /// later: the log stays in time order whatever the nodes' clocks say) and installed. The settings per
+    /// record, nil for one that is not an update (skipped: the same on every node).
+    public func commitUpdates(_ records: RecordBuffer) async throws -> [PrivacySettings?] {
+        var out = RecordBuffer()
+        var results: [PrivacySettings?] = []
+        var changed: [(user: String, settings: PrivacySettings)] = []
+        var overlay: [String: PrivacySettings] = [:]
+        var timestamp = lock.withLock { lastTimestamp }
+        for index in 0..<records.count {
+            guard let key = records.key(at: index), let user = String(validating: key, as: UTF8.self), !user.isEmpty,
+                  let update = records.withRecord(at: index, { _, value in
+                      try? JSONDecoder().decode(UpdateRecord.self, from: Data(value))
+                  }), update.type == "update"
+            else {
+                results.append(nil)
+                continue
+            }
+            let settings = PrivacyUpdate(lastSeen: update.lastSeen, online: update.online).applied(to: overlay[user] ?? current[user])
+            overlay[user] = settings
+            timestamp = max(timestamp, records.timestamp(at: index))
+            out.append(timestamp: timestamp, key: key, value: Array(try JSONEncoder.sorted.encode(Record(type: "settings", settings: settings))))
+            results.append(settings)
+            changed.append((user, settings))
+        }
+        guard !changed.isEmpty else { return results }
+        let installs = changed, newest = timestamp
+        let result: Result<Void, LogError> = await withCheckedContinuation { continuation in
+            writer.append(out) { [self] result in
+                if case .success = result {
+                    lock.withLock { lastTimestamp = max(lastTimestamp, newest) }
+                    for (user, settings) in installs {
+                        let install = { [self] () -> (old: PrivacySettings, new: PrivacySettings) in
+                            lock.withLock {
+                                let old = table[user]
+                                table[user] = settings
+                                changes.add(1, ordering: .releasing)
+                                return (old, settings)
+                            }
+                        }
+                        if let applyHook { applyHook(user, install) } else { _ = install() }
+                    }
+                }
+                continuation.resume(returning: result.map { _ in () })
+            }
+        }
+        try result.get()
+        return results
+    }
 
     /// The settings in force at `until` (ms; nil: all of the log) as the privacy log in `logDirectory`
     /// says. A record this build cannot read is skipped (the log's CRCs vouch for its bytes; `presence

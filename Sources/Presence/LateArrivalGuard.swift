@@ -53,11 +53,16 @@ public struct LateArrivalGuard: Sendable {
 /// skipped by the fold: an event acknowledged is an event applied, and one refused is never written.
 public final class LateArrivalAdmission: AppendAdmission {
     private var lateArrivals: LateArrivalGuard
+    private var beforeCommit: LateArrivalGuard
 
     /// `lateArrivals`: the log's horizon and the newest event time the writer starts after.
     public init(_ lateArrivals: LateArrivalGuard) {
         self.lateArrivals = lateArrivals
+        beforeCommit = lateArrivals
     }
+
+    public func beginCommit() { beforeCommit = lateArrivals }
+    public func abandonCommit() { lateArrivals = beforeCommit }
 
     public func admit(_ records: RecordBuffer) -> (record: Int, reason: String)? {
         var trial = lateArrivals

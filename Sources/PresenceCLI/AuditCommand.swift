@@ -39,10 +39,10 @@ struct AuditCommand: ParsableCommand {
     var json = false
 
     @Option(help: ArgumentHelp("Report connections open longer than this (e.g. 24h).", valueName: "duration"))
-    var openLongerThan: String = "24h"
+    var openLongerThan = DurationArgument(default: "24h")
 
     @Option(help: ArgumentHelp("Report events more than this behind the newest event time (e.g. 5m).", valueName: "duration"))
-    var outOfOrder: String = "5m"
+    var outOfOrder = DurationArgument(default: "5m")
 
     @Flag(help: "Also check the privacy log and re-derive what the settings hide (see above).")
     var privacy = false
@@ -56,8 +56,8 @@ struct AuditCommand: ParsableCommand {
         let erasures: ErasureAudit
         do {
             var options = Audit.Options()
-            options.openLongerThan = try parseDuration(openLongerThan, option: "--open-longer-than")
-            options.outOfOrder = try parseDuration(outOfOrder, option: "--out-of-order")
+            options.openLongerThan = openLongerThan.milliseconds
+            options.outOfOrder = outOfOrder.milliseconds
             options.horizon = try horizon.forReading(data: data)
             report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
             erasures = try ErasureAudit.check(data: data.hasSuffix("/") ? String(data.dropLast()) : data, gaps: report.storage.gaps)

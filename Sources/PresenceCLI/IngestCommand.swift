@@ -31,13 +31,13 @@ struct IngestCommand: ParsableCommand {
     var strict = false
 
     @Option(help: ArgumentHelp("When to fsync: always (before acknowledging), interval:MS, or never.", valueName: "policy"))
-    var fsync: String = "always"
+    var fsync: FsyncArgument = .always
 
     @Option(help: ArgumentHelp("Roll to a new segment at this size (e.g. 64MiB).", valueName: "size"))
-    var segmentBytes: String = "64MiB"
+    var segmentBytes = SizeArgument(default: "64MiB")
 
     @Option(help: ArgumentHelp("Roll to a new segment when event time spans this long (e.g. 1h).", valueName: "duration"))
-    var segmentAge: String = "1h"
+    var segmentAge = DurationArgument(default: "1h")
 
     @Option(parsing: .unconditional, help: ArgumentHelp("How long a commit waits for more appends, in milliseconds.", valueName: "ms"))
     var commitWindow: Double = 2
@@ -57,7 +57,7 @@ struct IngestCommand: ParsableCommand {
     var reportAcks = false
 
     @Option(help: ArgumentHelp("How far back in event time an event's \"id\" is remembered: a line whose id (from the same gateway) the log holds within it is a repeat and is not written again (default: the late-arrival horizon).", valueName: "duration"))
-    var idWindow: String?
+    var idWindow: DurationArgument?
 
     @Flag(help: "No progress line, even on a terminal.")
     var quiet = false
@@ -73,19 +73,17 @@ struct IngestCommand: ParsableCommand {
     }
 
     private func ingest() throws {
-        guard let durability = Durability(parsing: fsync) else {
-            throw ValidationError("--fsync '\(fsync)' is not a policy: use always, interval:MS or never")
-        }
+        let durability = fsync.durability
         var configuration = LogConfiguration()
         configuration.durability = durability
-        configuration.segmentBytes = try parseSize(segmentBytes, option: "--segment-bytes")
-        configuration.segmentMilliseconds = try parseDuration(segmentAge, option: "--segment-age")
+        configuration.segmentBytes = segmentBytes.bytes
+        configuration.segmentMilliseconds = segmentAge.milliseconds
         configuration.commitWindowMicroseconds = Int(commitWindow * 1000)
         configuration.compressionLevel = compressionLevel
         configuration.maxBatchRecords = batchRecords
         configuration.maxBatchTimestampSpan = batchSpan
         try configuration.validate()
-        let requestedHorizon = try horizon.requested()
+        let requestedHorizon = horizon.requested
 
         let inputFD: Int32
         if input == "-" {
@@ -108,7 +106,7 @@ struct IngestCommand: ParsableCommand {
         var lateArrivals = LateArrivalGuard(horizon: horizonMilliseconds, newest: log.maxTimestamp)
         // The ids the log already holds within the window, and those of this run as they are parsed: the
         // writer writes in the order of submission, so each record's offset is known here.
-        let window = try idWindow.map { try parseDuration($0, option: "--id-window") } ?? horizonMilliseconds
+        let window = idWindow?.milliseconds ?? horizonMilliseconds
         var ids = try EventIDIndex.rebuild(logDirectory: log.directory, window: window, newest: log.maxTimestamp)
         var nextOffset = firstOffset
         var repeats = 0
@@ -179,9 +177,17 @@ struct IngestCommand: ParsableCommand {
         submit()
         for buffer in held { acks.submit(buffer, to: writer) }
         acks.waitForAll()
+        if let failure = acks.failure {
+            // Say what the log holds of this input, so the operator knows where to go on from.
+            try? writer.close()
+            progress.finish()
+            let written = writer.endOffset - firstOffset
+            throw CommandFailure("\(failure.message)\ningest stopped: \(counted(Int(written), "event")) of this input are in the log"
+                                 + (written > 0 ? " (offsets \(firstOffset)-\(writer.endOffset - 1), durable through \(writer.durableEndOffset - 1))" : "")
+                                 + "; lines with an \"id\" can be ingested again safely (repeats are skipped)")
+        }
         try writer.close()
         progress.finish()
-        if let failure = acks.failure { throw failure }
 
         let elapsed = max(now() - started, 1e-9)
         let bytesAfter = logBytesOnDisk(log.directory)

@@ -116,25 +116,6 @@ func parseTime(_ text: String, option: String) throws -> Int64 {
     return ms
 }
 
-/// Parses sizes such as 4096, 64KiB, 64MiB, 1GiB.
-func parseSize(_ text: String, option: String) throws -> Int {
-    let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1)]
-    for (suffix, factor) in units where text.hasSuffix(suffix) {
-        if let n = Int(text.dropLast(suffix.count)), n > 0 { return n * factor }
-    }
-    if let n = Int(text), n > 0 { return n }
-    throw ValidationError("\(option) '\(text)' is not a size: use bytes or a suffix KiB, MiB, GiB")
-}
-
-/// Parses durations such as 500ms, 30s, 15m, 1h, 1d.
-func parseDuration(_ text: String, option: String) throws -> Int64 {
-    let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
-    for (suffix, factor) in units where text.hasSuffix(suffix) {
-        if let n = Int64(text.dropLast(suffix.count)), n > 0 { return n * factor }
-    }
-    throw ValidationError("\(option) '\(text)' is not a duration: use a number with ms, s, m, h or d")
-}
-
 /// The log folder for presence events in a data directory.
 func presenceLogPath(_ data: String) -> String {
     (data.hasSuffix("/") ? String(data.dropLast()) : data) + "/" + presenceLogName

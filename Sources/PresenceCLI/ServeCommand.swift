@@ -54,29 +54,29 @@ struct ServeCommand: AsyncParsableCommand {
     var dev = false
 
     @Option(help: ArgumentHelp("When to fsync: always, interval:MS or never.", valueName: "policy"))
-    var fsync: String = "always"
+    var fsync: FsyncArgument = .always
 
     @OptionGroup var horizon: HorizonOption
 
     @Option(help: ArgumentHelp("How far back in event time a posted event's \"id\" is remembered: an event whose id (from the same gateway) the log holds within it is acknowledged with the first offset and not written again (default: the late-arrival horizon).", valueName: "duration"))
-    var idWindow: String?
+    var idWindow: DurationArgument?
 
-    @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB; larger ones get 413.", valueName: "size"))
-    var maxBody: String = "4MiB"
+    @Option(help: ArgumentHelp("The largest request body, e.g. 4MiB (bytes, or KiB, MiB, GiB); larger ones get 413.", valueName: "size"))
+    var maxBody = SizeArgument(default: "4MiB")
 
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical; debug logs every request and WebSocket session.", valueName: "level"))
-    var logLevel: String = "info"
+    var logLevel: LogLevelArgument = .info
 
     @Option(help: ArgumentHelp("This node's gateway name, on its sockets' connects and disconnects and its heartbeats. Keep it the same across restarts: on start the node ends the connections its previous run left open. The name is reserved: a gateway token of this name may not post events.", valueName: "name"))
     var node: String = "presence-node"
 
     @Option(help: ArgumentHelp("Memory for the newest messages of the conversations used lately (the page a chat opens on is answered from it; older pages are read from disk through the message index), e.g. 64MiB.", valueName: "size"))
-    var messageCache: String = "64MiB"
+    var messageCache = SizeArgument(default: "64MiB")
 
     @Option(help: ArgumentHelp("How far back in the messages log's time a message's client_id is remembered: a retry within it gets the first post's seq and posts nothing.", valueName: "duration"))
-    var clientIDWindow: String = "24h"
+    var clientIDWindow = DurationArgument(default: "24h")
 
-    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (presence events) or CHAT (conversations and messages), 3 replicas, file storage, and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
+    @Option(help: ArgumentHelp("Cluster mode: the NATS servers of a JetStream cluster (nats://host:port, comma-separated). Every write is published to the stream PRESENCE (presence events), CHAT (conversations and messages) or PRIVACY (privacy settings changes), 3 replicas, file storage, and answered once JetStream's quorum has it and this node has applied it; every node materializes the whole stream into its own data folder, the same event at the same offset on every node. Give every node its own --node name and --data folder.", valueName: "urls"))
     var cluster: String?
 
     @Option(help: ArgumentHelp("Cluster mode: copies of the stream, when this node creates it (1, 3 or 5).", valueName: "n"))
@@ -88,36 +88,47 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Shown presence changes kept (about 50 bytes each) for WebSocket clients that come back with the cursor they had reached ({\"op\":\"open\",..,\"presence_cursor\":N}): they get each change they missed instead of a fresh view. 0 keeps none.", valueName: "changes"))
     var resumeWindow: Int = PresenceNode.defaultResumeWindow
 
-    @Option(help: ArgumentHelp("How often this node appends its own heartbeat.", valueName: "duration"))
-    var heartbeatInterval: String = "5s"
+    @Option(help: ArgumentHelp("How often this node appends its own heartbeat (a number with ms, s, m, h or d).", valueName: "duration"))
+    var heartbeatInterval = DurationArgument(default: "5s")
 
-    @Option(help: ArgumentHelp("A gateway whose heartbeats stop for longer than this gets a gateway_down at its last heartbeat.", valueName: "duration"))
-    var lease: String = "60s"
+    @Option(help: ArgumentHelp("A gateway whose heartbeats stop for longer than this (e.g. 60s, 2m) gets a gateway_down at its last heartbeat.", valueName: "duration"))
+    var lease = DurationArgument(default: "60s")
 
     @Option(help: ArgumentHelp("Keep this much presence history (e.g. 30d) and remove older whole sealed segments, at start and then every tenth of it (at most hourly), as `presence retain` does. Default: keep everything.", valueName: "duration"))
-    var retention: String?
+    var retention: DurationArgument?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Threads that serve connections (default: one per core). Where other busy processes share the cores, fewer can answer more: on this project's 2-core machine with the load generator on one core, 1 answers the snapshot about 1.25x faster (BENCHMARKS.md).", valueName: "n"))
     var eventLoops: Int?
 
+    /// The checks between options and of ranges, before anything runs.
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        if let eventLoops, !(1...256).contains(eventLoops) { throw ValidationError("--event-loops must be between 1 and 256") }
+        guard !node.isEmpty, node.utf8.count <= PresenceEvent.Limits.fieldBytes else { throw ValidationError("--node must be 1 to \(PresenceEvent.Limits.fieldBytes) bytes") }
+        guard heartbeatInterval.milliseconds < lease.milliseconds else { throw ValidationError("--heartbeat-interval must be shorter than --lease") }
+        guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
+        guard resumeWindow >= 0 else { throw ValidationError("--resume-window must be 0 or more") }
+        if retention != nil, cluster != nil { throw ValidationError("--retention is not supported with --cluster yet (every node's log is a copy of the stream)") }
+        if let servers = clusterServers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
+        guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
+    }
+
+    /// `--cluster`'s servers, if given.
+    var clusterServers: [String]? {
+        cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
+    }
+
     func run() async throws {
         var configuration = ServerConfiguration(data: data)
         do {
-            guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
-            guard let durability = Durability(parsing: fsync) else { throw ValidationError("--fsync '\(fsync)' is not a policy: use always, interval:MS or never") }
+            let level = logLevel.level
             configuration.host = host
             configuration.port = port
-            configuration.log.durability = durability
-            configuration.horizon = try horizon.requested()
-            configuration.maxBodyBytes = try parseSize(maxBody, option: "--max-body")
-            guard let level = Logger.Level(rawValue: logLevel) else {
-                throw ValidationError("--log-level '\(logLevel)' is not a level: use trace, debug, info, notice, warning, error or critical")
-            }
+            configuration.log.durability = fsync.durability
+            configuration.horizon = horizon.requested
+            configuration.maxBodyBytes = maxBody.bytes
             configuration.logLevel = level
-            if let eventLoops {
-                guard (1...256).contains(eventLoops) else { throw ValidationError("--event-loops must be between 1 and 256") }
-                configuration.eventLoops = eventLoops
-            }
+            if let eventLoops { configuration.eventLoops = eventLoops }
             // Recovery, checkpoints, leases and shutdown go to the same structured log as the server's.
             let logger = {
                 var logger = Logger(label: "presence")
@@ -136,22 +147,13 @@ struct ServeCommand: AsyncParsableCommand {
             if port != 0 { try await checkCanListen(host: host, port: port) }
             let registry = PrometheusCollectorRegistry()
             MetricsSystem.bootstrap(HelpfulMetricsFactory(registry: registry))
-            guard !node.isEmpty, node.utf8.count <= PresenceEvent.Limits.fieldBytes else { throw ValidationError("--node must be 1 to \(PresenceEvent.Limits.fieldBytes) bytes") }
-            let heartbeat = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
-            let leaseTime = try parseDuration(lease, option: "--lease")
-            guard heartbeat > 0, heartbeat < leaseTime else { throw ValidationError("--heartbeat-interval must be above 0 and shorter than --lease") }
-            guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
-            guard resumeWindow >= 0 else { throw ValidationError("--resume-window must be 0 or more") }
-            let window = try idWindow.map { try parseDuration($0, option: "--id-window") }
-            let keep = try retention.map { try parseDuration($0, option: "--retention") }
-            if let keep, keep <= 0 { throw ValidationError("--retention must be above 0") }
-            if keep != nil, cluster != nil { throw ValidationError("--retention is not supported with --cluster yet (every node's log is a copy of the stream)") }
+            let heartbeat = heartbeatInterval.milliseconds, leaseTime = lease.milliseconds
+            let window = idWindow?.milliseconds
+            let keep = retention?.milliseconds
             var chat = ConversationStore.Options()
-            chat.cacheBytes = try parseSize(messageCache, option: "--message-cache")
-            chat.clientIDWindow = try parseDuration(clientIDWindow, option: "--client-id-window")
-            let servers = cluster.map { $0.split(separator: ",").map { String($0.trimmingCharacters(in: .whitespaces)) }.filter { !$0.isEmpty } }
-            if let servers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
-            guard [1, 3, 5].contains(clusterReplicas) else { throw ValidationError("--cluster-replicas must be 1, 3 or 5") }
+            chat.cacheBytes = messageCache.bytes
+            chat.clientIDWindow = clientIDWindow.milliseconds
+            let servers = clusterServers
             let state = try PresenceNode(data: data, configuration: configuration.log, horizon: configuration.horizon, idWindow: window, node: node,
                                          pushQueueLimit: pushQueueLimit, resumeWindow: resumeWindow, chat: chat, clusterMode: servers != nil, logger: logger)
             if let servers {
@@ -234,7 +236,7 @@ struct TokenCommand: AsyncParsableCommand {
     var user: String
 
     @Option(help: ArgumentHelp("How long the token is valid, e.g. 1h.", valueName: "duration"))
-    var ttl: String = "1h"
+    var ttl = DurationArgument(default: "1h")
 
     @Flag(help: "A gateway token (may post events).")
     var gateway = false
@@ -253,7 +255,7 @@ struct TokenCommand: AsyncParsableCommand {
             if let problem = PresenceClaims.subjectProblem(user) {
                 throw ValidationError("--user: a token for '\(user.prefix(40))\(user.count > 40 ? "…" : "")' cannot be minted: \(problem)")
             }
-            let seconds = Double(try parseDuration(ttl, option: "--ttl")) / 1000
+            let seconds = Double(ttl.milliseconds) / 1000
             guard let secret = try TokenAuthority.secret(file: secretFile, dev: dev) else {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }

@@ -27,6 +27,7 @@ extension PresenceHTTPServer {
             return try await operation()
         } catch {
             if let refusal = error as? ChatError { throw APIError(chat: refusal) }
+            if let failure = error as? LogError { throw APIError(storage: failure) }
             throw error
         }
     }

@@ -54,7 +54,10 @@ extension PresenceHTTPServer {
                 return lineErrors(.badRequest, "invalid_events", "1 line rejected; nothing was written", [(line(of: conflict.record), conflict.reason)])
             }
             guard let failure = error as? LogError else { throw error }
-            guard failure.code == .refused else { return self.error(.serviceUnavailable, "log_unavailable", failure.message) }
+            guard failure.code == .refused else {
+                let answer = APIError(storage: failure)
+                return self.error(answer.status, answer.code, answer.message)
+            }
             // Checked again on the commit thread against what was written since (a concurrent request
             // may have moved the newest event time on): refused whole, nothing written.
             return lineErrors(.badRequest, "invalid_events", "1 line rejected; nothing was written", [(line(of: failure.recordIndex), failure.message)])

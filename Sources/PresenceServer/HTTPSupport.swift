@@ -176,6 +176,17 @@ struct APIError: HTTPResponseError {
         }
     }
 
+    /// The answer to a write the storage did not take: 507 `insufficient_storage` when the filesystem is
+    /// full (nothing was written; writes resume by themselves once there is space), else 503
+    /// `log_unavailable` (the log refuses writes until the node restarts).
+    init(storage failure: LogError) {
+        if failure.code == .noSpace {
+            self.init(.init(code: 507, reasonPhrase: "Insufficient Storage"), "insufficient_storage", failure.message)
+        } else {
+            self.init(.serviceUnavailable, "log_unavailable", failure.message)
+        }
+    }
+
     var headers: HTTPFields { [:] }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {

@@ -6,7 +6,7 @@ import SegmentLog
 
 /// Where a node's local log stands in a cluster stream: the last message materialized and the local
 /// log's end after it. Noted after every message in `DATA/cluster-presence.positions` and
-/// `DATA/cluster-chat.positions` (`StreamPositions`); at start the local log's end is looked up there,
+/// `DATA/cluster-chat.positions` and `DATA/cluster-privacy.positions` (`StreamPositions`); at start the local log's end is looked up there,
 /// and a log whose end matches no entry is rebuilt from the stream (a local log is a cache of it).
 public struct ClusterPosition: Sendable, Equatable {
     public var sequence: UInt64
@@ -14,11 +14,12 @@ public struct ClusterPosition: Sendable, Equatable {
 
     static let presenceFile = "cluster-presence.positions"
     static let chatFile = "cluster-chat.positions"
+    static let privacyFile = "cluster-privacy.positions"
 }
 
 /// Cluster mode (`presence serve --cluster`): every write of the node is published to one of the
 /// cluster's JetStream streams (`ReplicatedLog`): presence events to PRESENCE, conversations and
-/// messages to CHAT. Every node materializes both whole streams, in stream order, into its local logs
+/// messages to CHAT, privacy settings changes to PRIVACY. Every node materializes the three whole streams, in stream order, into its local logs
 /// through the same commits as a single node (so the same record has the same offset everywhere); a
 /// request is answered once its own node has applied it.
 extension PresenceNode {
@@ -28,6 +29,9 @@ extension PresenceNode {
     /// The stream of the messages log's records (conversations created, messages posted).
     public static let chatStream = "CHAT"
     public static let chatSubject = "chat.records"
+    /// The stream of privacy settings updates (each node writes the settings after each to its privacy log).
+    public static let privacyStream = "PRIVACY"
+    public static let privacySubject = "privacy.updates"
 
     /// Before the local log `name` is opened in cluster mode: the position its end stands at in the
     /// stream; when no noted position matches, removes it (and `alsoRemove`) so that it is rebuilt.
@@ -47,7 +51,7 @@ extension PresenceNode {
         return ClusterPosition(sequence: 0, endOffset: 0)
     }
 
-    /// Connects to the cluster, starts materializing both streams after the local logs' positions, and
+    /// Connects to the cluster, starts materializing the streams after the local logs' positions, and
     /// returns once this node has caught up with them (it serves only then).
     public func joinCluster(servers: [String], replicas: Int) async throws {
         let presence = ReplicatedLog<Result<EventsAck, LogError>>(
@@ -56,17 +60,24 @@ extension PresenceNode {
         let chat = ReplicatedLog<Result<[ConversationStore.Applied?], LogError>>(
             configuration: .init(servers: servers, stream: Self.chatStream, subject: Self.chatSubject, replicas: replicas, node: node),
             logger: logger)
+        let privacyLog = ReplicatedLog<Result<[PrivacySettings?], LogError>>(
+            configuration: .init(servers: servers, stream: Self.privacyStream, subject: Self.privacySubject, replicas: replicas, node: node),
+            logger: logger)
         try await presence.connect()
         try await chat.connect()
+        try await privacyLog.connect()
         let presencePositions = try StreamPositions(path: data + "/" + ClusterPosition.presenceFile)
         let chatPositions = try StreamPositions(path: data + "/" + ClusterPosition.chatFile)
-        let (presenceStart, chatStart) = withLock { () -> (UInt64, UInt64) in
+        let privacyPositions = try StreamPositions(path: data + "/" + ClusterPosition.privacyFile)
+        let (presenceStart, chatStart, privacyStart) = withLock { () -> (UInt64, UInt64, UInt64) in
             replicated = presence
             replicatedChat = chat
-            return (clusterPosition.sequence + 1, chatPosition.sequence + 1)
+            replicatedPrivacy = privacyLog
+            return (clusterPosition.sequence + 1, chatPosition.sequence + 1, privacyPosition.sequence + 1)
         }
         conversations.replicate = { records in try await chat.append(records).get() }
-        logger.notice("cluster: materializing stream \(Self.clusterStream) from sequence \(presenceStart) (local log at offset \(nextOffset)), \(Self.chatStream) from \(chatStart)")
+        privacy.replicate = { records in try await privacyLog.append(records).get() }
+        logger.notice("cluster: materializing stream \(Self.clusterStream) from sequence \(presenceStart) (local log at offset \(nextOffset)), \(Self.chatStream) from \(chatStart), \(Self.privacyStream) from \(privacyStart)")
         pauseJournal()
         defer { resumeJournal() }
         let began = ContinuousClock.now, offsetBefore = nextOffset
@@ -76,11 +87,15 @@ extension PresenceNode {
         chat.start(from: chatStart) { [unowned self] records, sequence, _ in
             await materializeChat(records, sequence: sequence, positions: chatPositions)
         }
+        privacyLog.start(from: privacyStart) { [unowned self] records, sequence, _ in
+            await materializePrivacy(records, sequence: sequence, positions: privacyPositions)
+        }
         await presence.waitUntilCaughtUp()
         await chat.waitUntilCaughtUp()
+        await privacyLog.waitUntilCaughtUp()
         let seconds = Double((ContinuousClock.now - began).components.attoseconds) / 1e18 + Double((ContinuousClock.now - began).components.seconds)
         let records = nextOffset - offsetBefore
-        logger.notice("cluster: caught up at sequence \(presence.sequence) of \(Self.clusterStream) (local log at offset \(nextOffset)) and \(chat.sequence) of \(Self.chatStream): \(records) records in \(String(format: "%.2f", seconds)) s\(records > 0 && seconds > 0 ? String(format: " (%.0f a second)", Double(records) / seconds) : "")")
+        logger.notice("cluster: caught up at sequence \(presence.sequence) of \(Self.clusterStream) (local log at offset \(nextOffset)), \(chat.sequence) of \(Self.chatStream) and \(privacyLog.sequence) of \(Self.privacyStream): \(records) records in \(String(format: "%.2f", seconds)) s\(records > 0 && seconds > 0 ? String(format: " (%.0f a second)", Double(records) / seconds) : "")")
     }
 
     /// One message of the presence stream, on the materializer's task: its repeats decided against the
@@ -120,6 +135,23 @@ extension PresenceNode {
         return outcome
     }
 
+    /// One message of the privacy stream: each update applied to the settings in force, in stream order,
+    /// and the settings after it committed to the local privacy log and installed (pushes follow).
+    func materializePrivacy(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[PrivacySettings?], LogError> {
+        let outcome: Result<[PrivacySettings?], LogError>
+        do {
+            outcome = .success(try await privacy.commitUpdates(records))
+        } catch let error as LogError {
+            outcome = .failure(error)
+        } catch {
+            outcome = .failure(LogError(.io, "\(error)"))
+        }
+        let position = ClusterPosition(sequence: sequence, endOffset: privacy.writer.endOffset)
+        withLock { privacyPosition = position }
+        note(position, in: positions)
+        return outcome
+    }
+
     /// Notes a stream position after a message (on that stream's materializer task).
     private func note(_ position: ClusterPosition, in positions: StreamPositions) {
         do {
@@ -133,6 +165,7 @@ extension PresenceNode {
     func leaveCluster() async {
         await replicated?.close()
         await replicatedChat?.close()
+        await replicatedPrivacy?.close()
     }
 
     /// Health in cluster mode: the stream sequence applied and whether the node has caught up.

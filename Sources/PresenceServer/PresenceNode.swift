@@ -73,8 +73,6 @@ public final class PresenceNode: @unchecked Sendable {
         self.directory = directory
         let horizon = try StoredHorizon.forWriting(directory, requested: horizon)
         self.horizon = horizon
-        // The privacy log is this node's own (not replicated): it keeps the durability asked for.
-        let ownLogs = configuration
         var configuration = configuration
         if clusterMode {
             configuration.durability = .interval(milliseconds: 1_000)
@@ -85,6 +83,8 @@ public final class PresenceNode: @unchecked Sendable {
         if clusterMode {
             clusterPosition = try Self.checkLocalLog(presenceLogName, in: directory, data: data, positionFile: ClusterPosition.presenceFile,
                                                      configuration: configuration, alsoRemove: [Checkpoint.directory(data: data)], report: report)
+            privacyPosition = try Self.checkLocalLog(PrivacyStore.logName, in: directory, data: data, positionFile: ClusterPosition.privacyFile,
+                                                     configuration: configuration, report: report)
             chatPosition = try Self.checkLocalLog(ConversationStore.logName, in: directory, data: data, positionFile: ClusterPosition.chatFile,
                                                   configuration: configuration, report: report)
         }
@@ -105,7 +105,7 @@ public final class PresenceNode: @unchecked Sendable {
         lateArrivals.refuser = .server
         self.writer = LogWriter(log: log, admission: LateArrivalAdmission(lateArrivals))
         self.conversations = try ConversationStore(directory: directory, configuration: configuration, options: chat, report: report)
-        self.privacy = try PrivacyStore(directory: directory, configuration: ownLogs, report: report)
+        self.privacy = try PrivacyStore(directory: directory, configuration: configuration, report: report)
         conversations.messageObserver = { [unowned self] conversation, message in pushMessage(message, in: conversation) }
         privacy.applyHook = { [unowned self] user, install in applyPrivacyChange(of: user, install) }
     }
@@ -178,6 +178,8 @@ public final class PresenceNode: @unchecked Sendable {
     /// The same for the chat stream and the messages log.
     var replicatedChat: ReplicatedLog<Result<[ConversationStore.Applied?], LogError>>?
     var chatPosition = ClusterPosition(sequence: 0, endOffset: 0)
+    var replicatedPrivacy: ReplicatedLog<Result<[PrivacySettings?], LogError>>?
+    var privacyPosition = ClusterPosition(sequence: 0, endOffset: 0)
 
     /// The late-arrival test as of now: the log's horizon and the projection's newest event time.
     public func lateArrivalGuard() -> LateArrivalGuard {

@@ -33,7 +33,7 @@ extension PresenceHTTPServer {
             }
             let update: PrivacyUpdate
             do throws(ChatError) { update = try PrivacyUpdate.parse(bytes) } catch { throw APIError(chat: error) }
-            let settings = try await state.privacy.update(claims.sub.value, update)
+            let settings = try await chat { try await state.privacy.update(claims.sub.value, update) }
             return json(.ok, privacyJSON(settings))
         }
     }

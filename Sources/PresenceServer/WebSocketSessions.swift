@@ -54,9 +54,11 @@ enum WebSocketSessions {
             session = try await state.openSession(user: claims.sub.value)
         } catch {
             // The log refused the connect (older than the late-arrival horizon by this node's clock) or failed.
-            let code = (error as? LogError)?.code == .invalidArgument ? "refused" : "log_unavailable"
-            try? await outbound.write(.text(errorFrame(code, "could not record the connection: \((error as? LogError)?.message ?? "\(error)")")))
-            try? await outbound.close(.unexpectedServerError, reason: code)
+            // A full disk closes with 4507 (try again later: nothing was recorded).
+            let failure = error as? LogError
+            let code = failure?.code == .invalidArgument ? "refused" : failure?.code == .noSpace ? "insufficient_storage" : "log_unavailable"
+            try? await outbound.write(.text(errorFrame(code, "could not record the connection: \(failure?.message ?? "\(error)")")))
+            try? await outbound.close(failure?.code == .noSpace ? .unknown(4507) : .unexpectedServerError, reason: code)
             return
         }
         logger.debug("websocket open", metadata: ["user": "\(session.user)", "conn": "\(session.conn)"])
@@ -135,9 +137,11 @@ enum WebSocketSessions {
         } catch let refusal as ChatError {
             let answer = APIError(chat: refusal)
             state.reply(session, errorFrame(answer.code, answer.message, conversation: conversation))
+        } catch let failure as LogError {
+            let answer = APIError(storage: failure)
+            state.reply(session, errorFrame(answer.code, "the message was not posted: \(failure.message)", conversation: conversation))
         } catch {
-            state.reply(session, errorFrame("log_unavailable", "the message was not posted: \((error as? LogError)?.message ?? "\(error)")",
-                                            conversation: conversation))
+            state.reply(session, errorFrame("log_unavailable", "the message was not posted: \(error)", conversation: conversation))
         }
     }
 

@@ -75,7 +75,9 @@ public final class File {
         guard let base = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
-            let n = pwrite(descriptor, base + done, bytes.count - done, off_t(offset) + off_t(done))
+            let injected = FileFaults.armed.load(ordering: .relaxed) ? FileFaults.fault(.write, path) : nil
+            if let injected { errno = injected }
+            let n = injected == nil ? pwrite(descriptor, base + done, bytes.count - done, off_t(offset) + off_t(done)) : -1
             if n < 0 {
                 if errno == EINTR { continue }
                 throw LogError.io("write", path)
@@ -94,6 +96,9 @@ public final class File {
 
     /// Flushes data (and the size, not other metadata) to stable storage.
     public func syncData() throws(LogError) {
+        if FileFaults.armed.load(ordering: .relaxed), let injected = FileFaults.fault(.sync, path) {
+            throw LogError.io("fdatasync", path, errno: injected)
+        }
         guard fdatasync(descriptor) == 0 else { throw LogError.io("fdatasync", path) }
     }
 

@@ -376,11 +376,50 @@ public final class Log {
                 }
             }
         }
+        let mark = AppendMark(active: active, size: active.size, index: active.indexBuilder.mark, maxTimestamp: maxTimestamp)
         for index in ranges.indices {
             let batch = encoded[index % workers][index / workers]
-            try writeBatch(batch.header, bytes: UnsafeRawBufferPointer(start: encoders[batch.encoder].output.pointer + batch.start, count: batch.header.totalSize))
+            do {
+                try writeBatch(batch.header, bytes: UnsafeRawBufferPointer(start: encoders[batch.encoder].output.pointer + batch.start, count: batch.header.totalSize))
+            } catch {
+                throw undo(to: mark, firstOffset: first, after: error)
+            }
         }
         return first...(endOffset - 1)
+    }
+
+    /// Where the active segment stood before an append: what `undo` puts back.
+    private struct AppendMark {
+        let active: ActiveSegment
+        let size: Int64
+        let index: SegmentIndexBuilder.Mark
+        let maxTimestamp: Int64?
+    }
+
+    /// After a write of an append failed: when it failed for want of space in the segment it started in,
+    /// cuts the segment and its indexes back to `mark` (nothing of the append stays, so nothing torn is
+    /// ever followed by more) and answers `.noSpace`, leaving the log writable: the next append, once
+    /// there is space, goes where this one would have. Any other failure, or a failure to cut back,
+    /// leaves the log refusing writes until it is opened again (recovery then cuts the torn tail).
+    private func undo(to mark: AppendMark, firstOffset: Int64, after error: LogError) -> LogError {
+        guard failure == nil, error.isOutOfSpace, mark.active === active else {
+            if failure == nil { failure = error }
+            return error
+        }
+        do {
+            try active.log.truncate(to: mark.size)
+            try active.offsetIndex.truncate(to: Int64(mark.index.offsets) * 8)
+            try active.timeIndex.truncate(to: Int64(mark.index.times) * 12)
+        } catch {
+            failure = error
+            return error
+        }
+        active.size = mark.size
+        active.indexBuilder.rollBack(to: mark.index)
+        endOffset = firstOffset
+        maxTimestamp = mark.maxTimestamp
+        lastAppendBatches.removeAll(keepingCapacity: true)
+        return LogError(.noSpace, "\(directory): the filesystem is full (\(error.message)); nothing of this append was written, and writes resume once there is space")
     }
 
     /// Encodes batches `worker`, `worker + workers`, ... of `ranges`.
@@ -403,28 +442,29 @@ public final class Log {
     }
 
     private func writeBatch(_ header: RecordBatchHeader, bytes: UnsafeRawBufferPointer) throws(LogError) {
-        do {
-            if shouldRoll(before: header) { try roll() }
-            let position = active.size
-            try active.log.write(bytes, at: position)
-            active.size += Int64(header.totalSize)
-            let added = active.indexBuilder.add(header, position: position)
-            if let entry = added.offset {
-                var one = SegmentIndex(); one.offsets = [entry]
-                try active.offsetIndex.write(one.offsetBytes, at: Int64(active.indexBuilder.index.offsets.count - 1) * 8)
+        if shouldRoll(before: header) {
+            // A roll that fails part way (the old segment sealed, the new one not open) is not undone.
+            do { try roll() } catch {
+                failure = error
+                throw error
             }
-            if let entry = added.time {
-                var one = SegmentIndex(); one.times = [entry]
-                try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
-            }
-            endOffset = header.nextOffset
-            maxTimestamp = max(maxTimestamp ?? header.maxTimestamp, header.maxTimestamp)
-            lastAppendBatches.append(WrittenBatch(baseOffset: header.baseOffset, lastOffset: header.lastOffset,
-                                                  segment: active.baseOffset, position: position, size: Int32(header.totalSize)))
-        } catch {
-            failure = error
-            throw error
         }
+        let position = active.size
+        try active.log.write(bytes, at: position)
+        active.size += Int64(header.totalSize)
+        let added = active.indexBuilder.add(header, position: position)
+        if let entry = added.offset {
+            var one = SegmentIndex(); one.offsets = [entry]
+            try active.offsetIndex.write(one.offsetBytes, at: Int64(active.indexBuilder.index.offsets.count - 1) * 8)
+        }
+        if let entry = added.time {
+            var one = SegmentIndex(); one.times = [entry]
+            try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
+        }
+        endOffset = header.nextOffset
+        maxTimestamp = max(maxTimestamp ?? header.maxTimestamp, header.maxTimestamp)
+        lastAppendBatches.append(WrittenBatch(baseOffset: header.baseOffset, lastOffset: header.lastOffset,
+                                              segment: active.baseOffset, position: position, size: Int32(header.totalSize)))
     }
 
     private func shouldRoll(before header: RecordBatchHeader) -> Bool {

@@ -18,12 +18,17 @@ public struct LogError: Error, CustomStringConvertible, Sendable, Equatable {
         case closed
         /// The writer's admission check (`AppendAdmission`) refused the request; nothing of it was written.
         case refused
+        /// The filesystem is full (ENOSPC, EDQUOT): nothing of the request was written, and the log takes
+        /// writes again once there is space (no restart needed).
+        case noSpace
     }
 
     public let code: Code
     public let message: String
     /// With `refused`: the index, in the request, of the record that was refused.
     public var recordIndex: Int?
+    /// With `io`: the system call's errno.
+    public var systemError: Int32?
 
     public init(_ code: Code, _ message: String, recordIndex: Int? = nil) {
         self.code = code
@@ -35,8 +40,13 @@ public struct LogError: Error, CustomStringConvertible, Sendable, Equatable {
 
     /// An I/O error from `errno`, naming the operation and the path.
     static func io(_ operation: String, _ path: String, errno code: Int32 = errno) -> LogError {
-        LogError(.io, "\(operation) '\(path)' failed: \(String(cString: strerror(code))) (errno \(code))")
+        var error = LogError(.io, "\(operation) '\(path)' failed: \(String(cString: strerror(code))) (errno \(code))")
+        error.systemError = code
+        return error
     }
+
+    /// Whether this is a write that failed for want of space.
+    var isOutOfSpace: Bool { code == .io && (systemError == ENOSPC || systemError == EDQUOT) }
 
     /// A corrupt batch in a file, at a byte position.
     static func corrupt(_ path: String, position: Int64, _ reason: String) -> LogError {

@@ -27,6 +27,10 @@ public protocol AppendAdmission: AnyObject {
     /// nil to admit `records` (the check then counts them as written), or the refusal: the index of the
     /// first record refused and why. A refused request leaves the check's state as it was.
     func admit(_ records: RecordBuffer) -> (record: Int, reason: String)?
+    /// Called before a commit's first `admit`, and, when the commit's write then failed (nothing of it
+    /// is in the log), `abandonCommit`: the check forgets what it admitted since `beginCommit`.
+    func beginCommit()
+    func abandonCommit()
 }
 
 /// Group commit in front of a `Log`: any number of producers append concurrently; one commit thread
@@ -191,6 +195,7 @@ public final class LogWriter: @unchecked Sendable {
     private func commit(_ requests: [Pending]) {
         var requests = requests
         if let admission {
+            admission.beginCommit()
             // Refused requests are answered at once and left out of the commit.
             requests.removeAll { request in
                 guard let refusal = admission.admit(request.records) else { return false }
@@ -232,6 +237,9 @@ public final class LogWriter: @unchecked Sendable {
             }
         } catch {
             failure = error
+            // Written or not, these records were not acknowledged: a full disk leaves nothing of them in
+            // the log; any other failure stops the log. Either way the admission forgets them.
+            admission?.abandonCommit()
         }
         condition.lock()
         publishedEnd = log.endOffset

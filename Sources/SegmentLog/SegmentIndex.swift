@@ -155,6 +155,32 @@ struct SegmentIndexBuilder {
         return added
     }
 
+    /// Where the builder stands: what `rollBack` returns it to. Counts, not copies of the entries, so that
+    /// holding a mark costs the appends after it no copy of the arrays.
+    struct Mark {
+        let offsets: Int
+        let times: Int
+        let bytesSinceLastEntry: Int
+        let maxTimestamp: Int64
+        let offsetOfMaxTimestamp: Int64
+        let firstBatchMaxTimestamp: Int64?
+    }
+
+    var mark: Mark {
+        Mark(offsets: index.offsets.count, times: index.times.count, bytesSinceLastEntry: bytesSinceLastEntry,
+             maxTimestamp: maxTimestamp, offsetOfMaxTimestamp: offsetOfMaxTimestamp, firstBatchMaxTimestamp: firstBatchMaxTimestamp)
+    }
+
+    /// Forgets every batch added since `mark` was taken.
+    mutating func rollBack(to mark: Mark) {
+        index.offsets.removeSubrange(mark.offsets...)
+        index.times.removeSubrange(mark.times...)
+        bytesSinceLastEntry = mark.bytesSinceLastEntry
+        maxTimestamp = mark.maxTimestamp
+        offsetOfMaxTimestamp = mark.offsetOfMaxTimestamp
+        firstBatchMaxTimestamp = mark.firstBatchMaxTimestamp
+    }
+
     /// The final time entry a segment gets when it is sealed, if its largest timestamp is not indexed yet.
     mutating func seal() -> SegmentIndex.TimeEntry? {
         appendTimeEntryIfGrown()

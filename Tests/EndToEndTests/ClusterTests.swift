@@ -123,6 +123,31 @@ import Testing
             let snapshot = try cluster.node(index).request("GET", "/v1/conversations/\(conversation)", token: alice).body
             #expect(snapshot.components(separatedBy: "hello from node 1").count == 2, "node \(index): one message: \(snapshot)")
         }
+        // Privacy through the PRIVACY stream: Bob is online (a contact of Alice's, she sees it on node 2); he
+        // hides his online on node 1 while hiding his last seen on node 0, at once. Both changes count (the
+        // stream carries updates, applied in its order on every node), and node 2 hides both from Alice.
+        let bob = try token("bob")
+        let bobOnline = Self.line("bob", "bob-phone", "connect", start + 100_000, id: "bob-1")
+        #expect(try cluster.node(0).request("POST", "/v1/events", token: gateway, body: Data(bobOnline.utf8)).status == 200)
+        _ = try cluster.settle()
+        #expect(try cluster.node(2).request("GET", "/v1/users/bob/presence", token: alice).body.contains("\"online\":true"))
+        let changes = [(0, #"{"last_seen":{"who":"nobody","except":[]}}"#), (1, #"{"online":{"who":"nobody","except":[]}}"#)]
+        let privacyPorts = try changes.map { try cluster.node($0.0).port }
+        let statuses = Locked<[Int]>([])
+        DispatchQueue.concurrentPerform(iterations: 2) { index in
+            let reply = send(port: privacyPorts[index], "PUT", "/v1/me/privacy", token: bob, body: Data(changes[index].1.utf8))
+            statuses.update { $0.append(reply.status) }
+        }
+        #expect(statuses.get() == [200, 200])
+        var settings = ""
+        for _ in 0..<100 {
+            settings = try cluster.node(2).request("GET", "/v1/me/privacy", token: bob).body
+            if settings.components(separatedBy: "\"nobody\"").count == 3 { break }
+            usleep(100_000)
+        }
+        #expect(settings.components(separatedBy: "\"nobody\"").count == 3, "both changes on node 2: \(settings)")
+        let shown = try cluster.node(2).request("GET", "/v1/users/bob/presence", token: alice).body
+        #expect(shown.contains("\"online\":false") && shown.contains("\"last_seen\":null"), "\(shown)")
         // Every node answers reads from its own state: Bob's presence the same everywhere.
         let states = try (0..<3).map { try cluster.node($0).request("GET", "/health").body }
         #expect(states.allSatisfy { $0.contains("\"caught_up\":true") }, "\(states)")
@@ -139,6 +164,16 @@ import Testing
             return try segments.map { try Data(contentsOf: folder.appendingPathComponent($0)) }
         }
         #expect(!messages[0].isEmpty && messages[0] == messages[1] && messages[1] == messages[2], "the messages logs' segments are byte for byte the same")
+        let privacyLogs = try (0..<3).map { index -> [Data] in
+            let folder = URL(fileURLWithPath: cluster.scratch.file("node-\(index)")).appendingPathComponent("privacy")
+            let segments = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".log") }.sorted()
+            return try segments.map { try Data(contentsOf: folder.appendingPathComponent($0)) }
+        }
+        #expect(!privacyLogs[0].isEmpty && privacyLogs[0] == privacyLogs[1] && privacyLogs[1] == privacyLogs[2], "the privacy logs are byte for byte the same")
+        // The audit's presence part finds this test's disconnects without a connect (exit 1); its privacy part is clean.
+        let audit = try CLI.presence(["audit", "--data", cluster.scratch.file("node-1"), "--privacy"])
+        #expect(audit.status < 2 && audit.stdout.contains("privacy: 2 settings changes by 1 user") && !audit.stdout.contains("INVALID")
+                && !audit.stdout.contains("OUT OF ORDER"), "\(audit.stdout)\(audit.stderr)")
     }
 
     @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))

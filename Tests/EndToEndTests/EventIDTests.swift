@@ -70,8 +70,13 @@ import Testing
 
 /// POST /v1/events to a server on `port`, from any thread.
 func postEvents(port: Int, token: String, body: Data) -> (status: Int, body: String) {
-    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/events")!)
-    request.httpMethod = "POST"
+    send(port: port, "POST", "/v1/events", token: token, body: body)
+}
+
+/// A request to a server on `port`, from any thread.
+func send(port: Int, _ method: String, _ path: String, token: String, body: Data) -> (status: Int, body: String) {
+    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+    request.httpMethod = method
     request.httpBody = body
     request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
     let done = DispatchSemaphore(value: 0)
