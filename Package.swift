@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // HMAC-SHA256 for erasure records (already in the graph through jwt-kit).
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // Debian's liblz4, found through pkg-config.
@@ -48,6 +50,13 @@ let package = Package(
         // The chat domain: conversations, membership, messages (their own log), and who may see what
         // (`Access`). Knows nothing of HTTP.
         .target(name: "Chat", dependencies: ["SegmentLog", "Presence"], swiftSettings: strictSwift),
+        // Erasure of one user (`presence forget`): segments rewritten with gaps, snapshots without the
+        // user, and the erasure records that account for the gaps (keyed hashes, never the id).
+        .target(
+            name: "Erasure",
+            dependencies: ["SegmentLog", "Presence", "Projector", "Chat", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift
+        ),
         // Cluster mode: a log replicated through a JetStream stream and materialized, in stream order,
         // into each node's local log. Knows nothing of presence.
         .target(
@@ -93,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "PresenceCLI",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "Chat", "PresenceServer",
+                "SegmentLog", "Presence", "Projector", "Chat", "Erasure", "PresenceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

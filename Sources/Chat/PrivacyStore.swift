@@ -90,15 +90,7 @@ public final class PrivacyStore: @unchecked Sendable {
                 writer.append(records) { [self] result in
                     switch result {
                     case .success:
-                        let install = { [self] () -> (old: PrivacySettings, new: PrivacySettings) in
-                            lock.withLock {
-                                let old = table[user]
-                                table[user] = settings
-                                changes.add(1, ordering: .releasing)
-                                return (old, settings)
-                            }
-                        }
-                        if let applyHook { applyHook(user, install) } else { _ = install() }
+                        install(settings, of: user)
                         continuation.resume(returning: .success(()))
                     case .failure(let error):
                         continuation.resume(returning: .failure(error))
@@ -112,6 +104,19 @@ public final class PrivacyStore: @unchecked Sendable {
     }
 
     private let claims = InFlightClaims<String>()
+
+    /// Puts a durable change in the table, through `applyHook` when the server set one (commit thread).
+    private func install(_ settings: PrivacySettings, of user: String) {
+        let install = { [self] () -> (old: PrivacySettings, new: PrivacySettings) in
+            lock.withLock {
+                let old = table[user]
+                table[user] = settings
+                changes.add(1, ordering: .releasing)
+                return (old, settings)
+            }
+        }
+        if let applyHook { applyHook(user, install) } else { _ = install() }
+    }
 
     private static func now() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
 
@@ -149,15 +154,7 @@ public final class PrivacyStore: @unchecked Sendable {
                 if case .success = result {
                     lock.withLock { lastTimestamp = max(lastTimestamp, newest) }
                     for (user, settings) in installs {
-                        let install = { [self] () -> (old: PrivacySettings, new: PrivacySettings) in
-                            lock.withLock {
-                                let old = table[user]
-                                table[user] = settings
-                                changes.add(1, ordering: .releasing)
-                                return (old, settings)
-                            }
-                        }
-                        if let applyHook { applyHook(user, install) } else { _ = install() }
+                        install(settings, of: user)
                     }
                 }
                 continuation.resume(returning: result.map { _ in () })

@@ -48,8 +48,9 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
 
     /// What the node does with each message, on the materializer's task, in stream order: called with
     /// the message's records, its stream sequence and its id; what it returns answers the request
-    /// when this node published it.
-    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ sequence: UInt64, _ messageID: String?) async -> Outcome
+    /// when this node published it. nil: the node could not apply it here (its disk is full, its log
+    /// failed), so it is not passed over: the same message comes again, a second later, until applied.
+    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ sequence: UInt64, _ messageID: String?) async -> Outcome?
 
     public let configuration: Configuration
     private let logger: Logger
@@ -211,12 +212,20 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                         logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
                     }
                     let id = message.headers?["Nats-Msg-Id"]
+                    let records: RecordBuffer
                     do {
-                        let records = try RecordBufferCodec.decode(message.payload)
-                        let outcome = await materialize(records, sequence, id)
-                        if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+                        records = try RecordBufferCodec.decode(message.payload)
                     } catch {
                         logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
+                        records = RecordBuffer()
+                    }
+                    if !records.isEmpty {
+                        guard let outcome = await materialize(records, sequence, id) else {
+                            // Not applied here: read it again from `next`, after a pause, through a consumer made afresh.
+                            try await Task.sleep(for: .seconds(1))
+                            break
+                        }
+                        if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
                     }
                     appliedSequence.store(sequence, ordering: .releasing)
                     next = sequence + 1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chat
+import Erasure
 import Presence
 import Projector
 import SegmentLog
@@ -22,8 +23,12 @@ struct AuditCommand: ParsableCommand {
             the messages log is checked the same way and the message index and its checkpoint \
             (DATA/messages-index) against a fold of it: every indexed message's entry must name its \
             record's offset and batch, the checkpoint the conversations the log has at its offset. \
+            After an erasure (presence forget) the presence log has gaps: every missing offset must be named \
+            by an erasure record in DATA/erasures/, else it is corruption; an erasure that did not finish is \
+            reported (run presence forget again). \
             Exit 0 when clean, 1 for anomalies only (including index files or a message index to \
-            rebuild, and a torn tail), 2 for corruption (also an index entry that disagrees with the log).
+            rebuild, a torn tail and an unfinished erasure), 2 for corruption (also an index entry that \
+            disagrees with the log, and a gap no erasure accounts for).
             """
     )
 
@@ -48,23 +53,34 @@ struct AuditCommand: ParsableCommand {
         let report: Audit.Report
         var privacyAudit: PrivacyAudit?
         let messages: MessageAudit.Report?
+        let erasures: ErasureAudit
         do {
             var options = Audit.Options()
             options.openLongerThan = openLongerThan.milliseconds
             options.outOfOrder = outOfOrder.milliseconds
             options.horizon = try horizon.forReading(data: data)
             report = try Audit.run(data: data, logDirectory: presenceLogPath(data), options: options)
+            erasures = try ErasureAudit.check(data: data.hasSuffix("/") ? String(data.dropLast()) : data, gaps: report.storage.gaps)
             messages = try MessageAudit.run(data: data.hasSuffix("/") ? String(data.dropLast()) : data)
             if privacy { privacyAudit = try PrivacyAudit.run(data: data) }
         } catch {
             throw fail(error)
         }
-        let exitCode = max(report.exitCode, messages?.exitCode ?? 0, privacyAudit?.exitCode ?? 0)
-        if json { printJSON(report, messages, privacyAudit, exitCode: exitCode) } else { printText(report, messages, privacyAudit, exitCode: exitCode) }
+        // While an erasure is unfinished the checkpoints still hold the user and the log no longer does:
+        // a checkpoint that differs is then expected (forget replaces them), not corruption.
+        var presenceExit = report.exitCode
+        if presenceExit == 2 && report.storage.corruption.isEmpty && !erasures.summary.unfinished.isEmpty { presenceExit = 1 }
+        let exitCode = max(presenceExit, messages?.exitCode ?? 0, privacyAudit?.exitCode ?? 0, erasures.exitCode)
+        if json {
+            printJSON(report, messages, privacyAudit, erasures, exitCode: exitCode)
+        } else {
+            printText(report, messages, privacyAudit, erasures, exitCode: exitCode)
+        }
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
-    private func printText(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
+    private func printText(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?,
+                           _ erasures: ErasureAudit, exitCode: Int32) {
         let storage = report.storage
         print("audit of \(presenceLogPath(data))")
         print("storage: \(grouped(storage.segments)) segments, \(grouped(storage.batches)) batches, \(grouped(storage.records)) records, \(bytesText(storage.bytes))"
@@ -72,8 +88,10 @@ struct AuditCommand: ParsableCommand {
         for finding in storage.corruption { print("  CORRUPT \(finding)") }
         for finding in storage.indexProblems { print("  index   \(finding) (the next writer rebuilds it)") }
         if let torn = storage.tornTail { print("  torn tail \(torn) (never acknowledged; the next writer removes it)") }
+        printText(erasures)
         if let check = report.checkpoint {
-            print("checkpoint \(check.path): " + (check.problem.map { "DIFFERS from a fresh fold: \($0)" } ?? "equals a fresh fold at its offset"))
+            let stale = erasures.summary.unfinished.isEmpty ? "" : " (expected while an erasure is unfinished: run presence forget again)"
+            print("checkpoint \(check.path): " + (check.problem.map { "DIFFERS from a fresh fold: \($0)\(stale)" } ?? "equals a fresh fold at its offset"))
         } else {
             print("checkpoint: none")
         }
@@ -94,6 +112,22 @@ struct AuditCommand: ParsableCommand {
         case 0: print("result: clean")
         case 1: print("result: anomalies (exit 1)")
         default: print("result: CORRUPT (exit 2)")
+        }
+    }
+
+    private func printText(_ erasures: ErasureAudit) {
+        let summary = erasures.summary
+        guard summary.users > 0 || !erasures.gaps.isEmpty else { return }
+        let missing = erasures.gaps.reduce(Int64(0)) { $0 + Int64($1.count) }
+        print("erasures: \(counted(summary.users, "user")) erased, \(grouped(summary.recordsRemoved)) records removed; "
+              + "\(grouped(Int(missing))) offsets missing from the presence log, "
+              + (erasures.unaccounted.isEmpty ? "every one named by an erasure record" : "SOME NAMED BY NO ERASURE RECORD"))
+        for range in erasures.unaccounted.prefix(10) {
+            print("  CORRUPT offsets \(ErasureAudit.text(range)) are missing and no erasure removed them")
+        }
+        if erasures.unaccounted.count > 10 { print("  ... and \(erasures.unaccounted.count - 10) more ranges") }
+        for name in summary.unfinished {
+            print("  unfinished erasure (user \(name.prefix(16))…): run presence forget again for that user to complete it")
         }
     }
 
@@ -118,7 +152,8 @@ struct AuditCommand: ParsableCommand {
         if report.disagreementCount > 0 { print("  remove \(data)/messages-index and restart the server to rebuild it from the log") }
     }
 
-    private func printJSON(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?, exitCode: Int32) {
+    private func printJSON(_ report: Audit.Report, _ messages: MessageAudit.Report?, _ privacyAudit: PrivacyAudit?,
+                           _ erasures: ErasureAudit, exitCode: Int32) {
         func string(_ text: String) -> String {
             var out: [UInt8] = []
             EventJSON.appendString(text, to: &out)
@@ -139,6 +174,11 @@ struct AuditCommand: ParsableCommand {
         } else {
             fields.append("\"checkpoint\":null")
         }
+        let missing = erasures.gaps.reduce(0) { $0 + $1.count }
+        let unaccounted = erasures.unaccounted.map { "[\($0.lowerBound),\($0.upperBound)]" }.joined(separator: ",")
+        var erasureFields = "\"users\":\(erasures.summary.users),\"records_removed\":\(erasures.summary.recordsRemoved),"
+        erasureFields += "\"missing_offsets\":\(missing),\"unaccounted\":[\(unaccounted)],\"unfinished\":\(erasures.summary.unfinished.count)"
+        fields.append("\"erasures\":{\(erasureFields)}")
         fields.append("\"events\":\(report.eventsFolded)")
         fields.append("\"users\":\(report.users)")
         func counts(_ list: [PresenceProjection.Anomaly]) -> String {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Erasure
 import Presence
 import Projector
 import SegmentLog
@@ -33,14 +34,22 @@ struct LogInfoCommand: ParsableCommand {
         let summary = try LogSummary.read(directory: presenceLogPath(data), verify: verify)
         let stats = summary.segments, total = summary.total
         let retained = try Retention.read(data: data)
+        let erasures = ErasureLog.summarize(try ErasureLog.read(data: data.hasSuffix("/") ? String(data.dropLast()) : data))
         if json {
             for s in stats { print(jsonLine(s, kind: "segment")) }
-            let line = jsonLine(total, kind: "log")
-            print(retained.map { line.dropLast() + ",\"retained_from_offset\":\($0.firstOffset),\"retention_cut\":\"\(Timestamp.format($0.cut))\"}" } ?? line)
+            var line = jsonLine(total, kind: "log")
+            if let retained { line = String(line.dropLast()) + ",\"retained_from_offset\":\(retained.firstOffset),\"retention_cut\":\"\(Timestamp.format(retained.cut))\"}" }
+            line = String(line.dropLast()) + ",\"erasures\":\(erasures.users),\"erased_records\":\(erasures.recordsRemoved),\"erased_presence_records\":\(erasures.presenceRecordsRemoved),\"unfinished_erasures\":\(erasures.unfinished.count)}"
+            print(line)
         } else {
             print("log \(summary.directory)\(verify ? " (every batch verified)" : "")")
             if let retained {
                 print("retained from offset \(retained.firstOffset): history before \(Timestamp.format(retained.cut)) was removed (presence retain)")
+            }
+            if erasures.users > 0 {
+                print("erasures: \(counted(erasures.users, "user")) erased (presence forget), \(grouped(erasures.recordsRemoved)) records removed "
+                      + "(\(grouped(erasures.presenceRecordsRemoved)) from this log; their offsets are gaps)"
+                      + (erasures.unfinished.isEmpty ? "" : "; \(erasures.unfinished.count) UNFINISHED: run presence forget again"))
             }
             let header = ["segment", "offsets", "events", "batches", "first event time", "last event time", "log bytes", "bytes/event"]
             var rows = [header]

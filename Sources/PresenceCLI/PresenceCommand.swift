@@ -22,7 +22,7 @@ struct PresenceCommand: AsyncParsableCommand {
             \(ExitStatus.summary)
             """,
         version: presenceVersion,
-        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, MessagesCommand.self, AuditCommand.self, RetainCommand.self, ServeCommand.self, TokenCommand.self, APICommand.self]
+        subcommands: [IngestCommand.self, DumpCommand.self, LogInfoCommand.self, ReplayCommand.self, StateCommand.self, HistoryCommand.self, MessagesCommand.self, AuditCommand.self, RetainCommand.self, ForgetCommand.self, ServeCommand.self, TokenCommand.self, APICommand.self]
     )
 
     /// ArgumentParser's `help` shows the top-level help, and exits 0, for a topic it does not know:

@@ -101,16 +101,16 @@ extension PresenceNode {
     /// One message of the presence stream, on the materializer's task: its repeats decided against the
     /// ids the local log holds, the rest committed locally (the horizon decided there), the position
     /// noted. Every node decides alike, since every node materializes the same messages in the same order.
-    func materialize(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError> {
+    func materialize(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
         let outcome: Result<EventsAck, LogError>
         do {
             outcome = .success(try await commitDeduplicated(records, Self.identities(of: records)))
         } catch let conflict as EventIDConflict {
             outcome = .failure(LogError(.refused, conflict.reason, recordIndex: conflict.record))
-        } catch let error as LogError {
-            outcome = .failure(error)
+        } catch let refusal as LogError where refusal.code == .refused {
+            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
         } catch {
-            outcome = .failure(LogError(.io, "\(error)"))
+            return notApplied(error, sequence: sequence, stream: Self.clusterStream)
         }
         let position = ClusterPosition(sequence: sequence, endOffset: nextOffset)
         withLock { clusterPosition = position }
@@ -120,14 +120,14 @@ extension PresenceNode {
 
     /// One message of the chat stream: committed to the local messages log and applied (a message's
     /// repeat of a client id decided there, alike on every node).
-    func materializeChat(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[ConversationStore.Applied?], LogError> {
+    func materializeChat(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[ConversationStore.Applied?], LogError>? {
         let outcome: Result<[ConversationStore.Applied?], LogError>
         do {
             outcome = .success(try await conversations.commit(records))
-        } catch let error as LogError {
-            outcome = .failure(error)
+        } catch let refusal as LogError where refusal.code == .refused {
+            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
         } catch {
-            outcome = .failure(LogError(.io, "\(error)"))
+            return notApplied(error, sequence: sequence, stream: Self.chatStream)
         }
         let position = ClusterPosition(sequence: sequence, endOffset: conversations.writer.endOffset)
         withLock { chatPosition = position }
@@ -137,19 +137,27 @@ extension PresenceNode {
 
     /// One message of the privacy stream: each update applied to the settings in force, in stream order,
     /// and the settings after it committed to the local privacy log and installed (pushes follow).
-    func materializePrivacy(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[PrivacySettings?], LogError> {
+    func materializePrivacy(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[PrivacySettings?], LogError>? {
         let outcome: Result<[PrivacySettings?], LogError>
         do {
             outcome = .success(try await privacy.commitUpdates(records))
-        } catch let error as LogError {
-            outcome = .failure(error)
+        } catch let refusal as LogError where refusal.code == .refused {
+            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
         } catch {
-            outcome = .failure(LogError(.io, "\(error)"))
+            return notApplied(error, sequence: sequence, stream: Self.privacyStream)
         }
         let position = ClusterPosition(sequence: sequence, endOffset: privacy.writer.endOffset)
         withLock { privacyPosition = position }
         note(position, in: positions)
         return outcome
+    }
+
+    /// A message this node's local log did not take (a full disk, a failed log): never passed over, or
+    /// this node's logs would differ from the others' from there on. The materializer reads it again a
+    /// second later (`ReplicatedLog.Materialize` returning nil); the caller, if it was this node's, waits.
+    private func notApplied<T>(_ error: any Error, sequence: UInt64, stream: String) -> T? {
+        logger.error("cluster: message \(sequence) of \(stream) was not applied here (\(error)); trying it again in a second")
+        return nil
     }
 
     /// Notes a stream position after a message (on that stream's materializer task).

@@ -118,7 +118,7 @@ public enum Replay {
         var kept: [RecordView] = []
         let cutoff = time ?? .max
         do {
-            let result = try reader.forEachRecordBatch(from: .offset(firstOffset)) { batch in
+            let result = try reader.forEachRecordBatch(from: .offset(firstOffset)) { batch, batchEnd in
                 // Most batches are applied whole; the last one before a limit, or any with later events, is filtered.
                 var records = batch
                 var more = true
@@ -146,6 +146,10 @@ public enum Replay {
                     publish()
                     throw Stopped()
                 }
+                // The fold's next offset is the batch's end, not its last record's: an erasure may have
+                // emptied a batch's end (or all of it), and those offsets are gaps the fold has passed.
+                if slot.skipped == 0 { slot.batch.endOffset = min(batchEnd, limit) }
+                if batchEnd >= limit { more = false }
                 produced += records.count
                 if !sampled && produced >= Self.sampleEvents {
                     sampled = true

@@ -90,7 +90,7 @@ public final class Log {
     }
 
     /// The base offsets of the segments in `directory`, ascending.
-    static func segmentBaseOffsets(in directory: String) throws(LogError) -> [Int64] {
+    public static func segmentBaseOffsets(in directory: String) throws(LogError) -> [Int64] {
         try FileSystem.list(directory).compactMap { name -> Int64? in
             guard name.hasSuffix(".log") else { return nil }
             let stem = name.dropLast(4)
@@ -245,7 +245,6 @@ public final class Log {
                 return cut(reason)
             case .batch(let header, let bytes, _):
                 if header.baseOffset != next { return cut("batch starts at offset \(header.baseOffset), expected \(next)") }
-                if header.recordsCount == 0 { return cut("batch holds no records") }
                 if verify {
                     if !RecordBatchDecoder.crcMatches(bytes, header: header) { return cut("bad CRC") }
                     do {

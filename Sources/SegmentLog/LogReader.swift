@@ -97,6 +97,14 @@ public final class LogReader {
     /// The records point into the reader's buffers and are valid only during the call.
     @discardableResult
     public func forEachRecordBatch(from start: Start = .offset(0), _ body: (UnsafeBufferPointer<RecordView>) throws -> Bool) throws -> ReadSummary {
+        try forEachRecordBatch(from: start) { records, _ in try body(records) }
+    }
+
+    /// As `forEachRecordBatch`, with the offset after each batch: after an erasure a batch may end
+    /// past its last record, or hold none (its offsets are gaps), and a fold's next offset is the batch's end.
+    @discardableResult
+    public func forEachRecordBatch(from start: Start = .offset(0),
+                                   _ body: (UnsafeBufferPointer<RecordView>, _ batchEnd: Int64) throws -> Bool) throws -> ReadSummary {
         var records = 0
         var summary = try walk(from: start, verify: true) { info, bytes in
             switch start {
@@ -124,7 +132,7 @@ public final class LogReader {
                 break
             }
             records += count
-            return try body(UnsafeBufferPointer(rebasing: views[0..<count]))
+            return try body(UnsafeBufferPointer(rebasing: views[0..<count]), info.header.nextOffset)
         }
         summary.records = records
         return summary

@@ -1,5 +1,5 @@
 /// Checks every byte of a log, the way `presence audit` needs: each segment's batches (framing, CRC,
-/// every record's layout, offsets contiguous from the segment's name, record timestamps within the
+/// every record's layout, offsets contiguous from the segment's name (gaps inside batches, an erasure's, are listed), record timestamps within the
 /// batch's bounds) and its index files against an index rebuilt from the batches. Unlike `LogReader`
 /// it does not stop at the first problem: it reports each damaged segment and goes on with the next.
 public enum LogVerifier {
@@ -27,6 +27,19 @@ public enum LogVerifier {
         public var indexProblems: [Finding] = []
         /// The end of the last segment of a log that is open or was not closed cleanly, if it is not a whole batch.
         public var tornTail: Finding?
+        /// Offsets inside batches that hold no record (an erasure removed them, as Kafka's compaction
+        /// does), adjacent ranges merged. Whether each is accounted for is the caller's question.
+        public var gaps: [ClosedRange<Int64>] = []
+        /// The offset after the last valid batch.
+        public var endOffset: Int64 = 0
+
+        mutating func noteGap(_ gap: ClosedRange<Int64>) {
+            if let last = gaps.last, last.upperBound + 1 == gap.lowerBound {
+                gaps[gaps.count - 1] = last.lowerBound...gap.upperBound
+            } else {
+                gaps.append(gap)
+            }
+        }
     }
 
     /// Verifies the log in `directory`, calling `onRecord` for every record of every valid batch, in order.
@@ -81,21 +94,27 @@ public enum LogVerifier {
                     if header.baseOffset != next { bad("batch starts at offset \(header.baseOffset), expected \(next)"); break scan }
                     if !RecordBatchDecoder.crcMatches(bytes, header: header) { bad("bad CRC"); break scan }
                     var maxSeen = Int64.min
+                    var nextRecord = header.baseOffset
                     do {
                         try decoder.forEachRecord(bytes, header: header) { record in
                             maxSeen = max(maxSeen, record.timestamp)
+                            if record.offset > nextRecord { report.noteGap(nextRecord...(record.offset - 1)) }
+                            nextRecord = record.offset + 1
                             try onRecord(record)
                         }
                     } catch let error as BatchFormatError {
                         bad(error.reason)
                         break scan
                     }
-                    if maxSeen != header.maxTimestamp {
+                    if nextRecord < header.nextOffset { report.noteGap(nextRecord...(header.nextOffset - 1)) }
+                    // An emptied batch (an erasure's) keeps the original maximum; it has no records to check it against.
+                    if header.recordsCount > 0 && maxSeen != header.maxTimestamp {
                         bad("the largest record timestamp (\(maxSeen)) disagrees with the batch header's (\(header.maxTimestamp))")
                         break scan
                     }
                     _ = builder.add(header, position: at)
                     next = header.nextOffset
+                    report.endOffset = next
                     report.batches += 1
                     report.records += Int(header.recordsCount)
                     batchNumber += 1

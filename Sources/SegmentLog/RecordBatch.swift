@@ -6,7 +6,9 @@
 ///          16  magic                 int8    2
 ///          17  crc                   uint32  CRC-32C of bytes 21 ..< end
 ///          21  attributes            int16   bits 0-2 codec (3 = LZ4), bit 3 timestamp type (0 = create time)
-///          23  lastOffsetDelta       int32   records - 1
+///          23  lastOffsetDelta       int32   records - 1 as written; an erasure keeps it when it
+///                                                removes records (offsets then have gaps, as in Kafka's
+///                                                compacted logs), so it may exceed recordsCount - 1
 ///          27  baseTimestamp         int64   base of the records' timestamp deltas, ms: Kafka's producer
 ///                                                uses the first record's; this log the midpoint of the
 ///                                                smallest and largest, so deltas stay within two bytes
@@ -14,7 +16,9 @@
 ///          43  producerId            int64   -1
 ///          51  producerEpoch         int16   -1
 ///          53  baseSequence          int32   -1
-///          57  recordsCount          int32
+///          57  recordsCount          int32   0 for a batch an erasure emptied: attributes 0, no
+///                                                records section, timestamps the original maximum
+///                                                (Kafka's `writeEmptyHeader`)
 ///          61  records               one LZ4 frame holding every record, back to back
 ///
 /// All integers big-endian. Each record inside the frame:
@@ -22,7 +26,8 @@
 ///     length          varint   bytes after this field
 ///     attributes      int8     0
 ///     timestampDelta  varlong  timestamp - baseTimestamp
-///     offsetDelta     varint   offset - baseOffset
+///     offsetDelta     varint   offset - baseOffset: 0, 1, 2 ... as written; increasing, at most
+///                              lastOffsetDelta, after an erasure
 ///     keyLength       varint   -1 for a null key
 ///     key             bytes
 ///     valueLength     varint
@@ -90,7 +95,7 @@ public struct RecordBatchHeader: Sendable, Equatable {
         if batchLength < Int32(Self.size - Self.logOverhead) { return "batch claims an impossible length \(batchLength)" }
         if totalSize > maxBatchSize { return "batch claims \(totalSize) bytes, more than the \(maxBatchSize)-byte limit" }
         if magic != Self.magic { return "batch has magic \(magic), expected 2" }
-        if recordsCount < 0 || lastOffsetDelta < 0 || recordsCount > 0 && lastOffsetDelta != recordsCount - 1 {
+        if recordsCount < 0 || lastOffsetDelta < 0 || recordsCount > 0 && lastOffsetDelta < recordsCount - 1 {
             return "batch has \(recordsCount) records but lastOffsetDelta \(lastOffsetDelta)"
         }
         if baseOffset < 0 { return "batch has a negative base offset \(baseOffset)" }
@@ -219,6 +224,77 @@ final class RecordBatchEncoder {
     }
 }
 
+extension RecordBatchEncoder {
+    /// Encodes `kept`, records of the batch `original` (in offset order, their offsets and timestamps as
+    /// they were), as that batch rewritten without the others: same base offset and lastOffsetDelta, so
+    /// every kept record keeps its offset and the batch still ends where it did (an erasure's gaps). With
+    /// nothing kept it is an empty batch as Kafka's `writeEmptyHeader` makes: 61 bytes, attributes 0, no
+    /// records, both timestamps the original's maximum (time order and the time index stay as they were).
+    /// Appended to `output`; returns the header.
+    @discardableResult
+    func encode(kept: [RecordView], of original: RecordBatchHeader) -> RecordBatchHeader {
+        var minTimestamp = Int64.max, maxTimestamp = Int64.min
+        for record in kept {
+            minTimestamp = min(minTimestamp, record.timestamp)
+            maxTimestamp = max(maxTimestamp, record.timestamp)
+        }
+        let baseTimestamp = kept.isEmpty ? original.maxTimestamp : minTimestamp &+ (maxTimestamp &- minTimestamp &+ 1) / 2
+        if kept.isEmpty { maxTimestamp = original.maxTimestamp }
+        records.count = 0
+        for record in kept {
+            let timestampDelta = record.timestamp &- baseTimestamp
+            let offsetDelta = record.offset &- original.baseOffset
+            let key = record.key, value = record.value
+            let keyLength = key.map { $0.count } ?? -1
+            let valueLength = value.map { $0.count } ?? -1
+            let bodyLength = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
+                + Varint.size(Int64(keyLength)) + max(keyLength, 0)
+                + Varint.size(Int64(valueLength)) + max(valueLength, 0) + 1
+            records.reserve(bodyLength + 5)
+            var cursor = records.pointer + records.count
+            cursor += Varint.write(Int64(bodyLength), to: cursor)
+            cursor.storeBytes(of: 0, as: UInt8.self)
+            cursor += 1
+            cursor += Varint.write(timestampDelta, to: cursor)
+            cursor += Varint.write(offsetDelta, to: cursor)
+            cursor += Varint.write(Int64(keyLength), to: cursor)
+            if let key, let base = key.baseAddress, keyLength > 0 {
+                cursor.copyMemory(from: base, byteCount: keyLength)
+                cursor += keyLength
+            }
+            cursor += Varint.write(Int64(valueLength), to: cursor)
+            if let value, let base = value.baseAddress, valueLength > 0 {
+                cursor.copyMemory(from: base, byteCount: valueLength)
+                cursor += valueLength
+            }
+            cursor.storeBytes(of: 0, as: UInt8.self)
+            cursor += 1
+            records.count = cursor - records.pointer
+        }
+        let start = output.count
+        output.reserve(RecordBatchHeader.size + LZ4Frame.bound(records.count))
+        let header = output.pointer + start
+        let frameSize = kept.isEmpty ? 0 : LZ4Frame.compress(records.bytes, to: header + RecordBatchHeader.size, with: compressor)
+        let total = RecordBatchHeader.size + frameSize
+        output.count = start + total
+        header.storeBigEndian(original.baseOffset, at: 0)
+        header.storeBigEndian(Int32(total - RecordBatchHeader.logOverhead), at: 8)
+        header.storeBigEndian(original.partitionLeaderEpoch, at: 12)
+        header.storeBytes(of: RecordBatchHeader.magic, toByteOffset: 16, as: UInt8.self)
+        header.storeBigEndian(kept.isEmpty ? Int16(0) : RecordBatchHeader.lz4Codec, at: 21)
+        header.storeBigEndian(original.lastOffsetDelta, at: 23)
+        header.storeBigEndian(baseTimestamp, at: 27)
+        header.storeBigEndian(maxTimestamp, at: 35)
+        header.storeBigEndian(original.producerId, at: 43)
+        header.storeBigEndian(original.producerEpoch, at: 51)
+        header.storeBigEndian(original.baseSequence, at: 53)
+        header.storeBigEndian(Int32(kept.count), at: 57)
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: header + RecordBatchHeader.crcStart, count: total - RecordBatchHeader.crcStart))
+        header.storeBigEndian(crc, at: 17)
+        return RecordBatchHeader(header)
+    }
+}
+
 /// Checks and unpacks batches: CRC, decompression, and every record's framing.
 package final class RecordBatchDecoder {
     /// Decompressed records of the last batch.
@@ -319,6 +395,9 @@ package final class RecordBatchDecoder {
         }
         let end = records.count
         var position = 0
+        // Offset deltas increase, at most lastOffsetDelta: 0, 1, 2 ... unless an erasure removed records.
+        var previousDelta: Int64 = -1
+        let lastDelta = Int64(header.lastOffsetDelta)
         for index in 0..<Int(header.recordsCount) {
             guard let (length, lengthSize) = Varint.read(start + position, available: end - position),
                   length >= 0, Int(length) <= end - position - lengthSize
@@ -330,8 +409,10 @@ package final class RecordBatchDecoder {
                   let (timestampDelta, s1) = Varint.read(start + cursor, available: recordEnd - cursor)
             else { throw BatchFormatError(reason: "record \(index) is cut short") }
             cursor += s1
-            guard let (offsetDelta, s2) = Varint.read(start + cursor, available: recordEnd - cursor), offsetDelta == Int64(index)
+            guard let (offsetDelta, s2) = Varint.read(start + cursor, available: recordEnd - cursor),
+                  offsetDelta > previousDelta, offsetDelta <= lastDelta
             else { throw BatchFormatError(reason: "record \(index) has an offset delta out of sequence") }
+            previousDelta = offsetDelta
             cursor += s2
             guard let (keyLength, s3) = Varint.read(start + cursor, available: recordEnd - cursor),
                   keyLength >= -1, keyLength <= Int64(recordEnd - cursor - s3)

@@ -17,16 +17,20 @@ import Testing
         private(set) var nodes: [RunningServer?] = []
         let extra: [String]
 
+        /// Data folders given instead of the scratch folder's `node-N`, by node index.
+        let dataFolders: [Int: String]
+
         /// `extra`: more options for every node.
-        init(extra: [String] = []) throws {
+        init(extra: [String] = [], dataFolders: [Int: String] = [:]) throws {
             self.extra = extra
+            self.dataFolders = dataFolders
             nats = try NATSCluster(size: 3, syncAlways: true)
             try nats.start()
             for index in 0..<3 { nodes.append(try startNode(index)) }
         }
 
         func startNode(_ index: Int, startTimeout: TimeInterval = 30) throws -> RunningServer {
-            try RunningServer(data: scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"] + extra,
+            try RunningServer(data: dataFolders[index] ?? scratch.file("node-\(index)"), extra: ["--cluster", nats.urls.joined(separator: ","), "--node", "node-\(index)"] + extra,
                               startTimeout: startTimeout)
         }
 
@@ -223,6 +227,38 @@ import Testing
             let missing = acknowledged.filter { !dump.contains("\"id\":\"\($0)\"") }
             #expect(missing.isEmpty, "node \(index) lacks acknowledged writes \(missing.prefix(5)): \(cluster.nodes[index]?.errorOutput.suffix(2000) ?? "")")
         }
+    }
+
+    /// A node whose disk fills up passes over no stream message: it tries each again until its log takes
+    /// it, and ends with the same log as the others once there is space (root only: a tmpfs is mounted).
+    @Test(.enabled(if: (NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil) && geteuid() == 0))
+    func aNodeWhoseDiskFillsUpSkipsNoMessageAndCatchesUpOnceThereIsSpace() throws {
+        let mountScratch = Scratch()
+        let mount = mountScratch.file("mnt")
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try #require(try DiskFullTests.run("/bin/mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", mount]) == 0)
+        defer { _ = try? DiskFullTests.run("/bin/umount", ["-l", mount]) }
+        let cluster = try Cluster(dataFolders: [2: mount + "/node-2"])
+        let gateway = try token("gw-1", gateway: true)
+        #expect(try cluster.node(0).request("POST", "/v1/events", token: gateway, body: DiskFullTests.body("first", count: 10)).status == 200)
+        _ = try cluster.settle()
+        _ = try DiskFullTests.run("/bin/dd", ["if=/dev/zero", "of=\(mount)/filler", "bs=64k"])
+        // Node 0 takes every write (its disk has room); node 2 cannot apply them.
+        for request in 0..<20 {
+            let reply = try cluster.node(0).request("POST", "/v1/events", token: gateway, body: DiskFullTests.body("r\(request)", count: 400))
+            #expect(reply.status == 200, "\(reply.body)")
+        }
+        var stalled = false
+        for _ in 0..<100 where !stalled {
+            stalled = try cluster.node(2).errorOutput.contains("was not applied here")
+            usleep(100_000)
+        }
+        #expect(stalled, "node 2's disk never filled up")
+        try FileManager.default.removeItem(atPath: mount + "/filler")
+        _ = try cluster.settle(timeout: 60)
+        cluster.stopNodes()
+        let dumps = try [cluster.scratch.file("node-0"), mount + "/node-2"].map { try CLI.presence(["dump", "--data", $0, "--offsets"]).stdout }
+        #expect(dumps[0] == dumps[1] && dumps[0].contains("\"id\":\"r19-399\""), "node 2's log equals node 0's")
     }
 
     @Test(.enabled(if: NATSServerProcess.binary != nil || ProcessInfo.processInfo.environment["CI"] != nil))

@@ -55,6 +55,16 @@ import Testing
         let presence = try server.request("GET", "/v1/users/before-u1/presence", token: try token("before-u1"))
         #expect(presence.status == 200 && presence.body.contains("\"online\":true"), "\(presence.body)")
         #expect(try server.request("POST", "/v1/events", token: gateway, body: Self.body("still-full", count: 400)).status == 507)
+        // Single events until even one has no room (the last page may have had some), then a WebSocket connect.
+        var single = 0
+        while single < 200, try server.request("POST", "/v1/events", token: gateway, body: Self.body("one\(single)", count: 1)).status == 200 {
+            acknowledged.append("one\(single)")
+            single += 1
+        }
+        let socket = try RawConnection(port: server.port)
+        let answer = socket.readAfterSending(RawConnection.webSocketUpgrade(token: try token("carol")))
+        #expect(answer.contains(" 101 ") && answer.components(separatedBy: "insufficient_storage").count >= 3,
+                "an error frame and a close (4507) naming insufficient_storage: \(answer)")
 
         // Space again: the same body is taken, with no restart.
         try FileManager.default.removeItem(atPath: mount + "/filler")
@@ -66,7 +76,8 @@ import Testing
         // Every acknowledged event once; nothing of the refused bodies; the log audits clean.
         let dump = try CLI.presence(["dump", "--data", data]).stdout
         for tag in acknowledged {
-            #expect(dump.components(separatedBy: "\"id\":\"\(tag)-1\"").count == 2, "\(tag) acknowledged: once in the log")
+            let id = tag.hasPrefix("one") ? "\(tag)-0" : "\(tag)-1"
+            #expect(dump.components(separatedBy: "\"id\":\"\(id)\"").count == 2, "\(tag) acknowledged: once in the log")
         }
         #expect(!dump.contains("\"id\":\"still-full-"), "a refused body left records")
         let audit = try CLI.presence(["audit", "--data", data])

@@ -28,22 +28,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from report import check, fail, ok  # the same directory
 
 MINUTE = 60_000
-
-
-def fail(message):
-    print("FAIL: " + message, flush=True)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def ok(message):
-    print("ok: " + message, flush=True)
 
 
 def iso(ms):

@@ -25,6 +25,7 @@ import time
 import warnings
 
 from websockets.sync.client import connect
+from report import check, fail, ok  # the same directory
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -34,20 +35,6 @@ SUBJECTS = [f"s{k}" for k in range(3)]
 # a contact of the subjects (c).
 VIEWERS = {f"v{w}-a{a}-b{b}-c{c}": (w, a, b, c) for w, a, b, c in itertools.product(range(3), range(2), range(2), range(2))}
 USERS = SUBJECTS + sorted(VIEWERS)
-
-
-def fail(message):
-    print("FAIL: " + message, flush=True)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def ok(message):
-    print("ok: " + message, flush=True)
 
 
 class Server:

@@ -21,25 +21,12 @@ import warnings
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+from report import check, fail, ok  # the same directory
 
 # The clients here close their sockets explicitly; newer websockets releases warn about that style.
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 QUIET = 0.4  # seconds of silence that count as "nothing was pushed"
-
-
-def fail(message):
-    print("FAIL: " + message, flush=True)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def ok(message):
-    print("ok: " + message, flush=True)
 
 
 class Client:

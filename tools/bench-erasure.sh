@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Erasure (issue 16, `presence forget`) on the 10M-event / 1M-user stream, in release builds:
+#   1. ingest it with one segment per hour of event time (`--segment-age 1h`), write a checkpoint
+#   2. baseline in the same run: a full replay of the log (`presence replay`, best of RUNS)
+#   3. `presence forget --user USER` on a fresh copy, RUNS times: time taken, records removed, bytes
+#      before and after, and every other user's state compared with the one before (it must not change)
+#   4. `presence replay` after the erasure (over the gaps), best of RUNS
+# Usage: tools/bench-erasure.sh [EVENTS] [USERS] [USER]   (defaults 10000000 1000000 u42; RUNS=3)
+# BIN=.build/debug uses debug builds instead (to check the script itself: its figures mean nothing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events="${1:-10000000}"
+users="${2:-1000000}"
+user="${3:-u42}"
+runs="${RUNS:-3}"
+bin="${BIN:-.build/release}"
+if [[ "$bin" == .build/release ]]; then
+    for product in presence presence-gen; do
+        swift build -c release --product "$product" 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
+    done
+fi
+mkdir -p bench-data
+stream="bench-data/stream-$events-$users.ndjson"
+if [[ ! -s "$stream" ]]; then
+    echo "generating $stream"
+    "$bin/presence-gen" --events "$events" --users "$users" --seed 42 > "$stream.tmp"
+    mv "$stream.tmp" "$stream"
+fi
+log=bench-data/erasure-log
+rm -rf "$log"
+"$bin/presence" ingest --data "$log" --segment-age 1h --fsync never "$stream" 2>&1 | tail -1
+"$bin/presence" replay --data "$log" --checkpoint --quiet > /dev/null
+segments=$(ls "$log/presence" | grep -c '\.log$')
+bytes_before=$(du -sb "$log/presence" | cut -f1)
+others_before=$("$bin/presence" state --data "$log" --format json | grep -v "\"user\":\"$user\"" | md5sum | cut -d' ' -f1)
+now() { date +%s.%N; }
+best() { printf '%s\n' "$@" | sort -n | head -1; }
+
+replays=()
+for _ in $(seq 1 "$runs"); do
+    start=$(now); "$bin/presence" replay --data "$log" --quiet > /dev/null; replays+=("$(echo "$(now) - $start" | bc -l)")
+done
+forgets=(); after_replays=(); result=""; bytes_after=0
+for _ in $(seq 1 "$runs"); do
+    rm -rf bench-data/erasure-copy; cp -r "$log" bench-data/erasure-copy
+    sync
+    start=$(now)
+    result=$("$bin/presence" forget --data bench-data/erasure-copy --user "$user" 2> /dev/null)
+    forgets+=("$(echo "$(now) - $start" | bc -l)")
+    bytes_after=$(du -sb bench-data/erasure-copy/presence | cut -f1)
+    others_after=$("$bin/presence" state --data bench-data/erasure-copy --format json | md5sum | cut -d' ' -f1)
+    [[ "$others_after" == "$others_before" ]] || { echo "another user's state changed after the erasure" >&2; exit 1; }
+    "$bin/presence" audit --data bench-data/erasure-copy > /dev/null || { echo "audit is not clean after the erasure" >&2; exit 1; }
+    start=$(now); "$bin/presence" replay --data bench-data/erasure-copy --quiet > /dev/null; after_replays+=("$(echo "$(now) - $start" | bc -l)")
+done
+echo "log: $events events in $segments segments, $bytes_before bytes"
+echo "forget --user $user: $result"
+echo "forget: best $(best "${forgets[@]}") s of ${forgets[*]}; presence log $bytes_before -> $bytes_after bytes; every other user's state unchanged; audit clean"
+echo "baseline full replay: best $(best "${replays[@]}") s of ${replays[*]}"
+echo "replay after the erasure (over the gaps): best $(best "${after_replays[@]}") s of ${after_replays[*]}"
+rm -rf bench-data/erasure-copy
