@@ -45,7 +45,7 @@ struct ClusterTests {
         var killedAt: ContinuousClock.Instant?
         for index in 0..<total {
             let ack = try await writer.publish(ByteBuffer(string: "event \(index)"), to: "events.e", messageID: "e-\(index)",
-                                           retryUntil: .now + .seconds(30), attemptTimeout: .seconds(1))
+                                           retryUntil: .now + .seconds(90), attemptTimeout: .seconds(1))
             #expect(acked[ack.sequence] == nil, "sequence \(ack.sequence) acknowledged twice")
             acked[ack.sequence] = index
             ackTimes.append(.now)
@@ -99,8 +99,8 @@ struct ClusterTests {
             """)
         // Writes come back after the election. The stall itself (target ≤ 10 s, 4-6 s on a quiet machine) is a
         // figure, printed above and recorded in BENCHMARKS.md: under the whole suite's load elections take longer,
-        // so the bound here is liveness, not the target.
-        #expect(stall < .seconds(30), "writes stalled for \(stall)")
+        // so the bound here is liveness (90 s: a run at load average 10 saw 57 s), not the target.
+        #expect(stall < .seconds(90), "writes stalled for \(stall)")
         #expect(publisher.reconnectCount >= 1)
         await publisher.close()
         await nats.close()
