@@ -102,52 +102,51 @@ extension PresenceNode {
     /// ids the local log holds, the rest committed locally (the horizon decided there), the position
     /// noted. Every node decides alike, since every node materializes the same messages in the same order.
     func materialize(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
-        let outcome: Result<EventsAck, LogError>
-        do {
-            outcome = .success(try await commitDeduplicated(records, Self.identities(of: records)))
-        } catch let conflict as EventIDConflict {
-            outcome = .failure(LogError(.refused, conflict.reason, recordIndex: conflict.record))
-        } catch let refusal as LogError where refusal.code == .refused {
-            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
-        } catch {
-            return notApplied(error, sequence: sequence, stream: Self.clusterStream)
+        await materialize(sequence: sequence, stream: Self.clusterStream, positions: positions, endOffset: { nextOffset },
+                          note: { position in withLock { clusterPosition = position } }) {
+            do {
+                return try await commitDeduplicated(records, Self.identities(of: records))
+            } catch let conflict as EventIDConflict {
+                throw LogError(.refused, conflict.reason, recordIndex: conflict.record)
+            }
         }
-        let position = ClusterPosition(sequence: sequence, endOffset: nextOffset)
-        withLock { clusterPosition = position }
-        note(position, in: positions)
-        return outcome
     }
 
     /// One message of the chat stream: committed to the local messages log and applied (a message's
     /// repeat of a client id decided there, alike on every node).
     func materializeChat(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[ConversationStore.Applied?], LogError>? {
-        let outcome: Result<[ConversationStore.Applied?], LogError>
-        do {
-            outcome = .success(try await conversations.commit(records))
-        } catch let refusal as LogError where refusal.code == .refused {
-            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
-        } catch {
-            return notApplied(error, sequence: sequence, stream: Self.chatStream)
+        await materialize(sequence: sequence, stream: Self.chatStream, positions: positions, endOffset: { conversations.writer.endOffset },
+                          note: { position in withLock { chatPosition = position } }) {
+            try await conversations.commit(records)
         }
-        let position = ClusterPosition(sequence: sequence, endOffset: conversations.writer.endOffset)
-        withLock { chatPosition = position }
-        note(position, in: positions)
-        return outcome
     }
 
     /// One message of the privacy stream: each update applied to the settings in force, in stream order,
     /// and the settings after it committed to the local privacy log and installed (pushes follow).
     func materializePrivacy(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<[PrivacySettings?], LogError>? {
-        let outcome: Result<[PrivacySettings?], LogError>
-        do {
-            outcome = .success(try await privacy.commitUpdates(records))
-        } catch let refusal as LogError where refusal.code == .refused {
-            outcome = .failure(refusal)  // decided alike on every node (the late-arrival horizon): passed on
-        } catch {
-            return notApplied(error, sequence: sequence, stream: Self.privacyStream)
+        await materialize(sequence: sequence, stream: Self.privacyStream, positions: positions, endOffset: { privacy.writer.endOffset },
+                          note: { position in withLock { privacyPosition = position } }) {
+            try await privacy.commitUpdates(records)
         }
-        let position = ClusterPosition(sequence: sequence, endOffset: privacy.writer.endOffset)
-        withLock { privacyPosition = position }
+    }
+
+    /// What every stream's materializer does with a message: `commit` it to the local log; a refusal
+    /// (`LogError.refused`: decided alike on every node, as the late-arrival horizon is) is an outcome
+    /// and passed on like a success, the position after it noted (`note` in memory, `positions` on
+    /// disk). Any other failure: nil, `notApplied`.
+    private func materialize<T>(sequence: UInt64, stream: String, positions: StreamPositions, endOffset: () -> Int64,
+                                note notePosition: (ClusterPosition) -> Void,
+                                commit: () async throws -> T) async -> Result<T, LogError>? {
+        let outcome: Result<T, LogError>
+        do {
+            outcome = .success(try await commit())
+        } catch let refusal as LogError where refusal.code == .refused {
+            outcome = .failure(refusal)
+        } catch {
+            return notApplied(error, sequence: sequence, stream: stream)
+        }
+        let position = ClusterPosition(sequence: sequence, endOffset: endOffset())
+        notePosition(position)
         note(position, in: positions)
         return outcome
     }
