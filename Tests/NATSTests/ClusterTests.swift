@@ -64,7 +64,7 @@ struct ClusterTests {
         #expect(acked.keys.sorted() == Array(1...UInt64(total)))
         #expect(acked.sorted { $0.key < $1.key }.map(\.value) == Array(0..<total))
         // With one server down the consumer's creation goes through the meta leader's quorum: it may take a while.
-        try await eventually("the consumer is created", timeout: .seconds(30)) {
+        try await eventually("the consumer is created", timeout: .seconds(60)) {
             (try? await JetStream(nats, timeout: .seconds(5)).createConsumer(stream: "EVENTS", ConsumerConfig(durableName: "check", ackPolicy: .all))) != nil
         }
         let consumer = js.pullConsumer(stream: "EVENTS", consumer: "check")
@@ -86,7 +86,7 @@ struct ClusterTests {
 
         // The killed server comes back and catches up.
         try leader.start()
-        try await eventually("the restarted replica is current", timeout: .seconds(30)) {
+        try await eventually("the restarted replica is current", timeout: .seconds(60)) {
             guard let replicas = try? await js.streamInfo("EVENTS").cluster?.replicas, replicas.count == 2 else { return false }
             return replicas.allSatisfy { $0.current == true && $0.offline != true }
         }
