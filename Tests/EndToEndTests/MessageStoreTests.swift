@@ -10,25 +10,40 @@ import Testing
 @Suite(.serialized) struct MessageStoreEndToEndTests {
     func body(_ json: String) -> Data { Data(json.utf8) }
 
-    /// POSTs a message; its seq once acknowledged (201), nil for anything else (the server killed).
-    static func post(port: Int, _ path: String, token: String, body: Data) -> Int? {
-        guard let url = URL(string: "http://127.0.0.1:\(port)\(path)") else { return nil }
+    /// The posters' own session: the suite's other tests share `URLSession.shared` (six connections a host,
+    /// requests that may hang on a killed server), and a request here gives up after 15 s, not 60.
+    static let session: URLSession = {
+        let configuration = URLSessionConfiguration.ephemeral
+        configuration.timeoutIntervalForRequest = 15
+        configuration.httpMaximumConnectionsPerHost = 12
+        return URLSession(configuration: configuration)
+    }()
+
+    /// POSTs a message: its seq once acknowledged (201), or why not (the status and body, or the error).
+    static func post(port: Int, _ path: String, token: String, body: Data) -> Result<Int, PostFailure> {
+        guard let url = URL(string: "http://127.0.0.1:\(port)\(path)") else { return .failure(PostFailure(reason: "bad URL")) }
         var request = URLRequest(url: url)
         request.httpMethod = "POST"
         request.httpBody = body
         request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
         let done = DispatchSemaphore(value: 0)
-        let seq = Locked<Int?>(nil)
-        URLSession.shared.dataTask(with: request) { data, response, _ in
-            if (response as? HTTPURLResponse)?.statusCode == 201, let data,
-               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                seq.set(object["seq"] as? Int)
+        let outcome = Locked<Result<Int, PostFailure>>(.failure(PostFailure(reason: "no reply")))
+        session.dataTask(with: request) { data, response, error in
+            let status = (response as? HTTPURLResponse)?.statusCode ?? -1
+            if status == 201, let data, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let seq = object["seq"] as? Int {
+                outcome.set(.success(seq))
+            } else {
+                let text = error.map { "\($0.localizedDescription)" } ?? String(decoding: (data ?? Data()).prefix(200), as: UTF8.self)
+                outcome.set(.failure(PostFailure(reason: "\(status) \(text)")))
             }
             done.signal()
         }.resume()
         done.wait()
-        return seq.get()
+        return outcome.get()
     }
+
+    struct PostFailure: Error { let reason: String }
 
     /// Every message of `id` through the API, paged forward from the start (200 a page).
     static func allMessages(_ server: RunningServer, _ id: String, token: String) throws -> [(seq: Int, content: String)] {
@@ -58,25 +73,30 @@ import Testing
                 id = String(created.body.split(separator: "\"")[3])
             }
             let acks = Locked<[(Int, String)]>([])
+            let failures = Locked<[String]>([])
             let posters = DispatchGroup()
             let port = server.port
             let pid = server.process.processIdentifier
+            let postingEnds = Date().addingTimeInterval(120)
             for poster in 0..<6 {
                 posters.enter()
                 Thread { [id, port] in
                     defer { posters.leave() }
                     var i = 0
-                    while i < 5_000 {
+                    // Until the kill (bounded: 5,000 messages or 120 s a poster).
+                    while i < 5_000 && Date() < postingEnds {
                         let content = "round \(round) poster \(poster) message \(i)"
-                        guard let seq = Self.post(port: port, "/v1/conversations/\(id)/messages", token: poster % 2 == 0 ? alice : bob,
-                                                  body: Data("{\"content\":\"\(content)\"}".utf8)) else {
-                            // Not acknowledged: the server is gone (stop), or it failed this one (a busy machine's
-                            // timeout): the next message is sent, this one is never counted.
+                        switch Self.post(port: port, "/v1/conversations/\(id)/messages", token: poster % 2 == 0 ? alice : bob,
+                                         body: Data("{\"content\":\"\(content)\"}".utf8)) {
+                        case .success(let seq):
+                            acks.update { $0.append((seq, content)) }
+                        case .failure(let failure):
+                            // Not acknowledged: the server is gone (the kill), or it failed this one (a busy
+                            // machine): the next message is sent after a pause, this one is never counted.
                             if kill(pid, 0) != 0 { return }
-                            i += 1
-                            continue
+                            failures.update { if $0.count < 5 { $0.append(failure.reason) } }
+                            usleep(20_000)
                         }
-                        acks.update { $0.append((seq, content)) }
                         i += 1
                     }
                 }.start()
@@ -89,7 +109,7 @@ import Testing
             server.process.waitUntilExit()
             #expect(posters.wait(timeout: .now() + 60) == .success, "a poster did not stop after the kill")
             let got = acks.get()
-            #expect(got.count >= 100, "round \(round): only \(got.count) acknowledgements before the kill")
+            #expect(got.count >= 100, "round \(round): only \(got.count) acknowledgements before the kill; failures: \(failures.get())")
             for (seq, content) in got {
                 #expect(acknowledged[seq] == nil, "seq \(seq) acknowledged twice")
                 acknowledged[seq] = content
