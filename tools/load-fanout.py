@@ -27,11 +27,7 @@ import time
 
 from websockets.asyncio.client import connect
 
-from loadkit import Server, percentile, raise_file_limit
-
-
-def progress(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+from loadkit import Server, percentile, progress, raise_file_limit
 
 
 def metrics(port, token):
