@@ -84,7 +84,9 @@ struct BoundedShutdown<App: Service>: Service {
         let sessions = state.openSessionCount
         let closed = connections.closeAll()
         let waited = Self.describe(ContinuousClock.now - started)
-        logger.notice("\(cause) (\(waited) after the stop began): closed \(closed) connection\(closed == 1 ? "" : "s") still open, \(sessions) of them WebSocket session\(sessions == 1 ? "" : "s") that had not answered the close frame; each session's disconnect is appended as on a normal close")
+        // The sessions are counted before the close: a connection may be a WebSocket whose client never
+        // answered the close frame, or an HTTP request that never finished arriving.
+        logger.notice("\(cause) (\(waited) after the stop began): closed the \(closed) connection\(closed == 1 ? "" : "s") still open, \(sessions) WebSocket session\(sessions == 1 ? "" : "s") among them (each appends its disconnect, as on a normal close)")
     }
 
     /// `duration` in seconds, to a millisecond: "2s", "0.25s".
