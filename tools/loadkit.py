@@ -62,9 +62,10 @@ def raise_file_limit():
 
 class Server:
     """`presence serve` on 127.0.0.1 with a data folder and a secret of its own, in a temp dir that
-    `cleanup` removes. `start` waits (bounded) for "listening on"; a restart keeps the port and data."""
+    `cleanup` removes. `start` waits (bounded) for "listening on"; a restart keeps the port and data.
+    With `log=True` the server's standard error is appended to `server.log` in that dir (every start)."""
 
-    def __init__(self, binary, prefix, extra=()):
+    def __init__(self, binary, prefix, extra=(), log=False):
         self.binary = binary
         self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix=prefix)
@@ -75,11 +76,17 @@ class Server:
         self.data = os.path.join(self.dir, "data")
         self.port = 0
         self.process = None
+        self.log_path = os.path.join(self.dir, "server.log") if log else None
 
     def start(self, timeout=120):
         command = [self.binary, "serve", "--data", self.data, "--host", "127.0.0.1", "--port", str(self.port),
                    "--secret-file", self.secret_file, *self.extra]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        errors = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        finally:
+            if self.log_path:
+                errors.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
             ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.time()))

@@ -101,46 +101,71 @@ public struct PrivacyUpdate: Sendable, Equatable {
 
     /// Reads and checks a body (already held to `StrictJSON` by the caller, or not: invalid JSON is refused here too).
     public static func parse(_ body: [UInt8]) throws(ChatError) -> PrivacyUpdate {
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: Data(body)) } catch {
+        do {
+            return try JSONDecoder().decode(Body.self, from: Data(body)).update
+        } catch let error as ChatError {
+            throw error
+        } catch {
             throw ChatError(.invalid, "the body is not valid JSON; send e.g. \(example)")
         }
-        guard let fields = object as? [String: Any] else { throw ChatError(.invalid, "the body must be a JSON object, e.g. \(example)") }
-        for key in fields.keys.sorted() where key != "last_seen" && key != "online" {
-            throw ChatError(.invalid, "unknown key \"\(key)\": the settings are \"last_seen\" and \"online\"")
-        }
-        var update = PrivacyUpdate()
-        if let value = fields["last_seen"] { update.lastSeen = try rule(value, "last_seen") }
-        if let value = fields["online"] { update.online = try rule(value, "online") }
-        return update
     }
 
     public static let example = #"{"last_seen":{"who":"contacts","except":["carol"]},"online":{"who":"everyone","except":[]}}"#
 
-    private static func rule(_ value: Any, _ name: String) throws(ChatError) -> AudienceRule {
-        guard let fields = value as? [String: Any] else {
-            throw ChatError(.invalid, "\"\(name)\" must be an object: {\"who\":\"everyone\"|\"contacts\"|\"nobody\",\"except\":[user ids]}")
-        }
-        for key in fields.keys.sorted() where key != "who" && key != "except" {
-            throw ChatError(.invalid, "unknown key \"\(key)\" in \"\(name)\": a rule has \"who\" and \"except\"")
-        }
-        guard let whoText = fields["who"] as? String, let who = Audience(rawValue: whoText) else {
-            throw ChatError(.invalid, "\"\(name)\".\"who\" must be \"everyone\", \"contacts\" or \"nobody\"")
-        }
-        var except: [String] = []
-        if let list = fields["except"], !(list is NSNull) {
-            guard let ids = list as? [Any] else { throw ChatError(.invalid, "\"\(name)\".\"except\" must be a list of user ids") }
-            guard ids.count <= PrivacySettings.maxExceptions else {
-                throw ChatError(.invalid, "\"\(name)\".\"except\" holds \(ids.count) ids; at most \(PrivacySettings.maxExceptions)")
+    /// Any key of a JSON object: the body's keys are all read, so an unknown one is refused (a
+    /// `Decodable` with fixed keys would drop it without a word).
+    private struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The body as sent, each mistake a `ChatError` that names it.
+    private struct Body: Decodable {
+        var update = PrivacyUpdate()
+
+        init(from decoder: any Decoder) throws {
+            guard let fields = try? decoder.container(keyedBy: Key.self) else {
+                throw ChatError(.invalid, "the body must be a JSON object, e.g. \(PrivacyUpdate.example)")
             }
-            for id in ids {
-                guard let text = id as? String, (1...ChatRules.maxIDBytes).contains(text.utf8.count) else {
-                    throw ChatError(.invalid, "\"\(name)\".\"except\" must hold user ids of 1 to \(ChatRules.maxIDBytes) bytes")
+            for key in fields.allKeys.map(\.stringValue).sorted() where key != "last_seen" && key != "online" {
+                throw ChatError(.invalid, "unknown key \"\(key)\": the settings are \"last_seen\" and \"online\"")
+            }
+            update.lastSeen = try Self.rule(in: fields, "last_seen")
+            update.online = try Self.rule(in: fields, "online")
+        }
+
+        /// The rule under `name`, nil when the body leaves it out.
+        static func rule(in fields: KeyedDecodingContainer<Key>, _ name: String) throws(ChatError) -> AudienceRule? {
+            guard fields.contains(Key(name)) else { return nil }
+            guard let rule = try? fields.nestedContainer(keyedBy: Key.self, forKey: Key(name)) else {
+                throw ChatError(.invalid, "\"\(name)\" must be an object: {\"who\":\"everyone\"|\"contacts\"|\"nobody\",\"except\":[user ids]}")
+            }
+            for key in rule.allKeys.map(\.stringValue).sorted() where key != "who" && key != "except" {
+                throw ChatError(.invalid, "unknown key \"\(key)\" in \"\(name)\": a rule has \"who\" and \"except\"")
+            }
+            guard let whoText = try? rule.decode(String.self, forKey: Key("who")), let who = Audience(rawValue: whoText) else {
+                throw ChatError(.invalid, "\"\(name)\".\"who\" must be \"everyone\", \"contacts\" or \"nobody\"")
+            }
+            var except: [String] = []
+            if rule.contains(Key("except")), (try? rule.decodeNil(forKey: Key("except"))) != true {
+                guard var ids = try? rule.nestedUnkeyedContainer(forKey: Key("except")) else {
+                    throw ChatError(.invalid, "\"\(name)\".\"except\" must be a list of user ids")
                 }
-                except.append(text)
+                if let count = ids.count, count > PrivacySettings.maxExceptions {
+                    throw ChatError(.invalid, "\"\(name)\".\"except\" holds \(count) ids; at most \(PrivacySettings.maxExceptions)")
+                }
+                while !ids.isAtEnd {
+                    guard let id = try? ids.decode(String.self), (1...ChatRules.maxIDBytes).contains(id.utf8.count) else {
+                        throw ChatError(.invalid, "\"\(name)\".\"except\" must hold user ids of 1 to \(ChatRules.maxIDBytes) bytes")
+                    }
+                    except.append(id)
+                }
             }
+            return AudienceRule(who: who, except: except)
         }
-        return AudienceRule(who: who, except: except)
     }
 }
 

@@ -104,11 +104,21 @@ public struct TokenAuthority: Sendable {
         guard let dot = token.firstIndex(of: ".") else { return }
         var text = token[..<dot].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         text += String(repeating: "=", count: (4 - text.count % 4) % 4)
-        guard let data = Data(base64Encoded: text),
-              let header = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return }
-        let algorithm = header["alg"] as? String
-        guard algorithm == "HS256" else { throw ForeignAlgorithm(algorithm: algorithm) }
+        guard let data = Data(base64Encoded: text), let header = try? JSONDecoder().decode(Header.self, from: data) else { return }
+        guard header.algorithm == "HS256" else { throw ForeignAlgorithm(algorithm: header.algorithm) }
+    }
+
+    /// A token's header, as far as `checkAlgorithm` reads it: an `alg` that is missing or not a string
+    /// reads as none (refused), never as a reason to skip the check.
+    private struct Header: Decodable {
+        let algorithm: String?
+
+        enum CodingKeys: String, CodingKey { case algorithm = "alg" }
+
+        init(from decoder: any Decoder) throws {
+            let fields = try decoder.container(keyedBy: CodingKeys.self)
+            algorithm = try? fields.decode(String.self, forKey: .algorithm)
+        }
     }
 
     /// Why `verify` refused a token, in words a client's developer can act on (jwt-kit's own errors

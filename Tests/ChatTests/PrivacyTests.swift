@@ -90,6 +90,11 @@ import TestSupport
         #expect(refusal(#"{"online":{"who":"everyone","except":[""]}}"#)?.contains("1 to 256 bytes") == true)
         #expect(refusal(#"{"online":{"who":"everyone","except":[7]}}"#)?.contains("1 to 256 bytes") == true)
         #expect(refusal("[1]")?.hasPrefix("the body must be a JSON object") == true)
+        #expect(refusal("5")?.hasPrefix("the body must be a JSON object") == true)
+        #expect(refusal(#"{"online":null}"#)?.hasPrefix("\"online\" must be an object") == true)
+        #expect(refusal(#"{"online":{"except":[]}}"#)?.contains("\"who\" must be") == true)
+        #expect(refusal("{\"online\":")?.hasPrefix("the body is not valid JSON") == true)
+        #expect(try PrivacyUpdate.parse(Array(#"{"online":{"who":"everyone","except":null}}"#.utf8)).online == AudienceRule(who: .everyone))
         let tooMany = (0...PrivacySettings.maxExceptions).map { "\"u\($0)\"" }.joined(separator: ",")
         #expect(refusal(#"{"last_seen":{"who":"everyone","except":[\#(tooMany)]}}"#) == "\"last_seen\".\"except\" holds 1025 ids; at most 1024")
     }

@@ -81,6 +81,7 @@ def scenario_tokens(args):
         "HS512 header, HMAC-SHA256 signature": forged({"alg": "HS512", "typ": "JWT"}, "alice"),
         "HS256 signed with another secret": forged({"alg": "HS256", "typ": "JWT"}, "alice", key=b"x" * 48),
         "no alg": forged({"typ": "JWT"}, "alice"),
+        "alg not a string": forged({"alg": 256, "typ": "JWT"}, "alice"),
     }
     for name, token in tokens.items():
         # Twice on one connection: the second request would be the fast path's if the first had
