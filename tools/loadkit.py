@@ -1,6 +1,6 @@
-"""Helpers shared by the load tools (load-push.py, storm.py): HS256 tokens minted like `presence token`,
-a `presence serve` of the tool's own on 127.0.0.1 with a fresh data folder and secret, the server's
-resident memory, percentiles. Run the tools with the .venv Python (scripts/setup.sh --python)."""
+"""Helpers shared by the load tools (load-push.py, storm.py, soak.py, load-fanout.py): HS256 tokens minted
+like `presence token`, a `presence serve` of the tool's own on 127.0.0.1 with a fresh data folder and
+secret, the server's resident memory, percentiles, and the checks and progress lines the tools print. Run the tools with the .venv Python (scripts/setup.sh --python)."""
 import base64
 import hashlib
 import hmac
@@ -11,8 +11,27 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+
+# The checks that failed so far (`check`): a tool exits 1 when any did.
+FAILED = []
+
+
+def check(condition, what, detail=""):
+    """Prints "passed: WHAT" or "FAILED: WHAT: DETAIL" (and notes the failure); returns the condition."""
+    if condition:
+        print(f"passed: {what}", flush=True)
+    else:
+        print(f"FAILED: {what}" + (f": {detail}" if detail else ""), flush=True)
+        FAILED.append(what)
+    return condition
+
+
+def progress(message):
+    """A timestamped line on standard error."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def b64(data):

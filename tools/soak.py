@@ -49,23 +49,9 @@ import warnings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from loadkit import Server, mint
+from loadkit import FAILED, Server, check, mint, progress
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-FAILED = []
-
-
-def check(condition, what, detail=""):
-    if condition:
-        print(f"passed: {what}", flush=True)
-    else:
-        print(f"FAILED: {what}" + (f": {detail}" if detail else ""), flush=True)
-        FAILED.append(what)
-    return condition
-
-
-def progress(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 class Unexpected(Exception):

@@ -46,23 +46,9 @@ from concurrent.futures import ThreadPoolExecutor
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from loadkit import Server, percentile, raise_file_limit
+from loadkit import FAILED, Server, check, percentile, progress, raise_file_limit
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-FAILED = []
-
-
-def check(condition, what, detail=""):
-    if condition:
-        print(f"passed: {what}", flush=True)
-    else:
-        print(f"FAILED: {what}" + (f": {detail}" if detail else ""), flush=True)
-        FAILED.append(what)
-    return condition
-
-
-def progress(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def create_conversations(server, groups, threads=8):

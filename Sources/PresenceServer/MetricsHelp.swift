@@ -10,6 +10,7 @@ enum MetricsHelp {
         "http.server.active_requests": "HTTP requests being answered now, by method.",
         "presence_events_appended_total": "Presence events appended to the log (gateways' posts, the node's own heartbeats, leases and sockets).",
         "presence_commit_seconds": "Time from an append's request to its durable acknowledgement and projection.",
+        "presence_apply_seconds": "Time the commit thread holds the node's lock for a commit: applying it to the projection and queueing its pushes.",
         "presence_websockets_open": "WebSocket sessions open now.",
         "presence_pushes_sent_total": "Presence pushes queued to WebSocket sessions.",
         "presence_snapshot_fast_path_total": "Conversation snapshots answered on the event loop, ahead of the HTTP codec.",

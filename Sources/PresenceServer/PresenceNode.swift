@@ -124,6 +124,9 @@ public final class PresenceNode: @unchecked Sendable {
 
     private let eventsAppended = Counter(label: "presence_events_appended_total")
     private let commitLatency = Timer(label: "presence_commit_seconds")
+    /// How long each commit holds `lock` on the commit thread (apply and push fan-out): what snapshots,
+    /// opens and the next commit wait behind.
+    private let applyLatency = Timer(label: "presence_apply_seconds")
 
     /// Appends `records` durably, applies them to the projection, pushes the changes watchers see, and
     /// returns their offsets: through the cluster's stream in cluster mode, else to the local log.
@@ -143,6 +146,7 @@ public final class PresenceNode: @unchecked Sendable {
                 if case .success(let ack) = result {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
+                    let locked = DispatchTime.now()
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
                         assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
                         let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
@@ -160,6 +164,7 @@ public final class PresenceNode: @unchecked Sendable {
                     }
                     publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
+                    applyLatency.recordInterval(since: locked)
                 }
                 continuation.resume(returning: result)
             }
