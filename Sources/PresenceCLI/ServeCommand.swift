@@ -21,8 +21,10 @@ struct ServeCommand: AsyncParsableCommand {
 
             While running it appends its own heartbeat every --heartbeat-interval, and a gateway_down for \
             any gateway whose heartbeats stopped more than --lease ago. On SIGTERM or SIGINT it stops \
-            accepting, ends the open sockets with disconnects, flushes, closes the log cleanly and writes \
-            a checkpoint.
+            accepting, sends each WebSocket a close frame and waits up to --shutdown-timeout for the \
+            connections to end; then it closes those left (clients that never answer the close frame) \
+            itself, at once on a second SIGTERM or SIGINT. Every socket ends with its disconnect appended; \
+            then it flushes, closes the log cleanly, writes a checkpoint and exits 0.
 
             Tokens are HS256 JWTs (`presence token` mints them) signed with the secret in \
             PRESENCE_TOKEN_SECRET or --secret-file (at least 32 bytes either way); --dev uses a built-in \
@@ -100,6 +102,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Threads that serve connections (default: one per core). Where other busy processes share the cores, fewer can answer more: on this project's 2-core machine with the load generator on one core, 1 answers the snapshot about 1.25x faster (BENCHMARKS.md).", valueName: "n"))
     var eventLoops: Int?
 
+    @Option(help: ArgumentHelp("On SIGTERM or SIGINT, how long to wait for the connections to end after the WebSocket close frames have gone out (e.g. 10s, 500ms); then those still open are closed by the server, each socket's disconnect appended as on a normal close, and it exits 0. Keep it below the grace period of whatever stops the server (systemd's TimeoutStopSec, Kubernetes' terminationGracePeriodSeconds: 30s by default). A second signal closes them at once.", valueName: "duration"))
+    var shutdownTimeout = DurationArgument(default: "10s")
+
     /// The checks between options and of ranges, before anything runs.
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
@@ -107,6 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard !node.isEmpty, node.utf8.count <= PresenceEvent.Limits.fieldBytes else { throw ValidationError("--node must be 1 to \(PresenceEvent.Limits.fieldBytes) bytes") }
         guard heartbeatInterval.milliseconds < lease.milliseconds else { throw ValidationError("--heartbeat-interval must be shorter than --lease") }
         guard pushQueueLimit >= 1 else { throw ValidationError("--push-queue-limit must be at least 1") }
+        guard shutdownTimeout.milliseconds <= 3_600_000 else { throw ValidationError("--shutdown-timeout must be 1h or less") }
         guard resumeWindow >= 0 else { throw ValidationError("--resume-window must be 0 or more") }
         if retention != nil, cluster != nil { throw ValidationError("--retention is not supported with --cluster yet (every node's log is a copy of the stream)") }
         if let servers = clusterServers, servers.isEmpty { throw ValidationError("--cluster needs at least one nats://host:port") }
@@ -129,6 +135,7 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.maxBodyBytes = maxBody.bytes
             configuration.logLevel = level
             if let eventLoops { configuration.eventLoops = eventLoops }
+            configuration.shutdownTimeout = .milliseconds(shutdownTimeout.milliseconds)
             // Recovery, checkpoints, leases and shutdown go to the same structured log as the server's.
             let logger = {
                 var logger = Logger(label: "presence")
@@ -166,13 +173,13 @@ struct ServeCommand: AsyncParsableCommand {
             }
             let host = configuration.host
             let group = configuration.eventLoops.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) }
-            let app = PresenceHTTPServer.application(state: state, tokens: tokens, configuration: configuration, metrics: registry,
-                                                     eventLoopGroup: group) { bound in
-                var line = "listening on \(host):\(bound)\n"
-                line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
-            }
             do {
-                try await app.runService()
+                // Returns after SIGTERM/SIGINT once every connection has ended (within --shutdown-timeout).
+                try await PresenceHTTPServer.run(state: state, tokens: tokens, configuration: configuration, metrics: registry,
+                                                 eventLoopGroup: group) { bound in
+                    var line = "listening on \(host):\(bound)\n"
+                    line.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
+                }
             } catch let error as IOError {
                 // The port was free a moment ago (checked above) and was taken since.
                 throw listenError(error, host: host, port: port)

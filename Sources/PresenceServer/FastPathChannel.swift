@@ -9,6 +9,8 @@ struct FastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
 
     let base: Base
+    /// Every connection, tracked until it closes: what a stop past its deadline closes (`BoundedShutdown`).
+    let connections: OpenConnections
     let makeFastPath: @Sendable () -> SnapshotFastPath
 
     /// Every connection's kernel send buffer (SO_SNDBUF; Linux keeps twice this for its bookkeeping).
@@ -18,6 +20,7 @@ struct FastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
     static var sendBufferBytes: Int { 64 * 1024 }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        connections.add(channel)
         do {
             try channel.syncOptions?.setOption(ChannelOptions.socketOption(.so_sndbuf), value: Self.sendBufferBytes)
         } catch {

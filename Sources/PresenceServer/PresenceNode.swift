@@ -233,6 +233,9 @@ public final class PresenceNode: @unchecked Sendable {
         return session
     }
 
+    /// The WebSocket sessions open now.
+    public var openSessionCount: Int { withLock { hub.sessionCount } }
+
     /// Ends a session: stops its pushes and appends its `disconnect` (unless shutdown already did).
     public func closeSession(_ session: PushSession) async {
         let wasOpen = withLock { () -> Bool in

@@ -7,6 +7,7 @@ import HummingbirdCore
 import HummingbirdWebSocket
 import NIOCore
 import Prometheus
+import ServiceLifecycle
 import Presence
 import Projector
 import SegmentLog
@@ -28,6 +29,9 @@ public struct ServerConfiguration: Sendable {
     /// Tokens are signed with the development secret (`--dev`): the web console may mint them
     /// (`POST /v1/dev/tokens`), since anyone can anyway.
     public var developmentTokens = false
+    /// How long a stop (SIGTERM, SIGINT) waits for the connections to end after the close frames have
+    /// gone out, before it closes those left itself (`BoundedShutdown`).
+    public var shutdownTimeout: Duration = .seconds(10)
 
     public init(data: String) { self.data = data }
 }
@@ -52,11 +56,28 @@ public struct ServerConfiguration: Sendable {
 /// bad or expired token, 403 for a token without the right, 400 for bad input, 413 for a body over
 /// the limit.
 public enum PresenceHTTPServer {
-    /// Builds the application; `onRunning` gets the bound port. `eventLoopGroup` runs the connections
-    /// (nil: NIO's shared group); its owner shuts it down after the application has stopped.
-    public static func application(state: PresenceNode, tokens: TokenAuthority, configuration: ServerConfiguration,
-                                   metrics: PrometheusCollectorRegistry, eventLoopGroup: (any EventLoopGroup)? = nil,
-                                   onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
+    /// Serves until SIGTERM or SIGINT, then stops within `configuration.shutdownTimeout` (`BoundedShutdown`):
+    /// returns once every connection has ended and its handler has finished (each WebSocket session's
+    /// disconnect appended), so the caller may close the log. `onRunning` gets the bound port.
+    /// `eventLoopGroup` runs the connections (nil: NIO's shared group); its owner shuts it down after this returns.
+    public static func run(state: PresenceNode, tokens: TokenAuthority, configuration: ServerConfiguration,
+                           metrics: PrometheusCollectorRegistry, eventLoopGroup: (any EventLoopGroup)? = nil,
+                           onRunning: @escaping @Sendable (Int) async -> Void) async throws {
+        let connections = OpenConnections()
+        let app = application(state: state, tokens: tokens, configuration: configuration, metrics: metrics,
+                              eventLoopGroup: eventLoopGroup, connections: connections, onRunning: onRunning)
+        let logger = app.logger
+        let service = BoundedShutdown(app: app, timeout: configuration.shutdownTimeout, connections: connections, state: state, logger: logger)
+        // A second SIGTERM/SIGINT is the service's to act on (it ends the wait at once): the group
+        // ignores it during a shutdown already under way.
+        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// Builds the application; `connections` tracks every connection it accepts.
+    static func application(state: PresenceNode, tokens: TokenAuthority, configuration: ServerConfiguration,
+                            metrics: PrometheusCollectorRegistry, eventLoopGroup: (any EventLoopGroup)?, connections: OpenConnections,
+                            onRunning: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
         let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         let fastPathServed = Counter(label: "presence_snapshot_fast_path_total")
         // Request counts and latency by route (swift-metrics, exported below in Prometheus text).
@@ -160,6 +181,7 @@ public enum PresenceHTTPServer {
         let server = HTTPServerBuilder { responder in
             FastPathChannel(
                 base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration),
+                connections: connections,
                 makeFastPath: { SnapshotFastPath(state: state, tokens: tokens, maxBodyBytes: configuration.maxBodyBytes) { fastPathServed.increment() } }
             )
         }

@@ -29,6 +29,7 @@ import Testing
         #expect(serve.lease.milliseconds == 60_000 && serve.heartbeatInterval.milliseconds == 5_000)
         #expect(serve.clientIDWindow.milliseconds == 86_400_000 && serve.messageCache.bytes == 64 << 20 && serve.maxBody.bytes == 4 << 20)
         #expect(serve.fsync.description == "always" && serve.logLevel.description == "info")
+        #expect(serve.shutdownTimeout.milliseconds == 10_000)
         let ingest = try IngestCommand.parse(["--data", "d"])
         #expect(ingest.segmentBytes.bytes == 64 << 20 && ingest.segmentAge.milliseconds == 3_600_000)
         let audit = try AuditCommand.parse(["--data", "d"])
@@ -41,5 +42,15 @@ import Testing
         #expect(throws: (any Error).self) { try ServeCommand.parse(["--data", "d", "--retention", "30d", "--cluster", "nats://127.0.0.1:4222"]) }
         #expect(throws: (any Error).self) { try ServeCommand.parse(["--data", "d", "--port", "70000"]) }
         #expect(throws: (any Error).self) { try ServeCommand.parse(["--data", "d", "--log-level", "loud"]) }
+    }
+
+    /// serve's stop deadline: a duration like the others, at most an hour (an operator's grace period
+    /// is seconds to minutes; a longer one is a typo, and would stall a stop as before).
+    @Test func theShutdownTimeoutIsADurationOfAtMostAnHour() throws {
+        #expect(try ServeCommand.parse(["--data", "d", "--shutdown-timeout", "500ms"]).shutdownTimeout.milliseconds == 500)
+        #expect(try ServeCommand.parse(["--data", "d", "--shutdown-timeout", "1h"]).shutdownTimeout.milliseconds == 3_600_000)
+        for bad in ["0s", "-2s", "2", "soon", "61m"] {
+            #expect(throws: (any Error).self, "\(bad)") { try ServeCommand.parse(["--data", "d", "--shutdown-timeout", bad]) }
+        }
     }
 }
