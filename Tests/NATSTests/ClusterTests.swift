@@ -24,7 +24,7 @@ struct ClusterTests {
         // The cluster elects its meta leader first; until then stream creation fails.
         let config = StreamConfig(name: "EVENTS", subjects: ["events.>"], storage: .file, replicas: 3, duplicateWindow: .seconds(120))
         var created: StreamInfo?
-        try await eventually("the stream is created", timeout: .seconds(30)) {
+        try await eventually("the stream is created", timeout: .seconds(90)) {
             created = try? await js.createStream(config)
             return created?.cluster?.leader != nil
         }

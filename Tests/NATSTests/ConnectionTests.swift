@@ -5,7 +5,7 @@ import NIOCore
 import Testing
 
 /// The core protocol against a real nats-server on a loopback port.
-@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(1)))
+@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(3)))
 struct ConnectionTests {
     @Test func publishedMessagesReachASubscriberInOrderWithTheirReplySubject() async throws {
         try await withServer { server in

@@ -7,7 +7,7 @@ import Testing
 @testable import JetStream
 
 /// JetStream on one real nats-server (file storage in a temporary folder).
-@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(1)))
+@Suite(.enabled(if: natsServerAvailable, "nats-server not found: run scripts/setup.sh"), .serialized, .timeLimit(.minutes(3)))
 struct JetStreamTests {
     /// Runs `body` with a connection to a fresh server and a file stream `S` on `s.>`.
     func withStream(_ name: String = #function, configure: (inout StreamConfig) -> Void = { _ in },
