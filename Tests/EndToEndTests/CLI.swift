@@ -94,6 +94,21 @@ typealias DataBox = Locked<Data>
 extension Locked where Value == Data {
     convenience init() { self.init(Data()) }
     func append(_ more: Data) { update { $0.append(more) } }
+
+    /// Appends what `handle` gives, on a thread of its own, until its end (a child's output drained as it
+    /// comes, so the child never blocks on a full pipe). The thread is returned: it finishes at the end.
+    @discardableResult
+    func drain(_ handle: FileHandle) -> Thread {
+        let reader = Thread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                append(chunk)
+            }
+        }
+        reader.start()
+        return reader
+    }
 }
 
 /// A fresh directory, removed afterwards.

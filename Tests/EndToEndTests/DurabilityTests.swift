@@ -59,14 +59,7 @@ import Testing
 
             // Read acknowledgements until at least one arrived, then let it run a random while and kill it.
             let acks = DataBox()
-            let reader = Thread {
-                while true {
-                    let chunk = stdout.fileHandleForReading.availableData
-                    if chunk.isEmpty { break }
-                    acks.append(chunk)
-                }
-            }
-            reader.start()
+            let reader = acks.drain(stdout.fileHandleForReading)
             let deadline = Date().addingTimeInterval(20)
             while acks.get().isEmpty && Date() < deadline { usleep(1000) }
             usleep(UInt32.random(in: 0...150_000, using: &random))

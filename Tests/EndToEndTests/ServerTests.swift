@@ -27,15 +27,8 @@ final class RunningServer {
         process.standardError = stderr
         try process.run()
         // Both outputs are drained as they come, so the server never blocks on a full pipe.
-        for (handle, box) in [(stdout.fileHandleForReading, output), (stderr.fileHandleForReading, errors)] {
-            Thread {
-                while true {
-                    let chunk = handle.availableData
-                    if chunk.isEmpty { break }
-                    box.append(chunk)
-                }
-            }.start()
-        }
+        output.drain(stdout.fileHandleForReading)
+        errors.drain(stderr.fileHandleForReading)
         let deadline = Date().addingTimeInterval(startTimeout)
         while Date() < deadline {
             let text = String(decoding: output.get(), as: UTF8.self)

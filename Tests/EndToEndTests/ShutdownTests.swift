@@ -21,14 +21,7 @@ import Testing
             process.standardOutput = stdout
             process.standardError = stdout
             try process.run()
-            let handle = stdout.fileHandleForReading, box = output
-            Thread {
-                while true {
-                    let chunk = handle.availableData
-                    if chunk.isEmpty { break }
-                    box.append(chunk)
-                }
-            }.start()
+            output.drain(stdout.fileHandleForReading)
             let deadline = Date().addingTimeInterval(60)
             var text = ""
             while Date() < deadline, process.isRunning {
