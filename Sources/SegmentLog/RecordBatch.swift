@@ -171,52 +171,69 @@ final class RecordBatchEncoder {
                 let entry = buffer.entries[index]
                 let timestampDelta = entry.timestamp &- baseTimestamp
                 let offsetDelta = Int64(index - range.lowerBound)
-                let keyLength = Int(entry.keyLength)
-                let valueLength = Int(entry.valueLength)
-                let bodyLength = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
-                    + Varint.size(Int64(keyLength)) + max(keyLength, 0)
-                    + Varint.size(Int64(valueLength)) + valueLength + 1
-                records.reserve(bodyLength + 5)
-                var cursor = records.pointer + records.count
-                cursor += Varint.write(Int64(bodyLength), to: cursor)
-                cursor.storeBytes(of: 0, as: UInt8.self)
-                cursor += 1
-                cursor += Varint.write(timestampDelta, to: cursor)
-                cursor += Varint.write(offsetDelta, to: cursor)
-                cursor += Varint.write(Int64(keyLength), to: cursor)
                 let keyStart = storageBase + Int(entry.start)
-                if keyLength > 0 {
-                    cursor.copyShort(from: keyStart, count: keyLength)
-                    cursor += keyLength
-                }
-                cursor += Varint.write(Int64(valueLength), to: cursor)
-                if valueLength > 0 {
-                    cursor.copyShort(from: keyStart + max(keyLength, 0), count: valueLength)
-                    cursor += valueLength
-                }
-                cursor.storeBytes(of: 0, as: UInt8.self)
-                cursor += 1
-                records.count = cursor - records.pointer
+                let keyLength = Int(entry.keyLength)
+                appendRecord(timestampDelta: timestampDelta, offsetDelta: offsetDelta, key: keyStart, keyLength: keyLength,
+                             value: keyStart + max(keyLength, 0), valueLength: Int(entry.valueLength))
             }
         }
+        return appendBatch(baseOffset: baseOffset, partitionLeaderEpoch: -1, attributes: RecordBatchHeader.lz4Codec,
+                           lastOffsetDelta: Int32(range.count - 1), baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp,
+                           producerId: -1, producerEpoch: -1, baseSequence: -1, count: Int32(range.count))
+    }
+
+    /// Appends one record (Kafka's record v2: its length, attributes 0, the timestamp and offset deltas,
+    /// the key and the value, each with its length, -1 for null, and no headers) to `records`.
+    @inline(__always)
+    private func appendRecord(timestampDelta: Int64, offsetDelta: Int64, key: UnsafeRawPointer?, keyLength: Int,
+                              value: UnsafeRawPointer?, valueLength: Int) {
+        let bodyLength = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
+            + Varint.size(Int64(keyLength)) + max(keyLength, 0)
+            + Varint.size(Int64(valueLength)) + max(valueLength, 0) + 1
+        records.reserve(bodyLength + 5)
+        var cursor = records.pointer + records.count
+        cursor += Varint.write(Int64(bodyLength), to: cursor)
+        cursor.storeBytes(of: 0, as: UInt8.self)
+        cursor += 1
+        cursor += Varint.write(timestampDelta, to: cursor)
+        cursor += Varint.write(offsetDelta, to: cursor)
+        cursor += Varint.write(Int64(keyLength), to: cursor)
+        if let key, keyLength > 0 {
+            cursor.copyShort(from: key, count: keyLength)
+            cursor += keyLength
+        }
+        cursor += Varint.write(Int64(valueLength), to: cursor)
+        if let value, valueLength > 0 {
+            cursor.copyShort(from: value, count: valueLength)
+            cursor += valueLength
+        }
+        cursor.storeBytes(of: 0, as: UInt8.self)
+        cursor += 1
+        records.count = cursor - records.pointer
+    }
+
+    /// Appends to `output` the batch of what `records` holds (LZ4-compressed; nothing at all when `count`
+    /// is 0: an empty batch, attributes 0), with this header, its CRC last; returns the header.
+    private func appendBatch(baseOffset: Int64, partitionLeaderEpoch: Int32, attributes: Int16, lastOffsetDelta: Int32,
+                             baseTimestamp: Int64, maxTimestamp: Int64, producerId: Int64, producerEpoch: Int16,
+                             baseSequence: Int32, count: Int32) -> RecordBatchHeader {
         let start = output.count
         output.reserve(RecordBatchHeader.size + LZ4Frame.bound(records.count))
         let header = output.pointer + start
-        let frameSize = LZ4Frame.compress(records.bytes, to: header + RecordBatchHeader.size, with: compressor)
+        let frameSize = count == 0 ? 0 : LZ4Frame.compress(records.bytes, to: header + RecordBatchHeader.size, with: compressor)
         let total = RecordBatchHeader.size + frameSize
         output.count = start + total
-        let count = Int32(range.count)
         header.storeBigEndian(baseOffset, at: 0)
         header.storeBigEndian(Int32(total - RecordBatchHeader.logOverhead), at: 8)
-        header.storeBigEndian(Int32(-1), at: 12)
+        header.storeBigEndian(partitionLeaderEpoch, at: 12)
         header.storeBytes(of: RecordBatchHeader.magic, toByteOffset: 16, as: UInt8.self)
-        header.storeBigEndian(RecordBatchHeader.lz4Codec, at: 21)
-        header.storeBigEndian(count - 1, at: 23)
+        header.storeBigEndian(attributes, at: 21)
+        header.storeBigEndian(lastOffsetDelta, at: 23)
         header.storeBigEndian(baseTimestamp, at: 27)
         header.storeBigEndian(maxTimestamp, at: 35)
-        header.storeBigEndian(Int64(-1), at: 43)
-        header.storeBigEndian(Int16(-1), at: 51)
-        header.storeBigEndian(Int32(-1), at: 53)
+        header.storeBigEndian(producerId, at: 43)
+        header.storeBigEndian(producerEpoch, at: 51)
+        header.storeBigEndian(baseSequence, at: 53)
         header.storeBigEndian(count, at: 57)
         let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: header + RecordBatchHeader.crcStart, count: total - RecordBatchHeader.crcStart))
         header.storeBigEndian(crc, at: 17)
@@ -242,56 +259,15 @@ extension RecordBatchEncoder {
         if kept.isEmpty { maxTimestamp = original.maxTimestamp }
         records.count = 0
         for record in kept {
-            let timestampDelta = record.timestamp &- baseTimestamp
-            let offsetDelta = record.offset &- original.baseOffset
             let key = record.key, value = record.value
-            let keyLength = key.map { $0.count } ?? -1
-            let valueLength = value.map { $0.count } ?? -1
-            let bodyLength = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
-                + Varint.size(Int64(keyLength)) + max(keyLength, 0)
-                + Varint.size(Int64(valueLength)) + max(valueLength, 0) + 1
-            records.reserve(bodyLength + 5)
-            var cursor = records.pointer + records.count
-            cursor += Varint.write(Int64(bodyLength), to: cursor)
-            cursor.storeBytes(of: 0, as: UInt8.self)
-            cursor += 1
-            cursor += Varint.write(timestampDelta, to: cursor)
-            cursor += Varint.write(offsetDelta, to: cursor)
-            cursor += Varint.write(Int64(keyLength), to: cursor)
-            if let key, let base = key.baseAddress, keyLength > 0 {
-                cursor.copyMemory(from: base, byteCount: keyLength)
-                cursor += keyLength
-            }
-            cursor += Varint.write(Int64(valueLength), to: cursor)
-            if let value, let base = value.baseAddress, valueLength > 0 {
-                cursor.copyMemory(from: base, byteCount: valueLength)
-                cursor += valueLength
-            }
-            cursor.storeBytes(of: 0, as: UInt8.self)
-            cursor += 1
-            records.count = cursor - records.pointer
+            appendRecord(timestampDelta: record.timestamp &- baseTimestamp, offsetDelta: record.offset &- original.baseOffset,
+                         key: key?.baseAddress, keyLength: key.map { $0.count } ?? -1,
+                         value: value?.baseAddress, valueLength: value.map { $0.count } ?? -1)
         }
-        let start = output.count
-        output.reserve(RecordBatchHeader.size + LZ4Frame.bound(records.count))
-        let header = output.pointer + start
-        let frameSize = kept.isEmpty ? 0 : LZ4Frame.compress(records.bytes, to: header + RecordBatchHeader.size, with: compressor)
-        let total = RecordBatchHeader.size + frameSize
-        output.count = start + total
-        header.storeBigEndian(original.baseOffset, at: 0)
-        header.storeBigEndian(Int32(total - RecordBatchHeader.logOverhead), at: 8)
-        header.storeBigEndian(original.partitionLeaderEpoch, at: 12)
-        header.storeBytes(of: RecordBatchHeader.magic, toByteOffset: 16, as: UInt8.self)
-        header.storeBigEndian(kept.isEmpty ? Int16(0) : RecordBatchHeader.lz4Codec, at: 21)
-        header.storeBigEndian(original.lastOffsetDelta, at: 23)
-        header.storeBigEndian(baseTimestamp, at: 27)
-        header.storeBigEndian(maxTimestamp, at: 35)
-        header.storeBigEndian(original.producerId, at: 43)
-        header.storeBigEndian(original.producerEpoch, at: 51)
-        header.storeBigEndian(original.baseSequence, at: 53)
-        header.storeBigEndian(Int32(kept.count), at: 57)
-        let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: header + RecordBatchHeader.crcStart, count: total - RecordBatchHeader.crcStart))
-        header.storeBigEndian(crc, at: 17)
-        return RecordBatchHeader(header)
+        return appendBatch(baseOffset: original.baseOffset, partitionLeaderEpoch: original.partitionLeaderEpoch,
+                           attributes: kept.isEmpty ? 0 : RecordBatchHeader.lz4Codec, lastOffsetDelta: original.lastOffsetDelta,
+                           baseTimestamp: baseTimestamp, maxTimestamp: maxTimestamp, producerId: original.producerId,
+                           producerEpoch: original.producerEpoch, baseSequence: original.baseSequence, count: Int32(kept.count))
     }
 }
 
