@@ -13,19 +13,7 @@ events="${1:-10000000}"
 users="${2:-1000000}"
 user="${3:-u42}"
 runs="${RUNS:-3}"
-bin="${BIN:-.build/release}"
-if [[ "$bin" == .build/release ]]; then
-    for product in presence presence-gen; do
-        swift build -c release --product "$product" 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
-    done
-fi
-mkdir -p bench-data
-stream="bench-data/stream-$events-$users.ndjson"
-if [[ ! -s "$stream" ]]; then
-    echo "generating $stream"
-    "$bin/presence-gen" --events "$events" --users "$users" --seed 42 > "$stream.tmp"
-    mv "$stream.tmp" "$stream"
-fi
+source tools/bench-common.sh
 log=bench-data/erasure-log
 rm -rf "$log"
 "$bin/presence" ingest --data "$log" --segment-age 1h --fsync never "$stream" 2>&1 | tail -1
@@ -33,8 +21,6 @@ rm -rf "$log"
 segments=$(ls "$log/presence" | grep -c '\.log$')
 bytes_before=$(du -sb "$log/presence" | cut -f1)
 others_before=$("$bin/presence" state --data "$log" --format json | grep -v "\"user\":\"$user\"" | md5sum | cut -d' ' -f1)
-now() { date +%s.%N; }
-best() { printf '%s\n' "$@" | sort -n | head -1; }
 
 replays=()
 for _ in $(seq 1 "$runs"); do

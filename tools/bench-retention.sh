@@ -11,17 +11,7 @@ cd "$(dirname "$0")/.."
 events="${1:-10000000}"
 users="${2:-1000000}"
 runs="${RUNS:-3}"
-for product in presence presence-gen; do
-    swift build -c release --product "$product" 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
-done
-bin=.build/release
-mkdir -p bench-data
-stream="bench-data/stream-$events-$users.ndjson"
-if [[ ! -s "$stream" ]]; then
-    echo "generating $stream"
-    "$bin/presence-gen" --events "$events" --users "$users" --seed 42 > "$stream.tmp"
-    mv "$stream.tmp" "$stream"
-fi
+source tools/bench-common.sh
 log=bench-data/retention-log
 rm -rf "$log"
 "$bin/presence" ingest --data "$log" --segment-age 1h --fsync never "$stream" | tail -1
@@ -29,8 +19,6 @@ segments=$(ls "$log/presence" | grep -c '\.log$')
 bytes_before=$(du -sb "$log/presence" | cut -f1)
 state_before=$("$bin/presence" state --data "$log" --no-checkpoint --format json | md5sum | cut -d' ' -f1)
 cut_time=$(( $(head -c 300 "$stream" | head -1 | sed 's/.*"ts":"\([^"]*\)".*/\1/' | xargs -I{} date -d {} +%s%3N) + 12 * 3600 * 1000 ))
-now() { date +%s.%N; }
-best() { printf '%s\n' "$@" | sort -n | head -1; }
 
 replays=()
 for _ in $(seq 1 "$runs"); do

@@ -19,18 +19,10 @@ users="${2:-1000000}"
 runs="${RUNS:-3}"
 bash scripts/setup.sh
 swift build -c release 2>&1 | grep -Ev '^\[|^Building|^Compiling|^Write' || true
-bin=.build/release
-mkdir -p bench-data
-stream="bench-data/stream-$events-$users.ndjson"
-if [[ ! -s "$stream" ]]; then
-    echo "generating $stream"
-    "$bin/presence-gen" --events "$events" --users "$users" --seed 42 > "$stream.tmp"
-    mv "$stream.tmp" "$stream"
-fi
+BIN=.build/release BENCH_PRODUCTS=" " source tools/bench-common.sh   # everything is built above
 ndjson_bytes=$(stat -c %s "$stream")
 cat "$stream" > /dev/null  # warm the page cache so every contender reads from memory
 
-now() { date +%s.%N; }
 start=$(now)
 lz4_bytes=$(lz4 -1 -c "$stream" | wc -c)
 lz4_seconds=$(echo "$(now) - $start" | bc -l)
