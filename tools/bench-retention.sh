@@ -6,6 +6,7 @@
 #      bytes freed, and the current state compared with the one before (it must not change)
 #   4. `presence replay` after retention (from the base checkpoint), best of RUNS
 # Usage: tools/bench-retention.sh [EVENTS] [USERS]   (defaults 10000000 1000000; RUNS=3)
+# BIN=.build/debug uses debug builds instead (to check the script itself: its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-10000000}"
