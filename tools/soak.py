@@ -196,7 +196,6 @@ class ChatClient:
         self.counter = 0
         self.acknowledged = {}  # client_id -> (seq, content)
         self.problems = []
-        self.ws = None
         self.sending = True
         self.closing = False
 
@@ -234,7 +233,6 @@ class ChatClient:
         """One socket: open the conversation (with the cursor), resend what is pending, then read and send."""
         async with connect(url, additional_headers={"Authorization": "Bearer " + self.token},
                            open_timeout=15, close_timeout=5, ping_interval=None, max_queue=None) as ws:
-            self.ws = ws
             ready = json.loads(await asyncio.wait_for(ws.recv(), 15))
             if ready.get("type") != "ready":
                 raise RuntimeError(f"first frame is not ready: {ready}")
@@ -281,7 +279,6 @@ class ChatClient:
                 pass  # the server was killed or is starting: open again, with the cursor
             except Exception as error:  # noqa: BLE001
                 self.problems.append(f"socket: {error!r}")
-            self.ws = None
             if time.time() > give_up[0]:
                 self.problems.append("could not reconnect before the end")
                 return
