@@ -5,7 +5,8 @@
 # inputs go). A crash, a leak, a timeout (10 s an input) or an allocation over the target's limit stops
 # that target and leaves the input in .build-fuzz/artifacts/TARGET/; the script exits 1 after running
 # the rest. Long runs: `FUZZ_CONFIG=release nice tools/fuzz.sh 1200` (optimized: about ten times the
-# executions a second, for a longer build); FUZZ_JOBS=N adds libFuzzer's -fork=N.
+# executions a second, for a longer build); FUZZ_JOBS=N adds libFuzzer's -fork=N; FUZZ_RUNS=N stops a
+# target after N executions (libFuzzer's -runs) or SECONDS, whichever comes first.
 # FUZZ_BUILD_ONLY=1 builds and runs nothing.
 # Usage: tools/fuzz.sh [SECONDS] [TARGET...]   (targets: record-batch ndjson http checkpoint ws-frame)
 set -euo pipefail
@@ -44,6 +45,7 @@ for target in "${targets[@]}"; do
     echo "== fuzz-$target for ${seconds}s"
     jobs=()
     [[ -n ${FUZZ_JOBS:-} ]] && jobs=(-fork="$FUZZ_JOBS" -ignore_crashes=0)
+    [[ -n ${FUZZ_RUNS:-} ]] && jobs+=(-runs="$FUZZ_RUNS")
     if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         ".build-fuzz/$config/fuzz-$target" "$corpus" "fuzz/$target/corpus" ${jobs[@]+"${jobs[@]}"} \
         -max_total_time="$seconds" -max_len="${max_len[$target]}" -malloc_limit_mb="${malloc_mb[$target]}" -rss_limit_mb=2048 \

@@ -74,4 +74,37 @@ import Testing
             }
         }
     }
+
+    /// The fuzzer reuses one pair of decoders, reset before each input: after any stream (whole, cut
+    /// inside a head or a body, refused by NIO, an upgrade with bytes after it) a reset decoder reads
+    /// the next stream exactly as a new one does, and `compare` with the pair gives the same verdict.
+    @Test func aResetDecoderReadsTheNextStreamAsANewOne() {
+        let reused = HTTPDifferential.Decoder()
+        let pair = (reference: HTTPDifferential.Decoder(), codec: HTTPDifferential.Decoder())
+        let streams = Self.streams.map { Array($0.utf8) }
+        for (index, stream) in streams.enumerated() {
+            // What the previous input left: the whole previous stream, or only its first half.
+            let previous = streams[(index + streams.count - 1) % streams.count]
+            for leftover in [previous, Array(previous.prefix(previous.count / 2))] {
+                reused.reset()
+                reused.feed(leftover)
+                _ = HTTPDifferential.compare(leftover, chunks: [leftover.count / 3], reusing: pair)
+                reused.reset()
+                let fresh = HTTPDifferential.Decoder()
+                for chunk in [Array(stream.prefix(7)), Array(stream.dropFirst(7))] {
+                    reused.feed(chunk)
+                    fresh.feed(chunk)
+                }
+                #expect(reused.requests == fresh.requests, "stream \(index) after \(leftover.count) bytes of the previous")
+                #expect(reused.failedAt == fresh.failedAt, "stream \(index) after \(leftover.count) bytes of the previous")
+                #expect(HTTPDifferential.compare(stream, chunks: [7], reusing: pair).map { "\($0)" } == HTTPDifferential.compare(stream, chunks: [7]).map { "\($0)" })
+            }
+        }
+        // The streams that fail or stop early are among those read after a reset.
+        #expect(streams.contains { stream in
+            let decoder = HTTPDifferential.Decoder()
+            decoder.feed(stream)
+            return decoder.failedAt != nil
+        })
+    }
 }
