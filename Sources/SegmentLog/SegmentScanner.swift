@@ -30,7 +30,10 @@ final class SegmentScanner {
         self.file = file
         self.fileSize = try file.size()
         self.maxBatchSize = maxBatchSize
-        self.buffer = ScratchBuffer(capacity: chunkSize)
+        // A chunk, or what is left of the file if that is less: a small segment is read whole into a
+        // buffer of its size (the active segment of a young log, every segment in the tests and the
+        // fuzzer) instead of 4 MiB.
+        self.buffer = ScratchBuffer(capacity: Int(min(Int64(chunkSize), max(fileSize - position, 0))))
         self.bufferStart = position
     }
 

@@ -286,4 +286,25 @@ struct ScannerClaimTests {
         #expect(position == 0 && bytes == Int64(header.count + 100))
         #expect(scanner.bufferCapacity <= 4096, "the buffer grew to \(scanner.bufferCapacity) bytes for a claim")
     }
+
+    /// A segment smaller than a chunk is read into a buffer of its size, not 4 MiB, and its batches
+    /// come out whole; a larger one still gets the chunk.
+    @Test func aSmallSegmentIsReadIntoABufferOfItsSize() throws {
+        let scratch = Scratch()
+        let directory = scratch.path
+        let log = try Log.open(directory: directory)
+        for i in 0..<3 { _ = try log.append(sampleRecords(i * 100..<(i + 1) * 100)) }
+        try log.close()
+        let path = Log.logPath(directory, 0)
+        let size = fileSize(path)
+        let scanner = try SegmentScanner(file: try File.openForReading(path), from: 0, maxBatchSize: 64 << 20)
+        #expect(scanner.bufferCapacity == Int(size), "a \(size)-byte segment got a \(scanner.bufferCapacity)-byte buffer")
+        var batches = 0
+        while case .batch = try scanner.next() { batches += 1 }
+        #expect(batches == 3)
+        let fromTheMiddle = try SegmentScanner(file: try File.openForReading(path), from: 100, maxBatchSize: 64 << 20)
+        #expect(fromTheMiddle.bufferCapacity == Int(size) - 100)
+        let chunked = try SegmentScanner(file: try File.openForReading(path), from: 0, maxBatchSize: 64 << 20, chunkSize: 256)
+        #expect(chunked.bufferCapacity == 256)
+    }
 }
