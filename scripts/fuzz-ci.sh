@@ -3,7 +3,7 @@
 # scanner, the HTTP framing against NIO's decoder, the checkpoint loader, WebSocket client frames),
 # built with AddressSanitizer and libFuzzer in .build-fuzz, for FUZZ_SECONDS each (default 20), from
 # the committed seeds. A crash, leak, timeout or oversized allocation fails CI and leaves the input in
-# .build-fuzz/artifacts/TARGET/ (fuzz/README.md says how to reproduce it). Long runs: tools/fuzz.sh and
+# .build-fuzz/crashes/TARGET/ (fuzz/README.md says how to reproduce it). Long runs: tools/fuzz.sh and
 # RELIABILITY.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,7 +3,7 @@
 # folder (.build-fuzz), and runs each for SECONDS (default 60) from its committed seed corpus
 # (fuzz/TARGET/corpus, only read) and the corpus of earlier runs (.build-fuzz/corpus/TARGET, where new
 # inputs go). A crash, a leak, a timeout (10 s an input) or an allocation over the target's limit stops
-# that target and leaves the input in .build-fuzz/artifacts/TARGET/; the script exits 1 after running
+# that target and leaves the input in .build-fuzz/crashes/TARGET/; the script exits 1 after running
 # the rest. Long runs: `FUZZ_CONFIG=release nice tools/fuzz.sh 1200` (optimized: about ten times the
 # executions a second, for a longer build); FUZZ_JOBS=N adds libFuzzer's -fork=N; FUZZ_RUNS=N stops a
 # target after N executions (libFuzzer's -runs) or SECONDS, whichever comes first.
@@ -40,7 +40,8 @@ declare -A malloc_mb=([record-batch]=64 [ndjson]=64 [http]=64 [checkpoint]=64 [w
 failed=()
 for target in "${targets[@]}"; do
     corpus=.build-fuzz/corpus/$target
-    artifacts=.build-fuzz/artifacts/$target/
+    # Not .build-fuzz/artifacts: SwiftPM empties its scratch folder's artifacts/ on every build (a crash input was lost so).
+    artifacts=.build-fuzz/crashes/$target/
     mkdir -p "$corpus" "$artifacts"
     echo "== fuzz-$target for ${seconds}s"
     jobs=()

@@ -166,10 +166,13 @@ package struct RequestHead {
     /// alive as NIO's decoder reads it (llhttp: a `keep-alive` token, in any case, among the comma
     /// separated values of any Connection header). Undecided until the head's blank line has come,
     /// unless a line ends in a bare LF or the head is past `maxHeadBytes` (the codec refuses those).
+    /// Empty lines before the request line are skipped, as llhttp skips every CR and LF there.
     package static func http10KeepAlive(_ raw: UnsafeRawBufferPointer, maxHeadBytes: Int = RequestFraming.defaultMaxHeadBytes) -> KeepAlive {
         let head = raw.prefix(maxHeadBytes)
-        guard let firstLF = head.firstIndex(of: 10) else { return raw.count > maxHeadBytes ? .notHTTP10 : .incomplete }
-        let requestLine = head[..<firstLF]
+        guard let requestStart = head.firstIndex(where: { $0 != 13 && $0 != 10 }),
+              let firstLF = head[requestStart...].firstIndex(of: 10)
+        else { return raw.count > maxHeadBytes ? .notHTTP10 : .incomplete }
+        let requestLine = head[requestStart..<firstLF]
         guard requestLine.last == 13, requestLine.dropLast().reversed().starts(with: " HTTP/1.0".utf8.reversed()) else { return .notHTTP10 }
         var keepAlive = false
         var lineStart = firstLF + 1

@@ -34,6 +34,8 @@ import Testing
         "FOO /v1/conversations/conv_1 HTTP/1.1\r\n\r\n" + get,
         "GET /v1/conversations/conv_1 HTTP/1.1\r\nAuthorization: Bearer tok\r\nX: \u{1}\r\n\r\n" + get,
         "\r\n" + get,
+        // Found by fuzz-http (long run): an HTTP/1.0 request after two empty lines.
+        "\r\n\r\nGET /v1/c_1 HTTP/1.0\r\nHtion: Bearer\r\n\r\n",
         "GET /v1/conversations/conv_1?limit=1&limit=2 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n",
     ]
 
