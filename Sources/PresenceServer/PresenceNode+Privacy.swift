@@ -2,19 +2,24 @@ import Chat
 import Presence
 import Projector
 
-/// The node's side of privacy settings: a change is installed under the node's lock, where pushes are
-/// made and `opened` frames built, and pushes what it reveals or hides to whoever has a conversation
-/// open with the user (or is the user, by reciprocity).
+/// The node's side of privacy settings: a change is installed under the node's lock, where commits
+/// are applied and `opened` frames built, and pushes what it reveals or hides to whoever has a
+/// conversation open with the user (or is the user, by reciprocity).
 extension PresenceNode {
     /// From the privacy store's commit thread, once a change is durable: installs it and pushes, under
-    /// the lock, so every `opened` frame and snapshot is either before it (and the push follows) or after it.
+    /// `hubLock` and the node's lock, so every `opened` frame and snapshot is either before it (and the
+    /// push follows) or after it. The commits' changes still queued for the fan-out are sent first: they
+    /// were made under the settings before it.
     func applyPrivacyChange(of user: String, _ install: () -> (old: PrivacySettings, new: PrivacySettings)) {
-        let sent = withLock { () -> Int in
-            let before = privacy.current
-            _ = install()
-            guard hub.sessionCount > 0 else { return 0 }
-            return hub.pushPrivacyChange(of: user, before: before, after: privacy.current, offset: projection.nextOffset,
-                                         projection: projection)
+        let sent = withHub {
+            withLock { () -> Int in
+                fanOut(feed.takePending())
+                let before = privacy.current
+                _ = install()
+                guard hub.sessionCount > 0 else { return 0 }
+                return hub.pushPrivacyChange(of: user, before: before, after: privacy.current, offset: projection.nextOffset,
+                                             projection: projection)
+            }
         }
         if sent > 0 { pushesSent.increment(by: sent) }
     }
