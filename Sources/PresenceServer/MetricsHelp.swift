@@ -11,7 +11,7 @@ enum MetricsHelp {
         "presence_events_appended_total": "Presence events appended to the log (gateways' posts, the node's own heartbeats, leases and sockets).",
         "presence_commit_seconds": "Time from an append's request to its durable acknowledgement and projection.",
         "presence_apply_seconds": "Time the commit thread holds the node's lock for a commit: applying it to the projection and noting the watched users' changes.",
-        "presence_fan_out_seconds": "Time each fan-out takes to queue the frames of the commits waiting for it to every watching WebSocket session (off the commit thread).",
+        "presence_fan_out_seconds": "Time each fan-out takes to queue the frames of the commits waiting for it to every watching WebSocket session (on the push queue; on the commit thread when too many frames wait).",
         "presence_websockets_open": "WebSocket sessions open now.",
         "presence_pushes_sent_total": "Presence pushes queued to WebSocket sessions.",
         "presence_snapshot_fast_path_total": "Conversation snapshots answered on the event loop, ahead of the HTTP codec.",

@@ -25,8 +25,9 @@ import Synchronization
 ///    fan-out (`PushHub`, under `hubLock`, off the commit thread) turns them into frames in that order.
 ///    An open takes `hubLock`, then `lock`: it takes the changes still queued, reads its `opened` frame's
 ///    cursor and registers its watch from that cursor, and sends the queued changes before the `opened`
-///    frame; so a session gets every shown change before the cursor ahead of the frame and every one
-///    after it behind, once. `hubLock` is never taken while `lock` is held.
+///    frame. So a session gets every shown change before the cursor of the members it already watched
+///    ahead of the frame (those of members it starts watching are in the frame, not pushed), and every
+///    change after the cursor behind it, once. `hubLock` is never taken while `lock` is held.
 /// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
 ///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
 public final class PresenceNode: @unchecked Sendable {
@@ -282,7 +283,11 @@ public final class PresenceNode: @unchecked Sendable {
     /// Ends the sessions still open with their disconnects, flushes and closes the logs cleanly, and
     /// writes a checkpoint.
     public func shutdown() async throws {
-        let left = withHub { hub.removeAll() }
+        // The changes still queued for the fan-out go out first: they were acknowledged before the stop.
+        let left = withHub { () -> [PushSession] in
+            fanOut(withLock { feed.takePending() })
+            return hub.removeAll()
+        }
         if !left.isEmpty {
             let now = Self.now()
             do {

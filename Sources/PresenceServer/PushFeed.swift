@@ -26,7 +26,8 @@ struct ShownChanges {
 /// the commit thread asks to know whose changes to hand on. Its own small lock, so that the hub can
 /// change it without the node's lock and the commit thread can read it without the hub's. It may say a
 /// user is watched a moment after nobody does (a little wasted work), never the reverse: a watch is
-/// counted, under the node's lock, before the cursor of its `opened` frame is read.
+/// counted under the node's lock in the same hold that reads its `opened` frame's cursor, so every
+/// commit after the cursor sees it.
 final class WatchedUsers: Sendable {
     private let counts = Mutex<[String: Int]>([:])
 

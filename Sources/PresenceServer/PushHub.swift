@@ -104,8 +104,8 @@ struct PushHub {
 
     // MARK: Pushing a commit's changes
 
-    /// Pushes commits' changes, in log order, to each session watching the user as the settings in
-    /// force at the commit let it see them (`Access`; a watcher shares the opened conversation with the
+    /// Pushes commits' changes (taken from `PushFeed`, oldest first), in log order, to each session
+    /// watching the user as the settings in force at the commit let it see them (`Access`; a watcher shares the opened conversation with the
     /// user, so they are contacts): a change of a field hidden from a watcher pushes nothing to it.
     /// Sessions that fall behind are cut off. Returns the number of frames queued.
     mutating func fanOut(_ commits: [ShownChanges]) -> Int {
@@ -144,13 +144,14 @@ struct PushHub {
         return sent
     }
 
-    /// After `user`'s settings changed from `before` to `after` (tables of everyone's settings): pushes,
-    /// to every session that watches someone whose shown presence the change reveals or hides, that
-    /// person's presence as now shown. Those are the watchers of `user`, and `user`'s own sessions
-    /// (reciprocity: the settings also decide what `user` sees). The frame carries `offset`, the
+    /// After `user`'s settings changed from `before` to `after` (tables of everyone's settings): the
+    /// frames to send to every session that watches someone whose shown presence the change reveals or
+    /// hides, that person's presence as now shown. Those are the watchers of `user`, and `user`'s own
+    /// sessions (reciprocity: the settings also decide what `user` sees). The frame carries `offset`, the
     /// projection's next offset: the change takes effect between the events before it and those after.
-    mutating func pushPrivacyChange(of user: String, before: PrivacyTable, after: PrivacyTable, offset: Int64,
-                                    projection: PresenceProjection) -> Int {
+    /// Made under the node's lock (the projection is read); sent with `send` once it is released.
+    func privacyChangeFrames(of user: String, before: PrivacyTable, after: PrivacyTable, offset: Int64,
+                             projection: PresenceProjection) -> [(PushSession, String)] {
         // (session, subject) pairs, each once however many conversations join them.
         var pairs: [(session: Int, subject: String)] = []
         for id in (watchers[user] ?? [:]).keys.sorted() { pairs.append((id, user)) }
@@ -159,8 +160,7 @@ struct PushHub {
             for members in (open[id] ?? [:]).values { subjects.formUnion(members) }
             for subject in subjects.sorted() { pairs.append((id, subject)) }
         }
-        var sent = 0
-        var behind: [PushSession] = []
+        var frames: [(PushSession, String)] = []
         for (id, subject) in pairs {
             guard let session = sessions[id] else { continue }
             let state = projection.state(of: subject)
@@ -170,9 +170,18 @@ struct PushHub {
             }
             let was = shown(before), now = shown(after)
             guard ShownPresence(was) != ShownPresence(now) else { continue }
-            if session.send(Self.presenceFrame(user: subject, now, offset: offset)) { sent += 1 } else { behind.append(session) }
+            frames.append((session, Self.presenceFrame(user: subject, now, offset: offset)))
         }
-        for session in behind { cutOff(session) }
+        return frames
+    }
+
+    /// Queues each frame for its session, in order; cuts off the sessions that fell behind. Returns
+    /// the number queued.
+    mutating func send(_ frames: [(PushSession, String)]) -> Int {
+        var sent = 0
+        for (session, frame) in frames {
+            if session.send(frame) { sent += 1 } else { cutOff(session) }
+        }
         return sent
     }
 

@@ -109,6 +109,19 @@ struct PushFanOutTests {
         #expect(seen[1]["user"] as? String == "bob" && seen[1]["last_seen"] is NSNull && offset(seen[1]) == bobOff + 1)
     }
 
+    @Test func aStopSendsTheQueuedChangesBeforeItClosesTheSessions() async throws {
+        let scratch = Scratch()
+        let (node, opened) = try await aliceWatchingBob(scratch)
+        var frames = opened
+        node.pushQueue.suspend()
+        let bobOn = try await node.append(own: [event(.connect, "bob")]).offsets.lowerBound
+        try await node.shutdown()
+        let seen = try await next(1, of: &frames)
+        #expect(seen[0]["user"] as? String == "bob" && offset(seen[0]) == bobOn)
+        #expect(await frames.next() == nil, "the session's queue is closed after it")
+        node.pushQueue.resume()
+    }
+
     // MARK: Helpers
 
     private func makeNode(_ scratch: Scratch) throws -> PresenceNode {
