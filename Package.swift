@@ -200,8 +200,9 @@ let package = Package(
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
-                "PresenceServer", "ClientInput", .product(name: "NIOCore", package: "swift-nio"),
+                "PresenceServer", "ClientInput", "Chat", "Presence", "SegmentLog", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
         ),

@@ -13,9 +13,13 @@ users, opens them, then in each phase sends --posts POSTs of --hot events one af
 POST flips every user of its set: all connect, then all disconnect). Per phase it prints:
 - the POSTs' rate and latency (p50/p99): fsync, apply and fan-out, end to end;
 - the time each commit held the node's lock (`presence_apply_seconds` from /metrics: its sum and
-  count over the phase): the apply, and in the hot phases the frames queued to every watcher; this is
-  what snapshots, opens and the next commit wait behind;
-- the pushes queued (`presence_pushes_sent_total`) and how long until the clients had every frame.
+  count over the phase): what snapshots, opens and the next commit wait behind;
+- the fan-out's time (`presence_fan_out_seconds`, where the server has it: the frames queued to every
+  watcher, off the commit thread since issue 14) and how many fan-outs took it;
+- the pushes queued (`presence_pushes_sent_total`; every hot POST makes one for each hot user and
+  watcher) and how long until the clients had every frame;
+- what a reader waits meanwhile: a probe GETs `/v1/users/hot0/presence` (read under the node's lock)
+  every 20 ms through the phase, on its own connection; its p50/p99/max.
 """
 import argparse
 import asyncio
@@ -23,6 +27,7 @@ import http.client
 import json
 import re
 import sys
+import threading
 import time
 
 from websockets.asyncio.client import connect
@@ -40,7 +45,23 @@ def metrics(port, token):
         found = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
         return float(found.group(1)) if found else 0.0
     return {"apply_sum": value("presence_apply_seconds_sum"), "apply_count": value("presence_apply_seconds_count"),
+            "fan_out_sum": value("presence_fan_out_seconds_sum"), "fan_out_count": value("presence_fan_out_seconds_count"),
             "pushes": value("presence_pushes_sent_total")}
+
+
+def probe(port, token, stop, latencies):
+    """GET /v1/users/hot0/presence every 20 ms until `stop` is set, noting each answer's time (ms)."""
+    link = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        link.request("GET", "/v1/users/hot0/presence", headers={"Authorization": "Bearer " + token})
+        reply = link.getresponse()
+        reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"GET /v1/users/hot0/presence: {reply.status}")
+        latencies.append((time.perf_counter() - t0) * 1000)
+        stop.wait(0.02)
+    link.close()
 
 
 def post_phase(port, token, users, posts, start_ts):
@@ -113,20 +134,32 @@ async def main(args):
             before = metrics(port, operator)
             frames_before = received[0]
             began = time.perf_counter()
+            stop, probed = threading.Event(), []
+            prober = threading.Thread(target=probe, args=(port, server.token("w0"), stop, probed))
+            prober.start()
             latencies, elapsed, ts = await asyncio.to_thread(post_phase, port, gateway, hot if name == "hot" else cold,
                                                              args.posts, ts)
-            after = metrics(port, operator)
-            expected = int(after["pushes"] - before["pushes"])
+            # The fan-out may still be queueing after the last acknowledgement.
+            expected = args.posts * len(hot) * len(sockets) if name == "hot" else 0
             deadline = time.perf_counter() + 120
             while not args.no_read and received[0] - frames_before < expected and time.perf_counter() < deadline:
                 await asyncio.sleep(0.01)
             delivered = time.perf_counter()
+            stop.set()
+            await asyncio.to_thread(prober.join)
+            await asyncio.sleep(0.5)
+            after = metrics(port, operator)
             commits = after["apply_count"] - before["apply_count"]
             held = (after["apply_sum"] - before["apply_sum"]) / max(1, commits) * 1e6
+            fan_outs = after["fan_out_count"] - before["fan_out_count"]
+            fan_out = (after["fan_out_sum"] - before["fan_out_sum"]) / max(1, fan_outs) * 1e3
             print(f"{name:4}: {args.posts} POSTs of {len(hot)} events in {elapsed:.2f} s ({args.posts / elapsed:.0f}/s), "
                   f"latency p50 {percentile(latencies, 50):.2f} ms p99 {percentile(latencies, 99):.2f} ms; "
-                  f"lock held {held:.0f} us a commit ({commits:.0f} commits); {expected} pushes queued, "
-                  f"{received[0] - frames_before} received, the last {delivered - began:.2f} s after the first POST",
+                  f"lock held {held:.0f} us a commit ({commits:.0f} commits); fan-out {fan_out:.2f} ms each ({fan_outs:.0f}); "
+                  f"{int(after['pushes'] - before['pushes'])} pushes queued (expected {expected}), "
+                  f"{received[0] - frames_before} received, the last {delivered - began:.2f} s after the first POST; "
+                  f"a reader's GET p50 {percentile(probed, 50):.2f} ms p99 {percentile(probed, 99):.2f} ms "
+                  f"max {max(probed):.2f} ms ({len(probed)} GETs)",
                   flush=True)
             await asyncio.sleep(1)
         for task in readers:

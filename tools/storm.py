@@ -394,14 +394,26 @@ def tcp_memory_mib():
     return 0.0
 
 
-def pushes_queued(server):
-    """The server's presence_pushes_sent_total (frames queued to sessions)."""
-    link = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    link.request("GET", "/metrics", headers={"Authorization": "Bearer " + server.token("storm-metrics")})
-    text = link.getresponse().read().decode()
-    link.close()
-    match = re.search(r"^presence_pushes_sent_total(?:\{[^}]*\})? (\d+)", text, re.M)
-    return int(match.group(1)) if match else 0
+def pushes_queued(server, settle=0.2, timeout=30):
+    """The server's presence_pushes_sent_total (frames queued to sessions), once the fan-out has queued
+    what the last acknowledged commit changed: the fan-out runs after the acknowledgement, off the commit
+    path, so the count is read until it stays the same for `settle` seconds (at most `timeout`)."""
+    def read():
+        link = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        link.request("GET", "/metrics", headers={"Authorization": "Bearer " + server.token("storm-metrics")})
+        text = link.getresponse().read().decode()
+        link.close()
+        match = re.search(r"^presence_pushes_sent_total(?:\{[^}]*\})? (\d+)", text, re.M)
+        return int(match.group(1)) if match else 0
+    deadline = time.monotonic() + timeout
+    count = read()
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        now = read()
+        if now == count:
+            break
+        count = now
+    return count
 
 
 def flips_to_overflow(user_bytes, pulses, limit):

@@ -21,12 +21,18 @@ import Synchronization
 /// 2. **Written means applied.** The writer's admission check (`LateArrivalAdmission`) refuses, on the
 ///    commit thread and in log order, exactly what the fold would skip (asserted after each apply).
 /// 3. **Pushes follow the log.** The watched users' shown presence is read before and after each apply
-///    under the same lock, and frames are queued in log order after the fsync; an `opened` frame is built
-///    under that lock too, so every shown change after its cursor is pushed and none before it.
+///    under the same lock, and the changes are queued (`PushFeed`) in log order after the fsync; the
+///    fan-out (`PushHub`, under `hubLock`, off the commit thread) turns them into frames in that order.
+///    An open takes `hubLock`, then `lock`: it takes the changes still queued, reads its `opened` frame's
+///    cursor and registers its watch from that cursor, and sends the queued changes before the `opened`
+///    frame. So a session gets every shown change before the cursor of the members it already watched
+///    ahead of the frame (those of members it starts watching are in the frame, not pushed), and every
+///    change after the cursor behind it, once. `hubLock` is never taken while `lock` is held.
 /// 4. **Retries are decided one after another.** Requests carrying one event id (or a pair's
 ///    conversation, or a message's client id) hold it from their check to their commit (`InFlightClaims`).
 public final class PresenceNode: @unchecked Sendable {
-    // @unchecked: `projection` and `hub` are touched only under `lock`; `writer` is itself thread-safe;
+    // @unchecked: `projection` and `feed` are touched only under `lock`, `hub` only under `hubLock`
+    // (taken first when both are); `writer` is itself thread-safe;
     // `publishedNextOffset` is atomic. (Internal rather than private for the extensions in
     // `PresenceNode+Privacy.swift`, which keep to the same rule.)
     let lock = NSLock()
@@ -96,7 +102,9 @@ public final class PresenceNode: @unchecked Sendable {
         report(projection.nextOffset == 0 ? "the log is empty"
                : "replayed \(summary.events) events after the checkpoint; state through offset \(projection.nextOffset - 1)")
         self.projection = projection
-        hub = PushHub(journal: ShownChangeJournal(capacity: resumeWindow, completeFrom: projection.nextOffset))
+        let watched = WatchedUsers()
+        hub = PushHub(watched: watched)
+        feed = PushFeed(journal: ShownChangeJournal(capacity: resumeWindow, completeFrom: projection.nextOffset), watched: watched)
         publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
         eventIDs = try EventIDIndex.rebuild(logDirectory: log.directory, window: idWindow ?? horizon, newest: log.maxTimestamp)
         // The horizon is decided on the commit thread against what the log holds (`LateArrivalAdmission`):
@@ -124,8 +132,8 @@ public final class PresenceNode: @unchecked Sendable {
 
     private let eventsAppended = Counter(label: "presence_events_appended_total")
     private let commitLatency = Timer(label: "presence_commit_seconds")
-    /// How long each commit holds `lock` on the commit thread (apply and push fan-out): what snapshots,
-    /// opens and the next commit wait behind.
+    /// How long each commit holds `lock` on the commit thread (the apply, and reading the watched users'
+    /// changes): what snapshots, opens and the next commit wait behind.
     private let applyLatency = Timer(label: "presence_apply_seconds")
 
     /// Appends `records` durably, applies them to the projection, pushes the changes watchers see, and
@@ -147,9 +155,10 @@ public final class PresenceNode: @unchecked Sendable {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
                     let locked = DispatchTime.now()
+                    var drain = PushFeed.Drain.none
                     records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
                         assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
-                        let watch = hub.isWatching ? hub.beforeCommit(views, in: projection) : nil
+                        let watch = feed.isWatching ? feed.beforeCommit(views, in: projection) : nil
                         let refusedBefore = projection.refusedEvents
                         do { try projection.apply(batch: views) } catch {
                             // The records were validated before the append; a failure here is a bug, not input.
@@ -159,12 +168,17 @@ public final class PresenceNode: @unchecked Sendable {
                         assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
                         eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
                         if let watch, !watch.users.isEmpty {
-                            pushesSent.increment(by: hub.push(watch, from: projection, privacy: privacy.current))
+                            drain = feed.afterCommit(watch, from: projection, privacy: privacy.current)
                         }
                     }
                     publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
                     lock.unlock()
                     applyLatency.recordInterval(since: locked)
+                    switch drain {
+                    case .none: break
+                    case .later: pushQueue.async { [self] in fanOutQueued(scheduled: true) }
+                    case .now: fanOutQueued(scheduled: false)
+                    }
                 }
                 continuation.resume(returning: result)
             }
@@ -206,134 +220,22 @@ public final class PresenceNode: @unchecked Sendable {
         return try await append(records)
     }
 
-    // MARK: WebSocket sessions
+    // MARK: WebSocket sessions (`PresenceNode+Sessions.swift`)
 
+    /// Who watches whom, and the fan-out: touched only under `hubLock`.
     var hub: PushHub
+    /// Taken before `lock` when both are needed; never while `lock` is held.
+    let hubLock = NSLock()
+    /// The commit thread's side of pushes: touched only under `lock`.
+    var feed: PushFeed
+    /// Where queued changes are fanned out, one drain after another.
+    let pushQueue = DispatchQueue(label: "presence.push-fan-out")
     /// Shown changes kept for clients that resume (`presence serve --resume-window`): about 50 bytes each.
     public static let defaultResumeWindow = 262_144
     let pushesSent = Counter(label: "presence_pushes_sent_total")
-    private let openSockets = Gauge(label: "presence_websockets_open")
-
-    /// Starts a session for `user`: appends a `connect` (gateway: this node, conn: a fresh id) and,
-    /// once it is durable, queues `{"type":"ready","user":..,"conn":..,"offset":N}` as its first frame.
-    public func openSession(user: String) async throws -> PushSession {
-        let conn = "ws-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        let session = withLock { hub.add(user: user, conn: conn, queueLimit: pushQueueLimit) }
-        do {
-            let ack = try await append(own: [PresenceEvent(kind: .connect, user: user, conn: conn, gateway: node, timestamp: Self.now())])
-            var out: [UInt8] = Array("{\"type\":\"ready\",\"user\":".utf8)
-            EventJSON.appendString(user, to: &out)
-            out.append(contentsOf: ",\"conn\":\"\(conn)\",\"offset\":\(ack.offsets.lowerBound)}".utf8)
-            withLock { hub.reply(session, String(decoding: out, as: UTF8.self)) }
-        } catch {
-            withLock { hub.remove(session) }
-            throw error
-        }
-        openSockets.record(withLock { hub.sessionCount })
-        return session
-    }
-
-    /// The WebSocket sessions open now.
-    public var openSessionCount: Int { withLock { hub.sessionCount } }
-
-    /// Ends a session: stops its pushes and appends its `disconnect` (unless shutdown already did).
-    public func closeSession(_ session: PushSession) async {
-        let wasOpen = withLock { () -> Bool in
-            guard hub.contains(session) else { return false }
-            hub.remove(session)
-            return true
-        }
-        openSockets.record(withLock { hub.sessionCount })
-        guard wasOpen else { return }
-        do {
-            try await append(own: [PresenceEvent(kind: .disconnect, user: session.user, conn: session.conn, gateway: node, timestamp: Self.now())])
-        } catch {
-            logger.error("could not append the disconnect of \(session.user)/\(session.conn): \(error)")
-        }
-    }
-
-    /// Opens `conversation` for `session`: from now on, every change of another member's shown
-    /// presence, and every new message, is pushed. Queues
-    /// `{"type":"opened","conversation":..,"presence":{..},"presence_cursor":N,"last_seq":S}` read under
-    /// the same lock the pushes are made under, so the presence pushes that follow carry offsets ≥ N,
-    /// none missing, and every message after seq S is pushed (one at S or below may come too).
-    ///
-    /// With `resumeFrom` (the cursor a client had reached, on this node or another of the cluster), the
-    /// presence changes of the members at or after it are queued first, oldest first, each once, and the
-    /// `opened` frame says `"resumed":true`; `"resumed":false` when they are no longer all known (the
-    /// client then takes the frame's presence as a fresh view). No later push older than the cursor is sent.
-    public func watch(_ session: PushSession, conversation: String, members: [String], resumeFrom cursor: Int64? = nil) {
-        withLock {
-            hub.watch(session, conversation: conversation, members: members)
-            var resumed: Bool?
-            if let cursor {
-                var missed = cursor <= projection.nextOffset ? hub.resume(session, from: cursor, members: members) : nil
-                // More than the client's queue holds would cut it off again on every resume (a slow consumer
-                // cut off with 4008 has missed at least that much): it gets a fresh view instead.
-                if let changes = missed, changes.count >= session.queueLimit { missed = nil }
-                // Each missed change as the settings in force show it (nothing of a user hidden from the client).
-                let access = self.access
-                for change in missed ?? [] {
-                    let visibility = access.visibility(of: change.user, to: session.user, contacts: true)
-                    guard visibility != .none else { continue }
-                    hub.reply(session, PushHub.presenceFrame(user: change.user, visibility.apply(change.state), offset: change.offset))
-                }
-                resumed = missed != nil
-            }
-            var out: [UInt8] = Array("{\"type\":\"opened\",\"conversation\":".utf8)
-            EventJSON.appendString(conversation, to: &out)
-            out.append(contentsOf: ",\"presence\":".utf8)
-            PresenceHTTPServer.appendPresence(of: members, to: session.user, projection, access, to: &out)
-            out.append(contentsOf: ",\"presence_cursor\":\(projection.nextOffset),\"last_seq\":\(conversations.lastSeq(of: conversation))".utf8)
-            if let resumed { out.append(contentsOf: ",\"resumed\":\(resumed)".utf8) }
-            out.append(125)
-            hub.reply(session, String(decoding: out, as: UTF8.self))
-        }
-    }
-
-    /// Waits (up to `timeout`) until the projection has applied everything before `offset`: a client
-    /// resuming on a node of the cluster that is a moment behind the one it came from. False on timeout.
-    public func waitUntilApplied(through offset: Int64, timeout: Duration = .seconds(5)) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while nextOffset < offset {
-            guard ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return true
-    }
-
-    /// Pushes a new message to the sessions that have its conversation open:
-    /// `{"type":"message","conversation":..,"seq":..,"sender":..,"content":..,"ts":..}`.
-    private func pushMessage(_ message: ConversationStore.Message, in conversation: String) {
-        var out: [UInt8] = Array("{\"type\":\"message\",\"conversation\":".utf8)
-        EventJSON.appendString(conversation, to: &out)
-        out.append(44)
-        out.append(contentsOf: message.json.dropFirst())
-        let frame = String(decoding: out, as: UTF8.self)
-        let sent = withLock { hub.push(frame, toOpenersOf: conversation) }
-        if sent > 0 { pushesSent.increment(by: sent) }
-    }
-
-    /// Closes `conversation` for `session`; queues `{"type":"closed","conversation":..}`.
-    public func unwatch(_ session: PushSession, conversation: String) {
-        withLock {
-            hub.unwatch(session, conversation: conversation)
-            var out: [UInt8] = Array("{\"type\":\"closed\",\"conversation\":".utf8)
-            EventJSON.appendString(conversation, to: &out)
-            out.append(125)
-            hub.reply(session, String(decoding: out, as: UTF8.self))
-        }
-    }
-
-    /// Pauses the resume journal (a node catching up with its cluster before it serves) and resumes it
-    /// from the projection's next offset.
-    func pauseJournal() { withLock { hub.pauseJournal() } }
-    func resumeJournal() { withLock { hub.resumeJournal(completeFrom: projection.nextOffset) } }
-
-    /// Queues a frame for `session` behind the pushes already queued.
-    public func reply(_ session: PushSession, _ frame: String) {
-        withLock { hub.reply(session, frame) }
-    }
+    /// How long each fan-out of queued commits holds `hubLock`.
+    let fanOutLatency = Timer(label: "presence_fan_out_seconds")
+    let openSockets = Gauge(label: "presence_websockets_open")
 
     // MARK: The node's own liveness
 
@@ -381,7 +283,11 @@ public final class PresenceNode: @unchecked Sendable {
     /// Ends the sessions still open with their disconnects, flushes and closes the logs cleanly, and
     /// writes a checkpoint.
     public func shutdown() async throws {
-        let left = withLock { hub.removeAll() }
+        // The changes still queued for the fan-out go out first: they were acknowledged before the stop.
+        let left = withHub { () -> [PushSession] in
+            fanOut(withLock { feed.takePending() })
+            return hub.removeAll()
+        }
         if !left.isEmpty {
             let now = Self.now()
             do {

@@ -4,80 +4,37 @@ import Projector
 import SegmentLog
 import Synchronization
 
-/// One WebSocket client: a user's connection to this node, and the frames on their way to it.
-///
-/// Frames are queued in log order by whoever holds `PresenceNode`'s lock and written to the socket by the
-/// session's own task. A client that falls `queueLimit` frames behind is cut off (its
-/// queue is closed and `overflowed` set): it reconnects and takes a fresh snapshot, which is better
-/// than a gap it cannot see.
-public final class PushSession: Sendable {
-    /// How many frames may wait for a client by default (`presence serve --push-queue-limit`).
-    public static let defaultQueueLimit = 4096
-
-    let id: Int
-    /// The user the token speaks for.
-    public let user: String
-    /// The connection id of the `connect` this session appended.
-    public let conn: String
-    /// How many frames may wait for the client before it is cut off.
-    let queueLimit: Int
-    /// The frames to write, in order.
-    public let frames: AsyncStream<String>
-    private let continuation: AsyncStream<String>.Continuation
-    private let overflow = Atomic<Bool>(false)
-
-    init(id: Int, user: String, conn: String, queueLimit: Int) {
-        self.id = id
-        self.user = user
-        self.conn = conn
-        self.queueLimit = queueLimit
-        (frames, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(queueLimit))
-    }
-
-    /// True when the session was cut off for falling behind.
-    public var overflowed: Bool { overflow.load(ordering: .acquiring) }
-
-    /// Queues a frame; false (and the queue closed) when the client has fallen too far behind.
-    @discardableResult
-    func send(_ frame: String) -> Bool {
-        switch continuation.yield(frame) {
-        case .enqueued: return true
-        case .dropped:
-            overflow.store(true, ordering: .releasing)
-            continuation.finish()
-            return false
-        case .terminated: return false
-        @unknown default: return false
-        }
-    }
-
-    /// Closes the queue: the writer drains what is in it, then stops.
-    func finish() {
-        continuation.finish()
-    }
-}
-
 /// Who watches whose presence: the sessions, the conversations each has open, and for every watched
-/// user the sessions to tell. Not thread-safe: `PresenceNode` calls it under its lock, the same lock
-/// under which the commit thread applies events, so that registering interest, reading the state and
-/// pushing changes are ordered with the log.
+/// user the sessions to tell; and the fan-out, which turns the commits' changes (`ShownChanges`, queued
+/// by the commit thread in `PushFeed`) into frames. Not thread-safe: `PresenceNode` calls it under its
+/// hub lock, which is taken before the node's lock when both are needed (an open, a privacy change), so
+/// that registering interest, reading the state and the frames a session is sent follow the log.
 struct PushHub {
+    /// A session's watch of one user, through one or more of its open conversations.
+    struct Watch {
+        /// Through how many of the session's open conversations.
+        var count: Int
+        /// The projection's next offset when the watch began (its `opened` frame's cursor): older
+        /// changes, still queued for the fan-out when it began, are in that frame and not pushed.
+        var from: Int64
+    }
+
     private var sessions: [Int: PushSession] = [:]
     /// Session → open conversation → the other members it watches through it.
     private var open: [Int: [String: [String]]] = [:]
-    /// Watched user → session → how many of the session's open conversations include the user.
-    private var watchers: [String: [Int: Int]] = [:]
+    /// Watched user → session → its watch.
+    private var watchers: [String: [Int: Watch]] = [:]
+    /// The same users and counts, for the commit thread (`PushFeed`).
+    let watched: WatchedUsers
     /// Conversation → the sessions that have it open.
     private var openers: [String: Set<Int>] = [:]
     /// Session → the cursor it resumed from: pushes of older offsets are not sent to it again (a node
     /// behind the client's old node applies them after the resume).
     private var floors: [Int: Int64] = [:]
     private var nextID = 1
-    /// Every user's shown changes of the newest commits: what a resuming client missed.
-    private(set) var journal: ShownChangeJournal
 
-    init(journal: ShownChangeJournal) {
-        self.journal = journal
+    init(watched: WatchedUsers) {
+        self.watched = watched
     }
 
     var sessionCount: Int { sessions.count }
@@ -114,14 +71,18 @@ struct PushHub {
         return all
     }
 
-    /// Watches the other `members` of `conversation` for `session`; false if it was open already.
+    /// Watches the other `members` of `conversation` for `session` from offset `from` on (a member it
+    /// already watched through another conversation stays watched as before); false if it was open
+    /// already. Call with the node's lock held too: the commit thread hands on the members' changes from
+    /// the next commit on.
     @discardableResult
-    mutating func watch(_ session: PushSession, conversation: String, members: [String]) -> Bool {
+    mutating func watch(_ session: PushSession, conversation: String, members: [String], from: Int64) -> Bool {
         guard sessions[session.id] != nil, !session.overflowed, open[session.id]?[conversation] == nil else { return false }
         let others = members.filter { $0 != session.user }
         open[session.id]?[conversation] = others
         openers[conversation, default: []].insert(session.id)
-        for member in others { watchers[member, default: [:]][session.id, default: 0] += 1 }
+        for member in others { watchers[member, default: [:]][session.id, default: Watch(count: 0, from: from)].count += 1 }
+        watched.add(others)
         return true
     }
 
@@ -133,90 +94,46 @@ struct PushHub {
         openers[conversation]?.remove(session.id)
         if openers[conversation]?.isEmpty == true { openers[conversation] = nil }
         for member in others {
-            let left = (watchers[member]?[session.id] ?? 1) - 1
-            watchers[member]?[session.id] = left > 0 ? left : nil
+            let left = (watchers[member]?[session.id]?.count ?? 1) - 1
+            if left > 0 { watchers[member]?[session.id]?.count = left } else { watchers[member]?[session.id] = nil }
             if watchers[member]?.isEmpty == true { watchers[member] = nil }
         }
+        watched.remove(others)
         return true
     }
 
     // MARK: Pushing a commit's changes
 
-    /// Whether commits must be looked at: someone watches, or the journal keeps changes.
-    var isWatching: Bool { !watchers.isEmpty || journaling }
-    private var journaling: Bool { journal.capacity > 0 && journal.isRecording }
-
-    /// Pauses the journal while the node catches up with its cluster, and resumes it from `offset`.
-    mutating func pauseJournal() { journal.pause() }
-    mutating func resumeJournal(completeFrom offset: Int64) { journal.resume(completeFrom: offset) }
-
-    /// The users a commit may change, each with what was shown of them before it and the offset to report.
-    struct CommitWatch {
-        var users: [(user: String, before: ShownPresence, offset: Int64)] = []
+    /// Pushes commits' changes (taken from `PushFeed`, oldest first), in log order, to each session
+    /// watching the user as the settings in force at the commit let it see them (`Access`; a watcher shares the opened conversation with the
+    /// user, so they are contacts): a change of a field hidden from a watcher pushes nothing to it.
+    /// Sessions that fall behind are cut off. Returns the number of frames queued.
+    mutating func fanOut(_ commits: [ShownChanges]) -> Int {
+        var sent = 0
+        for commit in commits { sent += fanOut(commit) }
+        return sent
     }
 
-    /// Before a commit is applied: the users of its records (only the watched ones when no journal is
-    /// kept) and, for a `gateway_down`, those with a connection open on that gateway, with their current
-    /// state. A user's offset is that of their last record in the commit (one change a commit).
-    func beforeCommit(_ records: UnsafeBufferPointer<RecordView>, in projection: PresenceProjection) -> CommitWatch {
-        // Users in the order of their first record; a user's entry takes the offset of their last one.
-        var index: [String: Int] = [:]
-        var watch = CommitWatch()
-        var reordered = false
-        let everyone = journaling
-        func note(_ user: String, _ offset: Int64, _ before: () -> ShownPresence) {
-            if let at = index[user] {
-                watch.users[at].offset = max(watch.users[at].offset, offset)
-                reordered = true
-            } else {
-                index[user] = watch.users.count
-                watch.users.append((user, before(), offset))
-            }
-        }
-        for record in records {
-            if let key = record.key {
-                let user = String(decoding: key, as: UTF8.self)
-                if everyone || watchers[user] != nil { note(user, record.offset) { projection.shown(ofUser: key) } }
-            } else if let value = record.value, let view = try? EventCodec.view(value), view.kind == .gatewayDown {
-                let gateway = String(decoding: view.gateway, as: UTF8.self)
-                for user in projection.usersOnline(onGateway: gateway) where everyone || watchers[user] != nil {
-                    note(user, record.offset) { ShownPresence(online: true, lastSeen: nil) }
-                }
-            }
-        }
-        // Log order: a user's change is reported at their last record's offset.
-        if reordered { watch.users.sort { $0.offset < $1.offset } }
-        return watch
-    }
-
-    /// After the commit is applied: notes each user whose shown state changed in the journal and pushes
-    /// it, in log order, to each session watching them as the settings in force let it see the user
-    /// (`Access`; a watcher shares the opened conversation with the user, so they are contacts): a change
-    /// of a field hidden from a watcher pushes nothing to it. Returns the number of frames queued.
-    mutating func push(_ watch: CommitWatch, from projection: PresenceProjection, privacy: PrivacyTable) -> Int {
+    private mutating func fanOut(_ commit: ShownChanges) -> Int {
         var sent = 0
         var behind: [PushSession] = []
-        for (user, before, offset) in watch.users {
-            var name = user
-            let shownAfter = name.withUTF8 { projection.shown(ofUser: UnsafeRawBufferPointer($0)) }
-            guard before != shownAfter else { continue }
-            let after = projection.state(of: user)
-            if journaling { journal.record(.init(offset: offset, user: user, state: after)) }
-            guard let sessionIDs = watchers[user] else { continue }
+        for change in commit.changes {
+            guard let sessionWatches = watchers[change.user] else { continue }
             var frames: [Visibility: String?] = [:]
-            for id in sessionIDs.keys {
-                guard let session = sessions[id], offset >= floors[id] ?? 0 else { continue }
-                let visibility = Access.visibility(of: user, to: session.user, subjectSettings: privacy[user],
-                                                   viewerSettings: privacy[session.user], contacts: true)
+            for (id, watch) in sessionWatches {
+                guard change.offset >= watch.from, let session = sessions[id], change.offset >= floors[id] ?? 0 else { continue }
+                let visibility = Access.visibility(of: change.user, to: session.user, subjectSettings: commit.privacy[change.user],
+                                                   viewerSettings: commit.privacy[session.user], contacts: true)
                 let frame: String?
                 if let made = frames[visibility] {
                     frame = made
                 } else {
                     // What the watcher was shown before, from what was shown to all (a last seen only while
                     // offline: a device leaving while others stay pushes nothing, to anyone).
+                    let before = change.before
                     let was = ShownPresence(online: visibility.online && before.online, lastSeen: visibility.lastSeen ? before.lastSeen : nil)
-                    let shown = visibility.apply(after)
-                    frame = was == ShownPresence(shown) ? nil : Self.presenceFrame(user: user, shown, offset: offset)
+                    let shown = visibility.apply(change.after)
+                    frame = was == ShownPresence(shown) ? nil : Self.presenceFrame(user: change.user, shown, offset: change.offset)
                     frames[visibility] = frame
                 }
                 guard let frame else { continue }
@@ -227,13 +144,14 @@ struct PushHub {
         return sent
     }
 
-    /// After `user`'s settings changed from `before` to `after` (tables of everyone's settings): pushes,
-    /// to every session that watches someone whose shown presence the change reveals or hides, that
-    /// person's presence as now shown. Those are the watchers of `user`, and `user`'s own sessions
-    /// (reciprocity: the settings also decide what `user` sees). The frame carries `offset`, the
+    /// After `user`'s settings changed from `before` to `after` (tables of everyone's settings): the
+    /// frames to send to every session that watches someone whose shown presence the change reveals or
+    /// hides, that person's presence as now shown. Those are the watchers of `user`, and `user`'s own
+    /// sessions (reciprocity: the settings also decide what `user` sees). The frame carries `offset`, the
     /// projection's next offset: the change takes effect between the events before it and those after.
-    mutating func pushPrivacyChange(of user: String, before: PrivacyTable, after: PrivacyTable, offset: Int64,
-                                    projection: PresenceProjection) -> Int {
+    /// Made under the node's lock (the projection is read); sent with `send` once it is released.
+    func privacyChangeFrames(of user: String, before: PrivacyTable, after: PrivacyTable, offset: Int64,
+                             projection: PresenceProjection) -> [(PushSession, String)] {
         // (session, subject) pairs, each once however many conversations join them.
         var pairs: [(session: Int, subject: String)] = []
         for id in (watchers[user] ?? [:]).keys.sorted() { pairs.append((id, user)) }
@@ -242,8 +160,7 @@ struct PushHub {
             for members in (open[id] ?? [:]).values { subjects.formUnion(members) }
             for subject in subjects.sorted() { pairs.append((id, subject)) }
         }
-        var sent = 0
-        var behind: [PushSession] = []
+        var frames: [(PushSession, String)] = []
         for (id, subject) in pairs {
             guard let session = sessions[id] else { continue }
             let state = projection.state(of: subject)
@@ -253,18 +170,25 @@ struct PushHub {
             }
             let was = shown(before), now = shown(after)
             guard ShownPresence(was) != ShownPresence(now) else { continue }
-            if session.send(Self.presenceFrame(user: subject, now, offset: offset)) { sent += 1 } else { behind.append(session) }
+            frames.append((session, Self.presenceFrame(user: subject, now, offset: offset)))
         }
-        for session in behind { cutOff(session) }
+        return frames
+    }
+
+    /// Queues each frame for its session, in order; cuts off the sessions that fell behind. Returns
+    /// the number queued.
+    mutating func send(_ frames: [(PushSession, String)]) -> Int {
+        var sent = 0
+        for (session, frame) in frames {
+            if session.send(frame) { sent += 1 } else { cutOff(session) }
+        }
         return sent
     }
 
-    /// For a session that resumes from `cursor`: the changes of `members` it missed since (oldest first,
-    /// each once), or nil when the journal no longer holds them all; from now on no push older than the
-    /// cursor reaches it.
-    mutating func resume(_ session: PushSession, from cursor: Int64, members: [String]) -> [ShownChangeJournal.Change]? {
+    /// For a session that resumed from `cursor`: from now on no push older than the cursor reaches it.
+    mutating func raiseFloor(_ session: PushSession, to cursor: Int64) {
+        guard sessions[session.id] != nil else { return }
         floors[session.id] = max(floors[session.id] ?? 0, cursor)
-        return journal.changes(from: cursor, of: Set(members.filter { $0 != session.user }))
     }
 
     /// Queues `frame` for every session that has `conversation` open; returns how many.
