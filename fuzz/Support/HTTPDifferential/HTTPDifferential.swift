@@ -281,7 +281,13 @@ package enum HTTPDifferential {
         guard let token = head.bearerToken, authorization.count == 1,
               authorization.first == "Bearer " + String(decoding: bytes[token], as: UTF8.self)
         else { return "another token (\(authorization))" }
-        guard theirs.head.headers["transfer-encoding"].isEmpty, theirs.head.headers["content-length"].allSatisfy({ $0 == "0" })
+        // A length of zero in any spelling (llhttp reads `000` as 0, and NIO keeps a value's trailing
+        // whitespace): the route gets an empty body, as the fast path reads it.
+        func isZero(_ length: String) -> Bool {
+            let digits = length.trimmingCharacters(in: .whitespaces)
+            return !digits.isEmpty && digits.allSatisfy { $0 == "0" }
+        }
+        guard theirs.head.headers["transfer-encoding"].isEmpty, theirs.head.headers["content-length"].allSatisfy(isZero)
         else { return "NIO reads body headers" }
         // What the route reads from the target: the path's id (percent-decoded) and the query's first values.
         let uri = URI(theirs.head.uri)
