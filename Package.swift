@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "PresenceServer",
             dependencies: [
-                "SegmentLog", "Presence", "Projector", "Chat", "Cluster", "ClientInput",
+                "SegmentLog", "Presence", "Projector", "Chat", "Cluster", "ClientInput", "Erasure",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

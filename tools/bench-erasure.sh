@@ -5,6 +5,8 @@
 #   3. `presence forget --user USER` on a fresh copy, RUNS times: time taken, records removed, bytes
 #      before and after, and every other user's state compared with the one before (it must not change)
 #   4. `presence replay` after the erasure (over the gaps), best of RUNS
+#   5. online: `presence serve` on a fresh copy, `POST /v1/admin/forget` while a gateway posts one event
+#      every 5 ms (tools/bench-erasure-writer.py): the request's time, and the longest a post waited
 # Usage: tools/bench-erasure.sh [EVENTS] [USERS] [USER]   (defaults 10000000 1000000 u42; RUNS=3)
 # BIN=.build/debug uses debug builds instead (to check the script itself: its figures mean nothing).
 set -euo pipefail
@@ -44,4 +46,30 @@ echo "forget --user $user: $result"
 echo "forget: best $(best "${forgets[@]}") s of ${forgets[*]}; presence log $bytes_before -> $bytes_after bytes; every other user's state unchanged; audit clean"
 echo "baseline full replay: best $(best "${replays[@]}") s of ${replays[*]}"
 echo "replay after the erasure (over the gaps): best $(best "${after_replays[@]}") s of ${after_replays[*]}"
+
+# 5. Online, through the server.
+python="${PYTHON:-.venv/bin/python}"
+onlines=()
+for _ in $(seq 1 "$runs"); do
+    rm -rf bench-data/erasure-copy; cp -r "$log" bench-data/erasure-copy
+    sync
+    "$bin/presence" serve --data bench-data/erasure-copy --dev --port 18089 --heartbeat-interval 1h > bench-data/erasure-serve.log 2>&1 &
+    server=$!
+    for _ in $(seq 1 600); do grep -q "listening on" bench-data/erasure-serve.log && break; sleep 0.1; done
+    gateway=$("$bin/presence" token --dev --user gw-bench --gateway)
+    admin=$("$bin/presence" token --dev --user bench-admin --admin)
+    "$python" tools/bench-erasure-writer.py --port 18089 --token "$gateway" > bench-data/erasure-writer.out &
+    writer=$!
+    sleep 1
+    start=$(now)
+    answer=$(curl -s -X POST localhost:18089/v1/admin/forget -H "Authorization: Bearer $admin" -d "{\"user\":\"$user\"}")
+    onlines+=("$(echo "$(now) - $start" | bc -l)")
+    sleep 1
+    kill -INT "$writer"; wait "$writer" || true
+    kill "$server"; wait "$server" || true
+    [[ "$answer" == *'"presence_records"'* ]] || { echo "the online erasure failed: $answer" >&2; exit 1; }
+    "$bin/presence" audit --data bench-data/erasure-copy > /dev/null || { echo "audit is not clean after the online erasure" >&2; exit 1; }
+    echo "online: $answer; writer: $(cat bench-data/erasure-writer.out)"
+done
+echo "online erasure (POST /v1/admin/forget, a gateway posting every 5 ms): best $(best "${onlines[@]}") s of ${onlines[*]}"
 rm -rf bench-data/erasure-copy

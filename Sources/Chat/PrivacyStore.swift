@@ -43,6 +43,14 @@ public final class PrivacyStore: @unchecked Sendable {
         lastTimestamp = log.maxTimestamp ?? 0
     }
 
+    /// Drops `user`'s settings (an erasure removed their records from the log: they have the defaults
+    /// again) and counts a change, so answers cached with the table are built again. Call with the
+    /// writer paused (`LogWriter.pause()`).
+    public func forget(_ user: String) {
+        lock.withLock { table.remove(user) }
+        changes.add(1, ordering: .releasing)
+    }
+
     /// The settings in force now (a copy).
     public var current: PrivacyTable { lock.withLock { table } }
 

@@ -32,6 +32,9 @@ public enum Erasure {
         public var checkpointsRemoved = 0
         /// Whether an interrupted erasure of the same user was completed.
         public var resumed = false
+        /// The offsets removed from the presence log (those of this run: an interrupted run's already
+        /// gone are not listed again).
+        public var presenceOffsets: [Int64] = []
     }
 
     /// An erasure refused before anything changed.
@@ -46,7 +49,12 @@ public enum Erasure {
 
     /// Erases `user` from the data folder `directory` (whose lock the caller holds). `progress` gets one
     /// line per step and per rewritten segment.
-    public static func run(_ directory: DataDirectory, user: String, horizon: Int64, now: Int64,
+    ///
+    /// `logsAreOpen`: the presence and privacy logs are held open by the caller's paused writers
+    /// (`LogWriter.pause()`, a serving node), which recovered them when they opened and whose active
+    /// segments hold no record of the user (`Log.sealActiveSegment()`); the logs are then not opened
+    /// here to recover them.
+    public static func run(_ directory: DataDirectory, user: String, horizon: Int64, now: Int64, logsAreOpen: Bool = false,
                            progress: (String) -> Void = { _ in }) throws -> Outcome {
         let data = directory.path
         if FileSystem.exists(data + "/" + clusterMark) {
@@ -78,15 +86,21 @@ public enum Erasure {
         // Recover each log (a torn tail is cut as any writer's open does) and drop what an interrupted
         // run left, then find the records again: offsets are final now.
         for log in logs {
-            try Log.open(directory: log).close()
+            if !logsAreOpen { try Log.open(directory: log).close() }
             try SegmentRewrite.removeLeftovers(directory: log)
         }
         found = try logs.map { try SegmentRewrite.find(directory: $0, select: isUser) }
+        if logsAreOpen {
+            for (log, segments) in zip(logs, found) where segments.last?.segment == (try Log.segmentBaseOffsets(in: log)).last {
+                throw LogError(.invalidArgument, "\(log): the active segment holds records of the user; seal it before an erasure (nothing erased)")
+            }
+        }
         let offsets = found.map { $0.flatMap(\.offsets) }
         var outcome = Outcome()
         outcome.resumed = unfinished
         outcome.presenceRecords = logs.first == presence ? offsets.first?.count ?? 0 : 0
         outcome.privacyRecords = logs.last == privacy ? offsets.last?.count ?? 0 : 0
+        outcome.presenceOffsets = logs.first == presence ? offsets.first ?? [] : []
 
         // (2) The erasure record, before any segment changes.
         let erasureKey = try key ?? ErasureKey.loadOrCreate(data: data)

@@ -33,8 +33,10 @@ struct ForgetCommand: ParsableCommand {
             stream, Kafka consumers that already read the records) are not touched: forget is refused on a \
             cluster node's data folder.
 
-            Takes the data directory's lock: stop the server (and any ingest) first. Exit 1 when the user \
-            has no record (nothing is changed) or the directory is in use.
+            Takes the data directory's lock: stop the server (and any ingest) first, or erase through the \
+            running server instead: POST /v1/admin/forget {"user":"<id>"} with an admin token (presence \
+            token --admin) does the same while it serves. Exit 1 when the user has no record (nothing is \
+            changed) or the directory is in use.
             """
     )
 

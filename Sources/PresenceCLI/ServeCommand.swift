@@ -226,12 +226,16 @@ extension ServeCommand {
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Mint a bearer token for a user, a gateway or an operator.",
+        abstract: "Mint a bearer token for a user, a gateway, an operator or an admin.",
         discussion: """
             Signs with the same secret as `presence serve`: PRESENCE_TOKEN_SECRET, --secret-file, or --dev.
 
             An operator token (--operator) reads any user's history and past state and the log's figures \
             (the audit routes and the web console's audit view), and is nobody's chat account.
+
+            An admin token (--admin) erases users while the server runs (POST /v1/admin/forget, as \
+            `presence forget` on a stopped server) and does nothing else: mint it when it is needed, \
+            with a short --ttl.
 
             A gateway token (--gateway) may post events naming its own gateway (--user) and nothing else. \
             The server's own gateway name (serve --node, default presence-node) is reserved: the server \
@@ -251,6 +255,9 @@ struct TokenCommand: AsyncParsableCommand {
     @Flag(name: .customLong("operator"), help: "An operator token (reads the audit routes: any user's history and past state, the log's figures).")
     var isOperator = false
 
+    @Flag(name: .customLong("admin"), help: "An admin token (erases users: POST /v1/admin/forget; nothing else).")
+    var isAdmin = false
+
     @Option(help: ArgumentHelp("A file holding the token secret (at least 32 bytes).", valueName: "file"))
     var secretFile: String?
 
@@ -267,8 +274,10 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("no token secret: set PRESENCE_TOKEN_SECRET, pass --secret-file, or --dev for development")
             }
             let tokens = await TokenAuthority(secret: secret)
-            if gateway && isOperator { throw ValidationError("a token is for a gateway (--gateway) or an operator (--operator), not both") }
-            print(try await tokens.mint(subject: user, role: gateway ? .gateway : isOperator ? .operator : .user, ttl: seconds))
+            if [gateway, isOperator, isAdmin].filter({ $0 }).count > 1 {
+                throw ValidationError("a token is for one of a gateway (--gateway), an operator (--operator) or an admin (--admin)")
+            }
+            print(try await tokens.mint(subject: user, role: gateway ? .gateway : isOperator ? .operator : isAdmin ? .admin : .user, ttl: seconds))
         } catch {
             throw fail(error)
         }

@@ -92,6 +92,7 @@ extension PresenceHTTPServer {
     static func requireOperatorOrSelf(_ claims: PresenceClaims, _ user: String) throws {
         if claims.isOperator || (claims.isUser && claims.sub.value == user) { return }
         if claims.isGateway { throw gatewayRefused }
+        if claims.isAdmin { throw adminRefused }
         throw APIError(.forbidden, "forbidden", "a user reads only their own history and past state; an operator token (`presence token --operator`) reads anyone's")
     }
 

@@ -34,7 +34,7 @@ extension PresenceHTTPServer {
                 throw APIError(.notFound, "not_found", "this server mints no tokens: it was not started with --dev; mint one with `presence token` and paste it")
             }
             let asked = try await decodeBody(DevToken.self, request, limit: 4096)
-            guard let role = PresenceClaims.Role(rawValue: asked.role ?? "user"), role != .gateway else {
+            guard let role = PresenceClaims.Role(rawValue: asked.role ?? "user"), role == .user || role == .operator else {
                 throw APIError(.badRequest, "invalid_request", "role must be \"user\" or \"operator\"")
             }
             if let problem = PresenceClaims.subjectProblem(asked.user) {

@@ -71,7 +71,7 @@ extension PresenceHTTPServer {
     /// or an operator token (it reads the audit routes; it is nobody's chat account).
     static func authenticateUser(_ request: Request, _ tokens: TokenAuthority) async throws -> PresenceClaims {
         let claims = try await authenticate(request, tokens)
-        guard claims.isUser else { throw claims.isGateway ? gatewayRefused : operatorRefused }
+        guard claims.isUser else { throw claims.isGateway ? gatewayRefused : claims.isAdmin ? adminRefused : operatorRefused }
         return claims
     }
 
@@ -79,6 +79,9 @@ extension PresenceHTTPServer {
     static let gatewayRefused = APIError(.forbidden, "forbidden", "a gateway token may only post events (POST /v1/events); this route takes a user's token")
     /// The answer to an operator token on a route for users.
     static let operatorRefused = APIError(.forbidden, "forbidden", "an operator token reads the audit routes (history, state at a time, the log); this route takes a user's token")
+
+    /// The answer to an admin token on any route but the admin's.
+    static let adminRefused = APIError(.forbidden, "forbidden", "an admin token erases users (POST /v1/admin/forget) and nothing else; this route takes a user's token")
 
     /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
     /// `limit` is capped anyway, and no seq is that large).

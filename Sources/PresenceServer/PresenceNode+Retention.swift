@@ -14,8 +14,11 @@ extension PresenceNode {
             let data = self.data, horizon = self.horizon
             do {
                 let directory = self.directory
+                let maintenance = self.maintenance
                 let pass = try await Task.detached(priority: .background) {
-                    try Retention.run(directory, logDirectory: try directory.logPath(presenceLogName), before: cut, horizon: horizon)
+                    try maintenance.withLock {
+                        try Retention.run(directory, logDirectory: try directory.logPath(presenceLogName), before: cut, horizon: horizon)
+                    }
                 }.value
                 if let pass {
                     logger.notice("retention: removed \(pass.segments) segment\(pass.segments == 1 ? "" : "s") (\(pass.bytes) bytes) of \(data): the log is retained from offset \(pass.range.firstOffset), history before \(Timestamp.format(pass.range.cut)) is gone")

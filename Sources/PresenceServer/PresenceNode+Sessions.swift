@@ -16,7 +16,17 @@ extension PresenceNode {
             var out: [UInt8] = Array("{\"type\":\"ready\",\"user\":".utf8)
             EventJSON.appendString(user, to: &out)
             out.append(contentsOf: ",\"conn\":\"\(conn)\",\"offset\":\(ack.offsets.lowerBound)}".utf8)
-            withHub { hub.reply(session, String(decoding: out, as: UTF8.self)) }
+            let open = withHub { () -> Bool in
+                guard hub.contains(session) else { return false }
+                hub.reply(session, String(decoding: out, as: UTF8.self))
+                return true
+            }
+            // An erasure of the user ended the session while its connect was on its way. A connect that
+            // landed after the erasure's cut is ended here, or the user would stay online; one before it
+            // was erased with the rest.
+            if !open, let cut = session.erasedAt, ack.offsets.lowerBound >= cut {
+                try await append(own: [PresenceEvent(kind: .disconnect, user: user, conn: conn, gateway: node, timestamp: Self.now())])
+            }
         } catch {
             withHub { hub.remove(session) }
             throw error

@@ -119,6 +119,10 @@ public final class PresenceNode: @unchecked Sendable {
     }
 
     let directory: DataDirectory
+    /// Held by a retention pass and by an erasure while it changes segments: one at a time.
+    let maintenance = NSLock()
+    /// Whether an erasure is running (`forget`): a second is refused, not queued.
+    let erasing = Atomic<Bool>(false)
 
     /// The log offset the projection has applied up to (its next offset), without taking the lock.
     public var nextOffset: Int64 { publishedNextOffset.load(ordering: .acquiring) }

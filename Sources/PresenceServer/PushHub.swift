@@ -64,6 +64,18 @@ struct PushHub {
         session.finish()
     }
 
+    /// Ends `user`'s sessions (their records before `offset` are being erased): each is removed as a
+    /// closed one is (so no disconnect is appended for it when its socket closes: its connect is erased)
+    /// and marked, so its socket closes with `PushSession.erasedCloseCode`. Returns how many.
+    mutating func endSessions(of user: String, erasingBefore offset: Int64) -> Int {
+        let ended = sessions.values.filter { $0.user == user }
+        for session in ended {
+            session.markErased(at: offset)
+            remove(session)
+        }
+        return ended.count
+    }
+
     /// Every session still here (at shutdown), removed.
     mutating func removeAll() -> [PushSession] {
         let all = Array(sessions.values)
@@ -171,6 +183,23 @@ struct PushHub {
             let was = shown(before), now = shown(after)
             guard ShownPresence(was) != ShownPresence(now) else { continue }
             frames.append((session, Self.presenceFrame(user: subject, now, offset: offset)))
+        }
+        return frames
+    }
+
+    /// After `user` was erased: the frames to send to every session that watches them and was shown
+    /// something of them (`before`, their state until then, as the settings in `privacy` showed it):
+    /// `user` as a user never seen (offline, no last seen), at `offset`, the projection's next offset.
+    /// Made under the node's lock; sent with `send` once it is released.
+    func erasureFrames(of user: String, before state: PresenceProjection.UserState?, privacy: PrivacyTable,
+                       offset: Int64) -> [(PushSession, String)] {
+        var frames: [(PushSession, String)] = []
+        for id in (watchers[user] ?? [:]).keys.sorted() {
+            guard let session = sessions[id] else { continue }
+            let was = Access.visibility(of: user, to: session.user, subjectSettings: privacy[user], viewerSettings: privacy[session.user],
+                                        contacts: true).apply(state)
+            guard ShownPresence(was) != ShownPresence(nil) else { continue }
+            frames.append((session, Self.presenceFrame(user: user, nil, offset: offset)))
         }
         return frames
     }

@@ -21,6 +21,8 @@ public final class PushSession: Sendable {
     public let frames: AsyncStream<String>
     private let continuation: AsyncStream<String>.Continuation
     private let overflow = Atomic<Bool>(false)
+    /// The log offset at which an erasure of the user ended the session; -1 while it was not.
+    private let erasure = Atomic<Int64>(-1)
 
     init(id: Int, user: String, conn: String, queueLimit: Int) {
         self.id = id
@@ -32,6 +34,20 @@ public final class PushSession: Sendable {
 
     /// True when the session was cut off for falling behind.
     public var overflowed: Bool { overflow.load(ordering: .acquiring) }
+
+    /// True when the session was ended because its user was erased (`PresenceNode.forget`).
+    public var erased: Bool { erasedAt != nil }
+
+    /// The presence log's end offset when an erasure of the user ended the session: records of the
+    /// user before it are gone, those from it on are new.
+    public var erasedAt: Int64? {
+        let offset = erasure.load(ordering: .acquiring)
+        return offset < 0 ? nil : offset
+    }
+
+    /// The WebSocket close code for a session ended because its user was erased: their records are
+    /// gone (as HTTP's 410), and the socket's own connect with them.
+    public static let erasedCloseCode: UInt16 = 4410
 
     /// Queues a frame; false (and the queue closed) when the client has fallen too far behind.
     @discardableResult
@@ -45,6 +61,11 @@ public final class PushSession: Sendable {
         case .terminated: return false
         @unknown default: return false
         }
+    }
+
+    /// Marks the session ended by an erasure of the records before `offset`; `finish()` follows.
+    func markErased(at offset: Int64) {
+        erasure.store(offset, ordering: .releasing)
     }
 
     /// Closes the queue: the writer drains what is in it, then stops.

@@ -158,8 +158,9 @@ public enum PresenceHTTPServer {
             _ = try await WebSocketSessions.authenticate(request, tokens)
             return error(.upgradeRequired, "upgrade_required", "/v1/ws is a WebSocket: connect with Upgrade: websocket")
         }
-        // The audit routes (operators) and the web console (its page and files at /).
+        // The audit routes (operators), the admin's erasure and the web console (its page and files at /).
         addAuditRoutes(to: router, state: state, tokens: tokens)
+        addAdminRoutes(to: router, state: state, tokens: tokens)
         addConsoleRoutes(to: router, tokens: tokens, configuration: configuration)
         // Added after every route, so it wraps only what no route takes: a known path asked with another
         // method gets 405 and `Allow` instead of 404.

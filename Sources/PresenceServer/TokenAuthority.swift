@@ -7,7 +7,7 @@ public struct PresenceClaims: JWTPayload, Equatable {
     /// The user id (or the gateway's name, for gateway tokens).
     public var sub: SubjectClaim
     public var exp: ExpirationClaim
-    /// "user", "gateway" or "operator".
+    /// "user", "gateway", "operator" or "admin".
     public var role: String
 
     public init(subject: String, expires: Date, role: Role) {
@@ -16,14 +16,16 @@ public struct PresenceClaims: JWTPayload, Equatable {
         self.role = role.rawValue
     }
 
-    /// A user (conversations, presence, the socket), a gateway (posts its own events) or an operator
-    /// (reads any user's history and past state, and the log's figures: the audit routes).
-    public enum Role: String, Sendable { case user, gateway, `operator` }
+    /// A user (conversations, presence, the socket), a gateway (posts its own events), an operator
+    /// (reads any user's history and past state, and the log's figures: the audit routes) or an admin
+    /// (erases a user: `POST /v1/admin/forget`, and nothing else).
+    public enum Role: String, Sendable { case user, gateway, `operator`, admin }
 
     public var isGateway: Bool { role == Role.gateway.rawValue }
     /// Whether the token is a user's: only those reach the conversation routes and the socket.
     public var isUser: Bool { role == Role.user.rawValue }
     public var isOperator: Bool { role == Role.operator.rawValue }
+    public var isAdmin: Bool { role == Role.admin.rawValue }
 
     /// The longest subject: it becomes a user id (or a gateway name) in the log, 1 to 256 bytes.
     public static let maxSubjectBytes = PresenceEvent.Limits.userBytes

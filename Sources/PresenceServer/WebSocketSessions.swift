@@ -70,6 +70,8 @@ enum WebSocketSessions {
                 }
                 if session.overflowed {
                     try? await outbound.close(.unknown(4008), reason: "too far behind: reconnect and open the conversations again")
+                } else if session.erased {
+                    try? await outbound.close(.unknown(PushSession.erasedCloseCode), reason: "this user's presence records were erased")
                 }
             }
             // The reader, until the client closes the socket.
@@ -157,7 +159,7 @@ enum WebSocketSessions {
         } else {
             throw APIError(.unauthorized, "unauthorized", "a token is required (Authorization: Bearer <token>, or ?token=)")
         }
-        guard claims.isUser else { throw APIError(.forbidden, "forbidden", "a\(claims.isGateway ? " gateway" : "n operator") token cannot open a user's socket") }
+        guard claims.isUser else { throw APIError(.forbidden, "forbidden", "a\(claims.isGateway ? " gateway" : claims.isAdmin ? "n admin" : "n operator") token cannot open a user's socket") }
         return claims
     }
 

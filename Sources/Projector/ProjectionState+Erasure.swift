@@ -63,4 +63,10 @@ extension PresenceProjection {
         let bytes = Array(user.utf8)
         return bytes.withUnsafeBytes { state.removeUser($0) }
     }
+
+    /// Takes `other`'s state as its own (a serving node, after an online erasure, takes the state folded
+    /// from the rewritten log); `other` must not be used afterwards.
+    public func replaceState(with other: PresenceProjection) {
+        state = other.state
+    }
 }

@@ -263,6 +263,17 @@ public final class Log {
         return false
     }
 
+    /// Seals the active segment now and starts a new one, unless it is empty: an online erasure
+    /// (`LogWriter.pause()`) then rewrites sealed segments only, never the one the writer appends to.
+    public func sealActiveSegment() throws(LogError) {
+        try checkWritable()
+        guard active.size > 0 else { return }
+        do { try roll() } catch {
+            failure = error
+            throw error
+        }
+    }
+
     /// Seals the active segment and starts a new one at `endOffset`.
     private func roll() throws(LogError) {
         try active.log.syncData()

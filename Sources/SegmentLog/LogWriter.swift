@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The offsets a commit gave to one append request.
 public struct AppendResult: Sendable, Equatable {
@@ -46,7 +47,9 @@ public final class LogWriter: @unchecked Sendable {
     // @unchecked: `queue`, the counters and `state` are guarded by `condition`; `log` is touched only by
     // the commit thread between `init` and the end of `close`.
     private let condition = NSCondition()
-    private var queue: [Pending] = []
+    private var queue: [Queued] = []
+    /// Pauses in `queue`.
+    private var queuedPauses = 0
     private var queuedRecords = 0
     private var queuedBytes = 0
     private var oldestPending: UInt64 = 0
@@ -68,6 +71,13 @@ public final class LogWriter: @unchecked Sendable {
     private struct Pending {
         let records: RecordBuffer
         let completion: @Sendable (Result<AppendResult, LogError>) -> Void
+    }
+
+    /// What the commit thread takes from the queue: requests to commit, or a pause (`pause()`), which
+    /// is never committed together with the requests around it.
+    private enum Queued {
+        case append(Pending)
+        case pause(PausedLog, @Sendable (Result<Void, LogError>) -> Void)
     }
 
     /// Starts the commit thread for `log`, which the writer owns from now on. `admission`, if given,
@@ -114,7 +124,7 @@ public final class LogWriter: @unchecked Sendable {
             return
         }
         if queue.isEmpty { oldestPending = DispatchTime.now().uptimeNanoseconds }
-        queue.append(Pending(records: records, completion: completion))
+        queue.append(.append(Pending(records: records, completion: completion)))
         queuedRecords += records.count
         queuedBytes += records.payloadBytes
         condition.signal()
@@ -127,6 +137,30 @@ public final class LogWriter: @unchecked Sendable {
             append(records) { continuation.resume(returning: $0) }
         }
         return try result.get()
+    }
+
+    /// Stops the commit thread between two commits, once every request queued before this call is
+    /// committed and answered, and hands the `Log` to the caller until `PausedLog.resume()`; requests
+    /// queued meanwhile wait, and are committed after it. For work that must own the log while the
+    /// writer stays open (an online erasure rolls the active segment and rewrites sealed ones).
+    /// `resume()` must be called, or the writer never commits (nor closes) again.
+    public func pause() async throws(LogError) -> PausedLog {
+        let paused = PausedLog(log: log)
+        let result: Result<Void, LogError> = await withCheckedContinuation { continuation in
+            condition.lock()
+            guard state == .running else {
+                condition.unlock()
+                continuation.resume(returning: .failure(LogError(.closed, "\(log.directory): the log writer is closed")))
+                return
+            }
+            if queue.isEmpty { oldestPending = DispatchTime.now().uptimeNanoseconds }
+            queue.append(.pause(paused, { continuation.resume(returning: $0) }))
+            queuedPauses += 1
+            condition.signal()
+            condition.unlock()
+        }
+        try result.get()
+        return paused
     }
 
     /// Commits what is pending, stops the commit thread and closes the log cleanly.
@@ -149,17 +183,34 @@ public final class LogWriter: @unchecked Sendable {
     // MARK: The commit thread
 
     private func commitLoop() {
-        while let batch = nextCommit() {
-            commit(batch)
+        while let work = nextCommit() {
+            switch work {
+            case .commit(let requests):
+                commit(requests)
+            case .pause(let paused, let started):
+                // The log belongs to the pauser until it resumes; what it wrote is durable when it does.
+                started(.success(()))
+                paused.waitUntilResumed()
+                condition.lock()
+                publishedEnd = log.endOffset
+                publishedDurableEnd = log.durableEndOffset
+                condition.unlock()
+            }
             lastCommitEnded = DispatchTime.now().uptimeNanoseconds
         }
+    }
+
+    private enum Work {
+        case commit([Pending])
+        case pause(PausedLog, @Sendable (Result<Void, LogError>) -> Void)
     }
 
     /// When the last commit finished (commit thread only).
     private var lastCommitEnded: UInt64 = 0
 
-    /// Waits for work and returns the requests of the next commit; nil once closing with nothing left.
-    private func nextCommit() -> [Pending]? {
+    /// Waits for work and returns the requests of the next commit (those queued before the first pause),
+    /// or that pause when it comes first; nil once closing with nothing left.
+    private func nextCommit() -> Work? {
         condition.lock()
         defer { condition.unlock() }
         while queue.isEmpty {
@@ -167,7 +218,7 @@ public final class LogWriter: @unchecked Sendable {
             if case .interval(let ms) = configuration.durability, publishedDurableEnd < publishedEnd {
                 let deadline = lastSync + UInt64(ms) * 1_000_000
                 if DispatchTime.now().uptimeNanoseconds >= deadline {
-                    return []  // an empty commit: time to fsync
+                    return .commit([])  // an empty commit: time to fsync
                 }
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - DispatchTime.now().uptimeNanoseconds) / 1e9))
             } else {
@@ -177,19 +228,36 @@ public final class LogWriter: @unchecked Sendable {
         // A writer idle for a whole window commits at once: waiting would only add latency to a lone
         // request (a socket's connect, a heartbeat). Under load commits follow one another, and each
         // gathers what arrived during the last and within the window.
+        if case .pause(let paused, let started) = queue[0] {
+            queue.removeFirst()
+            queuedPauses -= 1
+            return .pause(paused, started)
+        }
         let window = UInt64(configuration.commitWindowMicroseconds) * 1_000
         let idle = DispatchTime.now().uptimeNanoseconds - lastCommitEnded >= window
-        while !idle && state == .running && queuedRecords < configuration.commitMaxRecords && queuedBytes < configuration.commitMaxBytes {
+        while !idle && state == .running && queuedPauses == 0 && queuedRecords < configuration.commitMaxRecords && queuedBytes < configuration.commitMaxBytes {
             let now = DispatchTime.now().uptimeNanoseconds
             let deadline = oldestPending + window
             if now >= deadline { break }
             _ = condition.wait(until: Date(timeIntervalSinceNow: Double(deadline - now) / 1e9))
         }
-        let taken = queue
-        queue.removeAll(keepingCapacity: true)
-        queuedRecords = 0
-        queuedBytes = 0
-        return taken
+        var taken: [Pending] = []
+        taken.reserveCapacity(queue.count)
+        var end = 0
+        for item in queue {
+            guard case .append(let pending) = item else { break }
+            taken.append(pending)
+            queuedRecords -= pending.records.count
+            queuedBytes -= pending.records.payloadBytes
+            end += 1
+        }
+        if end == queue.count {
+            queue.removeAll(keepingCapacity: true)
+        } else {
+            queue.removeFirst(end)
+            oldestPending = DispatchTime.now().uptimeNanoseconds
+        }
+        return .commit(taken)
     }
 
     private func commit(_ requests: [Pending]) {
@@ -253,5 +321,30 @@ public final class LogWriter: @unchecked Sendable {
                 request.completion(.success(AppendResult(offsets: ranges[index], durableEndOffset: durable, batches: batches)))
             }
         }
+    }
+}
+
+/// A `LogWriter` stopped between two commits (`LogWriter.pause()`): its log is the holder's until
+/// `resume()`.
+public final class PausedLog: @unchecked Sendable {
+    // @unchecked: `log` is used by the holder only while the commit thread waits in `waitUntilResumed`.
+    /// The writer's log, for the holder to use until it resumes.
+    public let log: Log
+    private let resumed = DispatchSemaphore(value: 0)
+    private let isResumed = Atomic<Bool>(false)
+
+    init(log: Log) {
+        self.log = log
+    }
+
+    /// Lets the writer commit again (once; later calls do nothing). Whatever the holder appended must
+    /// be synced by then (`Log.sync()`).
+    public func resume() {
+        guard !isResumed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        resumed.signal()
+    }
+
+    func waitUntilResumed() {
+        resumed.wait()
     }
 }

@@ -159,7 +159,7 @@ import Testing
 
     @Test func operatorTokensAreMintedAndAreNeitherUsersNorGateways() throws {
         let both = try CLI.presence(["token", "--dev", "--user", "ops", "--operator", "--gateway"])
-        #expect(both.status != 0 && both.stderr.contains("not both"), "\(both.stderr)")
+        #expect(both.status != 0 && both.stderr.contains("a token is for one of"), "\(both.stderr)")
         let dir = Scratch()
         let server = try RunningServer(data: dir.file("data"))
         let ops = try CLI.presence(["token", "--dev", "--user", "ops", "--operator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -167,6 +167,16 @@ import Testing
         #expect(try server.request("POST", "/v1/events", token: ops, body: Data(event.utf8)).status == 403)
         #expect(try server.request("POST", "/v1/conversations", token: ops, body: Data(#"{"members":["ops","bob"]}"#.utf8)).status == 403)
         #expect(try server.request("GET", "/metrics", token: ops).status == 200)
+        // An admin token erases users and does nothing else.
+        let admin = try CLI.presence(["token", "--dev", "--user", "root", "--admin"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let adminCreates = try server.request("POST", "/v1/conversations", token: admin, body: Data(#"{"members":["root","bob"]}"#.utf8))
+        #expect(adminCreates.status == 403 && adminCreates.body.contains("an admin token erases users"), "\(adminCreates.body)")
+        let adminReads = try server.request("GET", "/v1/users/bob/history", token: admin)
+        #expect(adminReads.status == 403 && adminReads.body.contains("an admin token erases users"), "\(adminReads.body)")
+        #expect(try server.request("POST", "/v1/events", token: admin, body: Data(event.utf8)).status == 403)
+        #expect(try server.request("GET", "/v1/log", token: admin).status == 403)
+        let opsForgets = try server.request("POST", "/v1/admin/forget", token: ops, body: Data(#"{"user":"bob"}"#.utf8))
+        #expect(opsForgets.status == 403 && opsForgets.body.contains("takes an admin token"), "\(opsForgets.body)")
         // Its socket is refused on the socket (a browser cannot read a refused handshake's status).
         let connection = try RawConnection(port: server.port)
         connection.send(RawConnection.webSocketUpgrade(token: ops))

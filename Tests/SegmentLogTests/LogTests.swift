@@ -251,6 +251,33 @@ import Testing
         try writer.close()
     }
 
+    /// `pause()` (an online erasure): what was queued before is committed first, what comes while
+    /// paused waits and is committed after `resume()`, and the holder may seal the active segment.
+    @Test func aPauseHandsTheLogOverBetweenCommits() async throws {
+        let dir = Scratch()
+        let writer = LogWriter(log: try Log.open(directory: dir.path))
+        _ = try await writer.append(sampleRecords(0..<5))
+        let paused = try await writer.pause()
+        #expect(paused.log.endOffset == 5)
+        let waiting = Task { try await writer.append(sampleRecords(5..<8)) }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(paused.log.endOffset == 5, "nothing is committed while the log is held")
+        try paused.log.sealActiveSegment()
+        try paused.log.sealActiveSegment()  // an empty active segment is not sealed again
+        #expect(try Log.segmentBaseOffsets(in: dir.path) == [0, 5])
+        paused.resume()
+        paused.resume()  // once is enough; twice does nothing
+        #expect(try await waiting.value.offsets == 5...7)
+        // A second pause, with an append beside it: the writer goes on.
+        async let later = writer.append(sampleRecords(8..<9))
+        let second = try await writer.pause()
+        second.resume()
+        #expect(try await later.offsets == 8...8)
+        try writer.close()
+        await #expect(throws: LogError.self) { _ = try await writer.pause() }
+        #expect(try readAll(dir.path).records == expectedRecords(0..<9))
+    }
+
     @Test func appendsAfterCloseFailWithAClearError() async throws {
         let dir = Scratch()
         let writer = LogWriter(log: try Log.open(directory: dir.path))
