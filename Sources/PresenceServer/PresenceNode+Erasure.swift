@@ -10,16 +10,19 @@ import SegmentLog
 /// 1. the privacy writer, then the presence writer, pause between two commits (`LogWriter.pause()`):
 ///    what was acknowledged before is applied, what comes meanwhile waits; each log's active segment is
 ///    sealed, so the user's records all lie in sealed segments (the writer goes on in a fresh one);
-/// 2. `Erasure.run` rewrites those segments, the retention bases and the snapshots (one at a time with
-///    a retention pass: `maintenance`), and a projection is restored from the rewritten log;
-/// 3. under `hubLock` and the node's lock, that projection replaces the live one, the user's settings
-///    and their events' ids are dropped, the resume journal starts again (a cursor from before the
-///    erasure gets a fresh view), the user's watchers are pushed the user as never seen, and the user's
-///    own sessions end (close 4410, no disconnect: their connects are gone);
+/// 2. `Erasure.run` rewrites those segments, the retention bases and the snapshots, and a projection
+///    and an event-id index are restored from the rewritten log (all one at a time with a retention
+///    pass: `maintenance`);
+/// 3. under `hubLock` and the node's lock, that projection and index replace the live ones, the user's
+///    settings are dropped, the resume journal starts again at the cut with the user as never seen (a
+///    cursor from before the erasure gets a fresh view; one at the cut is told), the user's watchers are
+///    pushed the user as never seen, and the user's own sessions end (close 4410, no disconnect: their
+///    connects are gone);
 /// 4. the writers resume; what waited is appended after the erasure, as new records.
 ///
 /// A failure in step 2 leaves each segment old or new and the erasure unfinished (as a crash does):
-/// the node keeps serving the state it had, and a second request finishes the erasure.
+/// the node keeps serving the state it had, and a second request finishes the erasure (also when only
+/// the fold had failed: the files hold nothing of the user, the live state still does).
 extension PresenceNode {
     /// What an online erasure did.
     public struct ErasureReport: Sendable {
@@ -55,17 +58,32 @@ extension PresenceNode {
         let cut = presenceLog.log.endOffset
         assert(nextOffset == cut, "every acknowledged commit is applied before the writer pauses")
 
-        // 2. The erasure, and the state folded from what it left, off the cooperative pool.
-        let (outcome, folded) = try await Self.blocking { [self] () throws -> (Erasure.Outcome, HandedOver<PresenceProjection>) in
+        // 2. The erasure, and the state and event-id index folded from what it left, off the cooperative
+        // pool. All under `maintenance`: a retention pass removing segments while the fold reads them
+        // would fail the fold after the erasure completed on disk.
+        let idWindow = withLock { eventIDs.window }
+        // The live state still holds the user though the files do not: an earlier request erased the files
+        // and then failed (its fold); this one takes the state from the files.
+        let stale = withLock { projection.state(of: user) != nil } || privacy.current.settings[user] != nil
+        let (outcome, folded, ids) = try await Self.blocking { [self] () throws -> (Erasure.Outcome, HandedOver<PresenceProjection>, EventIDIndex) in
             try presenceLog.log.sealActiveSegment()
             try privacyLog.log.sealActiveSegment()
-            let outcome = try maintenance.withLock {
-                try Erasure.run(directory, user: user, horizon: horizon, now: Self.now(), logsAreOpen: true) {
-                    logger.notice("erasure: \($0)")
+            return try maintenance.withLock {
+                let outcome: Erasure.Outcome
+                do {
+                    outcome = try Erasure.run(directory, user: user, horizon: horizon, now: Self.now(), logsAreOpen: true) {
+                        logger.notice("erasure: \($0)")
+                    }
+                } catch let refusal as Erasure.Refusal where refusal.unknownUser && stale {
+                    outcome = Erasure.Outcome(resumed: true)
                 }
+                let restored = try Replay.restore(data: data, logDirectory: presenceLog.log.directory, horizon: horizon, logEndOffset: cut)
+                // The ids as a restart reads them from the rewritten log: those of every erased event are
+                // gone, also of those an earlier, interrupted request removed.
+                let ids = try EventIDIndex.rebuild(logDirectory: presenceLog.log.directory, window: idWindow,
+                                                   newest: presenceLog.log.maxTimestamp)
+                return (outcome, HandedOver(value: restored.projection), ids)
             }
-            let restored = try Replay.restore(data: data, logDirectory: presenceLog.log.directory, horizon: horizon, logEndOffset: cut)
-            return (outcome, HandedOver(value: restored.projection))
         }
         let restored = folded.value
         guard restored.nextOffset == cut else {
@@ -80,8 +98,8 @@ extension PresenceNode {
                 let settings = privacy.current
                 projection.replaceState(with: restored)
                 privacy.forget(user)
-                eventIDs.remove(offsets: Set(outcome.presenceOffsets))
-                feed.resumeJournal(completeFrom: cut)
+                eventIDs = ids
+                feed.restartJournal(afterErasing: user, at: cut)
                 return (queued, hub.erasureFrames(of: user, before: before, privacy: settings, offset: cut))
             }
             fanOut(queued)

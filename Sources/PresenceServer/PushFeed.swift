@@ -85,6 +85,14 @@ struct PushFeed {
     mutating func pauseJournal() { journal.pause() }
     mutating func resumeJournal(completeFrom offset: Int64) { journal.resume(completeFrom: offset) }
 
+    /// After an erasure of `user` whose cut is `offset`: the journal starts again there, with the user's
+    /// change to never seen as its first entry, so a client resuming from the cut itself (its last
+    /// `opened` cursor, the erasure's push lost with its socket) is told, as the sessions then open were.
+    mutating func restartJournal(afterErasing user: String, at offset: Int64) {
+        journal.resume(completeFrom: offset)
+        if journaling { journal.record(.init(offset: offset, user: user, state: nil)) }
+    }
+
     /// The users a commit may change, each with what was shown of them before it and the offset to report.
     struct CommitWatch {
         var users: [(user: String, before: ShownPresence, offset: Int64)] = []
