@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
-                "PresenceServer", "ClientInput", "Chat", "Presence", "SegmentLog", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "PresenceServer", "ClientInput", "Chat", "Erasure", "Presence", "Projector", "SegmentLog", "TestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

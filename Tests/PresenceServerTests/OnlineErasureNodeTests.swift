@@ -1,7 +1,9 @@
 import Chat
+import Erasure
 import Foundation
 import Logging
 import Presence
+import Projector
 @testable import PresenceServer
 import SegmentLog
 import Testing
@@ -77,6 +79,34 @@ struct OnlineErasureNodeTests {
         #expect(node.read { $0.state(of: "bob")?.online } == true)
     }
 
+    /// A request whose fold of the rewritten log failed (after `Erasure.run` completed) leaves the files
+    /// without the user and the live state with them; the same request again must take the state from
+    /// the files, not answer "unknown user" and leave the user shown until a restart (whose checkpoint,
+    /// written from that state, would bring them back).
+    @Test func aSecondRequestAfterTheFoldFailedTakesTheStateFromTheFiles() async throws {
+        let scratch = Scratch()
+        let node = try makeNode(scratch)
+        _ = try await node.append(own: [event(.connect, "bob"), event(.connect, "carol")])
+        // What such a request leaves: forget's own steps on the paused writers, the live state not replaced.
+        let privacyLog = try await node.privacy.writer.pause()
+        let presenceLog = try await node.writer.pause()
+        try presenceLog.log.sealActiveSegment()
+        try privacyLog.log.sealActiveSegment()
+        let erased = try Erasure.run(node.directory, user: "bob", horizon: node.horizon, now: PresenceNode.now(), logsAreOpen: true)
+        presenceLog.resume()
+        privacyLog.resume()
+        #expect(erased.presenceRecords == 1)
+        #expect(node.read { $0.state(of: "bob")?.online } == true)
+
+        let report = try await node.forget(user: "bob")
+        #expect(report.outcome.resumed && report.outcome.presenceRecords == 0)
+        #expect(node.read { $0.state(of: "bob") } == nil)
+        #expect(node.read { $0.state(of: "carol")?.online } == true)
+        // A user neither the files nor the state know is still refused.
+        await #expect(throws: Erasure.Refusal.self) { try await node.forget(user: "nobody") }
+        try await node.shutdown()
+    }
+
     /// A retention pass (`serve --retention`) may start at any moment of an erasure: the erasure and the
     /// pass take turns, and the erasure's fold of the rewritten log never reads a segment the pass is
     /// removing. Bounded: a few erasures, each with a pass racing it.
@@ -100,6 +130,67 @@ struct OnlineErasureNodeTests {
             #expect(report.cut == node.nextOffset)
             #expect(node.read { $0.state(of: user) } == nil)
         }
+    }
+
+    /// Randomized, bounded: gateways write for other users, the erased user's sockets open and close,
+    /// erasures of that user run, all at once. After each round, with the user's sockets closed: the user
+    /// is nobody's "online", and the live state is what a fresh fold of the log gives (every acknowledged
+    /// write applied, nothing of the erased past left), as a node started on the folder sees it.
+    @Test func writesSocketsAndErasuresAtOnceLeaveTheStateAFreshFoldGives() async throws {
+        let scratch = Scratch()
+        let target = "erased-user"
+        let users = [target] + (0..<5).map { "user-\($0)" }
+        var node: PresenceNode? = try makeNode(scratch)
+        for round in 0..<6 {
+            let (live, liveNext) = try await Self.race(on: try #require(node), erasing: target, others: Array(users.dropFirst()))
+            #expect(live[0]?.online != true, "round \(round): the erased user stays online with no socket")
+            // A node started on the folder, folding the whole log (no checkpoint), once this one is gone
+            // (it holds the folder's lock until then).
+            node = nil
+            try FileManager.default.removeItem(atPath: scratch.file("data") + "/checkpoints")
+            node = try makeNode(scratch)
+            #expect(node?.nextOffset == liveNext)
+            #expect(node?.read { projection in users.map { projection.state(of: $0) } } == live, "round \(round)")
+        }
+        try await node?.shutdown()
+    }
+
+    /// One round: three gateways' writes, the target's sockets opened and closed, an erasure of the target
+    /// at a random moment; then every socket closed and the node stopped. The state it had then.
+    private static func race(on node: PresenceNode, erasing target: String, others: [String]) async throws
+        -> (states: [PresenceProjection.UserState?], next: Int64) {
+        let forgetAfter = Int.random(in: 0...8)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<3 {
+                group.addTask {
+                    for index in 0..<40 {
+                        let user = others[(writer + index) % others.count]
+                        let kind: EventKind = index % 3 == 2 ? .disconnect : .connect
+                        _ = try await node.append(own: [PresenceEvent(kind: kind, user: user, conn: "\(user)-\(writer)-\(index / 3)",
+                                                                      gateway: "gw-\(writer)", timestamp: PresenceNode.now())])
+                    }
+                }
+            }
+            group.addTask {
+                var open: [PushSession] = []
+                for _ in 0..<12 {
+                    open.append(try await node.openSession(user: target))
+                    if Bool.random() { await node.closeSession(open.removeFirst()) }
+                }
+                for session in open { await node.closeSession(session) }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(forgetAfter))
+                // Before the target's first socket of the first round there is nothing to erase.
+                do { _ = try await node.forget(user: target) } catch let refusal as Erasure.Refusal where refusal.unknownUser {}
+            }
+            try await group.waitForAll()
+        }
+        #expect(node.openSessionCount == 0)
+        let states = node.read { projection in ([target] + others).map { projection.state(of: $0) } }
+        let next = node.nextOffset
+        try await node.shutdown()
+        return (states, next)
     }
 
     private func makeNode(_ scratch: Scratch) throws -> PresenceNode {
