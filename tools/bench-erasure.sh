@@ -53,9 +53,10 @@ onlines=()
 for _ in $(seq 1 "$runs"); do
     rm -rf bench-data/erasure-copy; cp -r "$log" bench-data/erasure-copy
     sync
-    "$bin/presence" serve --data bench-data/erasure-copy --dev --port 18089 --heartbeat-interval 1h > bench-data/erasure-serve.log 2>&1 &
+    "$bin/presence" serve --data bench-data/erasure-copy --dev --port 18089 --heartbeat-interval 1h --lease 2h > bench-data/erasure-serve.log 2>&1 &
     server=$!
     for _ in $(seq 1 600); do grep -q "listening on" bench-data/erasure-serve.log && break; sleep 0.1; done
+    grep -q "listening on" bench-data/erasure-serve.log || { echo "the server did not start:" >&2; cat bench-data/erasure-serve.log >&2; exit 1; }
     gateway=$("$bin/presence" token --dev --user gw-bench --gateway)
     admin=$("$bin/presence" token --dev --user bench-admin --admin)
     "$python" tools/bench-erasure-writer.py --port 18089 --token "$gateway" > bench-data/erasure-writer.out &
