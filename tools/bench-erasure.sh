@@ -66,7 +66,7 @@ for _ in $(seq 1 "$runs"); do
     answer=$(curl -s -X POST localhost:18089/v1/admin/forget -H "Authorization: Bearer $admin" -d "{\"user\":\"$user\"}")
     onlines+=("$(echo "$(now) - $start" | bc -l)")
     sleep 1
-    kill -INT "$writer"; wait "$writer" || true
+    kill "$writer"; wait "$writer" || true
     kill "$server"; wait "$server" || true
     [[ "$answer" == *'"presence_records"'* ]] || { echo "the online erasure failed: $answer" >&2; exit 1; }
     "$bin/presence" audit --data bench-data/erasure-copy > /dev/null || { echo "audit is not clean after the online erasure" >&2; exit 1; }

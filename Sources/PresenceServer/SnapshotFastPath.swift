@@ -67,6 +67,9 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// reading its answers costs one read's bytes.
     private var awaitingAnswer = false
     private var heldRead = false
+    /// A stop's quiesce event that came while a taken request waited: the HTTP handlers, which know
+    /// nothing of that request, would close the connection before its answer is written.
+    private var heldQuiesce: Any?
     /// Bytes were handed to the codec by `process` (after a late answer, outside a read, the codec is
     /// then told the read ended).
     private var handedOn = false
@@ -264,10 +267,22 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             context.flush()
         }
         if handedOn { context.fireChannelReadComplete() }
+        if !awaitingAnswer, let event = heldQuiesce {
+            heldQuiesce = nil
+            context.fireUserInboundEventTriggered(event)
+        }
         if heldRead && !awaitingAnswer {
             heldRead = false
             context.read()
         }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if awaitingAnswer, event is ChannelShouldQuiesceEvent {
+            heldQuiesce = event
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func read(context: ChannelHandlerContext) {

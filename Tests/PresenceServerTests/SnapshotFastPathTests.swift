@@ -28,6 +28,7 @@ import Testing
             try channel.pipeline.syncOperations.addHandler(reads)
             try channel.pipeline.syncOperations.addHandler(fastPath)
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+            try channel.pipeline.syncOperations.addHandler(quiesces)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 
@@ -44,6 +45,18 @@ import Testing
             }
         }
         let reads = Reads()
+
+        /// Counts the stop's quiesce events that reach the HTTP handlers' place.
+        final class Quiesces: ChannelInboundHandler {
+            typealias InboundIn = HTTPServerRequestPart
+            typealias InboundOut = HTTPServerRequestPart
+            var count = 0
+            func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+                if event is ChannelShouldQuiesceEvent { count += 1 }
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
+        let quiesces = Quiesces()
 
         func send(_ text: String) throws { try channel.writeInbound(ByteBuffer(string: text)) }
 
@@ -112,6 +125,8 @@ import Testing
         #expect(try connection.forwarded().isEmpty && (try connection.written()).isEmpty, "nothing after the post is answered or forwarded")
         connection.channel.read()
         #expect(connection.reads.count == 0, "the socket is not read while the post waits")
+        connection.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(connection.quiesces.count == 0, "a stop waits for the taken post's answer")
 
         held.replies[0](("201 Created", ByteBuffer(string: "{\"seq\":1}")))
         connection.channel.embeddedEventLoop.run()
@@ -121,11 +136,13 @@ import Testing
         #expect(written.first?.hasSuffix("\r\n\r\n{\"seq\":1}") == true)
         #expect(written.last == "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "then the snapshot behind it")
         #expect(held.replies.count == 2, "then the next post is taken, and waits")
+        #expect(connection.quiesces.count == 0, "the stop still waits, for the second post")
         #expect(connection.reads.count == 0, "still held for the second post")
         held.replies[1](("400 Bad Request", ByteBuffer(string: "{}")))
         connection.channel.embeddedEventLoop.run()
         #expect(try connection.written().first?.hasPrefix("HTTP/1.1 400 Bad Request\r\n") == true)
         #expect(connection.reads.count == 1, "the held read goes on once nothing waits")
+        #expect(connection.quiesces.count == 1, "and the stop reaches the HTTP handlers")
         #expect(try connection.forwarded().isEmpty)
     }
 
