@@ -69,7 +69,11 @@ for _ in $(seq 1 "$runs"); do
     kill "$writer"; wait "$writer" || true
     kill "$server"; wait "$server" || true
     [[ "$answer" == *'"presence_records"'* ]] || { echo "the online erasure failed: $answer" >&2; exit 1; }
-    "$bin/presence" audit --data bench-data/erasure-copy > /dev/null || { echo "audit is not clean after the online erasure" >&2; exit 1; }
+    # The writer's events are today's and the stream's are of 2024: audit counts the stream's open
+    # connections as open for years (an anomaly, exit 1); corruption (exit 2) or an unnamed gap fails.
+    status=0; report=$("$bin/presence" audit --data bench-data/erasure-copy) || status=$?
+    [[ $status -le 1 && "$report" == *"every one named by an erasure record"* && "$report" == *"equals a fresh fold at its offset"* ]] \
+        || { echo "audit after the online erasure (exit $status):" >&2; echo "$report" >&2; exit 1; }
     echo "online: $answer; writer: $(cat bench-data/erasure-writer.out)"
 done
 echo "online erasure (POST /v1/admin/forget, a gateway posting every 5 ms): best $(best "${onlines[@]}") s of ${onlines[*]}"

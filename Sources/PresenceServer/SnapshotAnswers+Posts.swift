@@ -33,25 +33,57 @@ extension SnapshotAnswers {
         }
         Self.postsTaken.increment()
         let conversations = state.conversations
+        // Without a client id (decided under a claim, which waits) on a single node, the post answers
+        // from the commit thread: no task, no hop through the cooperative pool.
+        if message.clientID == nil, conversations.appendsLocally {
+            do {
+                try conversations.post(to: conversation, sender: sender, content: message.content) { result in
+                    switch result {
+                    case .success(let posted):
+                        reply(Self.postedAnswer(seq: posted.seq, timestamp: posted.timestamp, repeated: false))
+                    case .failure(let failure):
+                        reply(Self.lateAnswer(failure))
+                    }
+                }
+            } catch {
+                reply(Self.lateAnswer(error))
+            }
+            return true
+        }
+        Self.postInTask(conversations, to: conversation, sender: sender, content: message.content, clientID: message.clientID, reply: reply)
+        return true
+    }
+
+    /// A post answered from a task: one with a client id (`ConversationStore.post` holds a claim while it
+    /// looks for the client id's earlier post), or a cluster node's.
+    static func postInTask(_ conversations: ConversationStore, to conversation: String, sender: String, content: String, clientID: String?,
+                           reply: @escaping @Sendable (SnapshotFastPath.LateAnswer) -> Void) {
         Task {
             do {
-                let (seq, timestamp, repeated) = try await conversations.post(to: conversation, sender: sender, content: message.content,
-                                                                                clientID: message.clientID)
-                // A retried client_id is answered as the first time, with 200: nothing new was created.
-                reply((repeated ? "200 OK" : "201 Created", ByteBuffer(string: "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}")))
+                let posted = try await conversations.post(to: conversation, sender: sender, content: content, clientID: clientID)
+                reply(postedAnswer(seq: posted.seq, timestamp: posted.timestamp, repeated: posted.repeated))
             } catch {
-                let failure: APIError
-                if let refusal = error as? ChatError {
-                    failure = APIError(chat: refusal)
-                } else if let logError = error as? LogError {
-                    failure = APIError(storage: logError)
-                } else {
-                    failure = APIError(.internalServerError, "internal_error", "\(error)")
-                }
-                reply(("\(failure.status.code) \(failure.status.reasonPhrase)",
-                       ByteBuffer(bytes: PresenceHTTPServer.errorBody(failure.code, failure.message))))
+                reply(lateAnswer(error))
             }
         }
-        return true
+    }
+
+    /// The route's answer to a post: 201 `{"seq","ts"}`, or 200 for a retried client_id (answered as the
+    /// first time: nothing new was created).
+    static func postedAnswer(seq: Int, timestamp: Int64, repeated: Bool) -> SnapshotFastPath.LateAnswer {
+        (repeated ? "200 OK" : "201 Created", ByteBuffer(string: "{\"seq\":\(seq),\"ts\":\"\(Timestamp.format(timestamp))\"}"))
+    }
+
+    /// The route's answer to what a post threw: `ChatError` and `LogError` as `chat` maps them.
+    static func lateAnswer(_ error: any Error) -> SnapshotFastPath.LateAnswer {
+        let failure: APIError
+        if let refusal = error as? ChatError {
+            failure = APIError(chat: refusal)
+        } else if let logError = error as? LogError {
+            failure = APIError(storage: logError)
+        } else {
+            failure = APIError(.internalServerError, "internal_error", "\(error)")
+        }
+        return ("\(failure.status.code) \(failure.status.reasonPhrase)", ByteBuffer(bytes: PresenceHTTPServer.errorBody(failure.code, failure.message)))
     }
 }

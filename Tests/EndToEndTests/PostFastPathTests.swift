@@ -25,6 +25,7 @@ import Testing
         }
         let get = "GET /v1/conversations/\(id) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(alice)\r\n\r\n"
         let requests = [
+            post(#"{"content":"zero"}"#),                      // no client id: answered from the commit thread
             post(#"{"content":"one","client_id":"c-1"}"#),
             get,                                              // behind the post: shows it
             post(#"{"content":"one again","client_id":"c-1"}"#),  // a retry: 200, the first seq
@@ -69,13 +70,15 @@ import Testing
         let (fast, taken) = try Self.answers(fastPath: true)
         let (route, none) = try Self.answers(fastPath: false)
         #expect(fast == route, "fast path:\n\(fast.joined(separator: "\n"))\nroute:\n\(route.joined(separator: "\n"))")
-        #expect(fast.count == 10)
+        #expect(fast.count == 11)
         #expect(fast.first == #"HTTP/1.1 201 Created {"seq":1,"ts":"T"}"#)
-        #expect(fast.count > 1 && fast[1].contains(#""content":"one""#), "the snapshot behind the post shows it: \(fast)")
-        #expect(fast.count > 2 && fast[2] == #"HTTP/1.1 200 OK {"seq":1,"ts":"T"}"#)
-        #expect(fast.count > 8 && fast[8].contains(#""content":"two""#))
-        // The posts the store answered went ahead of the codec (one, its retry, the empty one); the
+        #expect(fast.count > 1 && fast[1] == #"HTTP/1.1 201 Created {"seq":2,"ts":"T"}"#)
+        #expect(fast.count > 2 && fast[2].contains(#""content":"one""#), "the snapshot behind the post shows it: \(fast)")
+        #expect(fast.count > 3 && fast[3] == #"HTTP/1.1 200 OK {"seq":2,"ts":"T"}"#)
+        #expect(fast.count > 4 && fast[4].hasPrefix("HTTP/1.1 400 Bad Request"))
+        #expect(fast.count > 9 && fast[9].contains(#""content":"two""#))
+        // The posts the store answered went ahead of the codec (zero, one, its retry, the empty one); the
         // others were the route's, and so was "two", read while the route's answers were on their way.
-        #expect(taken == 3 && none == 0, "taken \(taken), with the fast path off \(none)")
+        #expect(taken == 4 && none == 0, "taken \(taken), with the fast path off \(none)")
     }
 }
