@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A gateway posting one event every 5 ms to a running `presence serve` until interrupted (SIGINT), for
+"""A gateway posting one event every 5 ms to a running `presence serve` until stopped (SIGTERM), for
 tools/bench-erasure.sh: prints how many posts were acknowledged and the longest and median wait, the
 time writes stall behind an online erasure.
 
@@ -7,6 +7,7 @@ time writes stall behind an online erasure.
 """
 import argparse
 import json
+import signal
 import statistics
 import time
 import urllib.request
@@ -17,6 +18,10 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", required=True)
     args = parser.parse_args()
+    # A background job of a script ignores SIGINT: the script stops the writer with SIGTERM.
+    def stop(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     waits, n = [], 0
     try:
         while True:

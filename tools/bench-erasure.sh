@@ -53,9 +53,10 @@ onlines=()
 for _ in $(seq 1 "$runs"); do
     rm -rf bench-data/erasure-copy; cp -r "$log" bench-data/erasure-copy
     sync
-    "$bin/presence" serve --data bench-data/erasure-copy --dev --port 18089 --heartbeat-interval 1h > bench-data/erasure-serve.log 2>&1 &
+    "$bin/presence" serve --data bench-data/erasure-copy --dev --port 18089 --heartbeat-interval 1h --lease 2h > bench-data/erasure-serve.log 2>&1 &
     server=$!
     for _ in $(seq 1 600); do grep -q "listening on" bench-data/erasure-serve.log && break; sleep 0.1; done
+    grep -q "listening on" bench-data/erasure-serve.log || { echo "the server did not start:" >&2; cat bench-data/erasure-serve.log >&2; exit 1; }
     gateway=$("$bin/presence" token --dev --user gw-bench --gateway)
     admin=$("$bin/presence" token --dev --user bench-admin --admin)
     "$python" tools/bench-erasure-writer.py --port 18089 --token "$gateway" > bench-data/erasure-writer.out &
@@ -65,10 +66,14 @@ for _ in $(seq 1 "$runs"); do
     answer=$(curl -s -X POST localhost:18089/v1/admin/forget -H "Authorization: Bearer $admin" -d "{\"user\":\"$user\"}")
     onlines+=("$(echo "$(now) - $start" | bc -l)")
     sleep 1
-    kill -INT "$writer"; wait "$writer" || true
+    kill "$writer"; wait "$writer" || true
     kill "$server"; wait "$server" || true
     [[ "$answer" == *'"presence_records"'* ]] || { echo "the online erasure failed: $answer" >&2; exit 1; }
-    "$bin/presence" audit --data bench-data/erasure-copy > /dev/null || { echo "audit is not clean after the online erasure" >&2; exit 1; }
+    # The writer's events are today's and the stream's are of 2024: audit counts the stream's open
+    # connections as open for years (an anomaly, exit 1); corruption (exit 2) or an unnamed gap fails.
+    status=0; report=$("$bin/presence" audit --data bench-data/erasure-copy) || status=$?
+    [[ $status -le 1 && "$report" == *"every one named by an erasure record"* && "$report" == *"equals a fresh fold at its offset"* ]] \
+        || { echo "audit after the online erasure (exit $status):" >&2; echo "$report" >&2; exit 1; }
     echo "online: $answer; writer: $(cat bench-data/erasure-writer.out)"
 done
 echo "online erasure (POST /v1/admin/forget, a gateway posting every 5 ms): best $(best "${onlines[@]}") s of ${onlines[*]}"

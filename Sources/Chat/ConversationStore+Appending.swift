@@ -8,6 +8,13 @@ import SegmentLog
 extension ConversationStore {
     /// Appends one record durably and applies it; returns the message for a message.
     func append(id: String, record: MessageRecord) async throws -> Applied? {
+        let records = Self.records(id: id, record)
+        let applied = if let replicate { try await replicate(records) } else { try await commit(records) }
+        return applied.first ?? nil
+    }
+
+    /// `record` of conversation `id`, at the time of now, as the log holds it.
+    static func records(id: String, _ record: MessageRecord) -> RecordBuffer {
         let value: [UInt8]
         switch record {
         case .created(let members, let by): value = MessageRecord.encodeCreated(members: members, by: by ?? "")
@@ -15,8 +22,7 @@ extension ConversationStore {
         }
         var records = RecordBuffer()
         records.append(timestamp: Int64(Date().timeIntervalSince1970 * 1000), key: Array(id.utf8), value: value)
-        let applied = if let replicate { try await replicate(records) } else { try await commit(records) }
-        return applied.first ?? nil
+        return records
     }
 
     /// Appends `records` to the local messages log, then applies them in log order on the commit thread
@@ -25,35 +31,41 @@ extension ConversationStore {
     /// chat stream.
     public func commit(_ records: RecordBuffer) async throws -> [Applied?] {
         let result: Result<[Applied?], LogError> = await withCheckedContinuation { continuation in
-            writer.append(records) { [self] result in
-                switch result {
-                case .success(let ack):
-                    var applied: [Applied?] = []
-                    var new: [(String, Message)] = []
-                    for index in 0..<records.count {
-                        let offset = ack.offsets.lowerBound + Int64(index)
-                        let batch = ack.batches.last { $0.baseOffset <= offset }
-                            ?? WrittenBatch(baseOffset: offset, lastOffset: offset, segment: 0, position: 0, size: 0)
-                        // The batch's CRC, for the checkpoint's check that it names this log: read back only
-                        // when a checkpoint is written (`lastBatch` keeps the place).
-                        let outcome = records.withRecord(at: index) { key, value in
-                            apply(id: key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: value, record: nil,
-                                  timestamp: records.timestamp(at: index), offset: offset, batch: batch.segment,
-                                  position: batch.position, crc: 0, live: true)
-                        }
-                        applied.append(outcome?.applied)
-                        if let message = outcome?.message, let key = records.key(at: index) { new.append((String(decoding: key, as: UTF8.self), message)) }
-                    }
-                    flushIndex()
-                    if let messageObserver { for (id, message) in new { messageObserver(id, message) } }
-                    continuation.resume(returning: .success(applied))
-                    checkpointIfDue()
-                case .failure(let error):
-                    continuation.resume(returning: .failure(error))
-                }
-            }
+            commit(records) { continuation.resume(returning: $0) }
         }
         return try result.get()
+    }
+
+    /// `commit` answering through `completion`, on the commit thread, once the records are durable and
+    /// applied (or failed).
+    public func commit(_ records: RecordBuffer, completion: @escaping @Sendable (Result<[Applied?], LogError>) -> Void) {
+        writer.append(records) { [self] result in
+            switch result {
+            case .success(let ack):
+                var applied: [Applied?] = []
+                var new: [(String, Message)] = []
+                for index in 0..<records.count {
+                    let offset = ack.offsets.lowerBound + Int64(index)
+                    let batch = ack.batches.last { $0.baseOffset <= offset }
+                        ?? WrittenBatch(baseOffset: offset, lastOffset: offset, segment: 0, position: 0, size: 0)
+                    // The batch's CRC, for the checkpoint's check that it names this log: read back only
+                    // when a checkpoint is written (`lastBatch` keeps the place).
+                    let outcome = records.withRecord(at: index) { key, value in
+                        apply(id: key.map { String(decoding: $0, as: UTF8.self) } ?? "", value: value, record: nil,
+                              timestamp: records.timestamp(at: index), offset: offset, batch: batch.segment,
+                              position: batch.position, crc: 0, live: true)
+                    }
+                    applied.append(outcome?.applied)
+                    if let message = outcome?.message, let key = records.key(at: index) { new.append((String(decoding: key, as: UTF8.self), message)) }
+                }
+                flushIndex()
+                if let messageObserver { for (id, message) in new { messageObserver(id, message) } }
+                completion(.success(applied))
+                checkpointIfDue()
+            case .failure(let error):
+                completion(.failure(error))
+            }
+        }
     }
 
     /// Creates a conversation of `members` (`ChatRules.members`: repeats dropped, 2 to 256 ids, the
@@ -103,6 +115,24 @@ extension ConversationStore {
             if let sent = try earlier(in: id, sender: sender, clientID: clientID) { return (sent.seq, sent.timestamp, true) }
             let applied = try await append(id: id, record: .message(sender: sender, content: content, clientID: clientID))
             return (applied?.seq ?? 0, applied?.timestamp ?? 0, applied?.repeated ?? false)
+        }
+    }
+
+    /// Whether this store appends to its own log (a single node): `post(to:sender:content:completion:)`
+    /// may be used. In cluster mode appends go through the chat stream (`replicate`).
+    public var appendsLocally: Bool { replicate == nil }
+
+    /// Posts a message without a client id and answers through `completion`, on the commit thread, once
+    /// it is durable and applied: the fast path's posts, which skip the two hops through the cooperative
+    /// pool an `async` post takes. Throws, before anything is written, what `post` refuses
+    /// (`ChatError`). Only where `appendsLocally`.
+    public func post(to id: String, sender: String, content: String,
+                     completion: @escaping @Sendable (Result<(seq: Int, timestamp: Int64), LogError>) -> Void) throws {
+        precondition(appendsLocally, "a cluster node's posts go through the chat stream")
+        try ChatRules.message(content: content, clientID: nil)
+        _ = try Access(chat: self).conversation(id, for: sender).get()
+        commit(Self.records(id: id, .message(sender: sender, content: content, clientID: nil))) { result in
+            completion(result.map { applied in (applied.first??.seq ?? 0, applied.first??.timestamp ?? 0) })
         }
     }
 

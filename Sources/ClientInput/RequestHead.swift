@@ -21,6 +21,8 @@ package struct RequestHead {
     package var size: Int
     /// Set for a GET of a conversation snapshot.
     package var snapshot: SnapshotTarget?
+    /// The conversation id of a `POST /v1/conversations/{id}/messages` with a plain id and no query.
+    package var postMessageTo: String?
     /// Where the token of the one `Authorization: Bearer` header is, from the head's first byte.
     package var bearerToken: Range<Int>?
     package var contentLength: Int
@@ -211,7 +213,28 @@ package struct RequestHead {
         let isGet = methodEnd - line.lowerBound == 3 && bytes[line.lowerBound] == 71 && bytes[line.lowerBound + 1] == 69
             && bytes[line.lowerBound + 2] == 84
         if isGet { head.snapshot = snapshotTarget(bytes, targetStart..<targetEnd) }
+        let isPost = methodEnd - line.lowerBound == 4 && memcmp(bytes + line.lowerBound, "POST", 4) == 0
+        if isPost { head.postMessageTo = postTarget(bytes, targetStart..<targetEnd) }
         return true
+    }
+
+    /// The conversation a `/v1/conversations/{id}/messages` target posts to, or nil for any other target
+    /// (or one with something to decode, or a query: the route handles those).
+    private static func postTarget(_ bytes: UnsafePointer<UInt8>, _ target: Range<Int>) -> String? {
+        let prefix = Self.snapshotPrefix
+        let suffix: StaticString = "/messages"
+        guard target.count > prefix.utf8CodeUnitCount + suffix.utf8CodeUnitCount,
+              memcmp(bytes + target.lowerBound, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0,
+              memcmp(bytes + target.upperBound - suffix.utf8CodeUnitCount, suffix.utf8Start, suffix.utf8CodeUnitCount) == 0
+        else { return nil }
+        let id = (target.lowerBound + prefix.utf8CodeUnitCount)..<(target.upperBound - suffix.utf8CodeUnitCount)
+        for index in id {
+            switch bytes[index] {
+            case 47, 37, 43, 35, 63: return nil  // '/', '%', '+', '#', '?'
+            default: continue
+            }
+        }
+        return String(decoding: UnsafeBufferPointer(start: bytes + id.lowerBound, count: id.count), as: UTF8.self)
     }
 
     /// The snapshot a target asks for, or nil for any other target (or one with something to decode:

@@ -4,7 +4,7 @@ import Prometheus
 /// The `# HELP` text of every metric the server exports, by its swift-metrics label.
 enum MetricsHelp {
     static let texts: [String: String] = [
-        "hb.requests": "HTTP requests answered, by route, method and status (snapshots served by the fast path are in presence_snapshot_fast_path_total instead).",
+        "hb.requests": "HTTP requests answered, by route, method and status (snapshots and message posts served by the fast path are in presence_snapshot_fast_path_total and presence_post_fast_path_total instead).",
         "http.server.request.duration": "Time from a request's arrival to its answer, by route, method and status.",
         "hb.request.errors": "HTTP requests answered with a status of 400 or more, by route, method and status (error_type).",
         "http.server.active_requests": "HTTP requests being answered now, by method.",
@@ -15,6 +15,7 @@ enum MetricsHelp {
         "presence_websockets_open": "WebSocket sessions open now.",
         "presence_pushes_sent_total": "Presence pushes queued to WebSocket sessions.",
         "presence_snapshot_fast_path_total": "Conversation snapshots answered on the event loop, ahead of the HTTP codec.",
+        "presence_post_fast_path_total": "Message posts taken ahead of the HTTP codec (answered once durable, in request order).",
     ]
 }
 

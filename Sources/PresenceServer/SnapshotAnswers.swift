@@ -13,7 +13,7 @@ import Glibc
 /// versions it reflects (the conversation's last seq and the projection's next offset, read before the
 /// body is built), so a client asking again for an unchanged snapshot costs a byte comparison.
 final class SnapshotAnswers {
-    private let state: PresenceNode
+    let state: PresenceNode
     private let tokens: TokenAuthority
     /// The connection's last verified token and its claims.
     private var lastToken: (token: [UInt8], claims: PresenceClaims)?
@@ -64,7 +64,7 @@ final class SnapshotAnswers {
     /// The claims of the token at `range` of `request` if `TokenAuthority` has verified it and it has not
     /// expired. The connection's last token is kept, so a client that sends the same one each time
     /// costs a byte comparison.
-    private func claims(_ range: Range<Int>, in request: ByteBuffer) -> PresenceClaims? {
+    func claims(_ range: Range<Int>, in request: ByteBuffer) -> PresenceClaims? {
         let same = request.withUnsafeReadableBytes { raw in
             guard let base = raw.baseAddress, let last = lastToken, last.token.count == range.count else { return false }
             return last.token.withUnsafeBytes { token in

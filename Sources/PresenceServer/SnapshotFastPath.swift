@@ -51,8 +51,28 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// to hand it to the codec. Given the head and the bytes it was read from (its start).
     typealias Answerer = (RequestHead, ByteBuffer, ByteBufferAllocator) -> ByteBuffer?
 
+    /// A status line's text ("201 Created") and a JSON body: an answer that comes later, from any thread.
+    typealias LateAnswer = (status: String, body: ByteBuffer)
+
+    /// Takes a complete request with a body (a message post) that this handler may answer itself,
+    /// once `reply` is called (from any thread, exactly once), or returns false to hand it to the codec.
+    /// Given the head, the bytes it was read from (its start) and the body.
+    typealias Taker = (RequestHead, ByteBuffer, ByteBuffer, @escaping @Sendable (LateAnswer) -> Void) -> Bool
+
     private let answer: Answerer
+    private let take: Taker
     private let served: () -> Void
+    /// A request taken by `take` is waiting for its answer: nothing after it is processed until it is
+    /// written, and the socket is not read meanwhile (`heldRead`), so a client that sends on without
+    /// reading its answers costs one read's bytes.
+    private var awaitingAnswer = false
+    private var heldRead = false
+    /// A stop's quiesce event that came while a taken request waited: the HTTP handlers, which know
+    /// nothing of that request, would close the connection before its answer is written.
+    private var heldQuiesce: Any?
+    /// Bytes were handed to the codec by `process` (after a late answer, outside a read, the codec is
+    /// then told the read ended).
+    private var handedOn = false
     private var framing: RequestFraming
     /// Bytes read and not yet answered or forwarded (the start of an incomplete request).
     private var pending: ByteBuffer?
@@ -62,16 +82,19 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var unflushed = false
     private var date = HTTPDate()
 
-    /// The server's handler: snapshots answered by `SnapshotAnswers` over `state`; `served` counts them.
+    /// The server's handler: snapshots answered and posts taken by `SnapshotAnswers` over `state`;
+    /// `served` counts them.
     convenience init(state: PresenceNode, tokens: TokenAuthority, maxBodyBytes: Int, served: @escaping @Sendable () -> Void) {
         let answers = SnapshotAnswers(state: state, tokens: tokens)
-        self.init(maxBodyBytes: maxBodyBytes, answer: { answers.answer($0, request: $1, allocator: $2) }, served: served)
+        self.init(maxBodyBytes: maxBodyBytes, answer: { answers.answer($0, request: $1, allocator: $2) },
+                  take: { answers.takePost($0, request: $1, body: $2, reply: $3) }, served: served)
     }
 
-    /// A handler whose answers come from `answer` (tests give their own).
-    init(maxBodyBytes: Int, answer: @escaping Answerer, served: @escaping () -> Void = {}) {
+    /// A handler whose answers come from `answer` and `take` (tests give their own).
+    init(maxBodyBytes: Int, answer: @escaping Answerer, take: @escaping Taker = { _, _, _, _ in false }, served: @escaping () -> Void = {}) {
         self.framing = RequestFraming(maxBodyBytes: maxBodyBytes)
         self.answer = answer
+        self.take = take
         self.served = served
     }
 
@@ -169,9 +192,10 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Answers or forwards every complete request in `pending`, in order.
+    /// Answers or forwards every complete request in `pending`, in order; stops at a request taken by
+    /// `take` until its answer is written (`lateAnswer`), so answers stay in request order.
     private func process(context: ChannelHandlerContext) {
-        while var buffer = pending, buffer.readableBytes > 0 {
+        while !awaitingAnswer, var buffer = pending, buffer.readableBytes > 0 {
             switch buffer.withUnsafeReadableBytes({ framing.next($0) }) {
             case .wait:
                 return
@@ -181,13 +205,17 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             case .handOver(let closesAfterAnswer):
                 if closesAfterAnswer { closeAfterAnswers = forwarded + 1 }
                 pending = nil
+                handedOn = true
                 context.fireChannelRead(wrapInboundOut(buffer))
                 return
             case .refuse(let refusal):
                 end(with: refusal)
                 return
             case .body(let count):
-                if let part = buffer.readSlice(length: count) { context.fireChannelRead(wrapInboundOut(part)) }
+                if let part = buffer.readSlice(length: count) {
+                    handedOn = true
+                    context.fireChannelRead(wrapInboundOut(part))
+                }
                 pending = buffer.readableBytes > 0 ? buffer : nil
             case .request(let head):
                 if head.contentLength == 0, forwarded == 0, context.channel.isWritable,
@@ -199,12 +227,66 @@ final class SnapshotFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     served()
                     continue
                 }
+                if head.contentLength > 0, head.postMessageTo != nil, forwarded == 0, context.channel.isWritable,
+                   buffer.readableBytes >= head.size + head.contentLength,
+                   let body = buffer.getSlice(at: buffer.readerIndex + head.size, length: head.contentLength) {
+                    let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                    let loop = context.eventLoop
+                    let taken = take(head, buffer, body) { answer in
+                        loop.execute { bound.value.lateAnswer(answer) }
+                    }
+                    if taken {
+                        buffer.moveReaderIndex(forwardBy: head.size + head.contentLength)
+                        pending = buffer.readableBytes > 0 ? buffer : nil
+                        awaitingAnswer = true
+                        return
+                    }
+                }
                 forwarded += 1
                 framing.forwarded(head)
-                if let part = buffer.readSlice(length: head.size) { context.fireChannelRead(wrapInboundOut(part)) }
+                if let part = buffer.readSlice(length: head.size) {
+                    handedOn = true
+                    context.fireChannelRead(wrapInboundOut(part))
+                }
                 pending = buffer.readableBytes > 0 ? buffer : nil
             }
         }
+    }
+
+    /// The answer to a request `take` took: written (and flushed) now, then the requests read after it,
+    /// then the socket is read again.
+    private func lateAnswer(_ answer: LateAnswer) {
+        awaitingAnswer = false
+        guard let context, context.channel.isActive else { return }
+        let response = Self.response(status: answer.status, body: answer.body, date: date.now(), allocator: context.channel.allocator)
+        context.writeAndFlush(wrapOutboundOut(response), promise: nil)
+        handedOn = false
+        process(context: context)
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        if handedOn { context.fireChannelReadComplete() }
+        if !awaitingAnswer, let event = heldQuiesce {
+            heldQuiesce = nil
+            context.fireUserInboundEventTriggered(event)
+        }
+        if heldRead && !awaitingAnswer {
+            heldRead = false
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if awaitingAnswer, event is ChannelShouldQuiesceEvent {
+            heldQuiesce = event
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if awaitingAnswer { heldRead = true } else { context.read() }
     }
 
     /// A JSON response as the routes answer (status, content type and length, date, server; `closing`

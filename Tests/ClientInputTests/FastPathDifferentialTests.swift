@@ -15,6 +15,9 @@ import Testing
         "GET /v1/conversations/conv_1?before_seq=9 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n" + get,
         // A POST with a body, then a snapshot: the body is the codec's, the GET the fast path's.
         "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nContent-Length: 15\r\n\r\n{\"content\":\"x\"}" + get,
+        // The same with a token: the post is taken with its body, then the snapshot.
+        "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 15\r\n\r\n{\"content\":\"x\"}" + get,
+        "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 015\r\n\r\n{\"content\":\"x\"}" + get + get,
         // A body that spells a snapshot request is a body.
         "POST /v1/events HTTP/1.1\r\nContent-Length: \(get.utf8.count)\r\n\r\n" + get + get,
         // Both body headers: the codec decides, for the whole connection.

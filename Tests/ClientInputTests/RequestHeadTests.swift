@@ -39,6 +39,21 @@ import Testing
         #expect(head.snapshot == nil)
     }
 
+    @Test func readsTheConversationOfAMessagePostWithAPlainId() throws {
+        func target(_ method: String, _ path: String) throws -> String? {
+            try #require(complete("\(method) \(path) HTTP/1.1\r\nContent-Length: 2\r\n\r\n")).postMessageTo
+        }
+        #expect(try target("POST", "/v1/conversations/conv_1/messages") == "conv_1")
+        for path in ["/v1/conversations/conv_1/messages?x=1", "/v1/conversations/a%20b/messages", "/v1/conversations//messages",
+                     "/v1/conversations/a/b/messages", "/v1/conversations/conv_1/message", "/v1/conversations/conv_1",
+                     "/v2/conversations/conv_1/messages", "/v1/conversations/a+b/messages"] {
+            #expect(try target("POST", path) == nil, "\(path)")
+        }
+        #expect(try target("GET", "/v1/conversations/conv_1/messages") == nil)
+        #expect(try target("PUT", "/v1/conversations/conv_1/messages") == nil)
+        #expect(try target("POSTS", "/v1/conversations/conv_1/messages") == nil)
+    }
+
     @Test func theTokenCountsOnlyWhenItIsTheOneAuthorizationHeader() throws {
         let one = try #require(complete("GET /v1/conversations/a HTTP/1.1\r\nAuthorization:   Bearer t1 \t\r\n\r\n"))
         #expect(one.bearerToken != nil)

@@ -16,9 +16,11 @@ final class RunningServer {
     var errorOutput: String { String(decoding: errors.get(), as: UTF8.self) }
 
     /// `startTimeout`: how long the server may take to listen (a cluster node catches up with its streams first).
-    init(data: String, extra: [String] = [], startTimeout: TimeInterval = 30) throws {
+    /// `environment`: variables set for the server beside this process's own.
+    init(data: String, extra: [String] = [], environment: [String: String] = [:], startTimeout: TimeInterval = 30) throws {
         self.data = data
         process.executableURL = URL(fileURLWithPath: CLI.presence)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         // The node's own heartbeats would interleave with the offsets tests check; tests of heartbeats and
         // leases pass their own interval (the last option wins).
         process.arguments = ["serve", "--data", data, "--dev", "--port", "0", "--heartbeat-interval", "1h", "--lease", "2h"] + extra

@@ -16,22 +16,47 @@ import Testing
         let channel = EmbeddedChannel()
         let fastPath: SnapshotFastPath
 
-        init(maxBodyBytes: Int = 1024) throws {
+        init(maxBodyBytes: Int = 1024, take: @escaping SnapshotFastPath.Taker = { _, _, _, _ in false }) throws {
             let counter = Counter()
             fastPath = SnapshotFastPath(maxBodyBytes: maxBodyBytes, answer: { head, _, allocator in
                 guard head.snapshot != nil else { return nil }
                 var buffer = allocator.buffer(capacity: 64)
                 buffer.writeString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 return buffer
-            }, served: { counter.value += 1 })
+            }, take: take, served: { counter.value += 1 })
             self.counter = counter
+            try channel.pipeline.syncOperations.addHandler(reads)
             try channel.pipeline.syncOperations.addHandler(fastPath)
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+            try channel.pipeline.syncOperations.addHandler(quiesces)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         }
 
         final class Counter { var value = 0 }
         let counter: Counter
+
+        /// Counts the reads the handlers pass on toward the socket.
+        final class Reads: ChannelOutboundHandler {
+            typealias OutboundIn = ByteBuffer
+            var count = 0
+            func read(context: ChannelHandlerContext) {
+                count += 1
+                context.read()
+            }
+        }
+        let reads = Reads()
+
+        /// Counts the stop's quiesce events that reach the HTTP handlers' place.
+        final class Quiesces: ChannelInboundHandler {
+            typealias InboundIn = HTTPServerRequestPart
+            typealias InboundOut = HTTPServerRequestPart
+            var count = 0
+            func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+                if event is ChannelShouldQuiesceEvent { count += 1 }
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
+        let quiesces = Quiesces()
 
         func send(_ text: String) throws { try channel.writeInbound(ByteBuffer(string: text)) }
 
@@ -79,6 +104,52 @@ import Testing
         try connection.send(Self.get)
         #expect(try connection.written().count == 1)
         #expect(try connection.forwarded().isEmpty)
+    }
+
+    /// Posts the taker holds until the test replies, as the server's are held until they are durable.
+    final class HeldPosts: @unchecked Sendable {
+        var replies: [@Sendable (SnapshotFastPath.LateAnswer) -> Void] = []
+        var bodies: [String] = []
+    }
+
+    @Test func aTakenPostHoldsTheRequestsAfterItAndTheSocketUntilItsAnswerIsWritten() throws {
+        let held = HeldPosts()
+        let connection = try Connection(take: { head, _, body, reply in
+            guard head.postMessageTo == "conv_1" else { return false }
+            held.replies.append(reply)
+            held.bodies.append(String(buffer: body))
+            return true
+        })
+        try connection.send(Self.post + Self.get + Self.post)
+        #expect(held.bodies == ["{\"content\":\"x\"}"], "one post taken, with its body")
+        #expect(try connection.forwarded().isEmpty && (try connection.written()).isEmpty, "nothing after the post is answered or forwarded")
+        connection.channel.read()
+        #expect(connection.reads.count == 0, "the socket is not read while the post waits")
+        connection.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(connection.quiesces.count == 0, "a stop waits for the taken post's answer")
+
+        held.replies[0](("201 Created", ByteBuffer(string: "{\"seq\":1}")))
+        connection.channel.embeddedEventLoop.run()
+        let written = try connection.written()
+        #expect(written.count == 2)
+        #expect(written.first?.hasPrefix("HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 9\r\n") == true)
+        #expect(written.first?.hasSuffix("\r\n\r\n{\"seq\":1}") == true)
+        #expect(written.last == "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "then the snapshot behind it")
+        #expect(held.replies.count == 2, "then the next post is taken, and waits")
+        #expect(connection.quiesces.count == 0, "the stop still waits, for the second post")
+        #expect(connection.reads.count == 0, "still held for the second post")
+        held.replies[1](("400 Bad Request", ByteBuffer(string: "{}")))
+        connection.channel.embeddedEventLoop.run()
+        #expect(try connection.written().first?.hasPrefix("HTTP/1.1 400 Bad Request\r\n") == true)
+        #expect(connection.reads.count == 1, "the held read goes on once nothing waits")
+        #expect(connection.quiesces.count == 1, "and the stop reaches the HTTP handlers")
+        #expect(try connection.forwarded().isEmpty)
+    }
+
+    @Test func aPostTheTakerDeclinesGoesToTheCodec() throws {
+        let connection = try Connection(take: { _, _, _, _ in false })
+        try connection.send(Self.post + Self.get)
+        #expect(try connection.forwarded() == ["POST /v1/conversations/conv_1/messages", "body 15", "end", "GET /v1/conversations/conv_1", "end"])
     }
 
     @Test func aRequestSentAByteAtATimeIsReadOnce() throws {

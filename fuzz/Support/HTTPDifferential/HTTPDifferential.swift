@@ -99,6 +99,8 @@ package enum HTTPDifferential {
     package enum Reading: CustomStringConvertible {
         /// Answered from the head's bytes.
         case answered(RequestHead, bytes: [UInt8])
+        /// A message post taken with its body (`SnapshotAnswers.takePost`): the head's and the body's bytes.
+        case taken(RequestHead, bytes: [UInt8])
         /// Given to the codec: the second decoder's request of this index.
         case codec(Int)
         /// Refused from its head; nothing more is read.
@@ -107,6 +109,7 @@ package enum HTTPDifferential {
         package var description: String {
             switch self {
             case .answered(let head, let bytes): "answered \(head.snapshot.map { "\($0)" } ?? "?") from \(String(decoding: bytes, as: UTF8.self).debugDescription)"
+            case .taken(let head, let bytes): "took a post to \(head.postMessageTo ?? "?") from \(String(decoding: bytes, as: UTF8.self).debugDescription)"
             case .codec(let index): "codec request \(index)"
             case .refused(let refusal, _): "refused \(refusal.status)"
             }
@@ -153,6 +156,13 @@ package enum HTTPDifferential {
                     if Self.wouldAnswer(head) {
                         readings.append(.answered(head, bytes: Array(pending.prefix(head.size))))
                         pending.removeFirst(head.size)
+                        continue
+                    }
+                    // A post whose body has come whole with it (else the handler forwards it), as if its
+                    // token were verified, its caller a member and its body a message.
+                    if head.postMessageTo != nil, head.bearerToken != nil, head.contentLength > 0, pending.count >= head.size + head.contentLength {
+                        readings.append(.taken(head, bytes: Array(pending.prefix(head.size + head.contentLength))))
+                        pending.removeFirst(head.size + head.contentLength)
                         continue
                     }
                     readings.append(.codec(forwardedHeads))
@@ -233,6 +243,13 @@ package enum HTTPDifferential {
                 if let problem = answeredProblem(head, bytes: bytes, theirs) {
                     return Disagreement(description: "request \(index): the fast path answered \(reading), NIO alone read \(theirs): \(problem)")
                 }
+            case .taken(let head, let bytes):
+                guard let theirs else {
+                    return Disagreement(description: "request \(index): the fast path \(reading), NIO alone read no request there")
+                }
+                if let problem = takenProblem(head, bytes: bytes, theirs) {
+                    return Disagreement(description: "request \(index): the fast path \(reading), NIO alone read \(theirs): \(problem)")
+                }
             case .refused(let refusal, _):
                 guard let theirs else {
                     if reference.failedAt == index { continue }  // both refuse
@@ -300,6 +317,32 @@ package enum HTTPDifferential {
         func get(_ name: String) -> String? { query[name[...]].map { String($0) } }
         guard get("after_seq") == target.afterSeq, get("before_seq") == target.beforeSeq, get("limit") == target.limit
         else { return "another query (\(uri.query ?? ""))" }
+        return nil
+    }
+}
+
+extension HTTPDifferential {
+    /// What is wrong with the fast path taking the post `head` (read with its body from `bytes`) where
+    /// NIO read `theirs`: the route must see the same request (a POST over HTTP/1.1 of the same target,
+    /// the same one token, the same whole body) and read the same conversation from it.
+    static func takenProblem(_ head: RequestHead, bytes: [UInt8], _ theirs: DecodedRequest) -> String? {
+        guard theirs.head.method == .POST, theirs.head.version == .http1_1 else { return "not a POST over HTTP/1.1" }
+        guard theirs.ended, theirs.body == Array(bytes.dropFirst(head.size)) else { return "NIO reads another body" }
+        guard theirs.head.isKeepAlive else { return "NIO reads the connection as closing" }
+        guard theirs.head.headers["transfer-encoding"].isEmpty else { return "NIO reads a transfer coding" }
+        let line = bytes.prefix { $0 != 13 }
+        let parts = line.split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3, theirs.head.uri == String(decoding: parts[1], as: UTF8.self) else { return "another target" }
+        let authorization = theirs.head.headers["authorization"].map { HTTPField(name: .authorization, value: $0).value }
+        guard let token = head.bearerToken, authorization.count == 1,
+              authorization.first == "Bearer " + String(decoding: bytes[token], as: UTF8.self)
+        else { return "another token (\(authorization))" }
+        // What the route reads from the target: `v1/conversations/:id/messages`, the id percent-decoded.
+        let uri = URI(theirs.head.uri)
+        let components = uri.path.split(separator: "/", omittingEmptySubsequences: false)
+        guard uri.query == nil, components.count == 5, components[0].isEmpty, components[1] == "v1", components[2] == "conversations",
+              components[4] == "messages", components[3].removingPercentEncoding == head.postMessageTo
+        else { return "another route (\(uri.path))" }
         return nil
     }
 }
