@@ -45,7 +45,7 @@ public final class PrivacyStore: @unchecked Sendable {
 
     /// Drops `user`'s settings (an erasure removed their records from the log: they have the defaults
     /// again) and counts a change, so answers cached with the table are built again. Call with the
-    /// writer paused (`LogWriter.pause()`).
+    /// writer paused (`LogWriter.pause()`) and the user's changes held (`holdingChanges`).
     public func forget(_ user: String) {
         lock.withLock { table.remove(user) }
         changes.add(1, ordering: .releasing)
@@ -112,6 +112,13 @@ public final class PrivacyStore: @unchecked Sendable {
     }
 
     private let claims = InFlightClaims<String>()
+
+    /// Runs `body` with `user`'s settings changes held off: one under way is finished (written and
+    /// installed) first, and one asked meanwhile reads the settings only once `body` is done (an erasure
+    /// of the user then leaves no change made from their erased settings).
+    public func holdingChanges<T>(of user: String, _ body: () async throws -> T) async rethrows -> T {
+        try await claims.holding([user], body)
+    }
 
     /// Puts a durable change in the table, through `applyHook` when the server set one (commit thread).
     private func install(_ settings: PrivacySettings, of user: String) {

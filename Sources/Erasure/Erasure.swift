@@ -32,6 +32,9 @@ public enum Erasure {
         public var checkpointsRemoved = 0
         /// Whether an interrupted erasure of the same user was completed.
         public var resumed = false
+        /// The offsets removed from the presence log (those of this run: an interrupted run's already
+        /// gone are not listed again).
+        public var presenceOffsets: [Int64] = []
 
         /// Nothing done yet (a serving node whose earlier erasure left only its live state to replace
         /// starts from it).
@@ -103,6 +106,7 @@ public enum Erasure {
         outcome.resumed = unfinished
         outcome.presenceRecords = logs.first == presence ? offsets.first?.count ?? 0 : 0
         outcome.privacyRecords = logs.last == privacy ? offsets.last?.count ?? 0 : 0
+        outcome.presenceOffsets = logs.first == presence ? offsets.first ?? [] : []
 
         // (2) The erasure record, before any segment changes.
         let erasureKey = try key ?? ErasureKey.loadOrCreate(data: data)

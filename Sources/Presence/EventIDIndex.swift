@@ -79,6 +79,13 @@ public struct EventIDIndex: Sendable {
         }
     }
 
+    /// Forgets the ids of the events at `offsets` (an erasure removed them from the log): the index is
+    /// then what `rebuild` makes of the rewritten log, and a retry of such an event is written anew.
+    public mutating func remove(offsets: Set<Int64>) {
+        guard !offsets.isEmpty else { return }
+        entries = entries.filter { !offsets.contains($0.value.offset) }
+    }
+
     /// Notes the records of `records`, written from `firstOffset` on.
     public mutating func record(_ records: RecordBuffer, firstOffset: Int64) {
         for index in 0..<records.count {

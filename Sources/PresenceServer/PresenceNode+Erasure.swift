@@ -7,17 +7,19 @@ import SegmentLog
 /// `POST /v1/admin/forget`: `presence forget` while the node serves. The same steps (`Erasure.run`),
 /// with the logs held still instead of closed:
 ///
-/// 1. the privacy writer, then the presence writer, pause between two commits (`LogWriter.pause()`):
+/// 1. the user's settings changes are held off (`PrivacyStore.holdingChanges`: each is made from the
+///    settings in force, so one read before the erasure must not be written after it); the privacy
+///    writer, then the presence writer, pause between two commits (`LogWriter.pause()`):
 ///    what was acknowledged before is applied, what comes meanwhile waits; each log's active segment is
 ///    sealed, so the user's records all lie in sealed segments (the writer goes on in a fresh one);
 /// 2. `Erasure.run` rewrites those segments, the retention bases and the snapshots, and a projection
-///    and an event-id index are restored from the rewritten log (all one at a time with a retention
-///    pass: `maintenance`);
-/// 3. under `hubLock` and the node's lock, that projection and index replace the live ones, the user's
-///    settings are dropped, the resume journal starts again at the cut with the user as never seen (a
-///    cursor from before the erasure gets a fresh view; one at the cut is told), the user's watchers are
-///    pushed the user as never seen, and the user's own sessions end (close 4410, no disconnect: their
-///    connects are gone);
+///    (and, completing an earlier request, an event-id index) is restored from the rewritten log (all
+///    one at a time with a retention pass: `maintenance`);
+/// 3. under `hubLock` and the node's lock, that projection replaces the live one, the ids of the user's
+///    events and their settings are dropped, the resume journal starts again at the cut with the user
+///    as never seen (a cursor from before the erasure gets a fresh view; one at the cut is told), the
+///    user's watchers are pushed the user as never seen, and the user's own sessions end (close 4410,
+///    no disconnect: their connects are gone);
 /// 4. the writers resume; what waited is appended after the erasure, as new records.
 ///
 /// A failure in step 2 leaves each segment old or new and the erasure unfinished (as a crash does):
@@ -49,7 +51,13 @@ extension PresenceNode {
             throw ErasureRefusal(reason: .busy, description: "another erasure is running on this node; try again when it has finished")
         }
         defer { erasing.store(false, ordering: .releasing) }
+        // A settings change of the user is made from the settings in force (`PrivacyStore.update`): one
+        // read before the erasure and written after it would bring the erased settings back.
+        return try await privacy.holdingChanges(of: user) { try await erase(user) }
+    }
 
+    /// `forget`'s steps, with the user's settings changes held off.
+    private func erase(_ user: String) async throws -> ErasureReport {
         // 1. Both logs held still, their active segments sealed.
         let privacyLog = try await privacy.writer.pause()
         defer { privacyLog.resume() }
@@ -65,7 +73,7 @@ extension PresenceNode {
         // The live state still holds the user though the files do not: an earlier request erased the files
         // and then failed (its fold); this one takes the state from the files.
         let stale = withLock { projection.state(of: user) != nil } || privacy.current.settings[user] != nil
-        let (outcome, folded, ids) = try await Self.blocking { [self] () throws -> (Erasure.Outcome, HandedOver<PresenceProjection>, EventIDIndex) in
+        let (outcome, folded, ids) = try await Self.blocking { [self] () throws -> (Erasure.Outcome, HandedOver<PresenceProjection>, EventIDIndex?) in
             try presenceLog.log.sealActiveSegment()
             try privacyLog.log.sealActiveSegment()
             return try maintenance.withLock {
@@ -78,10 +86,11 @@ extension PresenceNode {
                     outcome = Erasure.Outcome(resumed: true)
                 }
                 let restored = try Replay.restore(data: data, logDirectory: presenceLog.log.directory, horizon: horizon, logEndOffset: cut)
-                // The ids as a restart reads them from the rewritten log: those of every erased event are
-                // gone, also of those an earlier, interrupted request removed.
-                let ids = try EventIDIndex.rebuild(logDirectory: presenceLog.log.directory, window: idWindow,
-                                                   newest: presenceLog.log.maxTimestamp)
+                // Completing an earlier request, whose erased offsets this run does not list: the ids as a
+                // restart reads them from the rewritten log (the window's records read again). Else the
+                // ids of the offsets this run erased are dropped (step 3).
+                let ids = outcome.resumed ? try EventIDIndex.rebuild(logDirectory: presenceLog.log.directory, window: idWindow,
+                                                                     newest: presenceLog.log.maxTimestamp) : nil
                 return (outcome, HandedOver(value: restored.projection), ids)
             }
         }
@@ -98,7 +107,7 @@ extension PresenceNode {
                 let settings = privacy.current
                 projection.replaceState(with: restored)
                 privacy.forget(user)
-                eventIDs = ids
+                if let ids { eventIDs = ids } else { eventIDs.remove(offsets: Set(outcome.presenceOffsets)) }
                 feed.restartJournal(afterErasing: user, at: cut)
                 return (queued, hub.erasureFrames(of: user, before: before, privacy: settings, offset: cut))
             }

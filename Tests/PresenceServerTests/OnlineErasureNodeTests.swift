@@ -107,6 +107,33 @@ struct OnlineErasureNodeTests {
         try await node.shutdown()
     }
 
+    /// A settings change is written as the whole settings after it, made from those in force. One asked
+    /// while an erasure of the user runs must be made from what the erasure leaves (the defaults), not
+    /// from the erased settings read before the writer paused and written after it resumed.
+    @Test func aSettingsChangeAskedDuringAnErasureDoesNotBringTheErasedSettingsBack() async throws {
+        let scratch = Scratch()
+        let node = try makeNode(scratch)
+        let hidden = AudienceRule(who: .nobody, except: ["carol"])
+        _ = try await node.privacy.update("bob", PrivacyUpdate(lastSeen: hidden))
+        // A log long enough that the erasure takes a while.
+        var records = RecordBuffer()
+        let now = PresenceNode.now()
+        for index in 0..<20_000 {
+            EventCodec.append(PresenceEvent(kind: index % 2 == 0 ? .connect : .disconnect, user: index % 10 == 0 ? "bob" : "user-\(index % 97)",
+                                            conn: "c\(index % 50)", gateway: "gw-1", timestamp: now), to: &records)
+        }
+        _ = try await node.append(records)
+
+        let erasure = Task { try await node.forget(user: "bob") }
+        while !node.erasing.load(ordering: .acquiring) { await Task.yield() }
+        try await Task.sleep(for: .milliseconds(2))
+        _ = try await node.privacy.update("bob", PrivacyUpdate(online: AudienceRule(who: .everyone)))
+        let report = try await erasure.value
+        #expect(report.outcome.privacyRecords >= 1)
+        #expect(node.privacy.current["bob"].lastSeen != hidden, "the erased settings are in force again")
+        try await node.shutdown()
+    }
+
     /// A retention pass (`serve --retention`) may start at any moment of an erasure: the erasure and the
     /// pass take turns, and the erasure's fold of the rewritten log never reads a segment the pass is
     /// removing. Bounded: a few erasures, each with a pass racing it.

@@ -46,4 +46,19 @@ import Testing
         index.record(key, fingerprint: fingerprint, offset: 10, timestamp: 1_101)
         #expect(index.earlier(key)?.offset == 10)
     }
+
+    @Test func theIdsOfErasedEventsAreForgottenAndTheOthersKept() throws {
+        var index = EventIDIndex(window: 1_000)
+        var keys: [EventIDIndex.Key] = []
+        for n in 0..<4 {
+            let event = PresenceEvent(kind: .connect, user: n == 2 ? "erased" : "kept", conn: "c\(n)", gateway: "gw-1", timestamp: 1_000 + Int64(n), id: "evt-\(n)")
+            let (key, fingerprint) = try #require(identity(event))
+            index.record(key, fingerprint: fingerprint, offset: Int64(n), timestamp: event.timestamp)
+            keys.append(key)
+        }
+        index.remove(offsets: [2, 99])
+        #expect(index.count == 3)
+        #expect(index.earlier(keys[2]) == nil, "a retry of the erased event is written anew, as after a restart")
+        #expect(keys.indices.filter { $0 != 2 }.allSatisfy { index.earlier(keys[$0])?.offset == Int64($0) })
+    }
 }
