@@ -11,9 +11,7 @@ extension PresenceProjection {
 
     /// A projection read from a checkpoint (the caller then checks the CRC with `reader.finish()`).
     static func decodeState(_ reader: CheckpointReader) throws -> PresenceProjection {
-        let projection = PresenceProjection()
-        projection.state = try ProjectionState(reading: reader)
-        return projection
+        PresenceProjection(state: try ProjectionState(reading: reader))
     }
 
     func validateCheckpointReferences() throws {

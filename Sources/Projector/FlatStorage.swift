@@ -103,7 +103,11 @@ final class FlatStorage<Element: BitwiseCopyable> {
         // Start on a 2 MiB boundary so that the whole table can live on huge pages.
         let slack = ((Int(bitPattern: region) + hugePage - 1) & ~(hugePage - 1)) - Int(bitPattern: region)
         let start = region + slack
-        _ = madvise(start, bytes - slack, MADV_HUGEPAGE)
+        // Huge pages only for a table of at least one: the first touch of a huge page zeroes all 2 MiB
+        // of it, which for the small tables every projection starts with (and every checkpoint load
+        // makes before it reads its own) cost more than their lookups gain. Grown past it, a table is
+        // mapped anew, with them.
+        if capacity * stride >= hugePage { _ = madvise(start, bytes - slack, MADV_HUGEPAGE) }
         let mapped = (bytes - slack) / stride
         return (region, bytes, start.bindMemory(to: Element.self, capacity: mapped), mapped)
     }

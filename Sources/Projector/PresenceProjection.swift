@@ -44,12 +44,19 @@ public final class PresenceProjection {
         public let description: String
     }
 
-    var state = ProjectionState()
+    // No default value: one would build a set of empty tables in every initializer, `init(state:)`'s too.
+    var state: ProjectionState
 
     /// A projection that refuses events older than its newest event time minus `horizon` (ms), as
     /// ingest does; it must be the horizon the log was written with.
     public init(horizon: Int64 = defaultLateArrivalHorizon) {
+        state = ProjectionState()
         state.horizon = horizon
+    }
+
+    /// A projection of `state` (a checkpoint's).
+    init(state: ProjectionState) {
+        self.state = state
     }
 
     /// The late-arrival horizon, ms.
