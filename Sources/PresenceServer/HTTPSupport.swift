@@ -81,7 +81,7 @@ extension PresenceHTTPServer {
     static let operatorRefused = APIError(.forbidden, "forbidden", "an operator token reads the audit routes (history, state at a time, the log); this route takes a user's token")
 
     /// The answer to an admin token on any route but the admin's.
-    static let adminRefused = APIError(.forbidden, "forbidden", "an admin token erases users (POST /v1/admin/forget) and nothing else; this route takes a user's token")
+    static let adminRefused = APIError(.forbidden, "forbidden", "an admin token erases users (POST /v1/admin/forget) and nothing else")
 
     /// A query's whole number: decimal digits only; one too long for an Int counts as `Int.max` (a
     /// `limit` is capped anyway, and no seq is that large).

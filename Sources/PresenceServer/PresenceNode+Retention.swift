@@ -13,13 +13,13 @@ extension PresenceNode {
             let cut = Self.now() - retention
             let data = self.data, horizon = self.horizon
             do {
-                let directory = self.directory
-                let maintenance = self.maintenance
-                let pass = try await Task.detached(priority: .background) {
+                // On a GCD thread: the pass waits for an erasure's `maintenance` lock and reads the log,
+                // which would hold one of the cooperative pool's few threads.
+                let pass = try await Self.blocking { [self] in
                     try maintenance.withLock {
                         try Retention.run(directory, logDirectory: try directory.logPath(presenceLogName), before: cut, horizon: horizon)
                     }
-                }.value
+                }
                 if let pass {
                     logger.notice("retention: removed \(pass.segments) segment\(pass.segments == 1 ? "" : "s") (\(pass.bytes) bytes) of \(data): the log is retained from offset \(pass.range.firstOffset), history before \(Timestamp.format(pass.range.cut)) is gone")
                 }
