@@ -283,6 +283,19 @@ package enum HTTPDifferential {
         return nil
     }
 
+    /// Whether NIO read the request line's target as the fast path did, and the one bearer token it
+    /// found (the route reads the header through swift-http-types, which trims the value's whitespace).
+    static func targetAndTokenProblem(_ head: RequestHead, bytes: [UInt8], _ theirs: DecodedRequest) -> String? {
+        let line = bytes.prefix { $0 != 13 }
+        let parts = line.split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3, theirs.head.uri == String(decoding: parts[1], as: UTF8.self) else { return "another target" }
+        let authorization = theirs.head.headers["authorization"].map { HTTPField(name: .authorization, value: $0).value }
+        guard let token = head.bearerToken, authorization.count == 1,
+              authorization.first == "Bearer " + String(decoding: bytes[token], as: UTF8.self)
+        else { return "another token (\(authorization))" }
+        return nil
+    }
+
     /// What is wrong with the fast path answering `head` (read from `bytes`) where NIO read `theirs`:
     /// the route must see the same request (a GET over HTTP/1.1 of the same target, the same one
     /// token, no body) and read the same conversation and query from it.
@@ -290,14 +303,7 @@ package enum HTTPDifferential {
         guard theirs.head.method == .GET, theirs.head.version == .http1_1 else { return "not a GET over HTTP/1.1" }
         guard theirs.ended, theirs.body.isEmpty else { return "NIO reads a body" }
         guard theirs.head.isKeepAlive else { return "NIO reads the connection as closing" }
-        let line = bytes.prefix { $0 != 13 }
-        let parts = line.split(separator: 32, omittingEmptySubsequences: false)
-        guard parts.count == 3, theirs.head.uri == String(decoding: parts[1], as: UTF8.self) else { return "another target" }
-        // The route reads the header through swift-http-types, which trims the value's whitespace.
-        let authorization = theirs.head.headers["authorization"].map { HTTPField(name: .authorization, value: $0).value }
-        guard let token = head.bearerToken, authorization.count == 1,
-              authorization.first == "Bearer " + String(decoding: bytes[token], as: UTF8.self)
-        else { return "another token (\(authorization))" }
+        if let problem = targetAndTokenProblem(head, bytes: bytes, theirs) { return problem }
         // A length of zero in any spelling (llhttp reads `000` as 0, and NIO keeps a value's trailing
         // whitespace): the route gets an empty body, as the fast path reads it.
         func isZero(_ length: String) -> Bool {
@@ -330,13 +336,7 @@ extension HTTPDifferential {
         guard theirs.ended, theirs.body == Array(bytes.dropFirst(head.size)) else { return "NIO reads another body" }
         guard theirs.head.isKeepAlive else { return "NIO reads the connection as closing" }
         guard theirs.head.headers["transfer-encoding"].isEmpty else { return "NIO reads a transfer coding" }
-        let line = bytes.prefix { $0 != 13 }
-        let parts = line.split(separator: 32, omittingEmptySubsequences: false)
-        guard parts.count == 3, theirs.head.uri == String(decoding: parts[1], as: UTF8.self) else { return "another target" }
-        let authorization = theirs.head.headers["authorization"].map { HTTPField(name: .authorization, value: $0).value }
-        guard let token = head.bearerToken, authorization.count == 1,
-              authorization.first == "Bearer " + String(decoding: bytes[token], as: UTF8.self)
-        else { return "another token (\(authorization))" }
+        if let problem = targetAndTokenProblem(head, bytes: bytes, theirs) { return problem }
         // What the route reads from the target: `v1/conversations/:id/messages`, the id percent-decoded.
         let uri = URI(theirs.head.uri)
         let components = uri.path.split(separator: "/", omittingEmptySubsequences: false)
