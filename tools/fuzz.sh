@@ -7,7 +7,9 @@
 # the rest. Long runs: `FUZZ_CONFIG=release nice tools/fuzz.sh 1200` (optimized: about ten times the
 # executions a second, for a longer build); FUZZ_JOBS=N adds libFuzzer's -fork=N; FUZZ_RUNS=N stops a
 # target after N executions (libFuzzer's -runs) or SECONDS, whichever comes first.
-# FUZZ_BUILD_ONLY=1 builds and runs nothing.
+# FUZZ_BUILD_ONLY=1 builds and runs nothing. FUZZ_TIMEOUT=S replaces the 10 s an input may take: for long
+# runs that are paused now and then (SIGSTOP while a benchmark needs the machine: libFuzzer measures wall
+# time, so a pause of more than 10 s reads as a timeout of the input it interrupted).
 # Usage: tools/fuzz.sh [SECONDS] [TARGET...]   (targets: record-batch ndjson http checkpoint ws-frame)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +52,7 @@ for target in "${targets[@]}"; do
     if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         ".build-fuzz/$config/fuzz-$target" "$corpus" "fuzz/$target/corpus" ${jobs[@]+"${jobs[@]}"} \
         -max_total_time="$seconds" -max_len="${max_len[$target]}" -malloc_limit_mb="${malloc_mb[$target]}" -rss_limit_mb=2048 \
-        -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts" > ".build-fuzz/fuzz-$target.log" 2>&1; then
+        -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 -artifact_prefix="$artifacts" > ".build-fuzz/fuzz-$target.log" 2>&1; then
         grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^stat::peak_rss_mb|Done [0-9]+ runs" ".build-fuzz/fuzz-$target.log" || true
         echo "   corpus: $(ls "$corpus" | wc -l) inputs"
     else

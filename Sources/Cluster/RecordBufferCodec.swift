@@ -1,27 +1,86 @@
 import NIOCore
 import SegmentLog
 
-/// How a request's records travel in one JetStream message: a version byte, then per record its time,
-/// key and value, lengths as unsigned LEB128 varints (a null key as length 0 with a flag).
+/// How a request's records travel in one JetStream message. One message is one request of the node (a
+/// gateway's POST, a socket's connect): the unit that is acknowledged, de-duplicated by `Nats-Msg-Id`,
+/// and materialized as one append.
+///
+/// Version 2 (written): the records as Kafka batches, LZ4-compressed once by the node that took the
+/// request (`EncodedBatches`); every node writes those batches to its log as they are.
+///
+///     u8  version (2)
+///     varint count (records)
+///     the batches, offsets from 0
+///
+/// Version 1 (still read): per record its time, key and value, lengths as unsigned LEB128 varints.
 ///
 ///     u8  version (1)
 ///     varint count
 ///     count × (i64 timestamp little-endian, u8 flags (bit 0: key present), varint key length, key,
 ///              varint value length, value)
-///
-/// One message is one request of the node (a gateway's POST, a socket's connect): the unit that is
-/// acknowledged, de-duplicated by `Nats-Msg-Id`, and materialized as one append.
 public enum RecordBufferCodec {
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
     public struct DecodeError: Error, CustomStringConvertible, Sendable {
         public let description: String
     }
 
-    public static func encode(_ records: RecordBuffer) -> ByteBuffer {
+    /// A message's records and, from a version-2 message, their batches as the stream carried them.
+    public struct Decoded: Sendable {
+        public var records: RecordBuffer
+        public var batches: EncodedBatches?
+    }
+
+    /// A version-2 message of `records`, cut into batches as `configuration` cuts an append.
+    public static func encode(_ records: RecordBuffer, configuration: LogConfiguration = .init()) -> ByteBuffer {
+        let batches = EncodedBatches(encoding: records, configuration: configuration)
+        var out = ByteBuffer()
+        out.reserveCapacity(batches.bytes.count + 11)
+        out.writeInteger(version)
+        writeVarint(UInt64(records.count), to: &out)
+        out.writeBytes(batches.bytes)
+        return out
+    }
+
+    /// The records of a message of either version.
+    public static func decode(_ input: ByteBuffer) throws(DecodeError) -> RecordBuffer {
+        try decodeMessage(input).records
+    }
+
+    /// The records of a message of either version, with its batches when it is of version 2.
+    public static func decodeMessage(_ input: ByteBuffer) throws(DecodeError) -> Decoded {
+        do {
+            return try input.withUnsafeReadableBytes { bytes in
+                var reader = Reader(bytes: bytes)
+                switch try reader.byte() {
+                case 1: return Decoded(records: try decodeVersion1(&reader), batches: nil)
+                case 2:
+                    let count = try reader.varint()
+                    let decoded: (batches: EncodedBatches, records: RecordBuffer)
+                    do {
+                        decoded = try EncodedBatches.decode(UnsafeRawBufferPointer(rebasing: bytes[reader.position...]))
+                    } catch let error as EncodedBatches.DecodeError {
+                        throw DecodeError(description: error.description)
+                    }
+                    guard UInt64(decoded.records.count) == count else {
+                        throw DecodeError(description: "the message claims \(count) records and holds \(decoded.records.count)")
+                    }
+                    return Decoded(records: decoded.records, batches: decoded.batches)
+                case let other: throw DecodeError(description: "a message of version \(other), not 1 or 2")
+                }
+            }
+        } catch let error as DecodeError {
+            throw error
+        } catch {
+            throw DecodeError(description: "\(error)")
+        }
+    }
+
+    /// A version-1 message of `records` (what nodes wrote before version 2; for tests of the reader).
+    static func encodeVersion1(_ records: RecordBuffer) -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(records.payloadBytes + 16 * records.count + 8)
-        out.writeInteger(version)
+        out.writeInteger(UInt8(1))
         writeVarint(UInt64(records.count), to: &out)
         for index in 0..<records.count {
             out.writeInteger(records.timestamp(at: index), endianness: .little)
@@ -36,30 +95,21 @@ public enum RecordBufferCodec {
         return out
     }
 
-    public static func decode(_ input: ByteBuffer) throws(DecodeError) -> RecordBuffer {
-        // Read in place: keys and values go from the message's bytes straight into the RecordBuffer.
-        do {
-            return try input.withUnsafeReadableBytes { bytes in
-                var reader = Reader(bytes: bytes)
-                guard try reader.byte() == version else { throw DecodeError(description: "not a version-\(version) record message") }
-                let count = try reader.varint()
-                guard count <= UInt64(bytes.count) else { throw DecodeError(description: "the message claims \(count) records in \(bytes.count) bytes") }
-                var records = RecordBuffer()
-                for _ in 0..<count {
-                    let timestamp = try reader.int64()
-                    let flags = try reader.byte()
-                    let key = try reader.bytes(Int(clamping: try reader.varint()), what: "a key")
-                    let value = try reader.bytes(Int(clamping: try reader.varint()), what: "a value")
-                    records.append(timestamp: timestamp, key: flags & 1 == 1 ? key : nil, value: value)
-                }
-                guard reader.position == bytes.count else { throw DecodeError(description: "\(bytes.count - reader.position) bytes after the last record") }
-                return records
-            }
-        } catch let error as DecodeError {
-            throw error
-        } catch {
-            throw DecodeError(description: "\(error)")
+    /// A version-1 message's records, after its version byte; read in place, keys and values going from
+    /// the message's bytes straight into the RecordBuffer.
+    private static func decodeVersion1(_ reader: inout Reader) throws(DecodeError) -> RecordBuffer {
+        let count = try reader.varint()
+        guard count <= UInt64(reader.bytes.count) else { throw DecodeError(description: "the message claims \(count) records in \(reader.bytes.count) bytes") }
+        var records = RecordBuffer()
+        for _ in 0..<count {
+            let timestamp = try reader.int64()
+            let flags = try reader.byte()
+            let key = try reader.bytes(Int(clamping: try reader.varint()), what: "a key")
+            let value = try reader.bytes(Int(clamping: try reader.varint()), what: "a value")
+            records.append(timestamp: timestamp, key: flags & 1 == 1 ? key : nil, value: value)
         }
+        guard reader.position == reader.bytes.count else { throw DecodeError(description: "\(reader.bytes.count - reader.position) bytes after the last record") }
+        return records
     }
 
     /// A cursor over a message's bytes; every read is checked against its end.

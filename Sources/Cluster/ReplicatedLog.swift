@@ -36,6 +36,8 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
         public var publishDeadline: Duration = .seconds(30)
         /// Messages pulled at a time while materializing.
         public var fetchBatch = 256
+        /// How a request's records are cut into batches and compressed (the message carries them so).
+        public var batching = LogConfiguration()
 
         public init(servers: [String], stream: String, subject: String, replicas: Int, node: String) {
             self.servers = servers
@@ -47,10 +49,11 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
     }
 
     /// What the node does with each message, on the materializer's task, in stream order: called with
-    /// the message's records, its stream sequence and its id; what it returns answers the request
+    /// the message's records, their batches as the stream carried them (nil from a version-1 message),
+    /// its stream sequence and its id; what it returns answers the request
     /// when this node published it. nil: the node could not apply it here (its disk is full, its log
     /// failed), so it is not passed over: the same message comes again, a second later, until applied.
-    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ sequence: UInt64, _ messageID: String?) async -> Outcome?
+    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ batches: EncodedBatches?, _ sequence: UInt64, _ messageID: String?) async -> Outcome?
 
     public let configuration: Configuration
     private let logger: Logger
@@ -153,7 +156,7 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
     public func append(_ records: RecordBuffer) async throws -> Outcome {
         guard let jetStream else { throw LogError(.closed, "the replicated log is not connected") }
         let id = "\(configuration.node)-\(boot)-\(published.add(1, ordering: .relaxed).newValue)"
-        let payload = RecordBufferCodec.encode(records)
+        let payload = RecordBufferCodec.encode(records, configuration: configuration.batching)
         return try await withCheckedThrowingContinuation { continuation in
             lock.withLock { waiters[id] = continuation }
             Task {
@@ -184,57 +187,42 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
 
     // MARK: Materializing
 
+    /// Messages decoded ahead, on other threads, while the one before them is applied: decoding (LZ4
+    /// and the records' framing) then overlaps the commit.
+    static var decodeAhead: Int { 4 }
+
     private func materializeLoop(from start: UInt64, _ materialize: Materialize) async {
         guard let jetStream else { return }
         var next = start
         // The sequence a gap was last seen at: the consumer is made afresh once for it before the gap is
-        // believed (messages a dead consumer leader delivered but never saw acknowledged come back only
-        // after its ack wait, and the new leader goes on past them).
+        // believed (a message lost on its way, in a reconnect or a server's death, is then read again).
         var gapRetriedAt: UInt64?
         while !Task.isCancelled {
+            // In stream order: each message with its decoding, done or under way.
+            var ahead: [(message: JetStreamMessage, decoded: Task<Decoding, Never>)] = []
             do {
                 let (pull, pending) = try await makeConsumer(jetStream, from: next)
                 if pending == 0 { markCaughtUp() }
-                // Messages stream in as they come (`consume`); acknowledged every half batch and at the end
-                // of what the stream holds (ack-all: one acknowledges every one before it).
-                var unacknowledged = 0
-                for try await message in try pull.consume(batch: configuration.fetchBatch) {
-                    guard let metadata = message.metadata else { continue }
-                    let sequence = metadata.streamSequence
-                    if sequence < next { continue }  // delivered again after a reconnect
-                    if sequence > next {
-                        if gapRetriedAt != next {
-                            // Never skip: read again from `next` through a consumer made afresh.
-                            logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
-                            gapRetriedAt = next
-                            break
+                // Messages stream in as they come (`consume`), a pull of `fetchBatch` kept open; three
+                // seconds without a heartbeat (its server gone) make the consumer again.
+                consuming: for try await message in try pull.consume(batch: configuration.fetchBatch, expires: .seconds(5), heartbeat: .seconds(1)) {
+                    let atEnd = message.metadata?.pending == 0
+                    if atEnd && ahead.isEmpty {
+                        // The live case: nothing queued, so nothing to overlap; decoded here, at once.
+                        let decoded = Self.decode(message.payload)
+                        if await apply(message, decoded, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                            break consuming
                         }
-                        logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
+                        continue
                     }
-                    let id = message.headers?["Nats-Msg-Id"]
-                    let records: RecordBuffer
-                    do {
-                        records = try RecordBufferCodec.decode(message.payload)
-                    } catch {
-                        logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
-                        records = RecordBuffer()
-                    }
-                    if !records.isEmpty {
-                        guard let outcome = await materialize(records, sequence, id) else {
-                            // Not applied here: read it again from `next`, after a pause, through a consumer made afresh.
-                            try await Task.sleep(for: .seconds(1))
-                            break
+                    let payload = message.payload
+                    ahead.append((message, Task { Self.decode(payload) }))
+                    while ahead.count > (atEnd ? 0 : Self.decodeAhead) {
+                        let (first, decoding) = ahead.removeFirst()
+                        if await apply(first, await decoding.value, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                            break consuming
                         }
-                        if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
                     }
-                    appliedSequence.store(sequence, ordering: .releasing)
-                    next = sequence + 1
-                    unacknowledged += 1
-                    if unacknowledged >= configuration.fetchBatch / 2 || metadata.pending == 0 {
-                        try? message.ack()
-                        unacknowledged = 0
-                    }
-                    if metadata.pending == 0 { markCaughtUp() }
                 }
             } catch is CancellationError {
                 return
@@ -244,16 +232,71 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                 logger.debug("materializing \(configuration.stream) from \(next): \(error)")
                 try? await Task.sleep(for: .milliseconds(200))
             }
+            // What was decoded ahead comes again through the new consumer.
+            for item in ahead { item.decoded.cancel() }
         }
     }
 
-    /// This node's durable pull consumer, made afresh to start at `sequence` (acknowledging all up to a
-    /// message acknowledges every one before it); and how many messages it has to deliver.
+    /// A message's records, or why it is not a record message.
+    typealias Decoding = Result<RecordBufferCodec.Decoded, RecordBufferCodec.DecodeError>
+
+    static func decode(_ payload: ByteBuffer) -> Decoding {
+        Result { () throws(RecordBufferCodec.DecodeError) in try RecordBufferCodec.decodeMessage(payload) }
+    }
+
+    private enum Applied { case next, restart }
+
+    /// Materializes one message, in stream order: `.restart` when the consumer must be made afresh from
+    /// `next` (a gap to read again, or a message this node could not apply yet).
+    private func apply(_ message: JetStreamMessage, _ decoding: Decoding, next: inout UInt64, gapRetriedAt: inout UInt64?,
+                       _ materialize: Materialize) async -> Applied {
+        guard let metadata = message.metadata else { return .next }
+        let sequence = metadata.streamSequence
+        if sequence < next { return .next }  // delivered again after a reconnect
+        if sequence > next {
+            if gapRetriedAt != next {
+                // Never skip: read again from `next` through a consumer made afresh.
+                logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
+                gapRetriedAt = next
+                return .restart
+            }
+            logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
+        }
+        let id = message.headers?["Nats-Msg-Id"]
+        let decoded: RecordBufferCodec.Decoded
+        switch decoding {
+        case .success(let value):
+            decoded = value
+        case .failure(let error):
+            logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
+            decoded = RecordBufferCodec.Decoded(records: RecordBuffer(), batches: nil)
+        }
+        if !decoded.records.isEmpty {
+            guard let outcome = await materialize(decoded.records, decoded.batches, sequence, id) else {
+                // Not applied here: read it again from `next`, after a pause, through a consumer made afresh.
+                try? await Task.sleep(for: .seconds(1))
+                return .restart
+            }
+            if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+        }
+        appliedSequence.store(sequence, ordering: .releasing)
+        next = sequence + 1
+        if metadata.pending == 0 { markCaughtUp() }
+        return .next
+    }
+
+    /// This node's pull consumer, made afresh to start at `sequence`; and how many messages it has to
+    /// deliver. Its state is worth nothing kept: the node notes its own position (`StreamPositions`)
+    /// and makes the consumer again from there at every start and after every error. So it takes no
+    /// acknowledgements, and its state is one copy in memory: with acknowledgements replicated and
+    /// fsynced by three servers for each of three nodes, the consumers cost JetStream more than the
+    /// stream did. Its flow control is the pull requests' size.
     private func makeConsumer(_ jetStream: JetStream, from sequence: UInt64) async throws -> (PullConsumer, pending: UInt64) {
         try? await jetStream.deleteConsumer(stream: configuration.stream, consumer: consumerName)
-        var config = ConsumerConfig(durableName: consumerName, ackPolicy: .all, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
+        var config = ConsumerConfig(durableName: consumerName, ackPolicy: .none, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
         if sequence > 1 { config.optStartSequence = sequence }
-        config.maxAckPending = configuration.fetchBatch * 4
+        config.replicas = 1
+        config.memoryStorage = true
         let info = try await jetStream.createConsumer(stream: configuration.stream, config)
         return (jetStream.pullConsumer(stream: configuration.stream, consumer: consumerName), info.numPending)
     }

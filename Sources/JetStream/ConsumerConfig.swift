@@ -29,6 +29,9 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
     public var maxWaiting: Int?
     /// Replicas of the consumer's state (0: as many as the stream).
     public var replicas: Int?
+    /// Keeps the consumer's state in memory rather than on disk (for a consumer whose state its client
+    /// can make again).
+    public var memoryStorage: Bool?
 
     public init(durableName: String, ackPolicy: AckPolicy = .explicit, deliverPolicy: DeliverPolicy = .all) {
         self.durableName = durableName
@@ -47,6 +50,7 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
         case maxAckPending = "max_ack_pending"
         case maxWaiting = "max_waiting"
         case replicas = "num_replicas"
+        case memoryStorage = "mem_storage"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -61,6 +65,7 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
         maxAckPending = try container.decodeIfPresent(Int.self, forKey: .maxAckPending)
         maxWaiting = try container.decodeIfPresent(Int.self, forKey: .maxWaiting)
         replicas = try container.decodeIfPresent(Int.self, forKey: .replicas)
+        memoryStorage = try container.decodeIfPresent(Bool.self, forKey: .memoryStorage)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -75,6 +80,7 @@ public struct ConsumerConfig: Codable, Sendable, Equatable {
         try container.encodeIfPresent(maxAckPending, forKey: .maxAckPending)
         try container.encodeIfPresent(maxWaiting, forKey: .maxWaiting)
         try container.encodeIfPresent(replicas, forKey: .replicas)
+        try container.encodeIfPresent(memoryStorage, forKey: .memoryStorage)
     }
 }
 

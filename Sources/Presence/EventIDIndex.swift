@@ -88,10 +88,17 @@ public struct EventIDIndex: Sendable {
 
     /// Notes the records of `records`, written from `firstOffset` on.
     public mutating func record(_ records: RecordBuffer, firstOffset: Int64) {
-        for index in 0..<records.count {
-            let timestamp = records.timestamp(at: index)
-            let identity = records.withRecord(at: index) { Self.identify(key: $0, value: $1, timestamp: timestamp) }
-            record(identity?.key, fingerprint: identity?.fingerprint ?? 0, offset: firstOffset + Int64(index), timestamp: timestamp)
+        records.withRecordViews(firstOffset: firstOffset) { record(views: $0) }
+    }
+
+    /// Notes the records `views`, as written (each at its offset).
+    public mutating func record(views: UnsafeBufferPointer<RecordView>) {
+        for view in views {
+            guard let value = view.value, let identity = Self.identify(key: view.key, value: value, timestamp: view.timestamp) else {
+                newest = max(newest, view.timestamp)
+                continue
+            }
+            record(identity.key, fingerprint: identity.fingerprint, offset: view.offset, timestamp: view.timestamp)
         }
     }
 

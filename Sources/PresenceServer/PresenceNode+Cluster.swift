@@ -81,13 +81,13 @@ extension PresenceNode {
         pauseJournal()
         defer { resumeJournal() }
         let began = ContinuousClock.now, offsetBefore = nextOffset
-        presence.start(from: presenceStart) { [unowned self] records, sequence, _ in
-            await materialize(records, sequence: sequence, positions: presencePositions)
+        presence.start(from: presenceStart) { [unowned self] records, batches, sequence, _ in
+            await materialize(records, batches: batches, sequence: sequence, positions: presencePositions)
         }
-        chat.start(from: chatStart) { [unowned self] records, sequence, _ in
+        chat.start(from: chatStart) { [unowned self] records, _, sequence, _ in
             await materializeChat(records, sequence: sequence, positions: chatPositions)
         }
-        privacyLog.start(from: privacyStart) { [unowned self] records, sequence, _ in
+        privacyLog.start(from: privacyStart) { [unowned self] records, _, sequence, _ in
             await materializePrivacy(records, sequence: sequence, positions: privacyPositions)
         }
         await presence.waitUntilCaughtUp()
@@ -101,11 +101,12 @@ extension PresenceNode {
     /// One message of the presence stream, on the materializer's task: its repeats decided against the
     /// ids the local log holds, the rest committed locally (the horizon decided there), the position
     /// noted. Every node decides alike, since every node materializes the same messages in the same order.
-    func materialize(_ records: RecordBuffer, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
+    /// `batches`: the records as the stream carried them, written as they are when none is a repeat.
+    func materialize(_ records: RecordBuffer, batches: EncodedBatches?, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
         await materialize(sequence: sequence, stream: Self.clusterStream, positions: positions, endOffset: { nextOffset },
                           note: { position in withLock { clusterPosition = position } }) {
             do {
-                return try await commitDeduplicated(records, Self.identities(of: records))
+                return try await commitDeduplicated(records, Self.identities(of: records), encoded: batches)
             } catch let conflict as EventIDConflict {
                 throw LogError(.refused, conflict.reason, recordIndex: conflict.record)
             }

@@ -25,11 +25,22 @@ extension PresenceNode {
     /// to write), the repeat of an earlier writing, or of a record earlier in the request.
     enum Fate { case fresh(Int), earlier(Int64), sameAs(Int) }
 
-    /// The ids of `records` (nil for a record without one).
+    /// The ids of `records` (nil for a record without one); empty when no record has one.
     static func identities(of records: RecordBuffer) -> [(key: EventIDIndex.Key, fingerprint: UInt64)?] {
-        (0..<records.count).map { index in
-            let timestamp = records.timestamp(at: index)
-            return records.withRecord(at: index) { EventIDIndex.identify(key: $0, value: $1, timestamp: timestamp) }
+        records.withRecordViews(firstOffset: 0) { views in
+            var identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?] = []
+            for (index, view) in views.enumerated() {
+                guard let value = view.value, let identity = EventIDIndex.identify(key: view.key, value: value, timestamp: view.timestamp) else {
+                    if !identities.isEmpty { identities.append(nil) }
+                    continue
+                }
+                if identities.isEmpty {
+                    identities.reserveCapacity(views.count)
+                    identities.append(contentsOf: repeatElement(nil, count: index))
+                }
+                identities.append(identity)
+            }
+            return identities
         }
     }
 
@@ -77,11 +88,20 @@ extension PresenceNode {
     }
 
     /// Decides the repeats of `records`, commits the fresh ones to the local log, and answers.
-    func commitDeduplicated(_ records: RecordBuffer, _ identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?]) async throws -> EventsAck {
+    /// `encoded`: the records already encoded, written as they are when none is a repeat.
+    func commitDeduplicated(_ records: RecordBuffer, _ identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?],
+                            encoded: EncodedBatches? = nil) async throws -> EventsAck {
+        guard !identities.isEmpty else {
+            // No record has an id: every one is fresh.
+            let first = try await commit(records, encoded: encoded).offsets.lowerBound
+            return EventsAck(offsets: (0..<Int64(records.count)).map { first + $0 }, repeats: [])
+        }
         let (fates, fresh) = try withLock { () throws(EventIDConflict) in try decide(identities) }
         var first: Int64 = 0
-        if !fresh.isEmpty {
-            first = try await commit(fresh.count == records.count ? records : records.subset(fresh)).offsets.lowerBound
+        if !fresh.isEmpty, fresh.count == records.count {
+            first = try await commit(records, encoded: encoded).offsets.lowerBound
+        } else if !fresh.isEmpty {
+            first = try await commit(records.subset(fresh)).offsets.lowerBound
         }
         return Self.acknowledgement(fates, firstFresh: first)
     }

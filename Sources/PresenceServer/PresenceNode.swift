@@ -149,12 +149,13 @@ public final class PresenceNode: @unchecked Sendable {
     }
 
     /// Appends `records` to the local log (group commit; fsync under `Durability.always`), then applies
-    /// them and pushes, on the commit thread, in log order (invariant 1).
-    func commit(_ records: RecordBuffer) async throws -> AppendResult {
+    /// them and pushes, on the commit thread, in log order (invariant 1). `encoded`: the records already
+    /// encoded as batches (cluster mode), written as they are.
+    func commit(_ records: RecordBuffer, encoded: EncodedBatches? = nil) async throws -> AppendResult {
         let started = DispatchTime.now()
         defer { commitLatency.recordInterval(since: started) }
         let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
-            writer.append(records) { [self] result in
+            writer.append(records, encoded: encoded) { [self] result in
                 if case .success(let ack) = result {
                     eventsAppended.increment(by: records.count)
                     lock.lock()
@@ -170,7 +171,7 @@ public final class PresenceNode: @unchecked Sendable {
                         }
                         // The writer's admission check refuses what the fold would: none is skipped here.
                         assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
-                        eventIDs.record(records, firstOffset: ack.offsets.lowerBound)
+                        eventIDs.record(views: views)
                         if let watch, !watch.users.isEmpty {
                             drain = feed.afterCommit(watch, from: projection, privacy: privacy.current)
                         }

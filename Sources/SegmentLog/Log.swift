@@ -127,26 +127,7 @@ public final class Log {
         lastAppendBatches.removeAll(keepingCapacity: true)
         // Cut the records into batches (by count, bytes and time span), then compress them, on several
         // threads when there are several batches, and write them in order.
-        var ranges: [Range<Int>] = []
-        var start = 0
-        let span = configuration.maxBatchTimestampSpan
-        while start < records.count {
-            var end = start
-            var bytes = 0
-            var lowest = records.entries[start].timestamp, highest = lowest
-            while end < records.count && end - start < configuration.maxBatchRecords {
-                let entry = records.entries[end]
-                bytes += Int(entry.valueLength) + max(Int(entry.keyLength), 0) + 16
-                if end > start && bytes > configuration.maxBatchBytes { break }
-                let newLowest = min(lowest, entry.timestamp), newHighest = max(highest, entry.timestamp)
-                if end > start && newHighest &- newLowest > span { break }
-                lowest = newLowest
-                highest = newHighest
-                end += 1
-            }
-            ranges.append(start..<end)
-            start = end
-        }
+        let ranges = Self.batchRanges(records, configuration: configuration)
         for encoder in encoders { encoder.output.count = 0 }
         let workers = min(encoders.count, ranges.count)
         var encoded = [[EncodedBatch]](repeating: [], count: workers)
@@ -173,6 +154,68 @@ public final class Log {
             }
         }
         return first...(endOffset - 1)
+    }
+
+    /// Appends `records` as the batches `encoded` holds, byte for byte but for each batch's base offset
+    /// (which its CRC does not cover), set to where it lands: nothing is compressed again. `encoded`
+    /// must be `records` encoded (`EncodedBatches(encoding:)`, or read back by `EncodedBatches.decode`).
+    @discardableResult
+    public func append(_ records: RecordBuffer, encoded: EncodedBatches) throws(LogError) -> ClosedRange<Int64> {
+        guard !records.isEmpty else { throw LogError(.invalidArgument, "nothing to append") }
+        guard encoded.recordCount == records.count else {
+            throw LogError(.invalidArgument, "the encoded batches hold \(encoded.recordCount) records, not the \(records.count) appended")
+        }
+        try checkWritable()
+        let first = endOffset
+        lastAppendBatches.removeAll(keepingCapacity: true)
+        // A copy to patch the base offsets in (the bytes are shared and immutable).
+        let scratch = encoders[0].output
+        scratch.count = 0
+        scratch.reserve(encoded.bytes.count)
+        encoded.bytes.withUnsafeBytes { bytes in
+            if let base = bytes.baseAddress { scratch.pointer.copyMemory(from: base, byteCount: bytes.count) }
+        }
+        scratch.count = encoded.bytes.count
+        let mark = AppendMark(active: active, size: active.size, index: active.indexBuilder.mark, maxTimestamp: maxTimestamp)
+        var position = 0
+        while position < scratch.count {
+            let batch = scratch.pointer + position
+            var header = RecordBatchHeader(UnsafeRawPointer(batch))
+            header.baseOffset = first + header.baseOffset
+            batch.storeBigEndian(header.baseOffset, at: 0)
+            do {
+                try writeBatch(header, bytes: UnsafeRawBufferPointer(start: batch, count: header.totalSize))
+            } catch {
+                throw undo(to: mark, firstOffset: first, after: error)
+            }
+            position += header.totalSize
+        }
+        return first...(endOffset - 1)
+    }
+
+    /// How an append of `records` is cut into batches: by count, bytes and time span.
+    static func batchRanges(_ records: RecordBuffer, configuration: LogConfiguration) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        let span = configuration.maxBatchTimestampSpan
+        while start < records.count {
+            var end = start
+            var bytes = 0
+            var lowest = records.entries[start].timestamp, highest = lowest
+            while end < records.count && end - start < configuration.maxBatchRecords {
+                let entry = records.entries[end]
+                bytes += Int(entry.valueLength) + max(Int(entry.keyLength), 0) + 16
+                if end > start && bytes > configuration.maxBatchBytes { break }
+                let newLowest = min(lowest, entry.timestamp), newHighest = max(highest, entry.timestamp)
+                if end > start && newHighest &- newLowest > span { break }
+                lowest = newLowest
+                highest = newHighest
+                end += 1
+            }
+            ranges.append(start..<end)
+            start = end
+        }
+        return ranges
     }
 
     /// Where the active segment stood before an append: what `undo` puts back.

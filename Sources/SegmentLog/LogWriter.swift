@@ -70,6 +70,9 @@ public final class LogWriter: @unchecked Sendable {
 
     private struct Pending {
         let records: RecordBuffer
+        /// The records already encoded (cluster mode: as the stream carried them), written as they are
+        /// when the request is committed alone.
+        let encoded: EncodedBatches?
         let completion: @Sendable (Result<AppendResult, LogError>) -> Void
     }
 
@@ -112,7 +115,10 @@ public final class LogWriter: @unchecked Sendable {
     /// Queues `records` for the next commit; `completion` runs on the commit thread once they are written
     /// (and, under `Durability.always`, durable), or failed. Completions of written requests run in log
     /// order; a request the admission check refuses is answered when its commit starts.
-    public func append(_ records: RecordBuffer, completion: @escaping @Sendable (Result<AppendResult, LogError>) -> Void) {
+    /// `encoded`: the records already encoded as batches (`EncodedBatches`), written as they are unless
+    /// the commit takes other requests too.
+    public func append(_ records: RecordBuffer, encoded: EncodedBatches? = nil,
+                       completion: @escaping @Sendable (Result<AppendResult, LogError>) -> Void) {
         guard !records.isEmpty else {
             completion(.failure(LogError(.invalidArgument, "nothing to append")))
             return
@@ -124,7 +130,7 @@ public final class LogWriter: @unchecked Sendable {
             return
         }
         if queue.isEmpty { oldestPending = DispatchTime.now().uptimeNanoseconds }
-        queue.append(.append(Pending(records: records, completion: completion)))
+        queue.append(.append(Pending(records: records, encoded: encoded, completion: completion)))
         queuedRecords += records.count
         queuedBytes += records.payloadBytes
         condition.signal()
@@ -278,7 +284,9 @@ public final class LogWriter: @unchecked Sendable {
         do {
             // All requests of a commit go into the same batches: one buffer, offsets handed out by count.
             var first = log.endOffset
-            if requests.count == 1 {
+            if requests.count == 1, let encoded = requests[0].encoded {
+                try log.append(requests[0].records, encoded: encoded)
+            } else if requests.count == 1 {
                 try log.append(requests[0].records)
             } else if !requests.isEmpty {
                 combined.removeAll()

@@ -144,8 +144,11 @@ final class RecordBatchEncoder {
     private let records = ScratchBuffer(capacity: 1 << 20)
     private let compressor: LZ4Frame.Compressor
 
-    /// `compressionLevel`: 0 for LZ4 fast, 1...12 for LZ4 HC.
+    /// 0 for LZ4 fast, 1...12 for LZ4 HC.
+    let compressionLevel: Int
+
     init(compressionLevel: Int) {
+        self.compressionLevel = compressionLevel
         compressor = LZ4Frame.Compressor(level: compressionLevel)
     }
 

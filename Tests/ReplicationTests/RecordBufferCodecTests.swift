@@ -39,6 +39,21 @@ struct RecordBufferCodecTests {
         #expect(Self.same(records, decoded))
     }
 
+    @Test(arguments: [1, 130])
+    func aVersion1MessageFromAnOlderNodeIsStillRead(count: Int) throws {
+        let records = Self.records(count, seed: 11)
+        let decoded = try RecordBufferCodec.decodeMessage(RecordBufferCodec.encodeVersion1(records))
+        #expect(Self.same(records, decoded.records))
+        #expect(decoded.batches == nil)
+    }
+
+    @Test func aMessageCarriesItsRecordsAsTheBatchesTheLogWrites() throws {
+        let records = Self.records(300, seed: 5)
+        let decoded = try RecordBufferCodec.decodeMessage(RecordBufferCodec.encode(records))
+        #expect(decoded.batches?.bytes == EncodedBatches(encoding: records).bytes)
+        #expect(decoded.batches?.recordCount == 300)
+    }
+
     @Test func anEmptyKeyAndANullKeyStayApart() throws {
         var records = RecordBuffer()
         records.append(timestamp: 1, key: [], value: [1])
@@ -62,7 +77,8 @@ struct RecordBufferCodecTests {
         var trailing = RecordBufferCodec.encode(Self.records(2, seed: 1))
         trailing.writeInteger(UInt8(0))
         let cases: [(String, [UInt8])] = [
-            ("another version", [2, 0]),
+            ("another version", [3, 0]),
+            ("version 2 claiming a record it does not hold", [2, 1]),
             ("a count no message holds", [1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]),
             ("a length past 64 bits", [1] + [UInt8](repeating: 0xFF, count: 11)),
             ("a key longer than the message", [1, 1] + [UInt8](repeating: 0, count: 8) + [1, 0xFF, 0x7F]),

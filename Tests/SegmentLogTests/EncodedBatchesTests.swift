@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+@testable import SegmentLog
+
+/// Records encoded once as batches (what a cluster message carries) and appended as they are: the log
+/// holds exactly what an ordinary append of the same records writes, and bytes that are not such
+/// batches are refused with a reason.
+@Suite struct EncodedBatchesTests {
+    func smallBatches() -> LogConfiguration {
+        var configuration = LogConfiguration()
+        configuration.segmentBytes = 4096
+        configuration.maxBatchRecords = 20
+        configuration.indexIntervalBytes = 256
+        return configuration
+    }
+
+    func bytes(ofLogIn directory: String) throws -> [String: Data] {
+        var files: [String: Data] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory) where name.hasSuffix(".log") || name.hasSuffix(".index") || name.hasSuffix(".timeindex") {
+            files[name] = try Data(contentsOf: URL(fileURLWithPath: directory + "/" + name))
+        }
+        return files
+    }
+
+    @Test func appendingEncodedBatchesWritesWhatAnAppendOfTheRecordsWrites() throws {
+        let configuration = smallBatches()
+        let plain = Scratch(), encoded = Scratch()
+        let plainLog = try Log.open(directory: plain.path, configuration: configuration)
+        let encodedLog = try Log.open(directory: encoded.path, configuration: configuration)
+        // Requests of several batches each, across segment rolls.
+        for start in stride(from: 0, to: 1500, by: 150) {
+            let records = sampleRecords(start..<start + 150)
+            let batches = EncodedBatches(encoding: records, configuration: configuration)
+            #expect(try plainLog.append(records) == encodedLog.append(records, encoded: batches))
+            #expect(plainLog.lastAppendBatches == encodedLog.lastAppendBatches)
+        }
+        try plainLog.close()
+        try encodedLog.close()
+        #expect(encodedLog.segments.count > 3)
+        let expected = try bytes(ofLogIn: plain.path)
+        #expect(!expected.isEmpty)
+        #expect(try bytes(ofLogIn: encoded.path) == expected)
+        #expect(try readAll(encoded.path).records == expectedRecords(0..<1500))
+    }
+
+    @Test func decodedBatchesGiveBackTheRecordsAndTheSameBytes() throws {
+        let records = sampleRecords(0..<130, step: 200)  // a span past 16,383 ms: several batches
+        let batches = EncodedBatches(encoding: records)
+        #expect(batches.recordCount == 130)
+        let decoded = try batches.bytes.withUnsafeBytes { try EncodedBatches.decode($0) }
+        #expect(decoded.batches.bytes == batches.bytes)
+        #expect(decoded.records.count == 130)
+        for index in 0..<130 {
+            #expect(decoded.records.timestamp(at: index) == records.timestamp(at: index))
+            #expect(decoded.records.key(at: index) == records.key(at: index))
+            #expect(decoded.records.value(at: index) == records.value(at: index))
+        }
+    }
+
+    @Test func noRecordsAreNoBytes() throws {
+        let batches = EncodedBatches(encoding: RecordBuffer())
+        #expect(batches.bytes.isEmpty && batches.recordCount == 0)
+        #expect(try EncodedBatches.decode(UnsafeRawBufferPointer(start: nil, count: 0)).records.isEmpty)
+    }
+
+    @Test func bytesThatAreNotContiguousBatchesAreRefused() throws {
+        let first = EncodedBatches(encoding: sampleRecords(0..<10)).bytes
+        let second = EncodedBatches(encoding: sampleRecords(10..<20)).bytes  // offsets from 0 again
+        var flipped = first
+        flipped[flipped.count - 3] ^= 0x40
+        var noMagic = first
+        noMagic[16] = 1
+        let cases: [(String, [UInt8])] = [
+            ("a CRC that does not match", flipped),
+            ("a second batch starting at offset 0 again", first + second),
+            ("a batch cut short", Array(first.dropLast(5))),
+            ("bytes after the last batch", first + [0, 0, 0]),
+            ("another magic", noMagic),
+        ]
+        for (what, bytes) in cases {
+            #expect(throws: EncodedBatches.DecodeError.self, "\(what)") { try bytes.withUnsafeBytes { try EncodedBatches.decode($0) } }
+        }
+    }
+
+    @Test func anAppendWhoseBatchesHoldOtherRecordsIsRefused() throws {
+        let dir = Scratch()
+        let log = try Log.open(directory: dir.path)
+        let batches = EncodedBatches(encoding: sampleRecords(0..<10))
+        #expect(throws: LogError.self) { try log.append(sampleRecords(0..<11), encoded: batches) }
+        #expect(log.endOffset == 0)
+        try log.close()
+    }
+}
