@@ -5,7 +5,8 @@
 #      `presence serve --cluster` nodes, the same load spread over the three nodes: every POST answered
 #      only once JetStream's quorum has it and the node has applied it;
 #   3. catch-up: a fourth node with an empty data folder joins the stream the load left and reports when
-#      it has materialized all of it (it serves only then).
+#      it has materialized all of it (it serves only then);
+#   4. the snapshot rate of a cluster node against a single node's, order-swapped.
 # The load is wrk (one thread, C connections a node) posting one fixed body of EVENTS events, a gateway's
 # batch; events/s = requests/s × EVENTS. Everything (six servers and wrk) shares this machine's cores.
 # Usage: tools/load-cluster.sh [SECONDS] [EVENTS] [CONNECTIONS]   (defaults 10, 1000, 4)
@@ -133,3 +134,31 @@ start, end, records = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 seconds = (end - start) / 1e9
 print(f"  {records:,} records materialized, node ready in {seconds:.2f} s (process start included) = {records / seconds:,.0f} events/s")
 EOF
+
+echo "== 4. snapshot rate per node: GET /v1/conversations/{id} (20 messages, one peer online), 50 connections"
+# On a cluster node (node-1, the cluster idle but for heartbeats) and on a single node started beside it,
+# order-swapped: single, cluster, cluster, single.
+single_port=""
+setup_conversation() {  # PORT: makes alice and bob's conversation of 20 messages, bob online; sets id, alice
+    local p=$1
+    alice=$("$bin" token --dev --user alice --ttl 1h)
+    local gateway
+    gateway=$("$bin" token --dev --user gw-snap --gateway --ttl 1h)
+    id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$p/v1/conversations" | cut -d'"' -f4)
+    for i in $(seq 20); do
+        curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$p/v1/conversations/$id/messages"
+    done
+    printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-snap","ts":%s}\n' "$(date +%s%3N)" \
+        | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$p/v1/events"
+}
+cluster_port=${node_ports[0]}
+setup_conversation "$cluster_port"; cluster_id=$id
+start_node single-snapshot --data "$scratch/single-snapshot"
+single_port=$port
+setup_conversation "$single_port"; single_id=$id
+for where in single cluster cluster single; do
+    if [[ $where == single ]]; then p=$single_port; c=$single_id; else p=$cluster_port; c=$cluster_id; fi
+    printf '  %-8s ' "$where:"
+    wrk -t1 -c50 -d"${seconds}s" --latency -H "Authorization: Bearer $alice" "http://127.0.0.1:$p/v1/conversations/$c" \
+        | awk '/Requests\/sec/ {rate=$2} /99%/ {p99=$2} /Non-2xx/ {bad=$0} END {printf "%s snapshots/s, p99 %s %s\n", rate, p99, bad}'
+done

@@ -48,12 +48,22 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
         }
     }
 
-    /// What the node does with each message, on the materializer's task, in stream order: called with
-    /// the message's records, their batches as the stream carried them (nil from a version-1 message),
-    /// its stream sequence and its id; what it returns answers the request
-    /// when this node published it. nil: the node could not apply it here (its disk is full, its log
-    /// failed), so it is not passed over: the same message comes again, a second later, until applied.
-    public typealias Materialize = @Sendable (_ records: RecordBuffer, _ batches: EncodedBatches?, _ sequence: UInt64, _ messageID: String?) async -> Outcome?
+    /// A message of the stream, decoded: its records, their batches as the stream carried them (nil from a
+    /// version-1 message), its stream sequence and its id.
+    public struct Delivery: Sendable {
+        public let records: RecordBuffer
+        public let batches: EncodedBatches?
+        public let sequence: UInt64
+        public let messageID: String?
+    }
+
+    /// What the node does with messages, on the materializer's task, in stream order: called with one or
+    /// more consecutive messages (several while the node catches up, so that it may commit them
+    /// together), it applies them in order and returns the outcome of each one it applied, which answers
+    /// the request when this node published it. Fewer outcomes than messages: the node could not apply
+    /// the rest here (its disk is full, its log failed), so they are not passed over: they come again, a
+    /// second later, until applied.
+    public typealias Materialize = @Sendable (_ deliveries: [Delivery]) async -> [Outcome]
 
     public let configuration: Configuration
     private let logger: Logger
@@ -187,9 +197,11 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
 
     // MARK: Materializing
 
-    /// Messages decoded ahead, on other threads, while the one before them is applied: decoding (LZ4
+    /// Messages decoded ahead, on other threads, while the ones before them are applied: decoding (LZ4
     /// and the records' framing) then overlaps the commit.
-    static var decodeAhead: Int { 4 }
+    static var decodeAhead: Int { 8 }
+    /// Messages handed to the node at once while it catches up (it may commit them together).
+    static var deliveredTogether: Int { 4 }
 
     private func materializeLoop(from start: UInt64, _ materialize: Materialize) async {
         guard let jetStream else { return }
@@ -209,8 +221,7 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                     let atEnd = message.metadata?.pending == 0
                     if atEnd && ahead.isEmpty {
                         // The live case: nothing queued, so nothing to overlap; decoded here, at once.
-                        let decoded = Self.decode(message.payload)
-                        if await apply(message, decoded, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                        if await apply([(message, Self.decode(message.payload))], next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
                             break consuming
                         }
                         continue
@@ -218,8 +229,12 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                     let payload = message.payload
                     ahead.append((message, Task { Self.decode(payload) }))
                     while ahead.count > (atEnd ? 0 : Self.decodeAhead) {
-                        let (first, decoding) = ahead.removeFirst()
-                        if await apply(first, await decoding.value, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                        var group: [(JetStreamMessage, Decoding)] = []
+                        while group.count < Self.deliveredTogether, !ahead.isEmpty {
+                            let (first, decoding) = ahead.removeFirst()
+                            group.append((first, await decoding.value))
+                        }
+                        if await apply(group, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
                             break consuming
                         }
                     }
@@ -246,43 +261,64 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
 
     private enum Applied { case next, restart }
 
-    /// Materializes one message, in stream order: `.restart` when the consumer must be made afresh from
-    /// `next` (a gap to read again, or a message this node could not apply yet).
-    private func apply(_ message: JetStreamMessage, _ decoding: Decoding, next: inout UInt64, gapRetriedAt: inout UInt64?,
+    /// Materializes consecutive messages, in stream order: `.restart` when the consumer must be made
+    /// afresh from `next` (a gap to read again, or a message this node could not apply yet).
+    private func apply(_ messages: [(message: JetStreamMessage, decoding: Decoding)], next: inout UInt64, gapRetriedAt: inout UInt64?,
                        _ materialize: Materialize) async -> Applied {
-        guard let metadata = message.metadata else { return .next }
-        let sequence = metadata.streamSequence
-        if sequence < next { return .next }  // delivered again after a reconnect
-        if sequence > next {
-            if gapRetriedAt != next {
-                // Never skip: read again from `next` through a consumer made afresh.
-                logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
-                gapRetriedAt = next
-                return .restart
+        var deliveries: [Delivery] = []
+        var reachedEnd = false
+        // Hands `deliveries` to the node; false when it could not apply them all.
+        func flush() async -> Bool {
+            guard !deliveries.isEmpty else { return true }
+            let outcomes = await materialize(deliveries)
+            for (delivery, outcome) in zip(deliveries, outcomes) {
+                if let id = delivery.messageID, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+                appliedSequence.store(delivery.sequence, ordering: .releasing)
+                next = delivery.sequence + 1
             }
-            logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
+            let all = outcomes.count == deliveries.count
+            deliveries.removeAll()
+            return all
         }
-        let id = message.headers?["Nats-Msg-Id"]
-        let decoded: RecordBufferCodec.Decoded
-        switch decoding {
-        case .success(let value):
-            decoded = value
-        case .failure(let error):
-            logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
-            decoded = RecordBufferCodec.Decoded(records: RecordBuffer(), batches: nil)
-        }
-        if !decoded.records.isEmpty {
-            guard let outcome = await materialize(decoded.records, decoded.batches, sequence, id) else {
-                // Not applied here: read it again from `next`, after a pause, through a consumer made afresh.
-                try? await Task.sleep(for: .seconds(1))
-                return .restart
+        for (message, decoding) in messages {
+            guard let metadata = message.metadata else { continue }
+            let sequence = metadata.streamSequence
+            let expected = deliveries.last.map { $0.sequence + 1 } ?? next
+            if sequence < expected { continue }  // delivered again after a reconnect
+            if sequence > expected {
+                guard await flush() else { return await notApplied() }
+                if gapRetriedAt != next {
+                    // Never skip: read again from `next` through a consumer made afresh.
+                    logger.notice("stream \(configuration.stream): sequence \(sequence) came after \(next - 1); reading again from \(next)")
+                    gapRetriedAt = next
+                    return .restart
+                }
+                logger.warning("stream \(configuration.stream): sequence \(sequence) follows \(next - 1); messages \(next)-\(sequence - 1) are not in the stream")
             }
-            if let id, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
+            switch decoding {
+            case .success(let decoded) where !decoded.records.isEmpty:
+                deliveries.append(Delivery(records: decoded.records, batches: decoded.batches, sequence: sequence,
+                                           messageID: message.headers?["Nats-Msg-Id"]))
+            case .success, .failure:
+                // Nothing to apply: passed over in its place.
+                if case .failure(let error) = decoding {
+                    logger.error("stream \(configuration.stream): message \(sequence) is not a record message (\(error)); skipped")
+                }
+                guard await flush() else { return await notApplied() }
+                appliedSequence.store(sequence, ordering: .releasing)
+                next = sequence + 1
+            }
+            if metadata.pending == 0 { reachedEnd = true }
         }
-        appliedSequence.store(sequence, ordering: .releasing)
-        next = sequence + 1
-        if metadata.pending == 0 { markCaughtUp() }
+        guard await flush() else { return await notApplied() }
+        if reachedEnd { markCaughtUp() }
         return .next
+    }
+
+    /// A message not applied here: read again from `next`, after a pause, through a consumer made afresh.
+    private func notApplied() async -> Applied {
+        try? await Task.sleep(for: .seconds(1))
+        return .restart
     }
 
     /// This node's pull consumer, made afresh to start at `sequence`; and how many messages it has to

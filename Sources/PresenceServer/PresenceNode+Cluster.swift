@@ -81,14 +81,14 @@ extension PresenceNode {
         pauseJournal()
         defer { resumeJournal() }
         let began = ContinuousClock.now, offsetBefore = nextOffset
-        presence.start(from: presenceStart) { [unowned self] records, batches, sequence, _ in
-            await materialize(records, batches: batches, sequence: sequence, positions: presencePositions)
+        presence.start(from: presenceStart) { [unowned self] deliveries in
+            await materialize(deliveries, positions: presencePositions)
         }
-        chat.start(from: chatStart) { [unowned self] records, _, sequence, _ in
-            await materializeChat(records, sequence: sequence, positions: chatPositions)
+        chat.start(from: chatStart) { [unowned self] deliveries in
+            await Self.oneByOne(deliveries) { await materializeChat($0.records, sequence: $0.sequence, positions: chatPositions) }
         }
-        privacyLog.start(from: privacyStart) { [unowned self] records, _, sequence, _ in
-            await materializePrivacy(records, sequence: sequence, positions: privacyPositions)
+        privacyLog.start(from: privacyStart) { [unowned self] deliveries in
+            await Self.oneByOne(deliveries) { await materializePrivacy($0.records, sequence: $0.sequence, positions: privacyPositions) }
         }
         await presence.waitUntilCaughtUp()
         await chat.waitUntilCaughtUp()
@@ -96,6 +96,62 @@ extension PresenceNode {
         let seconds = Double((ContinuousClock.now - began).components.attoseconds) / 1e18 + Double((ContinuousClock.now - began).components.seconds)
         let records = nextOffset - offsetBefore
         logger.notice("cluster: caught up at sequence \(presence.sequence) of \(Self.clusterStream) (local log at offset \(nextOffset)), \(chat.sequence) of \(Self.chatStream) and \(privacyLog.sequence) of \(Self.privacyStream): \(records) records in \(String(format: "%.2f", seconds)) s\(records > 0 && seconds > 0 ? String(format: " (%.0f a second)", Double(records) / seconds) : "")")
+    }
+
+    /// Applies `deliveries` one after the other, up to the first one `apply` could not apply.
+    static func oneByOne<T>(_ deliveries: [ReplicatedLog<T>.Delivery], _ apply: (ReplicatedLog<T>.Delivery) async -> T?) async -> [T] {
+        var outcomes: [T] = []
+        for delivery in deliveries {
+            guard let outcome = await apply(delivery) else { break }
+            outcomes.append(outcome)
+        }
+        return outcomes
+    }
+
+    /// Messages of the presence stream, on the materializer's task, in order. A run of messages whose
+    /// events carry no id (so no repeat to decide against the ones before) is committed together, each
+    /// message still admitted and answered on its own (the late-arrival horizon refuses one message, not
+    /// its neighbours, so every node decides alike however it grouped them); the rest one by one.
+    func materialize(_ deliveries: [ReplicatedLog<Result<EventsAck, LogError>>.Delivery],
+                     positions: StreamPositions) async -> [Result<EventsAck, LogError>] {
+        var outcomes: [Result<EventsAck, LogError>] = []
+        var index = 0
+        while index < deliveries.count {
+            var run: [(RecordBuffer, EncodedBatches)] = []
+            while index + run.count < deliveries.count, let batches = deliveries[index + run.count].batches,
+                  Self.identities(of: deliveries[index + run.count].records).isEmpty {
+                run.append((deliveries[index + run.count].records, batches))
+            }
+            if run.count < 2 {
+                let delivery = deliveries[index]
+                guard let outcome = await materialize(delivery.records, batches: delivery.batches, sequence: delivery.sequence, positions: positions) else {
+                    return outcomes
+                }
+                outcomes.append(outcome)
+                index += 1
+                continue
+            }
+            var end = nextOffset
+            for (delivery, result) in zip(deliveries[index...], await commit(group: run)) {
+                let outcome: Result<EventsAck, LogError>
+                switch result {
+                case .success(let ack):
+                    outcome = .success(EventsAck(offsets: Array(ack.offsets), repeats: []))
+                    end = ack.offsets.upperBound + 1
+                case .failure(let refusal) where refusal.code == .refused:
+                    outcome = .failure(refusal)
+                case .failure(let error):
+                    logger.error("cluster: message \(delivery.sequence) of \(Self.clusterStream) was not applied here (\(error)); trying it again in a second")
+                    return outcomes
+                }
+                let position = ClusterPosition(sequence: delivery.sequence, endOffset: end)
+                withLock { clusterPosition = position }
+                note(position, in: positions)
+                outcomes.append(outcome)
+            }
+            index += run.count
+        }
+        return outcomes
     }
 
     /// One message of the presence stream, on the materializer's task: its repeats decided against the

@@ -156,39 +156,56 @@ public final class PresenceNode: @unchecked Sendable {
         defer { commitLatency.recordInterval(since: started) }
         let result: Result<AppendResult, LogError> = await withCheckedContinuation { continuation in
             writer.append(records, encoded: encoded) { [self] result in
-                if case .success(let ack) = result {
-                    eventsAppended.increment(by: records.count)
-                    lock.lock()
-                    let locked = DispatchTime.now()
-                    var drain = PushFeed.Drain.none
-                    records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
-                        assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
-                        let watch = feed.isWatching ? feed.beforeCommit(views, in: projection) : nil
-                        let refusedBefore = projection.refusedEvents
-                        do { try projection.apply(batch: views) } catch {
-                            // The records were validated before the append; a failure here is a bug, not input.
-                            assertionFailure("a committed record did not apply: \(error)")
-                        }
-                        // The writer's admission check refuses what the fold would: none is skipped here.
-                        assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
-                        eventIDs.record(views: views)
-                        if let watch, !watch.users.isEmpty {
-                            drain = feed.afterCommit(watch, from: projection, privacy: privacy.current)
-                        }
-                    }
-                    publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
-                    lock.unlock()
-                    applyLatency.recordInterval(since: locked)
-                    switch drain {
-                    case .none: break
-                    case .later: pushQueue.async { [self] in fanOutQueued(scheduled: true) }
-                    case .now: fanOutQueued(scheduled: false)
-                    }
-                }
+                applyCommitted(records, result)
                 continuation.resume(returning: result)
             }
         }
         return try result.get()
+    }
+
+    /// Commits several requests together (each admitted, refused and answered on its own: a cluster
+    /// node catching up), applies each one written as `commit` does, and returns what became of each.
+    func commit(group: [(RecordBuffer, EncodedBatches)]) async -> [Result<AppendResult, LogError>] {
+        let results = GroupResults(count: group.count)
+        return await withCheckedContinuation { continuation in
+            writer.append(group: group.map { (records: $0.0, encoded: $0.1) }) { [self] index, result in
+                applyCommitted(group[index].0, result)
+                if let all = results.set(index, result) { continuation.resume(returning: all) }
+            }
+        }
+    }
+
+    /// On the commit thread, once `records` are written (or failed): applies them to the projection,
+    /// notes their event ids, and queues the changes watchers see (under `lock`).
+    private func applyCommitted(_ records: RecordBuffer, _ result: Result<AppendResult, LogError>) {
+        guard case .success(let ack) = result else { return }
+        eventsAppended.increment(by: records.count)
+        lock.lock()
+        let locked = DispatchTime.now()
+        var drain = PushFeed.Drain.none
+        records.withRecordViews(firstOffset: ack.offsets.lowerBound) { views in
+            assert(projection.nextOffset == ack.offsets.lowerBound, "commits are applied in log order")
+            let watch = feed.isWatching ? feed.beforeCommit(views, in: projection) : nil
+            let refusedBefore = projection.refusedEvents
+            do { try projection.apply(batch: views) } catch {
+                // The records were validated before the append; a failure here is a bug, not input.
+                assertionFailure("a committed record did not apply: \(error)")
+            }
+            // The writer's admission check refuses what the fold would: none is skipped here.
+            assert(projection.refusedEvents == refusedBefore, "a committed event was refused by the projection")
+            eventIDs.record(views: views)
+            if let watch, !watch.users.isEmpty {
+                drain = feed.afterCommit(watch, from: projection, privacy: privacy.current)
+            }
+        }
+        publishedNextOffset.store(projection.nextOffset, ordering: .releasing)
+        lock.unlock()
+        applyLatency.recordInterval(since: locked)
+        switch drain {
+        case .none: break
+        case .later: pushQueue.async { [self] in fanOutQueued(scheduled: true) }
+        case .now: fanOutQueued(scheduled: false)
+        }
     }
 
     /// The event ids written within the window (`EventIDIndex`), kept under `lock` on the commit thread.
@@ -311,5 +328,27 @@ public final class PresenceNode: @unchecked Sendable {
         let next = read { $0.nextOffset }
         logger.notice("checkpoint \(written.path) \(next == 0 ? "(the log is empty)" : "through offset \(next - 1)")")
         withExtendedLifetime(directory) {}
+    }
+}
+
+/// The results of a group of requests, filled in as the commit thread answers each.
+private final class GroupResults: @unchecked Sendable {
+    // @unchecked: `results` and `left` are touched only under `lock`.
+    private let lock = NSLock()
+    private var results: [Result<AppendResult, LogError>?]
+    private var left: Int
+
+    init(count: Int) {
+        results = Array(repeating: nil, count: count)
+        left = count
+    }
+
+    /// Notes request `index`'s result; every result once the last is in.
+    func set(_ index: Int, _ result: Result<AppendResult, LogError>) -> [Result<AppendResult, LogError>]? {
+        lock.withLock {
+            results[index] = result
+            left -= 1
+            return left == 0 ? results.compactMap { $0 } : nil
+        }
     }
 }

@@ -161,34 +161,49 @@ public final class Log {
     /// must be `records` encoded (`EncodedBatches(encoding:)`, or read back by `EncodedBatches.decode`).
     @discardableResult
     public func append(_ records: RecordBuffer, encoded: EncodedBatches) throws(LogError) -> ClosedRange<Int64> {
-        guard !records.isEmpty else { throw LogError(.invalidArgument, "nothing to append") }
         guard encoded.recordCount == records.count else {
             throw LogError(.invalidArgument, "the encoded batches hold \(encoded.recordCount) records, not the \(records.count) appended")
         }
+        return try append(encoded: [encoded])
+    }
+
+    /// Appends the records of every `parts` element, in order, as their batches (as `append(_:encoded:)`
+    /// does), all or nothing: a write that fails leaves none of them in the log.
+    @discardableResult
+    public func append(encoded parts: [EncodedBatches]) throws(LogError) -> ClosedRange<Int64> {
+        let total = parts.reduce(0) { $0 + $1.bytes.count }
+        guard parts.contains(where: { $0.recordCount > 0 }) else { throw LogError(.invalidArgument, "nothing to append") }
         try checkWritable()
         let first = endOffset
         lastAppendBatches.removeAll(keepingCapacity: true)
         // A copy to patch the base offsets in (the bytes are shared and immutable).
         let scratch = encoders[0].output
         scratch.count = 0
-        scratch.reserve(encoded.bytes.count)
-        encoded.bytes.withUnsafeBytes { bytes in
-            if let base = bytes.baseAddress { scratch.pointer.copyMemory(from: base, byteCount: bytes.count) }
+        scratch.reserve(total)
+        for part in parts {
+            part.bytes.withUnsafeBytes { bytes in
+                if let base = bytes.baseAddress { (scratch.pointer + scratch.count).copyMemory(from: base, byteCount: bytes.count) }
+            }
+            scratch.count += part.bytes.count
         }
-        scratch.count = encoded.bytes.count
         let mark = AppendMark(active: active, size: active.size, index: active.indexBuilder.mark, maxTimestamp: maxTimestamp)
         var position = 0
-        while position < scratch.count {
-            let batch = scratch.pointer + position
-            var header = RecordBatchHeader(UnsafeRawPointer(batch))
-            header.baseOffset = first + header.baseOffset
-            batch.storeBigEndian(header.baseOffset, at: 0)
-            do {
-                try writeBatch(header, bytes: UnsafeRawBufferPointer(start: batch, count: header.totalSize))
-            } catch {
-                throw undo(to: mark, firstOffset: first, after: error)
+        var partFirst = first
+        for part in parts {
+            let partEnd = position + part.bytes.count
+            while position < partEnd {
+                let batch = scratch.pointer + position
+                var header = RecordBatchHeader(UnsafeRawPointer(batch))
+                header.baseOffset = partFirst + header.baseOffset
+                batch.storeBigEndian(header.baseOffset, at: 0)
+                do {
+                    try writeBatch(header, bytes: UnsafeRawBufferPointer(start: batch, count: header.totalSize))
+                } catch {
+                    throw undo(to: mark, firstOffset: first, after: error)
+                }
+                position += header.totalSize
             }
-            position += header.totalSize
+            partFirst += Int64(part.recordCount)
         }
         return first...(endOffset - 1)
     }

@@ -123,6 +123,10 @@ public final class LogWriter: @unchecked Sendable {
             completion(.failure(LogError(.invalidArgument, "nothing to append")))
             return
         }
+        if let encoded, encoded.recordCount != records.count {
+            completion(.failure(LogError(.invalidArgument, "the encoded batches hold \(encoded.recordCount) records, not the \(records.count) appended")))
+            return
+        }
         condition.lock()
         guard state == .running else {
             condition.unlock()
@@ -135,6 +139,33 @@ public final class LogWriter: @unchecked Sendable {
         queuedBytes += records.payloadBytes
         condition.signal()
         condition.unlock()
+    }
+
+    /// Queues several requests at once, so that they are committed together (each admitted, refused and
+    /// answered on its own, as requests that met in one commit are): `completion` is called for each,
+    /// with its index. Requests that all come encoded are written as their batches are.
+    public func append(group: [(records: RecordBuffer, encoded: EncodedBatches?)],
+                       completion: @escaping @Sendable (Int, Result<AppendResult, LogError>) -> Void) {
+        condition.lock()
+        guard state == .running else {
+            condition.unlock()
+            for index in group.indices { completion(index, .failure(LogError(.closed, "\(log.directory): the log writer is closed"))) }
+            return
+        }
+        if queue.isEmpty { oldestPending = DispatchTime.now().uptimeNanoseconds }
+        var empty: [Int] = []
+        for (index, request) in group.enumerated() {
+            guard !request.records.isEmpty, request.encoded.map({ $0.recordCount == request.records.count }) ?? true else {
+                empty.append(index)
+                continue
+            }
+            queue.append(.append(Pending(records: request.records, encoded: request.encoded) { completion(index, $0) }))
+            queuedRecords += request.records.count
+            queuedBytes += request.records.payloadBytes
+        }
+        condition.signal()
+        condition.unlock()
+        for index in empty { completion(index, .failure(LogError(.invalidArgument, "nothing to append, or batches that do not hold the records"))) }
     }
 
     /// Appends `records` and returns once they are committed.
@@ -284,8 +315,9 @@ public final class LogWriter: @unchecked Sendable {
         do {
             // All requests of a commit go into the same batches: one buffer, offsets handed out by count.
             var first = log.endOffset
-            if requests.count == 1, let encoded = requests[0].encoded {
-                try log.append(requests[0].records, encoded: encoded)
+            let encoded = requests.compactMap(\.encoded)
+            if !requests.isEmpty, encoded.count == requests.count {
+                try log.append(encoded: encoded)
             } else if requests.count == 1 {
                 try log.append(requests[0].records)
             } else if !requests.isEmpty {

@@ -43,6 +43,20 @@ import Testing
         #expect(try readAll(encoded.path).records == expectedRecords(0..<1500))
     }
 
+    @Test func severalRequestsAppendedTogetherLandOneAfterTheOther() throws {
+        let configuration = smallBatches()
+        let plain = Scratch(), together = Scratch()
+        let plainLog = try Log.open(directory: plain.path, configuration: configuration)
+        let togetherLog = try Log.open(directory: together.path, configuration: configuration)
+        let parts = stride(from: 0, to: 600, by: 150).map { sampleRecords($0..<$0 + 150) }
+        for part in parts { try plainLog.append(part) }
+        #expect(try togetherLog.append(encoded: parts.map { EncodedBatches(encoding: $0, configuration: configuration) }) == 0...599)
+        try plainLog.close()
+        try togetherLog.close()
+        #expect(try bytes(ofLogIn: together.path) == bytes(ofLogIn: plain.path))
+        #expect(try readAll(together.path).records == expectedRecords(0..<600))
+    }
+
     @Test func decodedBatchesGiveBackTheRecordsAndTheSameBytes() throws {
         let records = sampleRecords(0..<130, step: 200)  // a span past 16,383 ms: several batches
         let batches = EncodedBatches(encoding: records)
@@ -89,5 +103,46 @@ import Testing
         #expect(throws: LogError.self) { try log.append(sampleRecords(0..<11), encoded: batches) }
         #expect(log.endOffset == 0)
         try log.close()
+    }
+
+    /// Refuses any request holding a record stamped `refused`.
+    final class RefuseStamp: AppendAdmission, @unchecked Sendable {
+        let refused: Int64
+        init(refused: Int64) { self.refused = refused }
+        func admit(_ records: RecordBuffer) -> (record: Int, reason: String)? {
+            (0..<records.count).first { records.timestamp(at: $0) == refused }.map { ($0, "stamped \(refused)") }
+        }
+        func beginCommit() {}
+        func abandonCommit() {}
+    }
+
+    @Test func aGroupIsCommittedTogetherAndEachRequestAdmittedOnItsOwn() async throws {
+        let dir = Scratch()
+        let parts = [sampleRecords(0..<10), sampleRecords(10..<20), sampleRecords(20..<30)]
+        // The middle request holds record 15 (stamped base + 150): refused alone; its neighbours land.
+        let writer = LogWriter(log: try Log.open(directory: dir.path), admission: RefuseStamp(refused: 1_705_276_800_000 + 150))
+        let box = Results()
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            writer.append(group: parts.map { (records: $0, encoded: EncodedBatches(encoding: $0)) }) { index, result in
+                if box.set(index, result) { done.resume() }
+            }
+        }
+        try writer.close()
+        let results = box.all
+        #expect(try results[0].get().offsets == 0...9)
+        #expect(throws: LogError.self) { try results[1].get() }
+        #expect(try results[2].get().offsets == 10...19)
+        let records = try readAll(dir.path).records
+        #expect(records.map(\.offset) == Array(0..<20))
+        #expect(records.map(\.timestamp) == (expectedRecords(0..<10) + expectedRecords(20..<30)).map(\.timestamp))
+    }
+
+    final class Results: @unchecked Sendable {
+        private let lock = NSLock()
+        private var results: [Int: Result<AppendResult, LogError>] = [:]
+        func set(_ index: Int, _ result: Result<AppendResult, LogError>) -> Bool {
+            lock.withLock { results[index] = result; return results.count == 3 }
+        }
+        var all: [Result<AppendResult, LogError>] { lock.withLock { (0..<3).compactMap { results[$0] } } }
     }
 }
