@@ -138,24 +138,12 @@ EOF
 echo "== 4. snapshot rate per node: GET /v1/conversations/{id} (20 messages, one peer online), 50 connections"
 # On a cluster node (node-1, the cluster idle but for heartbeats) and on a single node started beside it,
 # order-swapped: single, cluster, cluster, single.
-single_port=""
-setup_conversation() {  # PORT: makes alice and bob's conversation of 20 messages, bob online; sets id, alice
-    local p=$1
-    alice=$("$bin" token --dev --user alice --ttl 1h)
-    local gateway
-    gateway=$("$bin" token --dev --user gw-snap --gateway --ttl 1h)
-    id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$p/v1/conversations" | cut -d'"' -f4)
-    for i in $(seq 20); do
-        curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$p/v1/conversations/$id/messages"
-    done
-    printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-snap","ts":%s}\n' "$(date +%s%3N)" \
-        | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$p/v1/events"
-}
+source tools/conversation-fixture.sh
 cluster_port=${node_ports[0]}
-setup_conversation "$cluster_port"; cluster_id=$id
+make_conversation "$cluster_port"; cluster_id=$id
 start_node single-snapshot --data "$scratch/single-snapshot"
 single_port=$port
-setup_conversation "$single_port"; single_id=$id
+make_conversation "$single_port"; single_id=$id
 for where in single cluster cluster single; do
     if [[ $where == single ]]; then p=$single_port; c=$single_id; else p=$cluster_port; c=$cluster_id; fi
     printf '  %-8s ' "$where:"

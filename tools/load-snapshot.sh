@@ -20,6 +20,7 @@ scratch=$(mktemp -d)
 server=""
 ceiling=""
 trap 'kill $server $ceiling 2>/dev/null || true; rm -rf "$scratch"' EXIT
+source tools/conversation-fixture.sh
 
 # Starts a server with ARGS on a fresh data folder, with a conversation of 20 messages between Alice and
 # Bob and Bob online; sets port, id, alice.
@@ -29,17 +30,7 @@ start_server() {
     server=$!
     for _ in $(seq 100); do grep -q listening "$data.out" 2>/dev/null && break; sleep 0.1; done
     port=$(sed -n 's/listening on 127.0.0.1://p' "$data.out")
-    alice=$("$bin" token --dev --user alice --ttl 1h)
-    local gateway
-    gateway=$("$bin" token --dev --user gw-1 --gateway --ttl 1h)
-    id=$(curl -s -H "Authorization: Bearer $alice" -d '{"members":["alice","bob"]}' "localhost:$port/v1/conversations" | cut -d'"' -f4)
-    for i in $(seq 20); do
-        curl -s -o /dev/null -H "Authorization: Bearer $alice" -d "{\"content\":\"message number $i, about this long\"}" "localhost:$port/v1/conversations/$id/messages"
-    done
-    # Bob's connect at the current time: the server's own heartbeats move the log's clock to now, and an
-    # older event could fall outside the late-arrival horizon.
-    printf '{"type":"connect","user":"bob","conn":"bob-phone-1","gateway":"gw-1","ts":%s}\n' "$(date +%s%3N)" \
-        | curl -s -o /dev/null -H "Authorization: Bearer $gateway" --data-binary @- "localhost:$port/v1/events"
+    make_conversation "$port"
 }
 
 start_server --event-loops 1

@@ -315,9 +315,8 @@ public final class LogWriter: @unchecked Sendable {
         do {
             // All requests of a commit go into the same batches: one buffer, offsets handed out by count.
             var first = log.endOffset
-            let encoded = requests.compactMap(\.encoded)
-            if !requests.isEmpty, encoded.count == requests.count {
-                try log.append(encoded: encoded)
+            if !requests.isEmpty, requests.allSatisfy({ $0.encoded != nil }) {
+                try log.append(encoded: requests.compactMap(\.encoded))
             } else if requests.count == 1 {
                 try log.append(requests[0].records)
             } else if !requests.isEmpty {

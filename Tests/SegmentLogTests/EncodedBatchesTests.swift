@@ -6,13 +6,8 @@ import Testing
 /// holds exactly what an ordinary append of the same records writes, and bytes that are not such
 /// batches are refused with a reason.
 @Suite struct EncodedBatchesTests {
-    func smallBatches() -> LogConfiguration {
-        var configuration = LogConfiguration()
-        configuration.segmentBytes = 4096
-        configuration.maxBatchRecords = 20
-        configuration.indexIntervalBytes = 256
-        return configuration
-    }
+    /// `LogTests`' small segments and batches: appends roll segments and span several batches.
+    func smallBatches() -> LogConfiguration { LogTests().smallSegments() }
 
     func bytes(ofLogIn directory: String) throws -> [String: Data] {
         var files: [String: Data] = [:]
