@@ -55,6 +55,8 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
         public let batches: EncodedBatches?
         public let sequence: UInt64
         public let messageID: String?
+        /// The stream's message, to acknowledge.
+        let message: JetStreamMessage
     }
 
     /// What the node does with messages, on the materializer's task, in stream order: called with one or
@@ -216,12 +218,15 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                 let (pull, pending) = try await makeConsumer(jetStream, from: next)
                 if pending == 0 { markCaughtUp() }
                 // Messages stream in as they come (`consume`), a pull of `fetchBatch` kept open; three
-                // seconds without a heartbeat (its server gone) make the consumer again.
+                // seconds without a heartbeat (its server gone) make the consumer again. Acknowledged
+                // every half batch and at the end of what the stream holds (ack-all: one acknowledges
+                // every one before it).
+                var unacknowledged = 0
                 consuming: for try await message in try pull.consume(batch: configuration.fetchBatch, expires: .seconds(5), heartbeat: .seconds(1)) {
                     let atEnd = message.metadata?.pending == 0
                     if atEnd && ahead.isEmpty {
                         // The live case: nothing queued, so nothing to overlap; decoded here, at once.
-                        if await apply([(message, Self.decode(message.payload))], next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                        if await apply([(message, Self.decode(message.payload))], next: &next, gapRetriedAt: &gapRetriedAt, unacknowledged: &unacknowledged, materialize) == .restart {
                             break consuming
                         }
                         continue
@@ -234,7 +239,7 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                             let (first, decoding) = ahead.removeFirst()
                             group.append((first, await decoding.value))
                         }
-                        if await apply(group, next: &next, gapRetriedAt: &gapRetriedAt, materialize) == .restart {
+                        if await apply(group, next: &next, gapRetriedAt: &gapRetriedAt, unacknowledged: &unacknowledged, materialize) == .restart {
                             break consuming
                         }
                     }
@@ -264,9 +269,11 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
     /// Materializes consecutive messages, in stream order: `.restart` when the consumer must be made
     /// afresh from `next` (a gap to read again, or a message this node could not apply yet).
     private func apply(_ messages: [(message: JetStreamMessage, decoding: Decoding)], next: inout UInt64, gapRetriedAt: inout UInt64?,
-                       _ materialize: Materialize) async -> Applied {
+                       unacknowledged: inout Int, _ materialize: Materialize) async -> Applied {
         var deliveries: [Delivery] = []
         var reachedEnd = false
+        // The last message passed (applied or passed over), to acknowledge.
+        var last: JetStreamMessage?
         // Hands `deliveries` to the node; false when it could not apply them all.
         func flush() async -> Bool {
             guard !deliveries.isEmpty else { return true }
@@ -275,6 +282,8 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                 if let id = delivery.messageID, let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) { waiter.resume(returning: outcome) }
                 appliedSequence.store(delivery.sequence, ordering: .releasing)
                 next = delivery.sequence + 1
+                last = delivery.message
+                unacknowledged += 1
             }
             let all = outcomes.count == deliveries.count
             deliveries.removeAll()
@@ -298,7 +307,7 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
             switch decoding {
             case .success(let decoded) where !decoded.records.isEmpty:
                 deliveries.append(Delivery(records: decoded.records, batches: decoded.batches, sequence: sequence,
-                                           messageID: message.headers?["Nats-Msg-Id"]))
+                                           messageID: message.headers?["Nats-Msg-Id"], message: message))
             case .success, .failure:
                 // Nothing to apply: passed over in its place.
                 if case .failure(let error) = decoding {
@@ -307,10 +316,17 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                 guard await flush() else { return await notApplied() }
                 appliedSequence.store(sequence, ordering: .releasing)
                 next = sequence + 1
+                last = message
+                unacknowledged += 1
             }
             if metadata.pending == 0 { reachedEnd = true }
         }
-        guard await flush() else { return await notApplied() }
+        let applied = await flush()
+        if let last, unacknowledged >= configuration.fetchBatch / 2 || reachedEnd || !applied {
+            try? last.ack()
+            unacknowledged = 0
+        }
+        guard applied else { return await notApplied() }
         if reachedEnd { markCaughtUp() }
         return .next
     }
@@ -323,14 +339,16 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
 
     /// This node's pull consumer, made afresh to start at `sequence`; and how many messages it has to
     /// deliver. Its state is worth nothing kept: the node notes its own position (`StreamPositions`)
-    /// and makes the consumer again from there at every start and after every error. So it takes no
-    /// acknowledgements, and its state is one copy in memory: with acknowledgements replicated and
-    /// fsynced by three servers for each of three nodes, the consumers cost JetStream more than the
-    /// stream did. Its flow control is the pull requests' size.
+    /// and makes the consumer again from there at every start and after every error. So its state is
+    /// one copy in memory: replicated and fsynced by three servers for each of three nodes, the
+    /// consumers' acknowledgements cost JetStream more than the stream did. The acknowledgements stay
+    /// (ack-all, every half batch): `maxAckPending` is what keeps a node that catches up from being
+    /// sent the whole stream faster than it applies it.
     private func makeConsumer(_ jetStream: JetStream, from sequence: UInt64) async throws -> (PullConsumer, pending: UInt64) {
         try? await jetStream.deleteConsumer(stream: configuration.stream, consumer: consumerName)
-        var config = ConsumerConfig(durableName: consumerName, ackPolicy: .none, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
+        var config = ConsumerConfig(durableName: consumerName, ackPolicy: .all, deliverPolicy: sequence <= 1 ? .all : .byStartSequence)
         if sequence > 1 { config.optStartSequence = sequence }
+        config.maxAckPending = configuration.fetchBatch * 4
         config.replicas = 1
         config.memoryStorage = true
         let info = try await jetStream.createConsumer(stream: configuration.stream, config)

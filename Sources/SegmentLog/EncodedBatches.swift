@@ -38,9 +38,15 @@ public struct EncodedBatches: Sendable {
         public let description: String
     }
 
+    /// The most bytes of keys and values one message may decompress to (`decode`), and one batch.
+    public static let decodedLimit = 64 << 20
+    static let batchDecodedLimit = 16 << 20
+
     /// Reads the batches in `bytes`, checking each (its header, its CRC, every record's framing, offsets
-    /// that follow on from the batch before without a gap, `maxBatchSize` and the decompression limit),
-    /// and returns them with their records.
+    /// that follow on from the batch before without a gap, `maxBatchSize` and the decompression limits)
+    /// and that its header says what this log's encoder writes, since the log trusts a written batch's
+    /// header (its maximum timestamp places it in the time index and decides retention and segment
+    /// rolls); returns the batches with their records.
     public static func decode(_ bytes: UnsafeRawBufferPointer, maxBatchSize: Int = 64 << 20) throws(DecodeError) -> (batches: EncodedBatches, records: RecordBuffer) {
         var records = RecordBuffer()
         var position = 0
@@ -60,6 +66,10 @@ public struct EncodedBatches: Sendable {
                 guard header.recordsCount > 0, header.lastOffsetDelta == header.recordsCount - 1, header.baseOffset == next else {
                     return DecodeError(description: "batch at byte \(position) holds offsets \(header.baseOffset)+\(header.lastOffsetDelta) (\(header.recordsCount) records); expected \(header.recordsCount) records from offset \(next) without gaps")
                 }
+                guard header.attributes == RecordBatchHeader.lz4Codec, header.partitionLeaderEpoch == -1, header.producerId == -1,
+                      header.producerEpoch == -1, header.baseSequence == -1 else {
+                    return DecodeError(description: "batch at byte \(position) has a header this log does not write (attributes \(header.attributes), producer \(header.producerId))")
+                }
                 let batch = UnsafeRawBufferPointer(rebasing: rest[0..<header.totalSize])
                 guard RecordBatchDecoder.crcMatches(batch, header: header) else {
                     return DecodeError(description: "batch at byte \(position) fails its CRC")
@@ -75,12 +85,23 @@ public struct EncodedBatches: Sendable {
                 guard views.count == Int(header.recordsCount) else {
                     return DecodeError(description: "batch at byte \(position) holds \(views.count) records, not the \(header.recordsCount) it claims")
                 }
+                var payload = 0, newest = Int64.min
+                for view in views {
+                    payload += (view.key?.count ?? 0) + (view.value?.count ?? 0)
+                    newest = max(newest, view.timestamp)
+                }
+                guard newest == header.maxTimestamp else {
+                    return DecodeError(description: "batch at byte \(position) claims a newest record time of \(header.maxTimestamp); its records' newest is \(newest)")
+                }
+                guard records.payloadBytes + payload <= decodedLimit else {
+                    return DecodeError(description: "the message decompresses to more than \(decodedLimit >> 20) MiB of records")
+                }
                 if records.isEmpty {
-                    // Room for the whole message, guessed from its first batch (one batch, most often).
-                    var payload = 0
-                    for view in views { payload += (view.key?.count ?? 0) + (view.value?.count ?? 0) }
-                    let share = Double(bytes.count) / Double(header.totalSize)
-                    records.reserve(records: Int(Double(views.count) * share) + 1, bytes: Int(Double(payload) * share) + 64)
+                    // Room for the whole message, guessed from its first batch (one batch, most often),
+                    // and never more than the limit.
+                    let share = min(Double(bytes.count) / Double(header.totalSize), 64)
+                    records.reserve(records: Int(Double(views.count) * share) + 1,
+                                    bytes: min(Int(Double(payload) * share), decodedLimit) + 64)
                 }
                 for view in views {
                     guard let value = view.value else { return DecodeError(description: "batch at byte \(position) holds a record with a null value") }
@@ -127,6 +148,6 @@ extension Pool where Item == RecordBatchEncoder {
 
 extension Pool where Item == RecordBatchDecoder {
     func with<R>(_ body: (RecordBatchDecoder) -> R) -> R {
-        with(make: { RecordBatchDecoder() }, body)
+        with(make: { RecordBatchDecoder(decompressedLimit: EncodedBatches.batchDecodedLimit) }, body)
     }
 }

@@ -91,6 +91,45 @@ import Testing
         }
     }
 
+    /// A header whose fields are changed and its CRC computed again (anyone can): refused when it says
+    /// what this log's encoder never writes, since the log trusts a written batch's header.
+    @Test func aHeaderTheEncoderNeverWritesIsRefusedEvenWithAGoodCRC() throws {
+        let original = EncodedBatches(encoding: sampleRecords(0..<10)).bytes
+        func recrafted(_ change: (UnsafeMutableRawPointer) -> Void) -> [UInt8] {
+            var bytes = original
+            bytes.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return }
+                change(base)
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: base + RecordBatchHeader.crcStart, count: raw.count - RecordBatchHeader.crcStart))
+                base.storeBigEndian(crc, at: 17)
+            }
+            return bytes
+        }
+        let cases: [(String, [UInt8])] = [
+            ("a newest time in the future", recrafted { $0.storeBigEndian(Int64(4_000_000_000_000), at: 35) }),
+            ("a newest time older than a record", recrafted { $0.storeBigEndian(Int64(1_705_276_800_000), at: 35) }),
+            ("a transactional batch", recrafted { $0.storeBigEndian(Int16(RecordBatchHeader.lz4Codec | 0x10), at: 21) }),
+            ("a producer id", recrafted { $0.storeBigEndian(Int64(7), at: 43) }),
+        ]
+        #expect(try original.withUnsafeBytes { try EncodedBatches.decode($0) }.records.count == 10)
+        #expect(recrafted { _ in } == original)
+        for (what, bytes) in cases {
+            #expect(throws: EncodedBatches.DecodeError.self, "\(what)") { try bytes.withUnsafeBytes { try EncodedBatches.decode($0) } }
+        }
+    }
+
+    @Test func aMessageThatDecompressesPastTheLimitIsRefused() throws {
+        // 40 records of 1 MiB of zeros each: a few KiB compressed, 40 MiB decompressed per batch of 20.
+        var records = RecordBuffer()
+        let value = [UInt8](repeating: 0, count: 1 << 20)
+        for index in 0..<40 { records.append(timestamp: 1_705_276_800_000 + Int64(index), key: nil, value: value) }
+        var configuration = LogConfiguration()
+        configuration.maxBatchBytes = 64 << 20
+        let batches = EncodedBatches(encoding: records, configuration: configuration)
+        #expect(batches.bytes.count < 1 << 20)
+        #expect(throws: EncodedBatches.DecodeError.self) { try batches.bytes.withUnsafeBytes { try EncodedBatches.decode($0) } }
+    }
+
     @Test func anAppendWhoseBatchesHoldOtherRecordsIsRefused() throws {
         let dir = Scratch()
         let log = try Log.open(directory: dir.path)
