@@ -93,7 +93,8 @@ public struct JetStream: Sendable {
     }
 
     /// Publishes until a ``PubAck`` comes back or `deadline` passes: a publish whose ack times out, finds no
-    /// responders (the stream's leader is being elected) or is lost with its connection is sent again with
+    /// responders (the stream's leader is being elected), finds its earlier attempt still in process, or is
+    /// lost with its connection is sent again with
     /// the same `Nats-Msg-Id`, after a backoff of 50 ms doubling up to 500 ms, plus up to 50 ms of jitter (during
     /// an election every attempt finds no responders at once, so the backoff decides how soon after the election
     /// the write goes through).
@@ -121,7 +122,7 @@ public struct JetStream: Sendable {
                                          timeout: min(attemptTimeout, max(left, .milliseconds(10))))
             } catch let error as NATSError where Self.isRetryable(error) {
                 lastError = error
-            } catch let error as JetStreamError where error.code == 503 {
+            } catch let error as JetStreamError where Self.isRetryable(error) {
                 lastError = error
             } catch let error as JetStreamError where attempts > 1 && error.errorCode == JetStreamError.ErrorCode.wrongLastSequence {
                 // The stream checks the expected sequence before the message id, so the retry of an attempt
@@ -156,6 +157,13 @@ public struct JetStream: Sendable {
               stored.headers?["Nats-Msg-Id"] == messageID
         else { return nil }
         return PubAck(stream: stream, sequence: expected + 1, duplicate: true)
+    }
+
+    /// A stream's answer that a later attempt may turn into a PubAck: 503 (no stream leader yet), or
+    /// "duplicate message id is in process" (an earlier attempt with this id is still being stored, as when
+    /// its ack timed out under load: the next attempt finds it stored and is acknowledged as a duplicate).
+    static func isRetryable(_ error: JetStreamError) -> Bool {
+        error.code == 503 || error.errorCode == JetStreamError.ErrorCode.duplicateMessageIDInProcess
     }
 
     static func isRetryable(_ error: NATSError) -> Bool {

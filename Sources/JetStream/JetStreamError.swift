@@ -34,6 +34,8 @@ public struct JetStreamError: Error, CustomStringConvertible, Sendable {
         public static let consumerNotFound = 10014
         public static let wrongLastSequence = 10071
         public static let streamNameInUse = 10058
+        /// "duplicate message id is in process": an earlier publish with this `Nats-Msg-Id` is still being stored.
+        public static let duplicateMessageIDInProcess = 10158
     }
 
     public var description: String {

@@ -27,6 +27,24 @@ import Testing
         }
     }
 
+    /// Found by a clean-clone CI run: under load a publish's ack timed out, its retry was answered
+    /// "duplicate message id is in process" (the first attempt still being stored) and the caller was
+    /// told the write failed. That answer, like a 503, is retried: the next attempt is acknowledged.
+    @Test func aRetryFindingItsFirstAttemptInProcessIsRetriedAgain() throws {
+        let answer = ByteBuffer(string: #"{"error":{"code":409,"err_code":10158,"description":"duplicate message id is in process"},"stream":"S","seq":0}"#)
+        do {
+            _ = try PubAck.parse(answer, subject: "presence.events")
+            Issue.record("no error")
+        } catch let error as JetStreamError {
+            #expect(JetStream.isRetryable(error))
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+        #expect(JetStream.isRetryable(JetStreamError(code: 503, errorCode: nil, description: "no leader", subject: "s")))
+        #expect(!JetStream.isRetryable(JetStreamError(code: 400, errorCode: JetStreamError.ErrorCode.wrongLastSequence, description: "wrong last sequence", subject: "s")))
+        #expect(!JetStream.isRetryable(JetStreamError(code: 404, errorCode: JetStreamError.ErrorCode.streamNotFound, description: "stream not found", subject: "s")))
+    }
+
     @Test func ackSubjectsOfBothFormsGiveTheMessagesSequences() throws {
         let v1 = try #require(AckMetadata(replySubject: "$JS.ACK.ORDERS.worker.2.42.7.1733222400000000000.3"))
         #expect(v1 == AckMetadata(domain: nil, stream: "ORDERS", consumer: "worker", delivered: 2, streamSequence: 42, consumerSequence: 7,
