@@ -135,7 +135,9 @@ package struct RequestHead {
                 versions.append(value())
             } else if nameIs(bytes, name, "content-length") {
                 let digits = valueStart..<valueEnd
-                guard !sawLength, !digits.isEmpty, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 })
+                // After the digits llhttp allows spaces only: a tab there is its "invalid Content-Length".
+                guard !sawLength, !digits.isEmpty, digits.allSatisfy({ bytes[$0] >= 48 && bytes[$0] <= 57 }),
+                      !(valueEnd..<line.upperBound).contains(where: { bytes[$0] == 9 })
                 else { return .notForUs }
                 sawLength = true
                 // Leading zeros count for nothing (llhttp reads 007 as 7); past 18 significant digits
