@@ -121,8 +121,9 @@ package struct RequestHead {
             if nameIs(bytes, name, "transfer-encoding") || nameIs(bytes, name, "expect") || nameIs(bytes, name, "te") {
                 return .notForUs
             } else if nameIs(bytes, name, "upgrade") {
-                // Only a WebSocket upgrade is looked at; anything else is the codec's to judge.
-                guard value().lowercased() == "websocket" else { return .notForUs }
+                // Only a WebSocket upgrade is looked at; anything else is the codec's to judge, and so is
+                // a handshake header with whitespace after its value (NIO keeps it as part of the value).
+                guard value().lowercased() == "websocket", valueEnd == line.upperBound else { return .notForUs }
                 upgrade = true
             } else if nameIs(bytes, name, "connection") {
                 head.handsOver = true
@@ -130,8 +131,10 @@ package struct RequestHead {
                     connectionUpgrade = true
                 }
             } else if nameIs(bytes, name, "sec-websocket-key") {
+                guard valueEnd == line.upperBound else { return .notForUs }
                 keys.append(value())
             } else if nameIs(bytes, name, "sec-websocket-version") {
+                guard valueEnd == line.upperBound else { return .notForUs }
                 versions.append(value())
             } else if nameIs(bytes, name, "content-length") {
                 let digits = valueStart..<valueEnd

@@ -40,7 +40,9 @@ import Testing
         // Found by fuzz-http (long run): an HTTP/1.0 request after two empty lines.
         "\r\n\r\nGET /v1/c_1 HTTP/1.0\r\nHtion: Bearer\r\n\r\n",
         "GET /v1/conversations/conv_1?limit=1&limit=2 HTTP/1.1\r\nAuthorization: Bearer tok\r\n\r\n",
-        // Found by this suite's random streams (a clean-clone CI run): a tab after a length's digits.
+        // Found by this suite's random streams (clean-clone CI runs): a tab after a handshake header's value,
+        "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\t\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n\r\n" + get,
+        // and a tab after a length's digits.
         "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 01\t\r\n\r\n{\"content\":\"x\"}" + get,
     ]
 
