@@ -160,7 +160,7 @@ let package = Package(
         // Fuzz targets (fuzz/README.md): each an executable that runs the files named on its command line,
         // or, built for fuzzing by tools/fuzz.sh (-DFUZZING, AddressSanitizer, libFuzzer), libFuzzer's.
         .target(name: "CFuzzing", path: "fuzz/Support/CFuzzing"),
-        .target(name: "FuzzSupport", dependencies: ["CFuzzing"], path: "fuzz/Support/FuzzSupport", swiftSettings: strictSwift),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzing", "CCRC32C"], path: "fuzz/Support/FuzzSupport", swiftSettings: strictSwift),
         .target(
             name: "HTTPDifferential",
             dependencies: [
@@ -171,7 +171,7 @@ let package = Package(
             path: "fuzz/Support/HTTPDifferential",
             swiftSettings: strictSwift
         ),
-        .executableTarget(name: "fuzz-record-batch", dependencies: ["FuzzSupport", "SegmentLog", "Presence", "CCRC32C"], path: "fuzz/record-batch",
+        .executableTarget(name: "fuzz-record-batch", dependencies: ["FuzzSupport", "SegmentLog", "Presence"], path: "fuzz/record-batch",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-ndjson", dependencies: ["FuzzSupport", "Presence", "SegmentLog"], path: "fuzz/ndjson",
                           exclude: ["corpus"], swiftSettings: strictSwift),
@@ -179,6 +179,8 @@ let package = Package(
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
                           path: "fuzz/checkpoint", exclude: ["corpus", "make-seeds.sh"], swiftSettings: strictSwift),
+        .executableTarget(name: "fuzz-cluster-message", dependencies: ["FuzzSupport", "Cluster", "SegmentLog", "Presence", .product(name: "NIOCore", package: "swift-nio")],
+                          path: "fuzz/cluster-message", exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-ws-frame", dependencies: ["FuzzSupport", "ClientInput", "Presence", "Chat"], path: "fuzz/ws-frame",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         // What several test targets share (a scratch directory): a module, not copied code.

@@ -10,13 +10,14 @@
 # FUZZ_BUILD_ONLY=1 builds and runs nothing. FUZZ_TIMEOUT=S replaces the 10 s an input may take: for long
 # runs that are paused now and then (SIGSTOP while a benchmark needs the machine: libFuzzer measures wall
 # time, so a pause of more than 10 s reads as a timeout of the input it interrupted).
-# Usage: tools/fuzz.sh [SECONDS] [TARGET...]   (targets: record-batch ndjson http checkpoint ws-frame)
+# Usage: tools/fuzz.sh [SECONDS] [TARGET...]   (targets: record-batch ndjson http checkpoint ws-frame
+# cluster-message)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 [[ $# -gt 0 ]] && shift
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(record-batch ndjson http checkpoint ws-frame)
+[[ ${#targets[@]} -gt 0 ]] || targets=(record-batch ndjson http checkpoint ws-frame cluster-message)
 
 # libFuzzer without its main (the targets' @main calls LLVMFuzzerRunDriver): the toolchain ships it
 # beside clang. -sanitize=fuzzer would link the one with main, which SwiftPM's renamed entry point clashes with.
@@ -37,8 +38,8 @@ done
 
 # Per target: the longest input tried, and the largest single allocation allowed (MiB): a segment's
 # reader keeps 4 MiB read and 1 MiB record buffers; nothing may allocate what a header only claims.
-declare -A max_len=([record-batch]=65536 [ndjson]=4096 [http]=4096 [checkpoint]=131072 [ws-frame]=20000)
-declare -A malloc_mb=([record-batch]=64 [ndjson]=64 [http]=64 [checkpoint]=64 [ws-frame]=64)
+declare -A max_len=([record-batch]=65536 [ndjson]=4096 [http]=4096 [checkpoint]=131072 [ws-frame]=20000 [cluster-message]=65536)
+declare -A malloc_mb=([record-batch]=64 [ndjson]=64 [http]=64 [checkpoint]=64 [ws-frame]=64 [cluster-message]=96)
 failed=()
 for target in "${targets[@]}"; do
     corpus=.build-fuzz/corpus/$target

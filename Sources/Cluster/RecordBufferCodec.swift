@@ -76,8 +76,9 @@ public enum RecordBufferCodec {
         }
     }
 
-    /// A version-1 message of `records` (what nodes wrote before version 2; for tests of the reader).
-    static func encodeVersion1(_ records: RecordBuffer) -> ByteBuffer {
+    /// A version-1 message of `records` (what nodes wrote before version 2; for tests and the fuzz
+    /// target's seeds).
+    package static func encodeVersion1(_ records: RecordBuffer) -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(records.payloadBytes + 16 * records.count + 8)
         out.writeInteger(UInt8(1))
