@@ -172,9 +172,16 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             lock.withLock { waiters[id] = continuation }
             Task {
+                let started = ContinuousClock.now
+                var retried: [String] = []
                 do {
                     _ = try await jetStream.publish(payload, to: configuration.subject, messageID: id,
-                                                    retryUntil: .now + configuration.publishDeadline)
+                                                    retryUntil: started + configuration.publishDeadline) { _, error in
+                        retried.append("\(error)")
+                    }
+                    if !retried.isEmpty, ContinuousClock.now - started > .seconds(1) {
+                        logger.notice("cluster: write \(id) acknowledged after \(retried.count + 1) attempts in \(ContinuousClock.now - started): \(Self.summary(of: retried))")
+                    }
                 } catch {
                     // Not acknowledged: the caller is told so (unless the materializer got there first).
                     if let waiter = lock.withLock({ waiters.removeValue(forKey: id) }) {
@@ -183,6 +190,15 @@ public final class ReplicatedLog<Outcome: Sendable>: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The errors of a write's failed attempts, each with how often it came: "no responders ×12, ...".
+    static func summary(of errors: [String]) -> String {
+        var counts: [(error: String, count: Int)] = []
+        for error in errors {
+            if let index = counts.firstIndex(where: { $0.error == error }) { counts[index].count += 1 } else { counts.append((error, 1)) }
+        }
+        return counts.map { $0.count == 1 ? $0.error : "\($0.error) ×\($0.count)" }.joined(separator: ", ")
     }
 
     /// Stops materializing and closes the connection; requests still waiting fail.

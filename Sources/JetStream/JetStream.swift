@@ -105,11 +105,15 @@ public struct JetStream: Sendable {
     /// looks at the message after the expected one: when it carries `messageID`, the first attempt was
     /// stored, and this returns its PubAck (marked `duplicate`).
     ///
+    /// `onRetry` is told of every attempt that failed and is retried (its number from 1, and its error):
+    /// for a log line or a figure of how long the stream was away.
+    ///
     /// - Throws: ``JetStreamError`` "not acknowledged" with the number of attempts and the last error when
     ///   the deadline passes first: the message may or may not be stored, and publishing it again with the
     ///   same id within the duplicate window stores it at most once.
     public func publish(_ payload: ByteBuffer, to subject: String, messageID: String, expectedLastSequence: UInt64? = nil,
-                        retryUntil deadline: ContinuousClock.Instant, attemptTimeout: Duration = .seconds(2)) async throws -> PubAck {
+                        retryUntil deadline: ContinuousClock.Instant, attemptTimeout: Duration = .seconds(2),
+                        onRetry: ((_ attempt: Int, _ error: any Error) -> Void)? = nil) async throws -> PubAck {
         var attempts = 0
         var backoff = Duration.milliseconds(50)
         var generator = SystemRandomNumberGenerator()
@@ -139,6 +143,7 @@ public struct JetStream: Sendable {
                 throw JetStreamError(code: 0, errorCode: nil, description: "message \(messageID) not acknowledged before the deadline",
                                      subject: subject, attempts: attempts, underlying: lastError)
             }
+            onRetry?(attempts, lastError)
             try await Task.sleep(for: wait)
             backoff = min(backoff * 2, .milliseconds(500))
         }

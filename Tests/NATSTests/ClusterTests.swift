@@ -43,9 +43,15 @@ struct ClusterTests {
         var ackTimes: [ContinuousClock.Instant] = []
         var acked: [UInt64: Int] = [:]  // stream sequence -> message number
         var killedAt: ContinuousClock.Instant?
+        var retries: [[String]] = []  // per message, its failed attempts
         for index in 0..<total {
+            var failed: [String] = []
+            let started = ContinuousClock.now
             let ack = try await writer.publish(ByteBuffer(string: "event \(index)"), to: "events.e", messageID: "e-\(index)",
-                                           retryUntil: .now + .seconds(90), attemptTimeout: .seconds(1))
+                                               retryUntil: .now + .seconds(90), attemptTimeout: .seconds(1)) { _, error in
+                failed.append("\((ContinuousClock.now - started).formatted(.units(allowed: [.seconds, .milliseconds]))): \(error)")
+            }
+            retries.append(failed)
             #expect(acked[ack.sequence] == nil, "sequence \(ack.sequence) acknowledged twice")
             acked[ack.sequence] = index
             ackTimes.append(.now)
@@ -56,6 +62,8 @@ struct ClusterTests {
         }
         let gaps = zip(ackTimes.dropFirst(), ackTimes).map { $0 - $1 }
         let stall = gaps.max() ?? .zero
+        // The slowest publish's failed attempts, to tell an election from a write the stream held "in process".
+        let slowest = (gaps.indices.max { gaps[$0] < gaps[$1] } ?? 0) + 1
 
         // Every acknowledged message is in the stream, once, in publish order.
         let info = try await js.streamInfo("EVENTS")
@@ -95,7 +103,8 @@ struct ClusterTests {
             cluster: stream leader \(leaderName) killed (SIGKILL) after 100 of \(total) acknowledged publishes; \
             longest wait between two acks \(stall.formatted(.units(allowed: [.seconds, .milliseconds]))); \
             \(killedAt.map { "first ack after the kill \((ackTimes[100] - $0).formatted(.units(allowed: [.seconds, .milliseconds])))" } ?? ""); \
-            \(info.state.messages) stored, new leader \(info.cluster?.leader ?? "?"), publisher reconnects \(publisher.reconnectCount)
+            \(info.state.messages) stored, new leader \(info.cluster?.leader ?? "?"), publisher reconnects \(publisher.reconnectCount); \
+            the slowest, message \(slowest), failed \(retries[slowest].count) times: \(retries[slowest].suffix(12).joined(separator: "; "))
             """)
         // Writes come back after the election. The stall itself (target ≤ 10 s, 4-6 s on a quiet machine) is a
         // figure, printed above and recorded in BENCHMARKS.md: under the whole suite's load elections take longer,

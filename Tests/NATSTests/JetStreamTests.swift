@@ -112,12 +112,17 @@ struct JetStreamTests {
             #expect(ack == PubAck(stream: "LATE", sequence: 1))
             #expect(try await js.streamInfo("LATE").state.messages == 1)
 
-            // With no stream at all, the deadline ends it with what happened.
+            // With no stream at all, the deadline ends it with what happened; each retried attempt was reported.
+            var retried: [Int] = []
             do {
-                _ = try await js.publish(ByteBuffer(string: "x"), to: "never.x", messageID: "n-1", retryUntil: .now + .seconds(3))  // room for several attempts on a busy machine
+                _ = try await js.publish(ByteBuffer(string: "x"), to: "never.x", messageID: "n-1", retryUntil: .now + .seconds(3)) { attempt, error in  // room for several attempts on a busy machine
+                    #expect((error as? NATSError)?.code == .noResponders)
+                    retried.append(attempt)
+                }
                 Issue.record("published to no stream")
             } catch let error as JetStreamError {
                 #expect((error.attempts ?? 0) > 1)
+                #expect(retried == Array(1..<(error.attempts ?? 0)))
                 #expect((error.underlying as? NATSError)?.code == .noResponders)
                 #expect(error.description.contains("not acknowledged before the deadline"))
             }
