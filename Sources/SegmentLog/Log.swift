@@ -241,17 +241,22 @@ public final class Log {
         let maxTimestamp: Int64?
     }
 
-    /// After a write of an append failed: when it failed for want of space in the segment it started in,
-    /// cuts the segment and its indexes back to `mark` (nothing of the append stays, so nothing torn is
-    /// ever followed by more) and answers `.noSpace`, leaving the log writable: the next append, once
-    /// there is space, goes where this one would have. Any other failure, or a failure to cut back,
-    /// leaves the log refusing writes until it is opened again (recovery then cuts the torn tail).
+    /// After a write of an append failed: when it failed for want of space, takes back the segments the
+    /// append rolled to (`removeSegments(after:)`), cuts the segment it started in and its indexes back
+    /// to `mark` (nothing of the append stays, so nothing torn is ever followed by more) and answers
+    /// `.noSpace`, leaving the log writable: the next append, once there is space, goes where this one
+    /// would have. Any other failure (a failed fsync above all), or a failure to cut back, leaves the
+    /// log refusing writes until it is opened again (recovery then cuts the torn tail).
     private func undo(to mark: AppendMark, firstOffset: Int64, after error: LogError) -> LogError {
-        guard failure == nil, error.isOutOfSpace, mark.active === active else {
+        guard failure == nil, error.isOutOfSpace else {
             if failure == nil { failure = error }
             return error
         }
         do {
+            if mark.active !== active || sealed.last?.baseOffset == mark.active.baseOffset {
+                try removeSegments(after: mark.active.baseOffset)
+                active = mark.active
+            }
             try active.log.truncate(to: mark.size)
             try active.offsetIndex.truncate(to: Int64(mark.index.offsets) * 8)
             try active.timeIndex.truncate(to: Int64(mark.index.times) * 12)
@@ -262,9 +267,26 @@ public final class Log {
         active.size = mark.size
         active.indexBuilder.rollBack(to: mark.index)
         endOffset = firstOffset
+        // A roll made the append's first batches durable; what follows the cut is not, whatever it gets.
+        durableEndOffset = min(durableEndOffset, firstOffset)
         maxTimestamp = mark.maxTimestamp
         lastAppendBatches.removeAll(keepingCapacity: true)
         return LogError(.noSpace, "\(directory): the filesystem is full (\(error.message)); nothing of this append was written, and writes resume once there is space")
+    }
+
+    /// Takes back the rolls of an append that failed for want of space: the segments after `base` hold
+    /// nothing but that append's batches, so their files go, and so does the sealing of the segment at
+    /// `base` (its final time entry goes with the caller's cut). A recovery point a roll wrote may stay
+    /// ahead of the log: recovery verifies from the last segment at or before it, which is this one.
+    private func removeSegments(after base: Int64) throws(LogError) {
+        sealed.removeAll { $0.baseOffset >= base }
+        let later = try Self.segmentBaseOffsets(in: directory).filter { $0 > base }
+        for segment in later {
+            for path in [Self.logPath(directory, segment), Self.offsetIndexPath(directory, segment), Self.timeIndexPath(directory, segment)] {
+                try FileSystem.remove(path)
+            }
+        }
+        if !later.isEmpty { try FileSystem.syncDirectory(directory) }
     }
 
     /// Encodes batches `worker`, `worker + workers`, ... of `ranges`.
@@ -287,13 +309,8 @@ public final class Log {
     }
 
     private func writeBatch(_ header: RecordBatchHeader, bytes: UnsafeRawBufferPointer) throws(LogError) {
-        if shouldRoll(before: header) {
-            // A roll that fails part way (the old segment sealed, the new one not open) is not undone.
-            do { try roll() } catch {
-                failure = error
-                throw error
-            }
-        }
+        // A roll that fails for want of space is taken back with the rest of the append (`undo`).
+        if shouldRoll(before: header) { try roll() }
         let position = active.size
         try active.log.write(bytes, at: position)
         active.size += Int64(header.totalSize)
@@ -333,18 +350,29 @@ public final class Log {
     }
 
     /// Seals the active segment and starts a new one at `endOffset`.
+    /// A failed fsync is never taken back or tried again (the kernel's pages are in an unknown state):
+    /// it leaves the log refusing writes. A write that fails for want of space is the caller's to undo.
     private func roll() throws(LogError) {
-        try active.log.syncData()
+        func sync(_ file: File) throws(LogError) {
+            do { try file.syncData() } catch {
+                failure = error
+                throw error
+            }
+        }
+        try sync(active.log)
         if let entry = active.indexBuilder.seal() {
             var one = SegmentIndex(); one.times = [entry]
             try active.timeIndex.write(one.timeBytes, at: Int64(active.indexBuilder.index.times.count - 1) * 12)
         }
-        try active.offsetIndex.syncData()
-        try active.timeIndex.syncData()
+        try sync(active.offsetIndex)
+        try sync(active.timeIndex)
         sealed.append(SealedSegment(baseOffset: active.baseOffset, size: active.size))
         durableEndOffset = endOffset
         try Self.createSegmentFiles(directory, baseOffset: endOffset)
-        try FileSystem.syncDirectory(directory)
+        do { try FileSystem.syncDirectory(directory) } catch {
+            failure = error
+            throw error
+        }
         try Self.writeRecoveryPoint(directory, endOffset)
         active = try Self.openActive(directory, baseOffset: endOffset, size: 0,
                                      builder: SegmentIndexBuilder(baseOffset: endOffset, intervalBytes: configuration.indexIntervalBytes))

@@ -141,7 +141,9 @@ public struct RecordView {
 
 /// Builds batches from a `RecordBuffer`, reusing its buffers from batch to batch.
 final class RecordBatchEncoder {
-    private let records = ScratchBuffer(capacity: 1 << 20)
+    /// Buffers here and in the decoder start small and grow with the batches (to about 1 MiB for full
+    /// ones): a short-lived reader or writer (recovery, an audit, a page of history) sets aside little.
+    private let records = ScratchBuffer(capacity: 64 << 10)
     private let compressor: LZ4Frame.Compressor
 
     /// 0 for LZ4 fast, 1...12 for LZ4 HC.
@@ -153,7 +155,7 @@ final class RecordBatchEncoder {
     }
 
     /// The encoded batch after `encode`.
-    let output = ScratchBuffer(capacity: 1 << 20)
+    let output = ScratchBuffer(capacity: 64 << 10)
 
     /// Encodes `buffer`'s records `range` as one batch starting at `baseOffset`, appended to `output`
     /// (callers empty it, `output.count = 0`, when they are done with what it holds). Returns the header.
@@ -277,7 +279,7 @@ extension RecordBatchEncoder {
 /// Checks and unpacks batches: CRC, decompression, and every record's framing.
 package final class RecordBatchDecoder {
     /// Decompressed records of the last batch.
-    private let scratch = ScratchBuffer(capacity: 1 << 20)
+    private let scratch = ScratchBuffer(capacity: 64 << 10)
     /// The most bytes a batch may decompress to.
     let decompressedLimit: Int
 
@@ -303,7 +305,7 @@ package final class RecordBatchDecoder {
     }
 
     /// Where `decodeRecords` puts the records of the last batch.
-    private var views = UnsafeMutableBufferPointer<RecordView>.allocate(capacity: 8192)
+    private var views = UnsafeMutableBufferPointer<RecordView>.allocate(capacity: 256)
 
     deinit { views.deallocate() }
 
