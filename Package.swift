@@ -176,7 +176,7 @@ let package = Package(
         .executableTarget(name: "fuzz-ndjson", dependencies: ["FuzzSupport", "Presence", "SegmentLog"], path: "fuzz/ndjson",
                           exclude: ["corpus"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-http", dependencies: ["FuzzSupport", "HTTPDifferential"], path: "fuzz/http",
-                          exclude: ["corpus"], swiftSettings: strictSwift),
+                          exclude: ["corpus", "http.dict"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-checkpoint", dependencies: ["FuzzSupport", "Projector", "Presence", "SegmentLog", "CCRC32C"],
                           path: "fuzz/checkpoint", exclude: ["corpus", "make-seeds.sh"], swiftSettings: strictSwift),
         .executableTarget(name: "fuzz-cluster-message", dependencies: ["FuzzSupport", "Cluster", "SegmentLog", "Presence", .product(name: "NIOCore", package: "swift-nio")],

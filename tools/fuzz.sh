@@ -50,6 +50,8 @@ for target in "${targets[@]}"; do
     jobs=()
     [[ -n ${FUZZ_JOBS:-} ]] && jobs=(-fork="$FUZZ_JOBS" -ignore_crashes=0)
     [[ -n ${FUZZ_RUNS:-} ]] && jobs+=(-runs="$FUZZ_RUNS")
+    # A target's dictionary (fuzz/TARGET/TARGET.dict): tokens mutations insert whole.
+    [[ -f fuzz/$target/$target.dict ]] && jobs+=(-dict="fuzz/$target/$target.dict")
     if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
         ".build-fuzz/$config/fuzz-$target" "$corpus" "fuzz/$target/corpus" ${jobs[@]+"${jobs[@]}"} \
         -max_total_time="$seconds" -max_len="${max_len[$target]}" -malloc_limit_mb="${malloc_mb[$target]}" -rss_limit_mb=2048 \
