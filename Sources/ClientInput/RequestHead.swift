@@ -126,6 +126,9 @@ package struct RequestHead {
                 guard value().lowercased() == "websocket", valueEnd == line.upperBound else { return .notForUs }
                 upgrade = true
             } else if nameIs(bytes, name, "connection") {
+                // llhttp allows only spaces after a token ("upgrade<TAB>" is no upgrade to it): a tab
+                // after the value's start is the codec's to judge.
+                guard !(valueStart..<line.upperBound).contains(where: { bytes[$0] == 9 }) else { return .notForUs }
                 head.handsOver = true
                 if value().lowercased().split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == "upgrade" }) {
                     connectionUpgrade = true
@@ -171,7 +174,8 @@ package struct RequestHead {
 
     /// Whether `raw` starts with an HTTP/1.0 request, and whether that request keeps the connection
     /// alive as NIO's decoder reads it (llhttp: a `keep-alive` token, in any case, among the comma
-    /// separated values of any Connection header). Undecided until the head's blank line has come,
+    /// separated values of any Connection header, with spaces or tabs before it and only spaces after
+    /// it: "keep-alive<TAB>" is another token). Undecided until the head's blank line has come,
     /// unless a line ends in a bare LF or the head is past `maxHeadBytes` (the codec refuses those).
     /// Empty lines before the request line are skipped, as llhttp skips every CR and LF there.
     package static func http10KeepAlive(_ raw: UnsafeRawBufferPointer, maxHeadBytes: Int = RequestFraming.defaultMaxHeadBytes) -> KeepAlive {
@@ -190,7 +194,7 @@ package struct RequestHead {
             if line.isEmpty { return keepAlive ? .keepsAlive : .closes }
             if let colon = line.firstIndex(of: 58), equalsIgnoringCase(line[..<colon], "connection") {
                 for token in line[(colon + 1)...].split(separator: 44) {
-                    let trimmed = token.drop { $0 == 32 || $0 == 9 }.reversed().drop { $0 == 32 || $0 == 9 }.reversed()
+                    let trimmed = token.drop { $0 == 32 || $0 == 9 }.reversed().drop { $0 == 32 }.reversed()
                     if equalsIgnoringCase(trimmed, "keep-alive") { keepAlive = true }
                 }
             }

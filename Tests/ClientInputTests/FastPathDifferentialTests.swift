@@ -45,6 +45,10 @@ import Testing
         "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\t\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n\r\n" + get,
         // and a tab after a length's digits.
         "POST /v1/conversations/conv_1/messages HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 01\t\r\n\r\n{\"content\":\"x\"}" + get,
+        // Found by a long run of them: a tab after an HTTP/1.0 request's keep-alive token (not one to
+        // llhttp, so the request is its connection's last), and after an upgrade's Connection token.
+        "GET /v1/conversations/conv_1 HTTP/1.0\r\nConnection: keep-alive\t\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\t\r\nSec-WebSocket-Version: 8\r\n\r\n" + get,
     ]
 
     @Test(arguments: streams)
