@@ -115,16 +115,19 @@ extension PresenceNode {
     func materialize(_ deliveries: [ReplicatedLog<Result<EventsAck, LogError>>.Delivery],
                      positions: StreamPositions) async -> [Result<EventsAck, LogError>] {
         var outcomes: [Result<EventsAck, LogError>] = []
+        // Each message's event ids, read once: they decide both the runs and each message's repeats.
+        let identities = deliveries.map { Self.identities(of: $0.records) }
         var index = 0
         while index < deliveries.count {
             var run: [(RecordBuffer, EncodedBatches)] = []
             while index + run.count < deliveries.count, let batches = deliveries[index + run.count].batches,
-                  Self.identities(of: deliveries[index + run.count].records).isEmpty {
+                  identities[index + run.count].isEmpty {
                 run.append((deliveries[index + run.count].records, batches))
             }
             if run.count < 2 {
                 let delivery = deliveries[index]
-                guard let outcome = await materialize(delivery.records, batches: delivery.batches, sequence: delivery.sequence, positions: positions) else {
+                guard let outcome = await materialize(delivery.records, identities: identities[index], batches: delivery.batches,
+                                                      sequence: delivery.sequence, positions: positions) else {
                     return outcomes
                 }
                 outcomes.append(outcome)
@@ -157,12 +160,14 @@ extension PresenceNode {
     /// One message of the presence stream, on the materializer's task: its repeats decided against the
     /// ids the local log holds, the rest committed locally (the horizon decided there), the position
     /// noted. Every node decides alike, since every node materializes the same messages in the same order.
-    /// `batches`: the records as the stream carried them, written as they are when none is a repeat.
-    func materialize(_ records: RecordBuffer, batches: EncodedBatches?, sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
+    /// `identities`: the records' event ids (`identities(of:)`); `batches`: the records as the stream
+    /// carried them, written as they are when none is a repeat.
+    func materialize(_ records: RecordBuffer, identities: [(key: EventIDIndex.Key, fingerprint: UInt64)?], batches: EncodedBatches?,
+                     sequence: UInt64, positions: StreamPositions) async -> Result<EventsAck, LogError>? {
         await materialize(sequence: sequence, stream: Self.clusterStream, positions: positions, endOffset: { nextOffset },
                           note: { position in withLock { clusterPosition = position } }) {
             do {
-                return try await commitDeduplicated(records, Self.identities(of: records), encoded: batches)
+                return try await commitDeduplicated(records, identities, encoded: batches)
             } catch let conflict as EventIDConflict {
                 throw LogError(.refused, conflict.reason, recordIndex: conflict.record)
             }
