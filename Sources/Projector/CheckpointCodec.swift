@@ -65,6 +65,7 @@ extension ProjectionState {
         guard try reader.bytes(Checkpoint.magic.count) == Checkpoint.magic else { throw LogError(.corrupt, "not a checkpoint") }
         guard try reader.u64() == Checkpoint.layout else { throw LogError(.corrupt, "checkpoint from a build with another record layout") }
         nextOffset = try reader.i64()
+        guard (0...RecordBatchHeader.maxOffset).contains(nextOffset) else { throw LogError(.corrupt, "checkpoint's next offset \(nextOffset) is out of range") }
         maxTimestamp = try reader.i64()
         eventsApplied = try reader.int()
         refusedEvents = try reader.int()

@@ -57,7 +57,8 @@ extension ProjectionState {
 
     /// The first offset past `offset` where a sweep is checked.
     static func sweepCheck(after offset: Int64) -> Int64 {
-        (offset / sweepCheckInterval + 1) * sweepCheckInterval
+        let (next, overflow) = (offset / sweepCheckInterval + 1).multipliedReportingOverflow(by: sweepCheckInterval)
+        return overflow ? .max : next
     }
 
     /// Rebuilds the connection tables without the forgotten connections, and the histories without

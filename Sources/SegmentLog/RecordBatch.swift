@@ -41,6 +41,9 @@ public struct RecordBatchHeader: Sendable, Equatable {
     public static let logOverhead = 12
     static let crcStart = 21
     public static let magic: UInt8 = 2
+    /// The largest offset any log, batch or checkpoint may name: no log holds 2^62 records, and a batch
+    /// starting past it could overflow `lastOffset` (a crafted header is corruption, not a crash).
+    public static let maxOffset: Int64 = 1 << 62
     static let lz4Codec: Int16 = 3
 
     public var baseOffset: Int64
@@ -99,6 +102,7 @@ public struct RecordBatchHeader: Sendable, Equatable {
             return "batch has \(recordsCount) records but lastOffsetDelta \(lastOffsetDelta)"
         }
         if baseOffset < 0 { return "batch has a negative base offset \(baseOffset)" }
+        if baseOffset > Self.maxOffset { return "batch has a base offset \(baseOffset) past any log's end (\(Self.maxOffset))" }
         return nil
     }
 }

@@ -63,6 +63,38 @@ import TestSupport
         }
     }
 
+    /// Found by fuzz-checkpoint (a long run, 2026-12-04): a checkpoint whose next offset was Int64.max
+    /// trapped on an overflow computing where the next sweep is checked; an offset no log can reach is
+    /// a corrupt checkpoint (the node replays the log instead). The input is in the seed corpus.
+    @Test func aCheckpointWhoseNextOffsetNoLogReachesIsRefused() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/checkpoint/corpus").path
+        let found = Array(try Data(contentsOf: URL(fileURLWithPath: corpus + "/crash-next-offset-int64-max")))
+        let scratch = Scratch()
+        let (path, _) = try Checkpoint.write(fold([connect("bob", "c", 1), connect("amy", "a", 2)]), to: scratch.path)
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        var inputs: [[UInt8]] = []
+        for value: Int64 in [.max, .max - 1, RecordBatchHeader.maxOffset + 1, -1, .min] {
+            var bytes = original
+            withUnsafeBytes(of: value.littleEndian) { bytes.replaceSubrange(16..<24, with: $0) }
+            inputs.append(bytes)
+        }
+        for (index, input) in ([found] + inputs).enumerated() {
+            var bytes = input
+            let crc = CRC32C.checksum(Array(bytes.dropLast(4)))
+            withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            #expect(throws: LogError.self, "input \(index)") { try Checkpoint.load(path) }
+        }
+        // The largest offset still loads.
+        var bytes = original
+        withUnsafeBytes(of: RecordBatchHeader.maxOffset.littleEndian) { bytes.replaceSubrange(16..<24, with: $0) }
+        let crc = CRC32C.checksum(Array(bytes.dropLast(4)))
+        withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange((bytes.count - 4)..., with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(try Checkpoint.load(path).nextOffset == RecordBatchHeader.maxOffset)
+    }
+
     /// The fuzzer's checkpoint seeds are checkpoints this build loads: after a layout change they would
     /// stop at the fingerprint and fuzz-checkpoint would never reach a table (as happened once). Run
     /// fuzz/checkpoint/make-seeds.sh to write them again.

@@ -1,3 +1,4 @@
+import Foundation
 import CCRC32C
 import Testing
 @testable import SegmentLog
@@ -182,6 +183,32 @@ import Testing
             let error = #expect(throws: BatchFormatError.self) { _ = try RecordBatchDecoder().decodeRecords(raw, header: header) }
             #expect(error?.reason.contains("claims 2147483647 records") == true, "\(error?.reason ?? "")")
         }
+    }
+
+    /// Found while fixing fuzz-checkpoint's next-offset finding: a base offset near Int64.max (which the
+    /// CRC does not cover) overflowed `lastOffset`, and a reader of a segment holding such a batch
+    /// trapped. A batch may start at `RecordBatchHeader.maxOffset` at most; past it the header is
+    /// corrupt, and the segment reads as corrupt, not as a crash.
+    @Test func aBaseOffsetNoLogReachesIsCorruption() throws {
+        let encoder = RecordBatchEncoder(compressionLevel: 0)
+        for base: Int64 in [.max, .max - 1, RecordBatchHeader.maxOffset + 1] {
+            encoder.output.count = 0
+            let header = encoder.encode(sampleRecords(0..<5), range: 0..<5, baseOffset: 0)
+            var bytes = Array(encoder.output.bytes.prefix(header.totalSize))
+            withUnsafeBytes(of: base.bigEndian) { bytes.replaceSubrange(0..<8, with: $0) }
+            let crafted = try #require(bytes.withUnsafeBytes { RecordBatchHeader(bytes: $0) })
+            #expect(crafted.structuralProblem(maxBatchSize: 1 << 20)?.contains("past any log's end") == true, "base \(base)")
+            let dir = Scratch()
+            try Data(bytes).write(to: URL(fileURLWithPath: dir.path + "/" + Log.segmentName(0) + ".log"))
+            var read = 0
+            _ = try? LogReader(directory: dir.path).forEachRecord { _ in read += 1; return true }
+            #expect(read == 0, "base \(base)")
+            let report = try LogVerifier.verify(directory: dir.path)
+            #expect(report.records == 0 && (!report.corruption.isEmpty || report.tornTail != nil), "base \(base)")
+        }
+        encoder.output.count = 0
+        let header = encoder.encode(sampleRecords(0..<5), range: 0..<5, baseOffset: RecordBatchHeader.maxOffset)
+        #expect(header.structuralProblem(maxBatchSize: 1 << 20) == nil)
     }
 
     /// A batch whose records are `records` (LZ4-compressed), claiming `claimed` records, with a good CRC.
