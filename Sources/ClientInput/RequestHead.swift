@@ -125,7 +125,8 @@ package struct RequestHead {
                 // a handshake header with whitespace after its value (NIO keeps it as part of the value).
                 guard value().lowercased() == "websocket", valueEnd == line.upperBound else { return .notForUs }
                 upgrade = true
-            } else if nameIs(bytes, name, "connection") {
+            } else if nameIs(bytes, name, "connection") || nameIs(bytes, name, "proxy-connection") {
+                // llhttp reads Proxy-Connection as Connection.
                 // llhttp allows only spaces after a token ("upgrade<TAB>" is no upgrade to it): a tab
                 // after the value's start is the codec's to judge.
                 guard !(valueStart..<line.upperBound).contains(where: { bytes[$0] == 9 }) else { return .notForUs }
@@ -174,7 +175,8 @@ package struct RequestHead {
 
     /// Whether `raw` starts with an HTTP/1.0 request, and whether that request keeps the connection
     /// alive as NIO's decoder reads it (llhttp: a `keep-alive` token, in any case, among the comma
-    /// separated values of any Connection header, with spaces or tabs before it and only spaces after
+    /// separated values of any Connection or Proxy-Connection header (llhttp reads them alike), with
+    /// spaces or tabs before it and only spaces after
     /// it: "keep-alive<TAB>" is another token). Undecided until the head's blank line has come,
     /// unless a line ends in a bare LF or the head is past `maxHeadBytes` (the codec refuses those).
     /// Empty lines before the request line are skipped, as llhttp skips every CR and LF there.
@@ -192,7 +194,8 @@ package struct RequestHead {
             guard lf > lineStart, head[lf - 1] == 13 else { return keepAlive ? .keepsAlive : .closes }  // a bare LF
             let line = head[lineStart..<(lf - 1)]
             if line.isEmpty { return keepAlive ? .keepsAlive : .closes }
-            if let colon = line.firstIndex(of: 58), equalsIgnoringCase(line[..<colon], "connection") {
+            if let colon = line.firstIndex(of: 58),
+               equalsIgnoringCase(line[..<colon], "connection") || equalsIgnoringCase(line[..<colon], "proxy-connection") {
                 for token in line[(colon + 1)...].split(separator: 44) {
                     let trimmed = token.drop { $0 == 32 || $0 == 9 }.reversed().drop { $0 == 32 }.reversed()
                     if equalsIgnoringCase(trimmed, "keep-alive") { keepAlive = true }

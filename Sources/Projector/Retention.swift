@@ -72,13 +72,18 @@ public enum Retention {
     /// Removes the longest run of sealed segments from the front whose events are all before `cut`,
     /// keeping first the state at their end (`DATA/retained/`). The caller holds the data directory's
     /// lock. Returns nil when nothing is old enough (an interrupted earlier pass is still finished).
-    public static func run(_ directory: DataDirectory, logDirectory: String, before cut: Int64, horizon: Int64) throws -> Pass? {
+    ///
+    /// `appliedBelow`: a serving node's applied (so acknowledged) end offset. Only segments ending
+    /// before it go: an append in progress may have rolled past the last one, and if it fails for want
+    /// of space that segment is the active one again (`Log`'s undo), so it must not be gone.
+    public static func run(_ directory: DataDirectory, logDirectory: String, before cut: Int64, horizon: Int64,
+                           appliedBelow: Int64 = .max) throws -> Pass? {
         let data = directory.path
         let current = try read(data: data)
         let sealed = try SegmentRetention.sealedSegments(directory: logDirectory)
         var end: Int64?
         for segment in sealed {
-            guard let newest = segment.maxTimestamp, newest < cut else { break }
+            guard let newest = segment.maxTimestamp, newest < cut, segment.endOffset < appliedBelow else { break }
             end = segment.endOffset
         }
         let kept = sealed.filter { $0.endOffset > (end ?? 0) }.count

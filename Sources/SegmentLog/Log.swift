@@ -260,6 +260,9 @@ public final class Log {
             try active.log.truncate(to: mark.size)
             try active.offsetIndex.truncate(to: Int64(mark.index.offsets) * 8)
             try active.timeIndex.truncate(to: Int64(mark.index.times) * 12)
+            // The cut made durable: a roll had fsynced the first batches, and writeback may have written
+            // others; after a crash they would come back as whole valid batches of a refused append.
+            try active.log.syncData()
         } catch {
             failure = error
             return error
@@ -280,8 +283,9 @@ public final class Log {
     /// ahead of the log: recovery verifies from the last segment at or before it, which is this one.
     private func removeSegments(after base: Int64) throws(LogError) {
         sealed.removeAll { $0.baseOffset >= base }
+        // Newest first: a crash part way leaves the segments without a gap between them.
         let later = try Self.segmentBaseOffsets(in: directory).filter { $0 > base }
-        for segment in later {
+        for segment in later.reversed() {
             for path in [Self.logPath(directory, segment), Self.offsetIndexPath(directory, segment), Self.timeIndexPath(directory, segment)] {
                 try FileSystem.remove(path)
             }

@@ -49,6 +49,10 @@ import Testing
         // llhttp, so the request is its connection's last), and after an upgrade's Connection token.
         "GET /v1/conversations/conv_1 HTTP/1.0\r\nConnection: keep-alive\t\r\nAuthorization: Bearer tok\r\n\r\n" + get,
         "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\t\r\nSec-WebSocket-Version: 8\r\n\r\n" + get,
+        // Found by a review against llhttp, which reads Proxy-Connection as Connection: keep-alive on
+        // HTTP/1.0, close on HTTP/1.1 (a request after it is not read).
+        "GET /v1/conversations/conv_1 HTTP/1.0\r\nProxy-Connection: keep-alive\r\nAuthorization: Bearer tok\r\n\r\n" + get,
+        "GET /v1/conversations/conv_1 HTTP/1.1\r\nProxy-Connection: close\r\nAuthorization: Bearer tok\r\n\r\n" + get,
     ]
 
     @Test(arguments: streams)

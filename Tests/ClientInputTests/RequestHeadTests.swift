@@ -158,6 +158,8 @@ import Testing
         #expect(keepAlive("GET / HTTP/1.0\r\nConnection: keep-alive \t\r\n\r\n") == .closes)
         #expect(keepAlive("GET / HTTP/1.0\r\nConnection:\t keep-alive  \r\n\r\n") == .keepsAlive)
         #expect(keepAlive("GET / HTTP/1.0\r\nConnection: close,\tkeep-alive\r\n\r\n") == .keepsAlive)
+        // Found by a review against llhttp: Proxy-Connection is read as Connection.
+        #expect(keepAlive("GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n") == .keepsAlive)
         #expect(keepAlive("GET / HTTP/1.1\r\n\r\n") == .notHTTP10)
     }
 

@@ -125,16 +125,24 @@ import Testing
         let root = dir.path, firstSegment = Log.segmentName(0)
         let writes = Atomic<Int>(0)
         let segmentsSeen = Mutex<Set<String>>([])
+        let refused = Atomic<Bool>(false), syncsAfter = Atomic<Int>(0)
         FileFaults.arm { operation, path in
-            guard operation == .write, path.hasPrefix(root) else { return nil }
+            guard path.hasPrefix(root) else { return nil }
+            if operation == .sync {
+                if refused.load(ordering: .relaxed), path.hasSuffix(firstSegment + ".log") { syncsAfter.add(1, ordering: .relaxed) }
+                return nil
+            }
+            let errno: Int32?
             switch failing {
             case "new segment":  // the second batch written into a segment the append rolled to
-                return path.hasSuffix(".log") && !path.contains(firstSegment) && writes.add(1, ordering: .relaxed).newValue == 2 ? ENOSPC : nil
-            case "recovery point": return path.contains("recovery-point") ? ENOSPC : nil
+                errno = path.hasSuffix(".log") && !path.contains(firstSegment) && writes.add(1, ordering: .relaxed).newValue == 2 ? ENOSPC : nil
+            case "recovery point": errno = path.contains("recovery-point") ? ENOSPC : nil
             default:  // the first batch of the third segment: two rolls to take back
                 guard path.hasSuffix(".log") else { return nil }
-                return segmentsSeen.withLock { $0.insert(path); return $0.count } == 3 ? ENOSPC : nil
+                errno = segmentsSeen.withLock { $0.insert(path); return $0.count } == 3 ? ENOSPC : nil
             }
+            if errno != nil { refused.store(true, ordering: .relaxed) }
+            return errno
         }
         defer { FileFaults.disarm() }
         // 700 records: several segments' worth, so the append rolls at least twice.
@@ -146,6 +154,9 @@ import Testing
         #expect(log.endOffset == 40)
         #expect(log.segments.map { "\($0.baseOffset):\($0.size)" } == segmentsBefore)
         #expect(try files(in: dir.path) == before, "the segments the append rolled to are gone, the first is cut back")
+        // The cut is fsynced: the roll had made the append's first batches durable, and after a power
+        // loss they would be whole valid batches of a refused append (found by a review).
+        #expect(syncsAfter.load(ordering: .relaxed) >= 1)
         // A crash right now: the files as they are recover to the 40 records, the recovery point left ahead or not.
         let crashed = Scratch()
         for name in try FileManager.default.contentsOfDirectory(atPath: dir.path) {
