@@ -9,7 +9,7 @@ bash scripts/setup.sh --python
 swift build --build-tests
 # Every committed fuzz corpus through its target, built plainly (seconds): the seeds and the inputs
 # that once crashed still pass.
-for target in record-batch ndjson http checkpoint ws-frame; do
+for target in record-batch ndjson http checkpoint ws-frame cluster-message; do
     ".build/debug/fuzz-$target" "fuzz/$target/corpus" >/dev/null
 done
 swift test --skip-build
