@@ -16,8 +16,9 @@ import SegmentLog
 ///
 /// Input: `flags`, then the message. The CRCs of the batches after the message's header are recomputed
 /// first (flag 2 leaves them as they are), so that mutations reach the decoder. Flag 1 also appends an
-/// accepted message to a real log (in /dev/shm, kept across inputs, small segments) and reads it back
-/// with `LogReader`. The base offset the batches are moved to comes from flags' high bits.
+/// accepted message to a real log (in /dev/shm, kept across inputs, small segments: alone, or twice in
+/// one group as a catching-up node does), reads it back with `LogReader`, and now and then closes
+/// and opens the log again. The base offset the batches are moved to comes from flags' high bits.
 /// `fuzz-cluster-message --make-seeds DIR` writes the seed corpus.
 func check(_ bytes: [UInt8]) {
     var input = FuzzInput(bytes)
@@ -96,8 +97,10 @@ func readAsTheLogWould(_ bytes: [UInt8], movedTo base: Int64, expecting records:
     guard index == records.count else { fatalError("the batches read back as \(index) records of \(records.count)") }
 }
 
-/// A real log in shared memory, kept across inputs and started again past 16 MiB.
+/// A real log in shared memory, kept across inputs and started again past 16 MiB; every 64th append
+/// closes and opens it again (a clean open must find it as it was).
 nonisolated(unsafe) var realLog: Log?
+nonisolated(unsafe) var realAppends = 0
 let logFolder: String = {
     let path = (ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
         ?? (FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : "/tmp")) + "/presence-fuzz-cluster-message-\(getpid())"
@@ -105,40 +108,60 @@ let logFolder: String = {
     return path
 }()
 
+func openRealLog() -> Log {
+    var configuration = LogConfiguration()
+    configuration.durability = .never
+    configuration.segmentBytes = 256 << 10
+    do {
+        return try Log.open(directory: logFolder, configuration: configuration)
+    } catch {
+        fatalError("cannot open the log in \(logFolder): \(error)")
+    }
+}
+
+/// Appends the message as a node materializes it: on its own, or (every other append) twice in one
+/// group, as a catching-up node appends a run of messages (`append(encoded:)` with several parts).
 func appendToRealLog(_ records: RecordBuffer, _ batches: EncodedBatches) {
     if realLog == nil || (realLog?.segments.reduce(0) { $0 + $1.size } ?? 0) > 16 << 20 {
         try? realLog?.close()
         try? FileManager.default.removeItem(atPath: logFolder)
-        var configuration = LogConfiguration()
-        configuration.durability = .never
-        configuration.segmentBytes = 256 << 10
-        do {
-            realLog = try Log.open(directory: logFolder, configuration: configuration)
-        } catch {
-            fatalError("cannot open a log in \(logFolder): \(error)")
-        }
+        realLog = openRealLog()
     }
     guard let log = realLog else { return }
+    realAppends += 1
+    let grouped = realAppends % 2 == 0
+    var expected = records
+    if grouped { expected.append(contentsOf: records) }
     let range: ClosedRange<Int64>
     do {
-        range = try log.append(records, encoded: batches)
+        range = grouped ? try log.append(encoded: [batches, batches]) : try log.append(records, encoded: batches)
     } catch {
         fatalError("the log refuses an accepted message of \(records.count) records: \(error)")
+    }
+    guard range.count == expected.count else { fatalError("an append of \(expected.count) records took offsets \(range)") }
+    if realAppends % 64 == 0 {
+        let end = log.endOffset
+        do { try log.close() } catch { fatalError("the log fails to close: \(error)") }
+        let reopened = openRealLog()
+        guard reopened.endOffset == end, reopened.openedCleanly else {
+            fatalError("the log closed at offset \(end) opens at \(reopened.endOffset) (cleanly: \(reopened.openedCleanly))")
+        }
+        realLog = reopened
     }
     var index = 0
     do {
         let reader = try LogReader(directory: logFolder)
         _ = try reader.forEachRecord(from: .offset(range.lowerBound)) { record in
-            guard record.offset == range.lowerBound + Int64(index), index < records.count, record.timestamp == records.timestamp(at: index),
-                  record.key.map(Array.init) == records.key(at: index), record.value.map(Array.init) == records.value(at: index)
+            guard record.offset == range.lowerBound + Int64(index), index < expected.count, record.timestamp == expected.timestamp(at: index),
+                  record.key.map(Array.init) == expected.key(at: index), record.value.map(Array.init) == expected.value(at: index)
             else { fatalError("record \(index) of the append reads back as offset \(record.offset) time \(record.timestamp), not as appended") }
             index += 1
-            return index < records.count
+            return index < expected.count
         }
     } catch {
         fatalError("the log fails to read back an accepted message: \(error)")
     }
-    guard index == records.count else { fatalError("the log reads back \(index) of \(records.count) appended records") }
+    guard index == expected.count else { fatalError("the log reads back \(index) of \(expected.count) appended records") }
 }
 
 /// The seed corpus: messages nodes write (one event, a burst spanning several batches, a chat message's
