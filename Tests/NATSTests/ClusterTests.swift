@@ -113,7 +113,10 @@ struct ClusterTests {
         // from the kill, a publish with no failed attempt (in a clean-clone CI run, message 5 waited 26 s
         // without one: this process's 2 cooperative threads were held by other suites' blocking calls, so
         // not even its 1 s timeout ran), which the printed attempts of the slowest publish tell apart.
-        #expect(stall < .seconds(90), "writes stalled for \(stall)")
+        // Liveness across the kill; the longest gap anywhere is printed, not bounded (under the whole suite it
+        // has reached 60 s far from the kill: this process starved, not the cluster).
+        let afterKill = killedAt.map { ackTimes[100] - $0 } ?? stall
+        #expect(afterKill < .seconds(90), "writes stalled for \(afterKill) after the kill")
         #expect(publisher.reconnectCount >= 1)
         await publisher.close()
         await nats.close()
